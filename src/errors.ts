@@ -1,0 +1,73 @@
+/**
+ * Every failure idem reports is an IdemError with a stable `code`. Codes are
+ * part of the public contract: users branch on them, metrics label by them.
+ */
+export const ErrorCode = {
+  INVALID_CONFIG: 'INVALID_CONFIG',
+  INVALID_KEY: 'INVALID_KEY',
+  INVALID_MESSAGE: 'INVALID_MESSAGE',
+  CONFLICT: 'CONFLICT',
+  IN_FLIGHT: 'IN_FLIGHT',
+  HANDLER_FAILED: 'HANDLER_FAILED',
+  HANDLER_LOAD_FAILED: 'HANDLER_LOAD_FAILED',
+  NO_HANDLER: 'NO_HANDLER',
+  LEASE_LOST: 'LEASE_LOST',
+  WORKER_DIED: 'WORKER_DIED',
+  STORE_FAILED: 'STORE_FAILED',
+  RESULT_TOO_LARGE: 'RESULT_TOO_LARGE',
+  ENGINE_CLOSED: 'ENGINE_CLOSED',
+  BLOOM_SNAPSHOT_INVALID: 'BLOOM_SNAPSHOT_INVALID',
+} as const
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
+
+export class IdemError extends Error {
+  readonly code: ErrorCode
+  /** The idempotency key concerned, when there is one. */
+  readonly key?: string
+
+  constructor(code: ErrorCode, message: string, options: { key?: string; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'IdemError'
+    this.code = code
+    if (options.key !== undefined) this.key = options.key
+  }
+}
+
+/** Bad configuration: `problems` names every bad field, one line each. */
+export class ConfigError extends IdemError {
+  readonly problems: readonly string[]
+  constructor(problems: readonly string[]) {
+    super(ErrorCode.INVALID_CONFIG, `invalid idem config:\n  - ${problems.join('\n  - ')}`)
+    this.name = 'ConfigError'
+    this.problems = problems
+  }
+}
+
+/** Same key, different payload fingerprint. */
+export class ConflictError extends IdemError {
+  readonly storedFingerprint?: string
+  readonly fingerprint?: string
+  constructor(key: string, storedFingerprint: string | undefined, fingerprint: string | undefined) {
+    super(
+      ErrorCode.CONFLICT,
+      `key ${JSON.stringify(key)} was already processed with fingerprint ${JSON.stringify(storedFingerprint)}; this message has ${JSON.stringify(fingerprint)}`,
+      { key },
+    )
+    this.name = 'ConflictError'
+    if (storedFingerprint !== undefined) this.storedFingerprint = storedFingerprint
+    if (fingerprint !== undefined) this.fingerprint = fingerprint
+  }
+}
+
+/** The user's handler threw; the claim was released so a redelivery runs it again. */
+export class HandlerError extends IdemError {
+  constructor(key: string, cause: unknown) {
+    super(ErrorCode.HANDLER_FAILED, `handler failed for key ${JSON.stringify(key)}: ${describe(cause)}`, { key, cause })
+    this.name = 'HandlerError'
+  }
+}
+
+export function describe(value: unknown): string {
+  if (value instanceof Error) return value.message
+  return String(value)
+}
