@@ -13,6 +13,7 @@ export const ErrorCode = {
   NO_HANDLER: 'NO_HANDLER',
   LEASE_LOST: 'LEASE_LOST',
   WORKER_DIED: 'WORKER_DIED',
+  ACTOR_FAILED: 'ACTOR_FAILED',
   STORE_FAILED: 'STORE_FAILED',
   RESULT_TOO_LARGE: 'RESULT_TOO_LARGE',
   ENGINE_CLOSED: 'ENGINE_CLOSED',
@@ -43,27 +44,11 @@ export class ConfigError extends IdemError {
   }
 }
 
-/** Same key, different payload fingerprint. */
+/** Same key, already settled with a different payload fingerprint. */
 export class ConflictError extends IdemError {
-  readonly storedFingerprint?: string
-  readonly fingerprint?: string
-  constructor(key: string, storedFingerprint: string | undefined, fingerprint: string | undefined) {
-    super(
-      ErrorCode.CONFLICT,
-      `key ${JSON.stringify(key)} was already processed with fingerprint ${JSON.stringify(storedFingerprint)}; this message has ${JSON.stringify(fingerprint)}`,
-      { key },
-    )
+  constructor(key: string, message: string) {
+    super(ErrorCode.CONFLICT, message, { key })
     this.name = 'ConflictError'
-    if (storedFingerprint !== undefined) this.storedFingerprint = storedFingerprint
-    if (fingerprint !== undefined) this.fingerprint = fingerprint
-  }
-}
-
-/** The user's handler threw; the claim was released so a redelivery runs it again. */
-export class HandlerError extends IdemError {
-  constructor(key: string, cause: unknown) {
-    super(ErrorCode.HANDLER_FAILED, `handler failed for key ${JSON.stringify(key)}: ${describe(cause)}`, { key, cause })
-    this.name = 'HandlerError'
   }
 }
 

@@ -1,0 +1,79 @@
+/**
+ * Everything that crosses between the main thread and an actor's thread, in one
+ * file so the two sides cannot drift. Per-message data travels as parallel
+ * arrays (one structured clone per batch), never as one object per message.
+ */
+import type { ErrorCode } from '../errors.js'
+import type { Message } from '../message.js'
+
+/** Per-message decision of an actor; REPEAT is internal (a second copy in one batch). */
+export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4, REPEAT: 5 } as const
+export type VerdictCode = (typeof VerdictCode)[keyof typeof VerdictCode]
+
+/** Indexes into the counters array every reply carries (deltas since the last reply). */
+export const Counter = {
+  LRU_HITS: 0,
+  BLOOM_NEGATIVES: 1,
+  BLOOM_POSITIVES: 2,
+  /** Maybe-seen keys the store found absent (includes redeliveries of released keys). */
+  BLOOM_FALSE_POSITIVES: 3,
+  STORE_ROUND_TRIPS: 4,
+  /** Commits, releases and renewals the store refused: the lease was no longer ours. */
+  FENCED_WRITES: 5,
+  BLOOM_ROTATIONS: 6,
+} as const
+export const COUNTER_COUNT = 7
+
+/** A shard batch as the actor receives it. */
+export interface ActorBatch {
+  keys: string[]
+  /** Two u32 per key (xxHash64 lo, hi) as the router computed them: the bloom reuses them. */
+  hashes: Uint32Array
+  fingerprints: (string | undefined)[]
+}
+
+export interface Decision {
+  verdicts: Uint8Array
+  /** Owner token of this batch's claims. */
+  token: string
+  /** For DUPLICATE: the stored result; for CONFLICT and IN_FLIGHT: the stored fingerprint. */
+  results: unknown[]
+  storedFingerprints: (string | undefined)[]
+  counters: Float64Array
+}
+
+export interface Settlement {
+  token: string
+  commitKeys: string[]
+  commitFingerprints: (string | undefined)[]
+  commitResults: unknown[] | undefined
+  releaseKeys: string[]
+}
+
+export interface SettleReply {
+  /** 1 per applied commit, 0 when the store refused it (fenced). */
+  committed: Uint8Array
+  counters: Float64Array
+}
+
+/** An error as data: IdemErrors do not survive structured clone as their class. */
+export interface ErrorData {
+  code: ErrorCode
+  message: string
+}
+
+/** What a batch cycle produced, per message. */
+export interface BatchResult {
+  verdicts: Uint8Array
+  results: unknown[]
+  errors: (ErrorData | undefined)[]
+  counters: Float64Array
+  shadowRuns: number
+}
+
+export type ThreadTask =
+  | { op: 'ready' }
+  | { op: 'decide'; shard: number; batch: ActorBatch }
+  | { op: 'settle'; shard: number; settlement: Settlement }
+  | { op: 'renew'; shard: number; token: string; keys: string[] }
+  | { op: 'run'; shard: number; batch: ActorBatch; messages: Message[] }

@@ -1,0 +1,187 @@
+import { randomBytes } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+import { BloomFilter } from '../bloom/bloom-filter.js'
+import type { Clock } from '../clock.js'
+import type { EngineConfig } from '../config.js'
+import { MemoryStore } from '../store/memory-store.js'
+import { ClaimCode, type DedupStore } from '../store/store.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply } from './protocol.js'
+
+/** A settled key held in memory: enough to answer a duplicate without I/O. */
+interface Settled {
+  fingerprint: string | undefined
+  result: unknown
+  expiresAt: number
+}
+
+/**
+ * One shard's actor: its LRU of settled keys, its bloom filter and its store
+ * slice. Single-threaded by construction; the lane that feeds it runs one
+ * batch at a time, so no key of this shard is ever claimed twice at once here.
+ */
+export class ShardActor {
+  private readonly bloom: BloomFilter
+  private readonly settled: LRUCache<string, Settled> | undefined
+  private readonly store: DedupStore
+  private counters = new Float64Array(COUNTER_COUNT)
+  private generationStartedAt: number
+  /** Tokens must never repeat across restarts of this shard, or a stale owner could pass as a live one. */
+  private readonly tokenPrefix = randomBytes(6).toString('base64url')
+  private batches = 0
+  private maybeSeen = new Uint8Array(0)
+
+  constructor(
+    readonly shard: number,
+    private readonly config: EngineConfig,
+    private readonly clock: Clock,
+  ) {
+    this.bloom = new BloomFilter({
+      expectedItems: Math.ceil(config.bloom.expectedItems / config.shards),
+      falsePositiveRate: config.bloom.falsePositiveRate,
+      maxBatchKeys: config.maxBatch,
+    })
+    const lruMax = Math.ceil(config.lru.maxKeys / config.shards)
+    this.settled = lruMax > 0 ? new LRUCache<string, Settled>({ max: lruMax }) : undefined
+    this.store = new MemoryStore(clock)
+    this.generationStartedAt = clock.now()
+  }
+
+  /**
+   * Verdicts for a batch: LRU and bloom answer without I/O, the rest is claimed
+   * in one store call. Bloom runs first because a "never seen" key cannot be in
+   * the LRU, so only maybe-seen keys pay for an LRU lookup.
+   */
+  async decide(batch: ActorBatch): Promise<Decision> {
+    const { keys, fingerprints } = batch
+    const n = keys.length
+    const now = this.clock.now()
+    this.rotateBloom(now)
+    if (this.maybeSeen.length < n) this.maybeSeen = new Uint8Array(Math.max(n, this.config.maxBatch))
+    const maybeSeen = this.maybeSeen
+    const positives = this.bloom.testAndAddHashes(batch.hashes, n, maybeSeen)
+    const c = this.counters
+    c[Counter.BLOOM_POSITIVES] += positives
+    c[Counter.BLOOM_NEGATIVES] += n - positives
+
+    const verdicts = new Uint8Array(n)
+    const results: unknown[] = new Array(n)
+    const storedFingerprints: (string | undefined)[] = new Array(n)
+    const claimIndexes: number[] = []
+    for (let i = 0; i < n; i++) {
+      if (maybeSeen[i] === 1 && this.settled !== undefined) {
+        const hit = this.settled.get(keys[i])
+        if (hit !== undefined && hit.expiresAt > now) {
+          c[Counter.LRU_HITS]++
+          this.answerSettled(i, hit.fingerprint, hit.result, fingerprints[i], verdicts, results, storedFingerprints)
+          continue
+        }
+      }
+      claimIndexes.push(i)
+    }
+
+    const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
+    if (claimIndexes.length > 0) {
+      const claimKeys = claimIndexes.map((i) => keys[i])
+      const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
+      c[Counter.STORE_ROUND_TRIPS]++
+      const replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs)
+      for (let j = 0; j < claimIndexes.length; j++) {
+        const i = claimIndexes[j]
+        switch (replies.codes[j]) {
+          case ClaimCode.CLAIMED:
+            verdicts[i] = VerdictCode.NEW
+            if (maybeSeen[i] === 1) c[Counter.BLOOM_FALSE_POSITIVES]++
+            break
+          case ClaimCode.DONE:
+            this.answerSettled(i, replies.fingerprints[j], replies.results[j], fingerprints[i], verdicts, results, storedFingerprints)
+            this.remember(keys[i], replies.fingerprints[j], replies.results[j], now)
+            break
+          case ClaimCode.IN_PROGRESS:
+            // Even with another fingerprint this is in-flight, not conflict: the
+            // other owner may fail and release, and then this message is new.
+            verdicts[i] = VerdictCode.IN_FLIGHT
+            storedFingerprints[i] = replies.fingerprints[j]
+            break
+          case ClaimCode.REPEAT:
+            verdicts[i] = VerdictCode.REPEAT
+            break
+        }
+      }
+    }
+    return { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
+  }
+
+  async settle(s: Settlement): Promise<SettleReply> {
+    const c = this.counters
+    let committed: Uint8Array = new Uint8Array(0)
+    if (s.commitKeys.length > 0) {
+      c[Counter.STORE_ROUND_TRIPS]++
+      committed = await this.store.commit(s.commitKeys, s.commitResults, s.token, this.config.ttlMs)
+      const now = this.clock.now()
+      for (let i = 0; i < committed.length; i++) {
+        if (committed[i] === 1) this.remember(s.commitKeys[i], s.commitFingerprints[i], s.commitResults?.[i], now)
+        else c[Counter.FENCED_WRITES]++
+      }
+    }
+    if (s.releaseKeys.length > 0) {
+      c[Counter.STORE_ROUND_TRIPS]++
+      const released = await this.store.release(s.releaseKeys, s.token)
+      for (let i = 0; i < released.length; i++) if (released[i] === 0) c[Counter.FENCED_WRITES]++
+    }
+    return { committed, counters: this.takeCounters() }
+  }
+
+  /** Extends the leases of a batch whose handlers are still running. */
+  async renew(token: string, keys: string[]): Promise<Float64Array> {
+    this.counters[Counter.STORE_ROUND_TRIPS]++
+    const renewed = await this.store.renew(keys, token, this.config.leaseMs)
+    for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
+    return this.takeCounters()
+  }
+
+  async close(): Promise<void> {
+    await this.store.close()
+  }
+
+  private answerSettled(
+    i: number,
+    storedFingerprint: string | undefined,
+    result: unknown,
+    fingerprint: string | undefined,
+    verdicts: Uint8Array,
+    results: unknown[],
+    storedFingerprints: (string | undefined)[],
+  ): void {
+    if (storedFingerprint !== undefined && fingerprint !== undefined && storedFingerprint !== fingerprint) {
+      verdicts[i] = VerdictCode.CONFLICT
+      storedFingerprints[i] = storedFingerprint
+    } else {
+      verdicts[i] = VerdictCode.DUPLICATE
+      results[i] = result
+    }
+  }
+
+  private remember(key: string, fingerprint: string | undefined, result: unknown, now: number): void {
+    this.settled?.set(key, { fingerprint, result, expiresAt: now + this.config.ttlMs })
+  }
+
+  /**
+   * Each generation spans one TTL, so current + previous remember every key for
+   * at least the dedup window: the filter may forget a key only after its DONE
+   * record could have expired.
+   */
+  private rotateBloom(now: number): void {
+    const elapsed = now - this.generationStartedAt
+    if (elapsed < this.config.ttlMs) return
+    const rotations = elapsed >= 2 * this.config.ttlMs ? 2 : 1
+    for (let r = 0; r < rotations; r++) this.bloom.rotate()
+    this.counters[Counter.BLOOM_ROTATIONS] += rotations
+    this.generationStartedAt = now
+  }
+
+  private takeCounters(): Float64Array {
+    const taken = this.counters
+    this.counters = new Float64Array(COUNTER_COUNT)
+    return taken
+  }
+}

@@ -1,0 +1,98 @@
+import { Piscina } from 'piscina'
+import type { EngineConfig } from '../config.js'
+import { describe, ErrorCode, IdemError } from '../errors.js'
+import type { Message } from '../message.js'
+import type { ActorPort } from './batch-cycle.js'
+import type { ActorBatch, BatchResult, Decision, SettleReply, Settlement, ThreadTask } from './protocol.js'
+import type { ThreadData } from './thread-host.js'
+
+const hostFile = new URL('./thread-host.js', import.meta.url).href
+
+/**
+ * One worker thread hosting a fixed set of shards. piscina gives each pool a
+ * single thread, so a shard's state always lives in the same thread; when that
+ * thread dies piscina starts a new one and the shards rebuild there.
+ */
+export class ActorThread {
+  private readonly pool: Piscina
+  private deaths = 0
+  private closing = false
+
+  constructor(config: EngineConfig, shardsHere: number) {
+    const workerData: ThreadData = { config }
+    this.pool = new Piscina({
+      filename: hostFile,
+      minThreads: 1,
+      maxThreads: 1,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // One batch in flight per shard, plus its lease renewals.
+      concurrentTasksPerWorker: Math.max(1, shardsHere) * 2,
+      workerData,
+    })
+    // piscina replaces a thread that dies (minThreads: 1); each loss outside close() is a restart.
+    this.pool.on('workerDestroy', () => {
+      if (!this.closing) this.deaths++
+    })
+  }
+
+  /** Threads that died and were replaced. */
+  get restarts(): number {
+    return this.deaths
+  }
+
+  async ready(): Promise<void> {
+    try {
+      await this.pool.run({ op: 'ready' } satisfies ThreadTask)
+    } catch (error) {
+      throw new IdemError(ErrorCode.HANDLER_LOAD_FAILED, describe(error), { cause: error })
+    }
+  }
+
+  portOf(shard: number): RemoteActorPort {
+    return new RemoteActorPort(this, shard)
+  }
+
+  async call<T>(task: ThreadTask): Promise<T> {
+    try {
+      return (await this.pool.run(task)) as T
+    } catch (error) {
+      const message = describe(error)
+      const died = message.startsWith('worker exited')
+      throw new IdemError(
+        died ? ErrorCode.WORKER_DIED : ErrorCode.ACTOR_FAILED,
+        died ? `the worker thread hosting shard ${'shard' in task ? task.shard : '?'} died (${message}); its batch was not settled and will be retried` : `actor task failed: ${message}`,
+        { cause: error },
+      )
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    await this.pool.destroy()
+  }
+}
+
+/** The actor of one shard, seen from the main thread. */
+export class RemoteActorPort implements ActorPort {
+  constructor(
+    private readonly thread: ActorThread,
+    private readonly shard: number,
+  ) {}
+
+  decide(batch: ActorBatch): Promise<Decision> {
+    return this.thread.call({ op: 'decide', shard: this.shard, batch })
+  }
+
+  settle(settlement: Settlement): Promise<SettleReply> {
+    return this.thread.call({ op: 'settle', shard: this.shard, settlement })
+  }
+
+  renew(token: string, keys: string[]): Promise<Float64Array> {
+    return this.thread.call({ op: 'renew', shard: this.shard, token, keys })
+  }
+
+  /** The whole batch cycle inside the worker, for handler modules: one crossing per batch. */
+  run(batch: ActorBatch, messages: Message[]): Promise<BatchResult> {
+    return this.thread.call({ op: 'run', shard: this.shard, batch, messages })
+  }
+}

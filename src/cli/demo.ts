@@ -1,0 +1,134 @@
+import { availableParallelism } from 'node:os'
+import { createEngine } from '../engine.js'
+import { consumeMemoryQueue, MemoryQueue } from '../transport/memory-queue.js'
+import { demoStream, type DemoPayload } from './demo-stream.js'
+import { Progress } from './progress.js'
+import { formatTable } from './table.js'
+
+export interface DemoOptions {
+  messages: number
+  dupRate: number
+  shards: number
+  threads: number
+  seed: number
+  json: boolean
+}
+
+export interface DemoSummary {
+  messages: number
+  uniqueKeys: number
+  effects: number
+  duplicates: number
+  lost: number
+  doubleEffects: number
+  failed: number
+  redeliveries: number
+  msgsPerSec: number
+  bloomFalsePositiveRate: number
+  batchLatencyMs: { p50: number; p99: number }
+  layers: { lruHits: number; storeDuplicates: number; bloomNegatives: number; bloomPositives: number; bloomFalsePositives: number; storeRoundTrips: number }
+  config: { shards: number; threads: number; store: string }
+}
+
+/** Threads for the demo: on a 2-core machine one actor thread beside the main thread. */
+export function defaultDemoThreads(): number {
+  return Math.max(1, Math.min(4, availableParallelism() - 1))
+}
+
+/** Runs a generated stream through the in-memory queue and the engine; counts every effect. */
+export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
+  const queue = new MemoryQueue<DemoPayload>()
+  let uniqueKeys = 0
+  for (const message of demoStream(options)) {
+    queue.add(message)
+    uniqueKeys = Math.max(uniqueKeys, message.payload!.n + 1)
+  }
+  const engine = await createEngine({
+    shards: options.shards,
+    threads: options.threads,
+    bloom: { expectedItems: Math.max(1, uniqueKeys), falsePositiveRate: 0.01 },
+    lru: { maxKeys: 100_000 },
+  })
+  const effects = new Uint16Array(uniqueKeys)
+  const handler = (message: { payload?: DemoPayload }): void => {
+    effects[message.payload!.n]++
+  }
+  const progress = new Progress(options.messages, 'msgs', !options.json && process.stderr.isTTY === true)
+  const latencies: number[] = []
+  let settled = 0
+  const started = performance.now()
+  await consumeMemoryQueue(queue, engine, handler, {
+    onBatch: (size, ms) => {
+      latencies.push(ms)
+      settled += size
+      progress.update(Math.min(settled, options.messages))
+    },
+  })
+  const seconds = (performance.now() - started) / 1000
+  progress.finish()
+  const stats = engine.stats()
+  await engine.close()
+
+  let effectCount = 0
+  let lost = 0
+  let doubleEffects = 0
+  for (const count of effects) {
+    effectCount += count
+    if (count === 0) lost++
+    if (count > 1) doubleEffects += count - 1
+  }
+  latencies.sort((a, b) => a - b)
+  const t = stats.totals
+  return {
+    messages: options.messages,
+    uniqueKeys,
+    effects: effectCount,
+    duplicates: t.verdicts.duplicate,
+    lost,
+    doubleEffects,
+    failed: queue.failed.length,
+    redeliveries: queue.redeliveries,
+    msgsPerSec: Math.round(options.messages / seconds),
+    bloomFalsePositiveRate: stats.bloom.measuredFalsePositiveRate,
+    batchLatencyMs: { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) },
+    layers: {
+      lruHits: t.lruHits,
+      storeDuplicates: t.verdicts.duplicate - t.lruHits,
+      bloomNegatives: t.bloomNegatives,
+      bloomPositives: t.bloomPositives,
+      bloomFalsePositives: t.bloomFalsePositives,
+      storeRoundTrips: t.storeRoundTrips,
+    },
+    config: { shards: options.shards, threads: options.threads, store: 'memory' },
+  }
+}
+
+export function formatDemoSummary(s: DemoSummary): string {
+  return formatTable(
+    ['idem demo', 'value'],
+    [
+      ['store / shards / threads', `${s.config.store} / ${s.config.shards} / ${s.config.threads}`],
+      ['messages', s.messages],
+      ['unique keys', s.uniqueKeys],
+      ['handler effects', s.effects],
+      ['lost (unique keys never run)', s.lost],
+      ['double effects', s.doubleEffects],
+      ['duplicates dropped', s.duplicates],
+      ['  by the LRU (no I/O)', s.layers.lruHits],
+      ['  by the store confirm', s.layers.storeDuplicates],
+      ['bloom: never seen', s.layers.bloomNegatives],
+      ['bloom: maybe seen', s.layers.bloomPositives],
+      ['bloom: false positives (store said new)', s.layers.bloomFalsePositives],
+      ['bloom: measured false-positive rate', `${(s.bloomFalsePositiveRate * 100).toFixed(3)}%`],
+      ['store round trips', s.layers.storeRoundTrips],
+      ['redeliveries / failed', `${s.redeliveries} / ${s.failed}`],
+      ['throughput (msgs/s)', s.msgsPerSec],
+      ['batch latency p50 / p99 (ms)', `${s.batchLatencyMs.p50.toFixed(2)} / ${s.batchLatencyMs.p99.toFixed(2)}`],
+    ],
+  )
+}
+
+function percentile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return 0
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
+}

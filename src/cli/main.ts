@@ -1,0 +1,77 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util'
+import { IdemError } from '../errors.js'
+import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
+
+const usage = `usage:
+  idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
+  idem bench [--json] [--quick]
+
+  demo   runs a generated stream with duplicates through the engine (memory store,
+         in-memory queue) and checks that every unique key had exactly one effect.
+  bench  tinybench microbenchmarks: the WASM bloom against bloomfilter and
+         bloom-filters, lru-cache, and the engine end to end (needs the dev dependencies).`
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  if (command === 'demo') return demo(rest)
+  if (command === 'bench') {
+    const { runBench } = await import('../../bench/run.js')
+    return runBench(rest)
+  }
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    console.log(usage)
+    return command === undefined ? 1 : 0
+  }
+  console.error(`idem: unknown command ${JSON.stringify(command)}\n\n${usage}`)
+  return 2
+}
+
+async function demo(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      messages: { type: 'string', default: '1000000' },
+      'dup-rate': { type: 'string', default: '0.3' },
+      shards: { type: 'string', default: '8' },
+      threads: { type: 'string', default: String(defaultDemoThreads()) },
+      seed: { type: 'string', default: '42' },
+      json: { type: 'boolean', default: false },
+    },
+    strict: true,
+  })
+  const problems: string[] = []
+  const int = (name: string, min: number, max: number): number => {
+    const raw = values[name as keyof typeof values] as string
+    const value = Number(raw)
+    if (!Number.isInteger(value) || value < min || value > max) problems.push(`--${name}: must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`)
+    return value
+  }
+  const messages = int('messages', 1, 100_000_000)
+  const shards = int('shards', 1, 1024)
+  const threads = int('threads', 0, 64)
+  const seed = int('seed', 0, 2 ** 32 - 1)
+  const dupRate = Number(values['dup-rate'])
+  if (!(dupRate >= 0 && dupRate < 1)) problems.push(`--dup-rate: must be a number in [0, 1), got ${JSON.stringify(values['dup-rate'])}`)
+  if (problems.length > 0) {
+    console.error(`idem demo: ${problems.join('\n           ')}`)
+    return 2
+  }
+  const summary = await runDemo({ messages, dupRate, shards, threads, seed, json: values.json })
+  console.log(values.json ? JSON.stringify(summary) : formatDemoSummary(summary))
+  const ok = summary.effects === summary.uniqueKeys && summary.lost === 0 && summary.doubleEffects === 0
+  if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects})`)
+  return ok ? 0 : 1
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (error: unknown) => {
+    if (error instanceof IdemError) console.error(`idem: ${error.code}: ${error.message}`)
+    else if (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) console.error(`idem: ${error.message}\n\n${usage}`)
+    else console.error(error)
+    process.exitCode = 2
+  },
+)

@@ -1,0 +1,219 @@
+import { addCounters, type ActorPort } from './actor/batch-cycle.js'
+import { COUNTER_COUNT, Counter, VerdictCode } from './actor/protocol.js'
+import { ShardActor } from './actor/shard-actor.js'
+import { ShardLane, type Job } from './actor/shard-lane.js'
+import { ActorThread } from './actor/thread-pool.js'
+import { bloomGeometry } from './bloom/bloom-filter.js'
+import { systemClock, type Clock } from './clock.js'
+import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js'
+import { ErrorCode, IdemError } from './errors.js'
+import { loadHandlerModule } from './handler-module.js'
+import type { Handler, Message, Outcome } from './message.js'
+import { invalidOutcome } from './outcome.js'
+import { Router } from './router.js'
+
+/** Counts of one shard, or of the whole engine. */
+export interface LayerStats {
+  /** Duplicates answered by the LRU of settled keys, without I/O. */
+  lruHits: number
+  /** Keys the bloom filter had never seen. */
+  bloomNegatives: number
+  /** Keys the bloom filter may have seen (confirmed by the LRU or the store). */
+  bloomPositives: number
+  /** Maybe-seen keys the store found absent (includes redeliveries of released keys). */
+  bloomFalsePositives: number
+  storeRoundTrips: number
+  /** Commits, releases or renewals refused because the lease was no longer ours. */
+  fencedWrites: number
+  bloomRotations: number
+  /** Handlers run in shadow rollout that enforce would have skipped. */
+  shadowRuns: number
+  verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
+}
+
+export interface EngineStats {
+  totals: LayerStats
+  shards: LayerStats[]
+  /** Worker threads restarted after dying (their shards' memory stores started empty). */
+  workerRestarts: number
+  bloom: {
+    bitsPerShard: number
+    k: number
+    /** Both generations of every shard. */
+    bytes: number
+    /** bloomFalsePositives / (bloomFalsePositives + bloomNegatives): the rate new keys were wrongly "maybe seen". */
+    measuredFalsePositiveRate: number
+  }
+}
+
+/** Internal knobs for tests: an injected clock for exact lease and TTL tests (threads: 0 only). */
+export interface EngineInternals {
+  clock?: Clock
+}
+
+export async function createEngine(options: EngineOptions = {}, internals: EngineInternals = {}): Promise<Engine> {
+  const config = resolveConfig(options)
+  const engine = new Engine(config, internals.clock ?? systemClock)
+  await engine.start()
+  return engine
+}
+
+/**
+ * The sharded engine: routes messages by key to shard actors (on this thread
+ * or in worker threads) and returns one outcome per message, in order.
+ */
+export class Engine {
+  readonly config: EngineConfig
+  private readonly router: Router
+  private readonly lanes: ShardLane[] = []
+  private readonly threads: ActorThread[] = []
+  private readonly localActors: ShardActor[] = []
+  private moduleHandler: Handler | undefined
+  private invalidCount = 0
+  private closing: Promise<void> | undefined
+
+  constructor(config: EngineConfig, private readonly clock: Clock) {
+    this.config = config
+    this.router = new Router(config.shards, config.maxBatch)
+  }
+
+  /** @internal Called once by createEngine. */
+  async start(): Promise<void> {
+    const { config } = this
+    if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
+    for (let t = 0; t < config.threads; t++) {
+      const shardsHere = Math.ceil((config.shards - t) / config.threads)
+      this.threads.push(new ActorThread(config, shardsHere))
+    }
+    try {
+      await Promise.all(this.threads.map((thread) => thread.ready()))
+    } catch (error) {
+      await Promise.all(this.threads.map((thread) => thread.close()))
+      throw error
+    }
+    for (let shard = 0; shard < config.shards; shard++) {
+      let port: ActorPort
+      let remote
+      if (config.threads === 0) {
+        const actor = new ShardActor(shard, config, this.clock)
+        this.localActors.push(actor)
+        port = actor
+      } else {
+        remote = this.threads[shard % config.threads].portOf(shard)
+        port = remote
+      }
+      this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config))
+    }
+  }
+
+  /** One message. Prefer processBatch for throughput: routing and hashing are per batch. */
+  async process<P, R>(message: Message<P>, handler?: Handler<P, R>): Promise<Outcome<R>> {
+    const [outcome] = await this.processBatch([message], handler)
+    return outcome
+  }
+
+  /** Many messages; outcomes come back in the same order. */
+  async processBatch<P, R>(messages: readonly Message<P>[], handler?: Handler<P, R>): Promise<Outcome<R>[]> {
+    if (this.closing !== undefined) throw new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closed; create a new one to process more messages')
+    if (!Array.isArray(messages)) throw new IdemError(ErrorCode.INVALID_MESSAGE, `processBatch takes an array of messages, got ${typeof messages}`)
+    if (handler !== undefined && typeof handler !== 'function') throw new IdemError(ErrorCode.NO_HANDLER, `handler must be a function, got ${typeof handler}`)
+    if (handler === undefined && this.config.handler === undefined) {
+      throw new IdemError(ErrorCode.NO_HANDLER, 'no handler: pass a function to process()/processBatch(), or configure a handler module')
+    }
+    const n = messages.length
+    const outcomes: Outcome[] = new Array(n)
+    if (n === 0) return outcomes as Outcome<R>[]
+    const router = this.router
+    if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes)
+    const { hashes, shards, scopedKeys, errors } = router
+
+    const jobs: (Job | undefined)[] = new Array(this.config.shards)
+    const waits: Promise<void>[] = []
+    for (let i = 0; i < n; i++) {
+      if (errors[i] !== undefined) continue
+      const shard = shards[i]
+      let job = jobs[shard]
+      if (job === undefined) {
+        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined }
+        const created = job
+        waits.push(new Promise<void>((resolve) => (created.done = resolve)))
+        jobs[shard] = job
+      }
+      job.remaining++
+      this.lanes[shard].push(scopedKeys[i] as string, hashes[2 * i], hashes[2 * i + 1], messages[i], job, i)
+    }
+    for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].kick()
+    await Promise.all(waits)
+    return outcomes as Outcome<R>[]
+  }
+
+  stats(): EngineStats {
+    const shards = this.lanes.map((lane) => layerStats(lane.stats.counters, lane.stats.verdicts, lane.stats.shadowRuns))
+    const counters = new Float64Array(COUNTER_COUNT)
+    const verdicts = new Float64Array(6)
+    let shadowRuns = 0
+    for (const lane of this.lanes) {
+      addCounters(counters, lane.stats.counters)
+      addCounters(verdicts, lane.stats.verdicts)
+      shadowRuns += lane.stats.shadowRuns
+    }
+    verdicts[VerdictCode.INVALID] += this.invalidCount
+    const totals = layerStats(counters, verdicts, shadowRuns)
+    const geometry = bloomGeometry(Math.ceil(this.config.bloom.expectedItems / this.config.shards), this.config.bloom.falsePositiveRate)
+    const judged = totals.bloomFalsePositives + totals.bloomNegatives
+    return {
+      totals,
+      shards,
+      workerRestarts: this.threads.reduce((sum, thread) => sum + thread.restarts, 0),
+      bloom: {
+        bitsPerShard: geometry.bits,
+        k: geometry.k,
+        bytes: 2 * geometry.bytesPerGeneration * this.config.shards,
+        measuredFalsePositiveRate: judged === 0 ? 0 : totals.bloomFalsePositives / judged,
+      },
+    }
+  }
+
+  /** Lets queued work finish, then stops threads and stores. Safe to call twice. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.all(this.lanes.map((lane) => lane.idle()))
+      await Promise.all([...this.threads.map((thread) => thread.close()), ...this.localActors.map((actor) => actor.close())])
+    })()
+    return this.closing
+  }
+
+  private settleInvalid(messages: readonly unknown[], outcomes: Outcome[]): number {
+    let count = 0
+    const { errors } = this.router
+    for (let i = 0; i < messages.length; i++) {
+      const error = errors[i]
+      if (error === undefined) continue
+      outcomes[i] = invalidOutcome((messages[i] as Message | null)?.key, error)
+      count++
+    }
+    return count
+  }
+}
+
+function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): LayerStats {
+  return {
+    lruHits: c[Counter.LRU_HITS],
+    bloomNegatives: c[Counter.BLOOM_NEGATIVES],
+    bloomPositives: c[Counter.BLOOM_POSITIVES],
+    bloomFalsePositives: c[Counter.BLOOM_FALSE_POSITIVES],
+    storeRoundTrips: c[Counter.STORE_ROUND_TRIPS],
+    fencedWrites: c[Counter.FENCED_WRITES],
+    bloomRotations: c[Counter.BLOOM_ROTATIONS],
+    shadowRuns,
+    verdicts: {
+      new: v[VerdictCode.NEW],
+      duplicate: v[VerdictCode.DUPLICATE],
+      inFlight: v[VerdictCode.IN_FLIGHT],
+      conflict: v[VerdictCode.CONFLICT],
+      invalid: v[VerdictCode.INVALID],
+    },
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,116 @@
+import type { Clock } from '../clock.js'
+import { KeyState, stateOf, type KeyRecord } from './record-state.js'
+import { ClaimCode, type ClaimReplies, type DedupStore } from './store.js'
+
+/** Expired records are swept this many at a time, every this many claims, so no call pays for the whole map. */
+const SWEEP_EVERY = 4096
+const SWEEP_BATCH = 4096
+
+/**
+ * The whole state machine in a Map, for tests and single-process use. Not
+ * durable: records die with the thread that holds them.
+ */
+export class MemoryStore implements DedupStore {
+  private readonly records = new Map<string, KeyRecord>()
+  private claimsSinceSweep = 0
+  private sweepCursor: Iterator<[string, KeyRecord]> | undefined
+
+  constructor(private readonly clock: Clock) {}
+
+  get size(): number {
+    return this.records.size
+  }
+
+  async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies> {
+    const now = this.clock.now()
+    const n = keys.length
+    const codes = new Uint8Array(n)
+    const storedFingerprints: (string | undefined)[] = new Array(n)
+    const results: unknown[] = new Array(n)
+    // Records claimed by this call: a second copy of a key in the batch is a
+    // REPEAT, never "my own claim" (that answer is for a retried call).
+    const claimedNow = new Set<KeyRecord>()
+    for (let i = 0; i < n; i++) {
+      const key = keys[i]
+      const record = this.records.get(key)
+      switch (stateOf(record, now)) {
+        case KeyState.ABSENT:
+        case KeyState.LEASE_EXPIRED: {
+          const claimed: KeyRecord = { done: false, token, fingerprint: fingerprints[i], result: undefined, expiresAt: now + leaseMs }
+          this.records.set(key, claimed)
+          claimedNow.add(claimed)
+          codes[i] = ClaimCode.CLAIMED
+          break
+        }
+        case KeyState.IN_PROGRESS:
+          if (claimedNow.has(record!)) codes[i] = ClaimCode.REPEAT
+          else if (record!.token === token) codes[i] = ClaimCode.CLAIMED
+          else {
+            codes[i] = ClaimCode.IN_PROGRESS
+            storedFingerprints[i] = record!.fingerprint
+          }
+          break
+        case KeyState.DONE:
+          codes[i] = ClaimCode.DONE
+          storedFingerprints[i] = record!.fingerprint
+          results[i] = record!.result
+          break
+      }
+    }
+    this.claimsSinceSweep += n
+    if (this.claimsSinceSweep >= SWEEP_EVERY) this.sweep(now)
+    return { codes, fingerprints: storedFingerprints, results }
+  }
+
+  async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    const now = this.clock.now()
+    return this.whereOwned(keys, token, now, (record, i) => {
+      record.done = true
+      record.result = results?.[i]
+      record.expiresAt = now + ttlMs
+    })
+  }
+
+  async release(keys: readonly string[], token: string): Promise<Uint8Array> {
+    return this.whereOwned(keys, token, this.clock.now(), (_record, i) => this.records.delete(keys[i]))
+  }
+
+  async renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
+    const now = this.clock.now()
+    return this.whereOwned(keys, token, now, (record) => {
+      record.expiresAt = now + leaseMs
+    })
+  }
+
+  async close(): Promise<void> {
+    this.records.clear()
+  }
+
+  /** Applies `change` to each key whose live lease `token` holds; the others are fenced (0). */
+  private whereOwned(keys: readonly string[], token: string, now: number, change: (record: KeyRecord, i: number) => void): Uint8Array {
+    const applied = new Uint8Array(keys.length)
+    for (let i = 0; i < keys.length; i++) {
+      const record = this.records.get(keys[i])
+      if (stateOf(record, now) === KeyState.IN_PROGRESS && record!.token === token) {
+        change(record!, i)
+        applied[i] = 1
+      }
+    }
+    return applied
+  }
+
+  private sweep(now: number): void {
+    this.claimsSinceSweep = 0
+    this.sweepCursor ??= this.records.entries()
+    for (let i = 0; i < SWEEP_BATCH; i++) {
+      const next = this.sweepCursor.next()
+      if (next.done) {
+        this.sweepCursor = undefined
+        return
+      }
+      const [key, record] = next.value
+      const state = stateOf(record, now)
+      if (state === KeyState.ABSENT || state === KeyState.LEASE_EXPIRED) this.records.delete(key)
+    }
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * The contract every store implements: the state machine of DESIGN.md §2, one
+ * call per shard batch (a store backed by a server makes it one round trip).
+ */
+
+/** What a claim found, per key. */
+export const ClaimCode = {
+  /** Absent or lease expired: now IN_PROGRESS under the caller's token. */
+  CLAIMED: 0,
+  /** DONE within its TTL: a duplicate. */
+  DONE: 1,
+  /** Another owner holds a live lease. */
+  IN_PROGRESS: 2,
+  /** The key appeared earlier in this same batch: decide it after that one settles. */
+  REPEAT: 3,
+} as const
+export type ClaimCode = (typeof ClaimCode)[keyof typeof ClaimCode]
+
+export interface ClaimReplies {
+  codes: Uint8Array
+  /** For DONE and IN_PROGRESS: the fingerprint stored with the key. */
+  fingerprints: (string | undefined)[]
+  /** For DONE: the stored result, when one was kept. */
+  results: unknown[]
+}
+
+export interface DedupStore {
+  /** Claim every key for `token` with a lease; a key may appear twice (REPEAT). */
+  claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies>
+  /** IN_PROGRESS(token) → DONE. Per key 1 = applied, 0 = refused (not our live lease: fenced). */
+  commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array>
+  /** IN_PROGRESS(token) → absent, so a redelivery runs the handler again. 1 = applied, 0 = fenced. */
+  release(keys: readonly string[], token: string): Promise<Uint8Array>
+  /** Extend live leases held by token. 1 = renewed, 0 = lost. */
+  renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array>
+  close(): Promise<void>
+}

@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest'
+import { resolveConfig } from '../dist/src/config.js'
+import { ConfigError, ErrorCode } from '../dist/src/errors.js'
+
+function problemsOf(options: unknown): readonly string[] {
+  try {
+    resolveConfig(options)
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError)
+    expect((error as ConfigError).code).toBe(ErrorCode.INVALID_CONFIG)
+    return (error as ConfigError).problems
+  }
+  throw new Error('expected a ConfigError')
+}
+
+describe('config', () => {
+  it('fills defaults', () => {
+    const config = resolveConfig({})
+    expect(config).toMatchObject({ shards: 8, threads: 0, ttlMs: 86_400_000, leaseMs: 30_000, rollout: 'enforce', maxBatch: 1024, keepResults: true })
+    expect(config.bloom).toEqual({ expectedItems: 1_000_000, falsePositiveRate: 0.01 })
+    expect(config.store).toEqual({ kind: 'memory' })
+  })
+
+  const cases: [string, unknown, string][] = [
+    ['not an object', 42, 'options must be an object'],
+    ['unknown field', { shard: 4 }, 'shard: unknown option'],
+    ['shards zero', { shards: 0 }, 'shards: must be an integer from 1 to 65536, got 0'],
+    ['shards fractional', { shards: 1.5 }, 'shards: must be an integer'],
+    ['threads negative', { threads: -1 }, 'threads: must be an integer from 0 to 256'],
+    ['threads more than shards', { shards: 2, threads: 3 }, 'threads: 3 threads for 2 shards'],
+    ['ttlMs string', { ttlMs: '1h' }, 'ttlMs: must be an integer from 1 to'],
+    ['leaseMs too small', { leaseMs: 5 }, 'leaseMs: must be an integer from 10 to'],
+    ['maxBatch zero', { maxBatch: 0 }, 'maxBatch: must be an integer from 1 to 65536'],
+    ['bloom not an object', { bloom: 5 }, 'bloom: must be an object, got 5'],
+    ['bloom items zero', { bloom: { expectedItems: 0 } }, 'bloom.expectedItems: must be an integer from 1'],
+    ['bloom rate one', { bloom: { falsePositiveRate: 1 } }, 'bloom.falsePositiveRate: must be a number in (0, 0.5], got 1'],
+    ['bloom rate NaN', { bloom: { falsePositiveRate: Number.NaN } }, 'bloom.falsePositiveRate: must be a number in (0, 0.5], got NaN'],
+    ['lru negative', { lru: { maxKeys: -1 } }, 'lru.maxKeys: must be an integer from 0'],
+    ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory', got "dynamo"`],
+    ['rollout unknown', { rollout: 'log' }, `rollout: must be 'enforce' or 'shadow', got "log"`],
+    ['handler empty', { handler: '' }, 'handler: must be a module path or file URL'],
+    ['keepResults not boolean', { keepResults: 'yes' }, 'keepResults: must be a boolean, got "yes"'],
+  ]
+  for (const [name, options, message] of cases) {
+    it(`refuses ${name}`, () => {
+      expect(problemsOf(options).join('\n')).toContain(message)
+    })
+  }
+
+  it('names every bad field in one error', () => {
+    const problems = problemsOf({ shards: 0, leaseMs: 1, rollout: 'x', bloom: { falsePositiveRate: 2 } })
+    expect(problems).toHaveLength(4)
+    expect(problems.map((p) => p.split(':')[0]).sort()).toEqual(['bloom.falsePositiveRate', 'leaseMs', 'rollout', 'shards'])
+  })
+})
