@@ -1,3 +1,4 @@
+import { bloomGeometry } from './bloom/bloom-filter.js'
 import { ConfigError } from './errors.js'
 
 /** Where claims and DONE records live. Only `memory` exists so far. */
@@ -165,6 +166,13 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     else problems.push(`keepResults: must be a boolean, got ${show(o.keepResults)}`)
   }
 
+  if (problems.length === 0) {
+    try {
+      bloomGeometry(Math.ceil(expectedItems / shards), falsePositiveRate)
+    } catch (error) {
+      for (const problem of (error as ConfigError).problems) problems.push(`bloom (per shard): ${problem}`)
+    }
+  }
   if (threads > shards) problems.push(`threads: ${threads} threads for ${shards} shards would leave threads idle; use threads <= shards`)
 
   if (problems.length > 0) throw new ConfigError(problems)

@@ -18,6 +18,7 @@ export const ErrorCode = {
   RESULT_TOO_LARGE: 'RESULT_TOO_LARGE',
   ENGINE_CLOSED: 'ENGINE_CLOSED',
   BLOOM_SNAPSHOT_INVALID: 'BLOOM_SNAPSHOT_INVALID',
+  WASM_UNAVAILABLE: 'WASM_UNAVAILABLE',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

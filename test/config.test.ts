@@ -35,6 +35,7 @@ describe('config', () => {
     ['bloom items zero', { bloom: { expectedItems: 0 } }, 'bloom.expectedItems: must be an integer from 1'],
     ['bloom rate one', { bloom: { falsePositiveRate: 1 } }, 'bloom.falsePositiveRate: must be a number in (0, 0.5], got 1'],
     ['bloom rate NaN', { bloom: { falsePositiveRate: Number.NaN } }, 'bloom.falsePositiveRate: must be a number in (0, 0.5], got NaN'],
+    ['bloom too large for one shard', { shards: 1, bloom: { expectedItems: 2 ** 32, falsePositiveRate: 0.0001 } }, 'bloom (per shard): expectedItems 4294967296 at falsePositiveRate 0.0001 needs'],
     ['lru negative', { lru: { maxKeys: -1 } }, 'lru.maxKeys: must be an integer from 0'],
     ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory', got "dynamo"`],
     ['rollout unknown', { rollout: 'log' }, `rollout: must be 'enforce' or 'shadow', got "log"`],

@@ -3,7 +3,7 @@
  * filter cannot delete, so forgetting happens by generations: a key is "maybe
  * seen" if it is in the current or the previous generation, and rotate() drops
  * the older one. When to rotate is the caller's policy (the engine rotates on
- * its injected clock, each generation spanning half the dedup TTL): the filter
+ * its injected clock, each generation spanning one dedup TTL): the filter
  * keeps no time of its own, which keeps it deterministic under test.
  */
 import { ConfigError, ErrorCode, IdemError } from '../errors.js'

@@ -84,7 +84,7 @@ function bloomModule(): CompiledModule {
       bytes = readFileSync(wasmUrl)
     } catch (cause) {
       throw new IdemError(
-        ErrorCode.INVALID_CONFIG,
+        ErrorCode.WASM_UNAVAILABLE,
         `the bloom filter core ${fileURLToPath(wasmUrl)} could not be read: run \`npm run build:wasm\``,
         { cause },
       )
@@ -100,7 +100,7 @@ export function instantiateBloom(layout: BloomLayout): BloomInstance {
     exports.init(layout.wordsPerGeneration, layout.k, layout.maxKeys, layout.maxKeyBytes)
   } catch (cause) {
     throw new IdemError(
-      ErrorCode.INVALID_CONFIG,
+      ErrorCode.WASM_UNAVAILABLE,
       `could not allocate WebAssembly memory for a bloom filter of ${layout.wordsPerGeneration * 16} bytes and batches of ${layout.maxKeys} keys`,
       { cause },
     )

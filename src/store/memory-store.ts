@@ -2,6 +2,11 @@ import type { Clock } from '../clock.js'
 import { KeyState, stateOf, type KeyRecord } from './record-state.js'
 import { ClaimCode, type ClaimReplies, type DedupStore } from './store.js'
 
+interface MemoryRecord extends KeyRecord {
+  /** The claim call that created it. */
+  claimCall: number
+}
+
 /** Expired records are swept this many at a time, every this many claims, so no call pays for the whole map. */
 const SWEEP_EVERY = 4096
 const SWEEP_BATCH = 4096
@@ -11,9 +16,10 @@ const SWEEP_BATCH = 4096
  * durable: records die with the thread that holds them.
  */
 export class MemoryStore implements DedupStore {
-  private readonly records = new Map<string, KeyRecord>()
+  private readonly records = new Map<string, MemoryRecord>()
+  private calls = 0
   private claimsSinceSweep = 0
-  private sweepCursor: Iterator<[string, KeyRecord]> | undefined
+  private sweepCursor: Iterator<[string, MemoryRecord]> | undefined
 
   constructor(private readonly clock: Clock) {}
 
@@ -27,23 +33,21 @@ export class MemoryStore implements DedupStore {
     const codes = new Uint8Array(n)
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const results: unknown[] = new Array(n)
-    // Records claimed by this call: a second copy of a key in the batch is a
-    // REPEAT, never "my own claim" (that answer is for a retried call).
-    const claimedNow = new Set<KeyRecord>()
+    // Records claimed by this call carry its stamp: a second copy of a key in
+    // the batch is a REPEAT, never "my own claim" (that answer is for a retried call).
+    const call = ++this.calls
     for (let i = 0; i < n; i++) {
       const key = keys[i]
       const record = this.records.get(key)
       switch (stateOf(record, now)) {
         case KeyState.ABSENT:
         case KeyState.LEASE_EXPIRED: {
-          const claimed: KeyRecord = { done: false, token, fingerprint: fingerprints[i], result: undefined, expiresAt: now + leaseMs }
-          this.records.set(key, claimed)
-          claimedNow.add(claimed)
+          this.records.set(key, { done: false, token, fingerprint: fingerprints[i], result: undefined, expiresAt: now + leaseMs, claimCall: call })
           codes[i] = ClaimCode.CLAIMED
           break
         }
         case KeyState.IN_PROGRESS:
-          if (claimedNow.has(record!)) codes[i] = ClaimCode.REPEAT
+          if (record!.claimCall === call) codes[i] = ClaimCode.REPEAT
           else if (record!.token === token) codes[i] = ClaimCode.CLAIMED
           else {
             codes[i] = ClaimCode.IN_PROGRESS
@@ -87,7 +91,7 @@ export class MemoryStore implements DedupStore {
   }
 
   /** Applies `change` to each key whose live lease `token` holds; the others are fenced (0). */
-  private whereOwned(keys: readonly string[], token: string, now: number, change: (record: KeyRecord, i: number) => void): Uint8Array {
+  private whereOwned(keys: readonly string[], token: string, now: number, change: (record: MemoryRecord, i: number) => void): Uint8Array {
     const applied = new Uint8Array(keys.length)
     for (let i = 0; i < keys.length; i++) {
       const record = this.records.get(keys[i])
