@@ -1,10 +1,23 @@
 import { describe, ErrorCode, IdemError } from '../errors.js'
-import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Decision, type ErrorData, type SettleReply, type Settlement } from './protocol.js'
+import {
+  COUNTER_COUNT,
+  VerdictCode,
+  type ActorBatch,
+  type BatchResult,
+  type Decision,
+  type ErrorData,
+  type Settlement,
+  type StepReply,
+} from './protocol.js'
 
-/** The actor's three steps, whether it lives on this thread or behind a worker boundary. */
+/**
+ * The actor seen by whoever drives batches through it, on its own thread or
+ * across a worker boundary. One step settles the previous batch (if any) and
+ * then decides the next (if any): settling first keeps per-key order, and
+ * sending both together halves the crossings of a busy shard.
+ */
 export interface ActorPort {
-  decide(batch: ActorBatch): Promise<Decision>
-  settle(settlement: Settlement): Promise<SettleReply>
+  step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply>
   renew(token: string, keys: string[]): Promise<Float64Array>
 }
 
@@ -14,202 +27,217 @@ export interface CycleOptions {
   keepResults: boolean
 }
 
-/** Calls the handler for message i of the batch; may return a promise. */
+/** Calls the handler for message i of the result's batch; may return a promise. */
 export type Invoke = (i: number) => unknown
 
-/**
- * One shard batch from verdicts to settled outcomes: decide, run the handlers of
- * NEW messages, commit what succeeded and release what threw, in one store call
- * each. Copies of a key repeated inside the batch wait for the first copy to
- * settle and are then decided again, so one key never has two handlers at once.
- */
-export async function runBatch(port: ActorPort, batch: ActorBatch, invoke: Invoke, options: CycleOptions): Promise<BatchResult> {
-  const n = batch.keys.length
-  const out: BatchResult = {
-    verdicts: new Uint8Array(n),
-    results: new Array(n),
-    errors: new Array(n),
-    counters: new Float64Array(COUNTER_COUNT),
-    shadowRuns: 0,
-  }
-  let pending: number[] | undefined // undefined: the whole batch (the common first round)
-  while (pending === undefined || pending.length > 0) {
-    const round = pending === undefined ? batch : subBatch(batch, pending)
-    const indexOf = pending === undefined ? identity : (j: number) => pending![j]
-    const repeats = await runRound(port, round, indexOf, invoke, options, out)
-    pending = repeats
-  }
-  return out
+export function emptyResult(n: number): BatchResult {
+  return { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), counters: new Float64Array(COUNTER_COUNT), shadowRuns: 0 }
 }
 
-async function runRound(
-  port: ActorPort,
-  round: ActorBatch,
-  indexOf: (j: number) => number,
-  invoke: Invoke,
-  options: CycleOptions,
-  out: BatchResult,
-): Promise<number[]> {
-  const m = round.keys.length
-  let decision: Decision
-  try {
-    decision = await port.decide(round)
-  } catch (error) {
-    // Fail closed: without a claim no handler runs; the transport retries later.
+/**
+ * One decided batch on its way to being settled: verdicts applied, handlers
+ * run, then the settlement (commit what succeeded, release what threw) built
+ * and its reply applied. Positions j are in the round's batch; `indexOf(j)` is
+ * where that message's outcome goes in `out`.
+ */
+export class BatchRound {
+  /** Positions of messages whose key appeared earlier in the batch: decide them after this round settles. */
+  readonly repeats: number[] = []
+  private readonly claimed: number[] = []
+  private readonly shadowRuns: number[] = []
+  private failed: Uint8Array | undefined
+  private commitIndexes: number[] = []
+  private releaseIndexes: number[] = []
+  private token = ''
+
+  constructor(
+    readonly batch: ActorBatch,
+    private readonly out: BatchResult,
+    readonly indexOf: (j: number) => number,
+    private readonly options: CycleOptions,
+  ) {}
+
+  applyDecision(decision: Decision): void {
+    const { out, batch } = this
+    this.token = decision.token
+    addCounters(out.counters, decision.counters)
+    for (let j = 0; j < batch.keys.length; j++) {
+      const i = this.indexOf(j)
+      const verdict = decision.verdicts[j]
+      out.verdicts[i] = verdict
+      switch (verdict) {
+        case VerdictCode.NEW:
+          this.claimed.push(j)
+          continue
+        case VerdictCode.REPEAT:
+          this.repeats.push(j)
+          continue
+        case VerdictCode.DUPLICATE:
+          out.results[i] = decision.results[j]
+          break
+        case VerdictCode.CONFLICT:
+          out.errors[i] = {
+            code: ErrorCode.CONFLICT,
+            message: `key ${JSON.stringify(batch.keys[j])} was processed with fingerprint ${JSON.stringify(decision.storedFingerprints[j])}; this message has ${JSON.stringify(batch.fingerprints[j])}`,
+          }
+          break
+        case VerdictCode.IN_FLIGHT:
+          out.errors[i] = { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(batch.keys[j])} is being processed by another owner; retry later` }
+          break
+      }
+      if (this.options.rollout === 'shadow') this.shadowRuns.push(i)
+    }
+  }
+
+  /** Every message of the round gets `in-flight` with the reason: without a claim no handler runs. */
+  failDecision(error: unknown): void {
     const data = failureData(error, 'store claim failed')
-    for (let j = 0; j < m; j++) {
-      const i = indexOf(j)
-      out.verdicts[i] = VerdictCode.IN_FLIGHT
-      out.errors[i] = data
-    }
-    return []
-  }
-  addCounters(out.counters, decision.counters)
-
-  const repeats: number[] = []
-  const claimed: number[] = [] // round positions j of NEW messages
-  const shadowRuns: number[] = []
-  for (let j = 0; j < m; j++) {
-    const i = indexOf(j)
-    const verdict = decision.verdicts[j]
-    out.verdicts[i] = verdict
-    switch (verdict) {
-      case VerdictCode.NEW:
-        claimed.push(j)
-        continue
-      case VerdictCode.REPEAT:
-        repeats.push(i)
-        continue
-      case VerdictCode.DUPLICATE:
-        out.results[i] = decision.results[j]
-        break
-      case VerdictCode.CONFLICT:
-        out.errors[i] = {
-          code: ErrorCode.CONFLICT,
-          message: `key ${JSON.stringify(round.keys[j])} was processed with fingerprint ${JSON.stringify(decision.storedFingerprints[j])}; this message has ${JSON.stringify(round.fingerprints[j])}`,
-        }
-        break
-      case VerdictCode.IN_FLIGHT:
-        out.errors[i] = { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(round.keys[j])} is being processed by another owner; retry later` }
-        break
-    }
-    if (options.rollout === 'shadow') shadowRuns.push(i)
-  }
-
-  const handled = await runHandlers(port, round, decision.token, claimed, indexOf, shadowRuns, invoke, options, out)
-
-  const commitKeys: string[] = []
-  const commitFingerprints: (string | undefined)[] = []
-  const commitResults: unknown[] | undefined = options.keepResults ? [] : undefined
-  const commitIndexes: number[] = []
-  const releaseKeys: string[] = []
-  const releaseIndexes: number[] = []
-  for (const j of claimed) {
-    const i = indexOf(j)
-    if (handled.failed[j] === 1) {
-      releaseKeys.push(round.keys[j])
-      releaseIndexes.push(i)
-    } else {
-      commitKeys.push(round.keys[j])
-      commitFingerprints.push(round.fingerprints[j])
-      commitResults?.push(out.results[i])
-      commitIndexes.push(i)
+    for (let j = 0; j < this.batch.keys.length; j++) {
+      const i = this.indexOf(j)
+      this.out.verdicts[i] = VerdictCode.IN_FLIGHT
+      this.out.errors[i] = data
     }
   }
-  if (commitKeys.length + releaseKeys.length === 0) return repeats
-  try {
-    const reply = await port.settle({ token: decision.token, commitKeys, commitFingerprints, commitResults, releaseKeys })
-    addCounters(out.counters, reply.counters)
-    for (let k = 0; k < commitIndexes.length; k++) {
-      if (reply.committed[k] === 1) continue
-      out.errors[commitIndexes[k]] = {
-        code: ErrorCode.LEASE_LOST,
-        message: `handler finished for key ${JSON.stringify(commitKeys[k])} but its lease had lapsed and the commit was refused; another owner may run it`,
+
+  /**
+   * Runs every claimed handler (and, in shadow mode, the handlers enforce would
+   * skip). Synchronous handlers cost no promise; async ones run concurrently,
+   * and their leases are renewed every leaseMs/3 until the last one ends.
+   */
+  async runHandlers(port: ActorPort, invoke: Invoke): Promise<void> {
+    const { out, batch, claimed } = this
+    const failed = new Uint8Array(batch.keys.length)
+    this.failed = failed
+    const waits: Promise<void>[] = []
+    const fail = (j: number, i: number, error: unknown): void => {
+      failed[j] = 1
+      out.errors[i] = { code: ErrorCode.HANDLER_FAILED, message: `handler failed for key ${JSON.stringify(batch.keys[j])}: ${describe(error)}` }
+    }
+    for (const j of claimed) {
+      const i = this.indexOf(j)
+      try {
+        const value = invoke(i)
+        if (isPromiseLike(value)) {
+          waits.push(
+            Promise.resolve(value).then(
+              (result) => void (out.results[i] = result),
+              (error) => fail(j, i, error),
+            ),
+          )
+        } else out.results[i] = value
+      } catch (error) {
+        fail(j, i, error)
       }
     }
-  } catch (error) {
-    const data = failureData(error, 'store commit/release failed')
-    for (const i of commitIndexes) out.errors[i] = data
-    for (const i of releaseIndexes) out.errors[i] ??= data
+    for (const i of this.shadowRuns) {
+      out.shadowRuns++
+      try {
+        const value = invoke(i)
+        if (isPromiseLike(value)) waits.push(Promise.resolve(value).then(noop, noop))
+      } catch {
+        // Shadow runs change nothing in the store; their failures are the handler's own business.
+      }
+    }
+    if (waits.length === 0) return
+
+    const claimedKeys = claimed.map((j) => batch.keys[j])
+    const renewal = setInterval(() => {
+      port.renew(this.token, claimedKeys).then(
+        (counters) => addCounters(out.counters, counters),
+        noop, // a failed renewal shows up as a refused commit (LEASE_LOST) later
+      )
+    }, Math.max(1, Math.floor(this.options.leaseMs / 3)))
+    try {
+      await Promise.all(waits)
+    } finally {
+      clearInterval(renewal)
+    }
   }
-  return repeats
+
+  /** Commits for handlers that returned, releases for those that threw; undefined when nothing was claimed. */
+  settlement(): Settlement | undefined {
+    if (this.claimed.length === 0) return undefined
+    const { batch, out, failed } = this
+    const commitKeys: string[] = []
+    const commitFingerprints: (string | undefined)[] = []
+    const commitResults: unknown[] | undefined = this.options.keepResults ? [] : undefined
+    const releaseKeys: string[] = []
+    for (const j of this.claimed) {
+      const i = this.indexOf(j)
+      if (failed?.[j] === 1) {
+        releaseKeys.push(batch.keys[j])
+        this.releaseIndexes.push(i)
+      } else {
+        commitKeys.push(batch.keys[j])
+        commitFingerprints.push(batch.fingerprints[j])
+        commitResults?.push(out.results[i])
+        this.commitIndexes.push(i)
+      }
+    }
+    return { token: this.token, commitKeys, commitFingerprints, commitResults, releaseKeys }
+  }
+
+  /** A commit the store refused means the lease lapsed: the effect happened, but the key is not DONE. */
+  applySettled(committed: Uint8Array, counters: Float64Array): void {
+    addCounters(this.out.counters, counters)
+    for (let k = 0; k < this.commitIndexes.length; k++) {
+      if (committed[k] === 1) continue
+      this.out.errors[this.commitIndexes[k]] = {
+        code: ErrorCode.LEASE_LOST,
+        message: `handler finished for key ${JSON.stringify(this.batch.keys[this.claimed[k]])} but its lease had lapsed and the commit was refused; another owner may run it`,
+      }
+    }
+  }
+
+  failSettlement(error: unknown): void {
+    const data = failureData(error, 'store commit/release failed')
+    for (const i of this.commitIndexes) this.out.errors[i] = data
+    for (const i of this.releaseIndexes) this.out.errors[i] ??= data
+  }
 }
 
 /**
- * Runs every claimed handler (and, in shadow mode, the handlers enforce would
- * skip). Synchronous handlers cost no promise; async ones run concurrently,
- * and their leases are renewed every leaseMs/3 until the last one ends.
+ * The whole cycle of one batch against an actor on this thread (the worker
+ * running a handler module): decide, handle, settle, and decide again the
+ * copies of keys repeated inside the batch until none is left.
  */
-async function runHandlers(
-  port: ActorPort,
-  round: ActorBatch,
-  token: string,
-  claimed: number[],
-  indexOf: (j: number) => number,
-  shadowRuns: number[],
-  invoke: Invoke,
-  options: CycleOptions,
-  out: BatchResult,
-): Promise<{ failed: Uint8Array }> {
-  const failed = new Uint8Array(round.keys.length)
-  const waits: Promise<void>[] = []
-  const fail = (j: number, i: number, error: unknown): void => {
-    failed[j] = 1
-    out.errors[i] = { code: ErrorCode.HANDLER_FAILED, message: `handler failed for key ${JSON.stringify(round.keys[j])}: ${describe(error)}` }
-  }
-  for (const j of claimed) {
-    const i = indexOf(j)
+export async function runBatch(port: ActorPort, batch: ActorBatch, invoke: Invoke, options: CycleOptions): Promise<BatchResult> {
+  const out = emptyResult(batch.keys.length)
+  let round = new BatchRound(batch, out, identity, options)
+  for (;;) {
     try {
-      const value = invoke(i)
-      if (isPromiseLike(value)) {
-        waits.push(
-          Promise.resolve(value).then(
-            (result) => void (out.results[i] = result),
-            (error) => fail(j, i, error),
-          ),
-        )
-      } else out.results[i] = value
+      round.applyDecision((await port.step(undefined, round.batch)).decision!)
     } catch (error) {
-      fail(j, i, error)
+      round.failDecision(error)
+      return out
     }
-  }
-  for (const i of shadowRuns) {
-    out.shadowRuns++
-    try {
-      const value = invoke(i)
-      if (isPromiseLike(value)) waits.push(Promise.resolve(value).then(() => undefined, () => undefined))
-    } catch {
-      // Shadow runs change nothing in the store; their failures are the handler's own business.
+    await round.runHandlers(port, invoke)
+    const settlement = round.settlement()
+    if (settlement !== undefined) {
+      try {
+        const { settled } = await port.step(settlement, undefined)
+        round.applySettled(settled!.committed, settled!.counters)
+      } catch (error) {
+        round.failSettlement(error)
+      }
     }
+    if (round.repeats.length === 0) return out
+    const positions = round.repeats.map(round.indexOf)
+    round = new BatchRound(subBatch(round.batch, round.repeats), out, (j) => positions[j], options)
   }
-  if (waits.length === 0) return { failed }
-
-  const claimedKeys = claimed.map((j) => round.keys[j])
-  const renewal = setInterval(() => {
-    port.renew(token, claimedKeys).then(
-      (counters) => addCounters(out.counters, counters),
-      () => undefined, // a failed renewal shows up as a fenced commit later
-    )
-  }, Math.max(1, Math.floor(options.leaseMs / 3)))
-  try {
-    await Promise.all(waits)
-  } finally {
-    clearInterval(renewal)
-  }
-  return { failed }
 }
 
-function subBatch(batch: ActorBatch, indexes: number[]): ActorBatch {
-  const hashes = new Uint32Array(indexes.length * 2)
-  for (let j = 0; j < indexes.length; j++) {
-    hashes[2 * j] = batch.hashes[2 * indexes[j]]
-    hashes[2 * j + 1] = batch.hashes[2 * indexes[j] + 1]
+export function subBatch(batch: ActorBatch, positions: number[]): ActorBatch {
+  const hashes = new Uint32Array(positions.length * 2)
+  for (let j = 0; j < positions.length; j++) {
+    hashes[2 * j] = batch.hashes[2 * positions[j]]
+    hashes[2 * j + 1] = batch.hashes[2 * positions[j] + 1]
   }
-  return { keys: indexes.map((i) => batch.keys[i]), hashes, fingerprints: indexes.map((i) => batch.fingerprints[i]) }
+  return { keys: positions.map((p) => batch.keys[p]), hashes, fingerprints: positions.map((p) => batch.fingerprints[p]) }
 }
 
 /** An actor that could not answer: its own code when it gave one (a dead worker), else a store failure. */
-function failureData(error: unknown, what: string): ErrorData {
+export function failureData(error: unknown, what: string): ErrorData {
   if (error instanceof IdemError) return { code: error.code, message: error.message }
   return { code: ErrorCode.STORE_FAILED, message: `${what}: ${describe(error)}` }
 }
@@ -221,6 +249,8 @@ export function addCounters(into: Float64Array, delta: Float64Array): void {
 function identity(j: number): number {
   return j
 }
+
+function noop(): void {}
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | null)?.then === 'function'

@@ -50,6 +50,12 @@ export interface Settlement {
   releaseKeys: string[]
 }
 
+/** The answer to one step: the previous batch settled, the next one decided. */
+export interface StepReply {
+  settled?: SettleReply
+  decision?: Decision
+}
+
 export interface SettleReply {
   /** 1 per applied commit, 0 when the store refused it (fenced). */
   committed: Uint8Array
@@ -73,7 +79,6 @@ export interface BatchResult {
 
 export type ThreadTask =
   | { op: 'ready' }
-  | { op: 'decide'; shard: number; batch: ActorBatch }
-  | { op: 'settle'; shard: number; settlement: Settlement }
+  | { op: 'step'; shard: number; settlement: Settlement | undefined; batch: ActorBatch | undefined }
   | { op: 'renew'; shard: number; token: string; keys: string[] }
   | { op: 'run'; shard: number; batch: ActorBatch; messages: Message[] }

@@ -5,7 +5,7 @@ import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { MemoryStore } from '../store/memory-store.js'
 import { ClaimCode, type DedupStore } from '../store/store.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 /** A settled key held in memory: enough to answer a duplicate without I/O. */
 interface Settled {
@@ -44,6 +44,14 @@ export class ShardActor {
     this.settled = lruMax > 0 ? new LRUCache<string, Settled>({ max: lruMax }) : undefined
     this.store = new MemoryStore(clock)
     this.generationStartedAt = clock.now()
+  }
+
+  /** Settles the previous batch, then decides the next: in this order, so a key repeated across them is already DONE. */
+  async step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
+    const reply: StepReply = {}
+    if (settlement !== undefined) reply.settled = await this.settle(settlement)
+    if (batch !== undefined) reply.decision = await this.decide(batch)
+    return reply
   }
 
   /**

@@ -1,6 +1,5 @@
-import type { CycleOptions } from './batch-cycle.js'
-import { addCounters, runBatch, type ActorPort } from './batch-cycle.js'
-import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult } from './protocol.js'
+import { addCounters, BatchRound, emptyResult, type ActorPort, type CycleOptions } from './batch-cycle.js'
+import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
 import type { RemoteActorPort } from './thread-pool.js'
 import { describe, ErrorCode, IdemError } from '../errors.js'
 import type { Handler, Message, Outcome } from '../message.js'
@@ -17,16 +16,35 @@ export interface Job {
 
 export interface LaneStats {
   counters: Float64Array
-  verdicts: Float64Array // indexed by VerdictCode
+  /** Indexed by VerdictCode. */
+  verdicts: Float64Array
   shadowRuns: number
+}
+
+/** A batch taken from the mailbox, with where each of its outcomes goes. */
+interface Taken {
+  batch: ActorBatch
+  messages: Message[]
+  jobs: Job[]
+  slots: number[]
+  out: BatchResult
+}
+
+/** A batch whose handlers ran and whose settlement rides with the next step. */
+interface Carried {
+  taken: Taken
+  round: BatchRound
+  settlement: Settlement
 }
 
 /**
  * The main-thread side of one shard: its mailbox and its batch loop. Messages
- * queue here while the actor works; each turn takes everything queued (up to
- * maxBatch) as one batch, so concurrent single-message calls still cross to the
+ * queue here while the actor works; each turn takes what is queued (up to
+ * maxBatch) as one batch, so concurrent single-message calls still reach the
  * actor and the store in batches. One batch at a time per shard keeps per-key
- * order and never runs two handlers of one key at once.
+ * order and never runs two handlers of one key at once. A batch's settlement
+ * travels with the next batch's decision (one crossing per batch when busy);
+ * its outcomes are delivered only once that settlement is applied.
  */
 export class ShardLane {
   private keys: string[] = []
@@ -55,7 +73,7 @@ export class ShardLane {
     this.slots.push(slot)
   }
 
-  /** Starts the batch loop if it is not running; it stops when the mailbox is empty. */
+  /** Starts the batch loop if it is not running; it stops when the mailbox is empty and all is settled. */
   kick(): void {
     this.turn ??= this.drain().finally(() => (this.turn = undefined))
   }
@@ -66,75 +84,128 @@ export class ShardLane {
   }
 
   private async drain(): Promise<void> {
-    while (this.keys.length > 0) {
-      const count = this.takeCount()
-      const keys = this.take(this.keys, count)
-      const hashes = new Uint32Array(this.take(this.hashes, count * 2))
-      const fingerprints = this.take(this.fingerprints, count)
-      const messages = this.take(this.messages, count)
-      const jobs = this.take(this.jobs, count)
-      const slots = this.take(this.slots, count)
-      const batch: ActorBatch = { keys, hashes, fingerprints }
-      let result: BatchResult
-      try {
-        result = await this.runOne(batch, messages, jobs)
-      } catch (error) {
-        result = failedBatch(count, error)
+    let carried: Carried | undefined
+    for (;;) {
+      const moduleRun = this.keys.length > 0 && this.remote !== undefined && this.jobs[0].handler === undefined
+      if (moduleRun) {
+        if (carried !== undefined) await this.step(carried, undefined)
+        carried = undefined
+        await this.runInWorker(this.take())
+        continue
       }
-      this.deliver(result, messages, jobs, slots)
+      if (carried === undefined && this.keys.length === 0) return
+      carried = await this.step(carried, this.keys.length > 0 ? this.take() : undefined)
     }
   }
 
-  private runOne(batch: ActorBatch, messages: Message[], jobs: Job[]): Promise<BatchResult> {
-    if (this.remote !== undefined && jobs[0].handler === undefined) return this.remote.run(batch, messages)
-    const moduleHandler = this.localModuleHandler
-    return runBatch(this.port, batch, (i) => (jobs[i].handler ?? moduleHandler!)(messages[i]), this.options)
+  /** Settles `carried` and decides `next` in one step, then runs next's handlers; returns next if it awaits settling. */
+  private async step(carried: Carried | undefined, next: Taken | undefined): Promise<Carried | undefined> {
+    const round = next === undefined ? undefined : new BatchRound(next.batch, next.out, identity, this.options)
+    let reply
+    try {
+      reply = await this.port.step(carried?.settlement, next?.batch)
+    } catch (error) {
+      if (carried !== undefined) {
+        carried.round.failSettlement(error)
+        this.deliver(carried.taken)
+      }
+      if (next !== undefined) {
+        round!.failDecision(error)
+        this.deliver(next)
+      }
+      return undefined
+    }
+    if (carried !== undefined) {
+      carried.round.applySettled(reply.settled!.committed, reply.settled!.counters)
+      this.deliver(carried.taken)
+    }
+    if (next === undefined) return undefined
+    round!.applyDecision(reply.decision!)
+    this.requeue(next, round!.repeats)
+    await round!.runHandlers(this.port, (i) => (next.jobs[i].handler ?? this.localModuleHandler!)(next.messages[i]))
+    const settlement = round!.settlement()
+    if (settlement !== undefined) return { taken: next, round: round!, settlement }
+    this.deliver(next)
+    return undefined
+  }
+
+  /** The whole cycle inside the worker, for handler modules: one crossing per batch. */
+  private async runInWorker(taken: Taken): Promise<void> {
+    try {
+      taken.out = await this.remote!.run(taken.batch, taken.messages)
+    } catch (error) {
+      taken.out = failedBatch(taken.batch.keys.length, error)
+    }
+    this.deliver(taken)
   }
 
   /**
-   * How many queued messages the next batch takes: at most maxBatch, and when
-   * the handler module runs in the worker, only a run of messages of one kind.
+   * Takes the next batch: at most maxBatch messages, and when the handler
+   * module runs in the worker, only a run of messages of one kind.
    */
-  private takeCount(): number {
+  private take(): Taken {
     const limit = Math.min(this.keys.length, this.options.maxBatch)
-    if (this.remote === undefined) return limit
-    const moduleKind = this.jobs[0].handler === undefined
-    let count = 1
-    while (count < limit && (this.jobs[count].handler === undefined) === moduleKind) count++
-    return count
+    let count = limit
+    if (this.remote !== undefined) {
+      const moduleKind = this.jobs[0].handler === undefined
+      count = 1
+      while (count < limit && (this.jobs[count].handler === undefined) === moduleKind) count++
+    }
+    return {
+      batch: { keys: cut(this.keys, count), hashes: new Uint32Array(cut(this.hashes, 2 * count)), fingerprints: cut(this.fingerprints, count) },
+      messages: cut(this.messages, count),
+      jobs: cut(this.jobs, count),
+      slots: cut(this.slots, count),
+      out: emptyResult(count),
+    }
   }
 
-  private take<T>(from: T[], count: number): T[] {
-    if (count < from.length) return from.splice(0, count)
-    const all = from.slice()
-    from.length = 0
-    return all
+  /** Puts copies of a key repeated in the batch back at the head of the mailbox: the next step decides them after the first copy settles. */
+  private requeue(taken: Taken, positions: number[]): void {
+    if (positions.length === 0) return
+    const { batch } = taken
+    this.keys = positions.map((p) => batch.keys[p]).concat(this.keys)
+    this.hashes = positions.flatMap((p) => [batch.hashes[2 * p], batch.hashes[2 * p + 1]]).concat(this.hashes)
+    this.fingerprints = positions.map((p) => batch.fingerprints[p]).concat(this.fingerprints)
+    this.messages = positions.map((p) => taken.messages[p]).concat(this.messages)
+    this.jobs = positions.map((p) => taken.jobs[p]).concat(this.jobs)
+    this.slots = positions.map((p) => taken.slots[p]).concat(this.slots)
   }
 
-  private deliver(result: BatchResult, messages: Message[], jobs: Job[], slots: number[]): void {
-    addCounters(this.stats.counters, result.counters)
-    this.stats.shadowRuns += result.shadowRuns
+  private deliver(taken: Taken): void {
+    const { out, messages, jobs, slots } = taken
+    addCounters(this.stats.counters, out.counters)
+    this.stats.shadowRuns += out.shadowRuns
     const verdicts = this.stats.verdicts
     for (let i = 0; i < messages.length; i++) {
+      const verdict = out.verdicts[i]
+      if (verdict === VerdictCode.REPEAT) continue // requeued, delivered by a later step
       const job = jobs[i]
-      verdicts[result.verdicts[i]]++
-      job.outcomes[slots[i]] = toOutcome(messages[i].key, result.verdicts[i], result.results[i], result.errors[i])
+      verdicts[verdict]++
+      job.outcomes[slots[i]] = toOutcome(messages[i].key, verdict, out.results[i], out.errors[i])
       if (--job.remaining === 0) job.done()
     }
   }
 }
 
+/** Removes and returns the first `count` items; taking all is the common case and the cheapest. */
+function cut<T>(from: T[], count: number): T[] {
+  if (count < from.length) return from.splice(0, count)
+  const all = from.slice()
+  from.length = 0
+  return all
+}
+
 /** Every message of a batch whose actor could not answer: not settled, so retry later. */
 function failedBatch(count: number, error: unknown): BatchResult {
   const data =
-    error instanceof IdemError
-      ? { code: error.code, message: error.message }
-      : { code: ErrorCode.ACTOR_FAILED, message: `actor failed: ${describe(error)}` }
-  return {
-    verdicts: new Uint8Array(count).fill(VerdictCode.IN_FLIGHT),
-    results: new Array(count),
-    errors: new Array(count).fill(data),
-    counters: new Float64Array(COUNTER_COUNT),
-    shadowRuns: 0,
-  }
+    error instanceof IdemError ? { code: error.code, message: error.message } : { code: ErrorCode.ACTOR_FAILED, message: `actor failed: ${describe(error)}` }
+  const out = emptyResult(count)
+  out.verdicts.fill(VerdictCode.IN_FLIGHT)
+  out.errors.fill(data)
+  return out
+}
+
+function identity(j: number): number {
+  return j
 }

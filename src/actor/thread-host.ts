@@ -40,10 +40,8 @@ export default async function hostTask(task: ThreadTask): Promise<unknown> {
     case 'ready':
       if (config.handler !== undefined) await moduleHandler()
       return true
-    case 'decide':
-      return actorOf(task.shard).decide(task.batch)
-    case 'settle':
-      return actorOf(task.shard).settle(task.settlement)
+    case 'step':
+      return actorOf(task.shard).step(task.settlement, task.batch)
     case 'renew':
       return actorOf(task.shard).renew(task.token, task.keys)
     case 'run': {

@@ -3,7 +3,7 @@ import type { EngineConfig } from '../config.js'
 import { describe, ErrorCode, IdemError } from '../errors.js'
 import type { Message } from '../message.js'
 import type { ActorPort } from './batch-cycle.js'
-import type { ActorBatch, BatchResult, Decision, SettleReply, Settlement, ThreadTask } from './protocol.js'
+import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadTask } from './protocol.js'
 import type { ThreadData } from './thread-host.js'
 
 const hostFile = new URL('./thread-host.js', import.meta.url).href
@@ -79,12 +79,8 @@ export class RemoteActorPort implements ActorPort {
     private readonly shard: number,
   ) {}
 
-  decide(batch: ActorBatch): Promise<Decision> {
-    return this.thread.call({ op: 'decide', shard: this.shard, batch })
-  }
-
-  settle(settlement: Settlement): Promise<SettleReply> {
-    return this.thread.call({ op: 'settle', shard: this.shard, settlement })
+  step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
+    return this.thread.call({ op: 'step', shard: this.shard, settlement, batch })
   }
 
   renew(token: string, keys: string[]): Promise<Float64Array> {
