@@ -18,7 +18,7 @@ import {
  */
 export interface ActorPort {
   step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply>
-  renew(token: string, keys: string[]): Promise<Float64Array>
+  renew(token: string): Promise<Float64Array>
 }
 
 export interface CycleOptions {
@@ -47,6 +47,7 @@ export class BatchRound {
   private readonly shadowRuns: number[] = []
   private failed: Uint8Array | undefined
   private commitIndexes: number[] = []
+  private commitPositions: number[] = []
   private releaseIndexes: number[] = []
   private token = ''
 
@@ -140,9 +141,8 @@ export class BatchRound {
     }
     if (waits.length === 0) return
 
-    const claimedKeys = claimed.map((j) => batch.keys[j])
     const renewal = setInterval(() => {
-      port.renew(this.token, claimedKeys).then(
+      port.renew(this.token).then(
         (counters) => addCounters(out.counters, counters),
         noop, // a failed renewal shows up as a refused commit (LEASE_LOST) later
       )
@@ -157,24 +157,23 @@ export class BatchRound {
   /** Commits for handlers that returned, releases for those that threw; undefined when nothing was claimed. */
   settlement(): Settlement | undefined {
     if (this.claimed.length === 0) return undefined
-    const { batch, out, failed } = this
-    const commitKeys: string[] = []
-    const commitFingerprints: (string | undefined)[] = []
+    const { out, failed } = this
+    const commit: number[] = []
     const commitResults: unknown[] | undefined = this.options.keepResults ? [] : undefined
-    const releaseKeys: string[] = []
+    const release: number[] = []
     for (const j of this.claimed) {
       const i = this.indexOf(j)
       if (failed?.[j] === 1) {
-        releaseKeys.push(batch.keys[j])
+        release.push(j)
         this.releaseIndexes.push(i)
       } else {
-        commitKeys.push(batch.keys[j])
-        commitFingerprints.push(batch.fingerprints[j])
+        commit.push(j)
         commitResults?.push(out.results[i])
         this.commitIndexes.push(i)
+        this.commitPositions.push(j)
       }
     }
-    return { token: this.token, commitKeys, commitFingerprints, commitResults, releaseKeys }
+    return { token: this.token, commit, commitResults, release }
   }
 
   /** A commit the store refused means the lease lapsed: the effect happened, but the key is not DONE. */
@@ -184,7 +183,7 @@ export class BatchRound {
       if (committed[k] === 1) continue
       this.out.errors[this.commitIndexes[k]] = {
         code: ErrorCode.LEASE_LOST,
-        message: `handler finished for key ${JSON.stringify(this.batch.keys[this.claimed[k]])} but its lease had lapsed and the commit was refused; another owner may run it`,
+        message: `handler finished for key ${JSON.stringify(this.batch.keys[this.commitPositions[k]])} but its lease had lapsed and the commit was refused; another owner may run it`,
       }
     }
   }

@@ -42,12 +42,18 @@ export interface Decision {
   counters: Float64Array
 }
 
+/**
+ * How a decided batch ended, by positions in that batch: the actor kept its
+ * claimed keys under the token, so keys do not cross the thread boundary twice.
+ */
 export interface Settlement {
   token: string
-  commitKeys: string[]
-  commitFingerprints: (string | undefined)[]
+  /** Positions whose handler returned: commit them (DONE). */
+  commit: number[]
+  /** Handler results, parallel to commit; undefined when results are not kept. */
   commitResults: unknown[] | undefined
-  releaseKeys: string[]
+  /** Positions whose handler threw: release them (absent). */
+  release: number[]
 }
 
 /** The answer to one step: the previous batch settled, the next one decided. */
@@ -80,5 +86,5 @@ export interface BatchResult {
 export type ThreadTask =
   | { op: 'ready' }
   | { op: 'step'; shard: number; settlement: Settlement | undefined; batch: ActorBatch | undefined }
-  | { op: 'renew'; shard: number; token: string; keys: string[] }
+  | { op: 'renew'; shard: number; token: string }
   | { op: 'run'; shard: number; batch: ActorBatch; messages: Message[] }

@@ -29,6 +29,8 @@ export class ShardActor {
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private batches = 0
   private maybeSeen = new Uint8Array(0)
+  /** Decided batches whose claims await settling, by token (one per shard at a time in practice). */
+  private readonly unsettled = new Map<string, { batch: ActorBatch; claimed: string[] }>()
 
   constructor(
     readonly shard: number,
@@ -88,6 +90,7 @@ export class ShardActor {
     }
 
     const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
+    const claimed: string[] = []
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
@@ -98,6 +101,7 @@ export class ShardActor {
         switch (replies.codes[j]) {
           case ClaimCode.CLAIMED:
             verdicts[i] = VerdictCode.NEW
+            claimed.push(keys[i])
             if (maybeSeen[i] === 1) c[Counter.BLOOM_FALSE_POSITIVES]++
             break
           case ClaimCode.DONE:
@@ -116,34 +120,46 @@ export class ShardActor {
         }
       }
     }
+    if (claimed.length > 0) this.unsettled.set(token, { batch, claimed })
     return { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
   }
 
   async settle(s: Settlement): Promise<SettleReply> {
+    const decided = this.unsettled.get(s.token)
+    if (decided === undefined) throw new Error(`shard ${this.shard} has no unsettled batch with token ${s.token}`)
+    this.unsettled.delete(s.token)
+    const { keys, fingerprints } = decided.batch
     const c = this.counters
     let committed: Uint8Array = new Uint8Array(0)
-    if (s.commitKeys.length > 0) {
+    if (s.commit.length > 0) {
+      const commitKeys = s.commit.map((j) => keys[j])
       c[Counter.STORE_ROUND_TRIPS]++
-      committed = await this.store.commit(s.commitKeys, s.commitResults, s.token, this.config.ttlMs)
+      committed = await this.store.commit(commitKeys, s.commitResults, s.token, this.config.ttlMs)
       const now = this.clock.now()
-      for (let i = 0; i < committed.length; i++) {
-        if (committed[i] === 1) this.remember(s.commitKeys[i], s.commitFingerprints[i], s.commitResults?.[i], now)
+      for (let k = 0; k < committed.length; k++) {
+        if (committed[k] === 1) this.remember(commitKeys[k], fingerprints[s.commit[k]], s.commitResults?.[k], now)
         else c[Counter.FENCED_WRITES]++
       }
     }
-    if (s.releaseKeys.length > 0) {
+    if (s.release.length > 0) {
       c[Counter.STORE_ROUND_TRIPS]++
-      const released = await this.store.release(s.releaseKeys, s.token)
-      for (let i = 0; i < released.length; i++) if (released[i] === 0) c[Counter.FENCED_WRITES]++
+      const released = await this.store.release(
+        s.release.map((j) => keys[j]),
+        s.token,
+      )
+      for (let k = 0; k < released.length; k++) if (released[k] === 0) c[Counter.FENCED_WRITES]++
     }
     return { committed, counters: this.takeCounters() }
   }
 
   /** Extends the leases of a batch whose handlers are still running. */
-  async renew(token: string, keys: string[]): Promise<Float64Array> {
-    this.counters[Counter.STORE_ROUND_TRIPS]++
-    const renewed = await this.store.renew(keys, token, this.config.leaseMs)
-    for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
+  async renew(token: string): Promise<Float64Array> {
+    const decided = this.unsettled.get(token)
+    if (decided !== undefined) {
+      this.counters[Counter.STORE_ROUND_TRIPS]++
+      const renewed = await this.store.renew(decided.claimed, token, this.config.leaseMs)
+      for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
+    }
     return this.takeCounters()
   }
 

@@ -43,7 +43,7 @@ export default async function hostTask(task: ThreadTask): Promise<unknown> {
     case 'step':
       return actorOf(task.shard).step(task.settlement, task.batch)
     case 'renew':
-      return actorOf(task.shard).renew(task.token, task.keys)
+      return actorOf(task.shard).renew(task.token)
     case 'run': {
       const handle = await moduleHandler()
       const { messages } = task

@@ -83,8 +83,8 @@ export class RemoteActorPort implements ActorPort {
     return this.thread.call({ op: 'step', shard: this.shard, settlement, batch })
   }
 
-  renew(token: string, keys: string[]): Promise<Float64Array> {
-    return this.thread.call({ op: 'renew', shard: this.shard, token, keys })
+  renew(token: string): Promise<Float64Array> {
+    return this.thread.call({ op: 'renew', shard: this.shard, token })
   }
 
   /** The whole batch cycle inside the worker, for handler modules: one crossing per batch. */
