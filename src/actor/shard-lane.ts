@@ -53,7 +53,9 @@ export class ShardLane {
   private messages: Message[] = []
   private jobs: Job[] = []
   private slots: number[] = []
-  private turn: Promise<void> | undefined
+  /** True from kick() until drain() finds the mailbox empty, set and cleared synchronously so no push is missed in between. */
+  private running = false
+  private turn: Promise<void> = Promise.resolve()
   readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(6), shadowRuns: 0 }
 
   constructor(
@@ -75,26 +77,33 @@ export class ShardLane {
 
   /** Starts the batch loop if it is not running; it stops when the mailbox is empty and all is settled. */
   kick(): void {
-    this.turn ??= this.drain().finally(() => (this.turn = undefined))
+    if (this.running) return
+    this.running = true
+    this.turn = this.drain()
   }
 
   /** Resolves when everything queued so far is settled. */
   async idle(): Promise<void> {
-    while (this.turn !== undefined) await this.turn
+    while (this.running) await this.turn
   }
 
   private async drain(): Promise<void> {
     let carried: Carried | undefined
-    for (;;) {
-      const moduleRun = this.keys.length > 0 && this.remote !== undefined && this.jobs[0].handler === undefined
-      if (moduleRun) {
-        if (carried !== undefined) await this.step(carried, undefined)
-        carried = undefined
-        await this.runInWorker(this.take())
-        continue
+    try {
+      for (;;) {
+        const moduleRun = this.keys.length > 0 && this.remote !== undefined && this.jobs[0].handler === undefined
+        if (moduleRun) {
+          if (carried !== undefined) await this.step(carried, undefined)
+          carried = undefined
+          await this.runInWorker(this.take())
+          continue
+        }
+        if (carried === undefined && this.keys.length === 0) return
+        carried = await this.step(carried, this.keys.length > 0 ? this.take() : undefined)
       }
-      if (carried === undefined && this.keys.length === 0) return
-      carried = await this.step(carried, this.keys.length > 0 ? this.take() : undefined)
+    } finally {
+      // Runs in the same tick as the empty-mailbox check above, so a push after it always finds running false.
+      this.running = false
     }
   }
 

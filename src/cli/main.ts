@@ -64,14 +64,24 @@ async function demo(args: string[]): Promise<number> {
   return ok ? 0 : 1
 }
 
+let finished = false
+// A promise that can never settle lets Node exit with code 0 and no output; say so and fail instead.
+process.on('exit', () => {
+  if (finished) return
+  console.error('idem: stopped with work still pending (nothing left to wake it): this is a bug in idem, please report it')
+  process.exitCode = 70
+})
+
 main(process.argv.slice(2)).then(
   (code) => {
+    finished = true
     process.exitCode = code
   },
   (error: unknown) => {
     if (error instanceof IdemError) console.error(`idem: ${error.code}: ${error.message}`)
     else if (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) console.error(`idem: ${error.message}\n\n${usage}`)
     else console.error(error)
+    finished = true
     process.exitCode = 2
   },
 )
