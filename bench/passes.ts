@@ -1,12 +1,19 @@
 /**
- * Timed passes over a batch of fresh input, through tinybench.
+ * Timed passes over fresh input, through tinybench, in interleaved rounds.
  *
  * One tinybench iteration is one whole pass (a million keys, say), not one
  * key: a per-key iteration would time the timer, and would have to reuse its
- * input. The pass's input is built in beforeEach, outside the timed region,
- * so every pass reads keys no earlier pass touched (see fresh-keys.ts). The
- * heap is collected after that build too, when gc() is available, so the
- * garbage of building the input is not collected inside the next timed pass.
+ * input. A pass's input is built in beforeEach, outside the timed region, so
+ * every pass reads keys no earlier pass touched (see fresh-keys.ts); the heap
+ * is collected after that build too (when gc() is available), so building the
+ * input leaves no garbage to collect inside the timed pass.
+ *
+ * Contenders run in rounds, A B C D, A B C D, …: a long run drifts (heap
+ * layout, V8 re-optimising a peer's hot function halfway, a noisy
+ * neighbour), and interleaving spreads that drift over every contender
+ * instead of loading it onto whichever runs last. Each round gives one rate
+ * per contender, units / mean pass time of that round; the reported rate is
+ * the median over rounds, with the slowest and fastest round beside it.
  */
 import { Bench } from 'tinybench'
 import { median, settleHeap } from './report.js'
@@ -19,59 +26,81 @@ export interface PassCase {
   beforePass: () => void
   /** One timed pass; returns something derived from its work, so none of it is dead code. */
   pass: () => number
-  /** Passes run and thrown away first: V8 tiers up long wasm and JS loops only after a while. */
+}
+
+export interface RoundPlan {
+  /** Passes per contender thrown away before the first round: V8 tiers up long wasm and JS loops only after a while. */
   warmupPasses: number
-  passes: number
+  rounds: number
+  /** Timed passes per contender per round. */
+  passesPerRound: number
+  /** Called after each round with that round's rates, for progress lines. */
+  onRound?: (round: number, rates: { name: string; perSecond: number }[]) => void
 }
 
 export interface PassRate {
-  /** unitsPerPass / median pass time. */
+  name: string
+  /** Median over rounds of unitsPerPass / mean pass time in the round. */
   perSecond: number
-  /** unitsPerPass / mean pass time. */
-  meanPerSecond: number
-  medianPassMs: number
+  slowestRound: number
+  fastestRound: number
+  /** Every round's rate, in order. */
+  rounds: number[]
   passes: number
-  /** Relative margin of error of the mean pass time, in percent (95%, Student's t). */
-  rmePercent: number
+  medianPassMs: number
   /** Sum of pass() results; keeps the work observable. */
   checksum: number
 }
 
-export async function measurePasses(c: PassCase): Promise<PassRate> {
-  let checksum = 0
-  const bench = new Bench({
-    name: c.name,
-    time: 0, // exactly `passes` iterations, however long each takes
-    iterations: c.passes,
-    warmup: c.warmupPasses > 0,
-    warmupTime: 0,
-    warmupIterations: c.warmupPasses,
-    retainSamples: true,
-    throws: true,
-  })
-  bench.add(
-    c.name,
-    () => {
-      checksum += c.pass()
-    },
-    {
-      beforeEach: () => {
-        c.beforePass()
-        settleHeap()
-      },
-    },
-  )
-  await bench.run()
-  const result = bench.tasks[0].result
-  if (result.state !== 'completed') throw new Error(`${c.name}: tinybench ended in state ${result.state}`)
-  const samples = result.latency.samples ?? []
-  const medianPassMs = samples.length > 0 ? median(samples) : result.latency.p50
-  return {
-    perSecond: c.unitsPerPass / (medianPassMs / 1000),
-    meanPerSecond: c.unitsPerPass / (result.latency.mean / 1000),
-    medianPassMs,
-    passes: result.latency.samplesCount,
-    rmePercent: result.latency.rme,
-    checksum,
+export async function measureRounds(cases: PassCase[], plan: RoundPlan): Promise<PassRate[]> {
+  const rates = cases.map(() => [] as number[])
+  const passMs = cases.map(() => [] as number[])
+  const checksums = cases.map(() => 0)
+  for (let round = 0; round < plan.rounds; round++) {
+    const warmup = round === 0 && plan.warmupPasses > 0
+    const bench = new Bench({
+      time: 0, // exactly passesPerRound iterations, however long each takes
+      iterations: plan.passesPerRound,
+      warmup,
+      warmupTime: 0,
+      warmupIterations: plan.warmupPasses,
+      retainSamples: true,
+      throws: true,
+    })
+    cases.forEach((c, i) => {
+      bench.add(
+        c.name,
+        () => {
+          checksums[i] += c.pass()
+        },
+        {
+          beforeEach: () => {
+            c.beforePass()
+            settleHeap()
+          },
+        },
+      )
+    })
+    await bench.run()
+    bench.tasks.forEach((task, i) => {
+      const result = task.result
+      if (result.state !== 'completed') throw new Error(`${task.name}: tinybench ended in state ${result.state}`)
+      rates[i].push(cases[i].unitsPerPass / (result.latency.mean / 1000))
+      passMs[i].push(...(result.latency.samples ?? [result.latency.mean]))
+    })
+    plan.onRound?.(
+      round,
+      cases.map((c, i) => ({ name: c.name, perSecond: rates[i][round] })),
+    )
   }
+  return cases.map((c, i) => ({
+    name: c.name,
+    perSecond: median(rates[i]),
+    slowestRound: Math.min(...rates[i]),
+    fastestRound: Math.max(...rates[i]),
+    rounds: rates[i],
+    passes: passMs[i].length,
+    medianPassMs: median(passMs[i]),
+    checksum: checksums[i],
+  }))
 }

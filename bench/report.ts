@@ -18,6 +18,8 @@ export interface Column {
 export interface Row {
   label: string
   values: Record<string, number | string>
+  /** Extra data for the JSON output only (per-round rates, say); not printed. */
+  raw?: Record<string, unknown>
 }
 
 /**
@@ -63,9 +65,28 @@ export interface SuiteOptions {
   quick: boolean
 }
 
+let lastProgress = ''
+
 /** A progress line on stderr, so stdout stays one table set or one JSON object. */
 export function progress(suite: string, line: string): void {
+  lastProgress = `[${suite}] ${line.trim()}`
   process.stderr.write(`[${suite}] ${line}\n`)
+}
+
+/** The last progress line: what was running when something went wrong. */
+export function lastProgressLine(): string {
+  return lastProgress
+}
+
+let unclean = false
+
+/** Something (an engine that would not close) may keep the process alive after the report. */
+export function markUnclean(): void {
+  unclean = true
+}
+
+export function isUnclean(): boolean {
+  return unclean
 }
 
 export function median(values: readonly number[]): number {
@@ -82,6 +103,13 @@ export function formatNumber(value: number | string): string {
   return value.toPrecision(3)
 }
 
+/** 12.3M, 456k: for progress lines. */
+export function shortRate(perSecond: number): string {
+  if (perSecond >= 1e6) return `${(perSecond / 1e6).toFixed(perSecond >= 1e7 ? 1 : 2)}M`
+  if (perSecond >= 1e3) return `${(perSecond / 1e3).toFixed(perSecond >= 1e4 ? 0 : 1)}k`
+  return perSecond.toFixed(0)
+}
+
 export const formatPercent = (digits: number) => (value: number | string): string =>
   typeof value === 'number' ? `${(value * 100).toFixed(digits)}%` : value
 
@@ -95,7 +123,7 @@ export function withRatios(table: BenchTable): BenchTable {
   const rows = table.rows.map((row) => {
     const value = row.values[table.ratioOf]
     const ratio = typeof value === 'number' && typeof baseValue === 'number' && baseValue !== 0 ? value / baseValue : 'n/a'
-    return { label: row.label, values: { ...row.values, ratio } }
+    return { ...row, values: { ...row.values, ratio } }
   })
   return { ...table, rows, columns: [...table.columns, { key: 'ratio', title: `ratio vs ${table.baseline}`, format: formatRatio }] }
 }
@@ -120,7 +148,11 @@ export function formatTable(table: BenchTable): string {
   return out.join('\n')
 }
 
+/** How fullGc() got its function: --expose-gc, the flag set at run time, or not at all. */
+export type GcSource = 'exposed' | 'flag set at run time' | 'unavailable'
+
 let gcFunction: (() => void) | undefined | null = null
+let source: GcSource = 'unavailable'
 
 /**
  * A real full gc() when one can be had: global.gc under --expose-gc, otherwise
@@ -131,7 +163,10 @@ let gcFunction: (() => void) | undefined | null = null
 export function fullGc(): (() => void) | undefined {
   if (gcFunction !== null) return gcFunction
   const exposed = (globalThis as { gc?: () => void }).gc
-  if (typeof exposed === 'function') return (gcFunction = exposed)
+  if (typeof exposed === 'function') {
+    source = 'exposed'
+    return (gcFunction = exposed)
+  }
   try {
     setFlagsFromString('--expose-gc')
     const fromContext = runInNewContext('gc') as unknown
@@ -139,7 +174,21 @@ export function fullGc(): (() => void) | undefined {
   } catch {
     gcFunction = undefined
   }
+  if (gcFunction !== undefined) source = 'flag set at run time'
   return gcFunction
+}
+
+export function gcSource(): GcSource {
+  fullGc()
+  return source
+}
+
+/** A note for memory tables: how the heap was settled before measuring. */
+export function gcNote(): string {
+  const how = gcSource()
+  return how === 'unavailable'
+    ? 'gc() was NOT available: memory deltas include uncollected garbage and are noisy'
+    : `measured after a full gc() (${how === 'exposed' ? 'node --expose-gc' : 'gc() from a fresh context after v8.setFlagsFromString("--expose-gc")'})`
 }
 
 /** Collects twice (weak references and finalizers need a second pass) when gc is available. */
