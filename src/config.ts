@@ -1,8 +1,10 @@
 import { bloomGeometry } from './bloom/bloom-filter.js'
+import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from './store/redis/redis-options.js'
 import { ConfigError } from './errors.js'
 
-/** Where claims and DONE records live. Only `memory` exists so far. */
-export type StoreConfig = { kind: 'memory' }
+/** Which store confirms keys: `memory` (one process, tests) or `redis` (shared by every consumer). */
+export type StoreOptions = { kind: 'memory' } | RedisStoreOptions
+export type StoreConfig = { kind: 'memory' } | RedisStoreConfig
 
 /** Options of `createEngine`. Every field is optional; the defaults suit one process. */
 export interface EngineOptions {
@@ -41,7 +43,7 @@ export interface EngineOptions {
   /** Settled keys kept in memory (across all shards): a hit is a duplicate with no store I/O. 0 disables. @default 100_000 */
   lru?: { maxKeys?: number }
   /** @default { kind: 'memory' } */
-  store?: StoreConfig
+  store?: StoreOptions
   /**
    * `enforce` skips handlers of duplicates; `shadow` decides and records every
    * verdict but runs the handler anyway (log-only rollout), counting what it would have skipped.
@@ -142,9 +144,11 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
 
   let store: StoreConfig = defaults.store
   if (o.store !== undefined) {
-    const kind = (o.store as { kind?: unknown } | null)?.kind
+    const raw = o.store as Record<string, unknown> | null
+    const kind = typeof raw === 'object' ? raw?.kind : undefined
     if (kind === 'memory') store = { kind }
-    else problems.push(`store.kind: must be 'memory', got ${show(kind)}`)
+    else if (kind === 'redis') store = resolveRedisStore(raw!, threads, problems)
+    else problems.push(`store.kind: must be 'memory' or 'redis', got ${show(kind)}`)
   }
 
   let rollout: EngineConfig['rollout'] = defaults.rollout

@@ -26,6 +26,10 @@ export interface LayerStats {
   /** Commits, releases or renewals refused because the lease was no longer ours. */
   fencedWrites: number
   bloomRotations: number
+  /** Store calls that failed and were tried again. */
+  storeRetries: number
+  /** Store calls that failed after every retry: their messages came back in-flight with STORE_FAILED. */
+  storeFailures: number
   /** Handlers run in shadow rollout that enforce would have skipped. */
   shadowRuns: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
@@ -205,6 +209,8 @@ function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): Layer
     storeRoundTrips: c[Counter.STORE_ROUND_TRIPS],
     fencedWrites: c[Counter.FENCED_WRITES],
     bloomRotations: c[Counter.BLOOM_ROTATIONS],
+    storeRetries: c[Counter.STORE_RETRIES],
+    storeFailures: c[Counter.STORE_FAILURES],
     shadowRuns,
     verdicts: {
       new: v[VerdictCode.NEW],

@@ -1,4 +1,5 @@
 import { describe, ErrorCode, IdemError } from '../errors.js'
+import { CommitCode } from '../store/store.js'
 import {
   COUNTER_COUNT,
   VerdictCode,
@@ -180,10 +181,21 @@ export class BatchRound {
   applySettled(committed: Uint8Array, counters: Float64Array): void {
     addCounters(this.out.counters, counters)
     for (let k = 0; k < this.commitIndexes.length; k++) {
-      if (committed[k] === 1) continue
-      this.out.errors[this.commitIndexes[k]] = {
-        code: ErrorCode.LEASE_LOST,
-        message: `handler finished for key ${JSON.stringify(this.batch.keys[this.commitPositions[k]])} but its lease had lapsed and the commit was refused; another owner may run it`,
+      const key = JSON.stringify(this.batch.keys[this.commitPositions[k]])
+      switch (committed[k]) {
+        case CommitCode.COMMITTED:
+          continue
+        case CommitCode.REFUSED:
+          this.out.errors[this.commitIndexes[k]] = {
+            code: ErrorCode.LEASE_LOST,
+            message: `handler finished for key ${key} but its lease had lapsed and the commit was refused; another owner may run it`,
+          }
+          continue
+        case CommitCode.RESULT_TOO_LARGE:
+          this.out.errors[this.commitIndexes[k]] = { code: ErrorCode.RESULT_TOO_LARGE, message: `key ${key} is done, but its result is over the store's maxResultBytes and was not kept` }
+          continue
+        case CommitCode.RESULT_NOT_SERIALIZABLE:
+          this.out.errors[this.commitIndexes[k]] = { code: ErrorCode.RESULT_NOT_SERIALIZABLE, message: `key ${key} is done, but its result is not JSON-serializable and was not kept` }
       }
     }
   }

@@ -21,8 +21,12 @@ export const Counter = {
   /** Commits, releases and renewals the store refused: the lease was no longer ours. */
   FENCED_WRITES: 5,
   BLOOM_ROTATIONS: 6,
+  /** Store calls that failed and were tried again. */
+  STORE_RETRIES: 7,
+  /** Store calls that failed after every retry (their batch failed closed). */
+  STORE_FAILURES: 8,
 } as const
-export const COUNTER_COUNT = 7
+export const COUNTER_COUNT = 9
 
 /** A shard batch as the actor receives it. */
 export interface ActorBatch {

@@ -3,8 +3,8 @@ import { LRUCache } from 'lru-cache'
 import { BloomFilter } from '../bloom/bloom-filter.js'
 import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
-import { MemoryStore } from '../store/memory-store.js'
-import { ClaimCode, type DedupStore } from '../store/store.js'
+import { createStore } from '../store/create-store.js'
+import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 /** A settled key held in memory: enough to answer a duplicate without I/O. */
@@ -44,7 +44,7 @@ export class ShardActor {
     })
     const lruMax = Math.ceil(config.lru.maxKeys / config.shards)
     this.settled = lruMax > 0 ? new LRUCache<string, Settled>({ max: lruMax }) : undefined
-    this.store = new MemoryStore(clock)
+    this.store = createStore(config.store, clock)
     this.generationStartedAt = clock.now()
   }
 
@@ -137,8 +137,8 @@ export class ShardActor {
       committed = await this.store.commit(commitKeys, s.commitResults, s.token, this.config.ttlMs)
       const now = this.clock.now()
       for (let k = 0; k < committed.length; k++) {
-        if (committed[k] === 1) this.remember(commitKeys[k], fingerprints[s.commit[k]], s.commitResults?.[k], now)
-        else c[Counter.FENCED_WRITES]++
+        if (committed[k] === CommitCode.REFUSED) c[Counter.FENCED_WRITES]++
+        else this.remember(commitKeys[k], fingerprints[s.commit[k]], committed[k] === CommitCode.COMMITTED ? s.commitResults?.[k] : undefined, now)
       }
     }
     if (s.release.length > 0) {
@@ -204,6 +204,13 @@ export class ShardActor {
   }
 
   private takeCounters(): Float64Array {
+    const health = this.store.health
+    if (health !== undefined) {
+      this.counters[Counter.STORE_RETRIES] += health.retries
+      this.counters[Counter.STORE_FAILURES] += health.failures
+      health.retries = 0
+      health.failures = 0
+    }
     const taken = this.counters
     this.counters = new Float64Array(COUNTER_COUNT)
     return taken

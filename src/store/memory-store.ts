@@ -68,15 +68,28 @@ export class MemoryStore implements DedupStore {
 
   async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
     const now = this.clock.now()
-    return this.whereOwned(keys, token, now, (record, i) => {
+    const applied = this.whereOwned(keys, token, now, (record, i) => {
       record.done = true
       record.result = results?.[i]
       record.expiresAt = now + ttlMs
     })
+    // A commit this token already applied answers 1 again, like a retried Redis call whose reply was lost.
+    for (let i = 0; i < keys.length; i++) {
+      const record = this.records.get(keys[i])
+      if (applied[i] === 0 && stateOf(record, now) === KeyState.DONE && record!.token === token) applied[i] = 1
+    }
+    return applied
   }
 
+  /** Absent (or lapsed) already is what a release wants, so it counts as applied; another owner's record is fenced. */
   async release(keys: readonly string[], token: string): Promise<Uint8Array> {
-    return this.whereOwned(keys, token, this.clock.now(), (_record, i) => this.records.delete(keys[i]))
+    const now = this.clock.now()
+    const applied = this.whereOwned(keys, token, now, (_record, i) => this.records.delete(keys[i]))
+    for (let i = 0; i < keys.length; i++) {
+      const state = stateOf(this.records.get(keys[i]), now)
+      if (state === KeyState.ABSENT || state === KeyState.LEASE_EXPIRED) applied[i] = 1
+    }
+    return applied
   }
 
   async renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {

@@ -16,6 +16,26 @@ export const ClaimCode = {
 } as const
 export type ClaimCode = (typeof ClaimCode)[keyof typeof ClaimCode]
 
+/** What a commit did, per key. */
+export const CommitCode = {
+  /** Not IN_PROGRESS under this token any more (the lease lapsed): fenced, nothing written. */
+  REFUSED: 0,
+  COMMITTED: 1,
+  /** DONE, but the result was over the store's size cap and is not kept. */
+  RESULT_TOO_LARGE: 2,
+  /** DONE, but the result could not be serialized and is not kept. */
+  RESULT_NOT_SERIALIZABLE: 3,
+} as const
+export type CommitCode = (typeof CommitCode)[keyof typeof CommitCode]
+
+/** Running totals a networked store keeps about its own calls. */
+export interface StoreHealth {
+  /** Calls that failed and were tried again. */
+  retries: number
+  /** Calls that failed after every retry: their batch failed closed. */
+  failures: number
+}
+
 export interface ClaimReplies {
   codes: Uint8Array
   /** For DONE and IN_PROGRESS: the fingerprint stored with the key. */
@@ -27,11 +47,13 @@ export interface ClaimReplies {
 export interface DedupStore {
   /** Claim every key for `token` with a lease; a key may appear twice (REPEAT). */
   claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies>
-  /** IN_PROGRESS(token) → DONE. Per key 1 = applied, 0 = refused (not our live lease: fenced). */
+  /** IN_PROGRESS(token) → DONE. Per key a CommitCode: REFUSED when it is not our live lease (fenced). */
   commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array>
   /** IN_PROGRESS(token) → absent, so a redelivery runs the handler again. 1 = applied, 0 = fenced. */
   release(keys: readonly string[], token: string): Promise<Uint8Array>
   /** Extend live leases held by token. 1 = renewed, 0 = lost. */
   renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array>
   close(): Promise<void>
+  /** Present on stores that talk to a server. */
+  readonly health?: StoreHealth
 }

@@ -1,0 +1,214 @@
+import { readFileSync } from 'node:fs'
+import { Cluster, Redis } from 'ioredis'
+import { describe, ErrorCode, IdemError } from '../../errors.js'
+import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHealth } from '../store.js'
+import type { RedisStoreConfig } from './redis-options.js'
+import { decodeRecord, encodeFingerprint, hashTagOf, recordKey } from './redis-records.js'
+
+type ScriptName = 'idemClaim' | 'idemCommit' | 'idemRelease' | 'idemRenew'
+const scripts: Record<ScriptName, string> = {
+  idemClaim: 'claim.lua',
+  idemCommit: 'commit.lua',
+  idemRelease: 'release.lua',
+  idemRenew: 'renew.lua',
+}
+/** Read once per process; ioredis sends EVALSHA and loads a script again after NOSCRIPT (a restarted server). */
+const lua = Object.fromEntries(Object.entries(scripts).map(([name, file]) => [name, readFileSync(new URL(file, import.meta.url), 'utf8')])) as Record<ScriptName, string>
+
+type ScriptCall = (keyCount: number, ...args: string[]) => Promise<(number | string)[]>
+type ScriptClient = (Redis | Cluster) & Record<ScriptName, ScriptCall>
+
+/** The keys of one script call: on a cluster one call per hash tag, on a single Redis one call in all. */
+interface Group {
+  positions: number[]
+  keys: string[]
+}
+
+/**
+ * The state machine of DESIGN.md §2 in Redis: each batch operation is one Lua
+ * script call per hash tag group (one round trip per batch on a single Redis,
+ * one pipelined round trip per node on a cluster). Leases and TTLs are Redis's
+ * own PX; commit, release and renewal are fenced by the owner token in the
+ * record. Failed calls are retried with backoff, then fail closed.
+ */
+export class RedisStore implements DedupStore {
+  readonly health: StoreHealth = { retries: 0, failures: 0 }
+  private readonly client: ScriptClient
+  private readonly ownsClient: boolean
+  private readonly isCluster: boolean
+
+  constructor(private readonly config: RedisStoreConfig) {
+    const clientOptions = {
+      commandTimeout: config.commandTimeoutMs,
+      // Our retry loop owns retries (bounded, counted); a command queued while
+      // the connection is down fails at once instead of waiting unboundedly.
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
+    }
+    if (config.client !== undefined) {
+      this.client = config.client as ScriptClient
+      this.ownsClient = false
+    } else if (config.cluster !== undefined) {
+      this.client = new Cluster(config.cluster, {
+        redisOptions: clientOptions,
+        clusterRetryStrategy: (attempt: number) => Math.min(100 * attempt, 2000),
+      }) as ScriptClient
+      this.ownsClient = true
+    } else {
+      this.client = new Redis(config.url!, clientOptions) as ScriptClient
+      this.ownsClient = true
+    }
+    // ioredis reports connection errors as events too; the calls that hit them fail and are retried.
+    if (this.ownsClient) this.client.on('error', () => {})
+    this.isCluster = this.client instanceof Cluster
+    for (const name of Object.keys(lua) as ScriptName[]) {
+      if (typeof this.client[name] !== 'function') this.client.defineCommand(name, { lua: lua[name] })
+    }
+  }
+
+  async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies> {
+    const n = keys.length
+    const codes = new Uint8Array(n)
+    const storedFingerprints: (string | undefined)[] = new Array(n)
+    const results: unknown[] = new Array(n)
+    const groups = this.group(keys)
+    const replies = await this.call('claim', groups, 'idemClaim', (g) => [token, String(leaseMs), ...g.positions.map((i) => encodeFingerprint(fingerprints[i]))])
+    groups.forEach((g, k) => {
+      const reply = replies[k]
+      g.positions.forEach((i, j) => {
+        const answer = reply[j]
+        if (answer === 0) codes[i] = ClaimCode.CLAIMED
+        else if (answer === 3) codes[i] = ClaimCode.REPEAT
+        else {
+          const record = decodeRecord(answer as string)
+          codes[i] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+          storedFingerprints[i] = record.fingerprint
+          results[i] = record.result
+        }
+      })
+    })
+    if (this.config.requireReplicas > 0) await this.awaitReplicas(groups, replies, token)
+    return { codes, fingerprints: storedFingerprints, results }
+  }
+
+  async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    const kept = new Uint8Array(keys.length).fill(CommitCode.COMMITTED)
+    const encoded = keys.map((_, i) => {
+      if (results === undefined) return ''
+      const encoding = this.encodeResult(results[i])
+      if (typeof encoding === 'number') {
+        kept[i] = encoding
+        return ''
+      }
+      return encoding
+    })
+    const groups = this.group(keys)
+    const replies = await this.call('commit', groups, 'idemCommit', (g) => [token, String(ttlMs), ...g.positions.map((i) => encoded[i])])
+    return this.perKey(keys.length, groups, replies, (i, answer) => (answer === 1 ? kept[i] : CommitCode.REFUSED))
+  }
+
+  async release(keys: readonly string[], token: string): Promise<Uint8Array> {
+    const groups = this.group(keys)
+    return this.perKey(keys.length, groups, await this.call('release', groups, 'idemRelease', () => [token]), (_, answer) => answer as number)
+  }
+
+  async renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
+    const groups = this.group(keys)
+    return this.perKey(keys.length, groups, await this.call('renew', groups, 'idemRenew', () => [token, String(leaseMs)]), (_, answer) => answer as number)
+  }
+
+  async close(): Promise<void> {
+    if (!this.ownsClient) return
+    try {
+      await this.client.quit()
+    } catch {
+      this.client.disconnect()
+    }
+  }
+
+  /** A single Redis takes the whole batch in one call; a cluster needs one call per hash slot. */
+  private group(keys: readonly string[]): Group[] {
+    const { prefix, hashTags } = this.config
+    if (!this.isCluster) {
+      return [{ positions: keys.map((_, i) => i), keys: keys.map((key) => recordKey(prefix, hashTagOf(key, hashTags), key)) }]
+    }
+    const byTag = new Map<number, Group>()
+    keys.forEach((key, i) => {
+      const tag = hashTagOf(key, hashTags)
+      let group = byTag.get(tag)
+      if (group === undefined) byTag.set(tag, (group = { positions: [], keys: [] }))
+      group.positions.push(i)
+      group.keys.push(recordKey(prefix, tag, key))
+    })
+    return [...byTag.values()]
+  }
+
+  /** Runs one script per group (pipelined when several), retrying the whole operation on failure: every script is safe to repeat under the same token. */
+  private async call(operation: string, groups: Group[], script: ScriptName, args: (g: Group) => string[]): Promise<(number | string)[][]> {
+    const { retries, retryBackoffMs } = this.config
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (groups.length === 1) return [await this.client[script](groups[0].keys.length, ...groups[0].keys, ...args(groups[0]))]
+        const pipeline = this.client.pipeline()
+        for (const g of groups) (pipeline as unknown as Record<ScriptName, (...a: (number | string)[]) => unknown>)[script](g.keys.length, ...g.keys, ...args(g))
+        const replies = (await pipeline.exec()) ?? []
+        return replies.map(([error, reply]) => {
+          if (error) throw error
+          return reply as (number | string)[]
+        })
+      } catch (error) {
+        if (attempt >= retries) {
+          this.health.failures++
+          throw new IdemError(ErrorCode.STORE_FAILED, `redis ${operation} failed after ${attempt + 1} attempt(s): ${describe(error)}`, { cause: error })
+        }
+        this.health.retries++
+        await sleep(retryBackoffMs * 2 ** attempt)
+      }
+    }
+  }
+
+  private perKey(n: number, groups: Group[], replies: (number | string)[][], code: (i: number, answer: number | string) => number): Uint8Array {
+    const out = new Uint8Array(n)
+    groups.forEach((g, k) => g.positions.forEach((i, j) => (out[i] = code(i, replies[k][j]))))
+    return out
+  }
+
+  private encodeResult(result: unknown): string | CommitCode {
+    if (result === undefined) return ''
+    let json: string | undefined
+    try {
+      json = JSON.stringify(result)
+    } catch {
+      return CommitCode.RESULT_NOT_SERIALIZABLE
+    }
+    if (json === undefined) return CommitCode.RESULT_NOT_SERIALIZABLE
+    if (Buffer.byteLength(json) > this.config.maxResultBytes) return CommitCode.RESULT_TOO_LARGE
+    return json
+  }
+
+  /**
+   * WAIT on the connection that wrote the claims: a failover to a replica that
+   * never got them would let a second owner claim the same keys. A shortfall
+   * releases this batch's claims and fails it with its own code.
+   */
+  private async awaitReplicas(groups: Group[], replies: (number | string)[][], token: string): Promise<void> {
+    const { requireReplicas, replicaTimeoutMs } = this.config
+    let acknowledged: number
+    try {
+      acknowledged = (await (this.client as Redis).wait(requireReplicas, replicaTimeoutMs)) as number
+    } catch (error) {
+      throw new IdemError(ErrorCode.STORE_FAILED, `redis WAIT failed: ${describe(error)}`, { cause: error })
+    }
+    if (acknowledged >= requireReplicas) return
+    const claimed = groups.flatMap((g, k) => g.keys.filter((_, j) => replies[k][j] === 0))
+    if (claimed.length > 0) await this.client.idemRelease(claimed.length, ...claimed, token).catch(() => {})
+    throw new IdemError(
+      ErrorCode.REPLICA_SHORTFALL,
+      `claims reached ${acknowledged} of the ${requireReplicas} required replicas within ${replicaTimeoutMs} ms; released them, retry later`,
+    )
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}

@@ -1,0 +1,24 @@
+--[[
+  Releases a batch: IN_PROGRESS(token) → absent, so the next delivery runs the
+  handler again. Fenced like commit: another owner's record is never deleted.
+
+  KEYS[i]  record key
+  ARGV[1]  owner token
+
+  Returns, per key: 1 = released (or already absent: the lease lapsed and no
+  one claimed it since, which is the state a release wants), 0 = refused.
+]]
+local mine = 'p' .. ARGV[1] .. '\n'
+local out = {}
+for i, key in ipairs(KEYS) do
+  local record = redis.call('GET', key)
+  if not record then
+    out[i] = 1
+  elseif string.sub(record, 1, #mine) == mine then
+    redis.call('DEL', key)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
