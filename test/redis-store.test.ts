@@ -1,0 +1,151 @@
+import { fork } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { createEngine, type Engine } from '../dist/src/engine.js'
+import { ConfigError, ErrorCode } from '../dist/src/errors.js'
+import type { Message } from '../dist/src/message.js'
+
+const url = 'redis://127.0.0.1:6379'
+const redis = new Redis(url)
+const prefixes: string[] = []
+const engines: Engine[] = []
+
+function prefix(): string {
+  const p = `test:${randomUUID()}:`
+  prefixes.push(p)
+  return p
+}
+async function engine(options: Record<string, unknown> = {}, store: Record<string, unknown> = {}): Promise<Engine> {
+  const created = await createEngine({ shards: 4, ...options, store: { kind: 'redis', url, prefix: prefix(), ...store } })
+  engines.push(created)
+  return created
+}
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((e) => e.close()))
+})
+afterAll(async () => {
+  for (const p of prefixes) {
+    const keys = await redis.keys(`${p}*`)
+    if (keys.length > 0) await redis.del(...keys)
+  }
+  redis.disconnect()
+})
+
+function counter() {
+  const effects = new Map<string, number>()
+  const handler = (m: Message): string => {
+    const id = `${m.namespace ?? ''}|${m.key}`
+    effects.set(id, (effects.get(id) ?? 0) + 1)
+    return `done:${m.key}`
+  }
+  return { effects, handler }
+}
+
+describe('redis store through the engine', () => {
+  it('keys of different namespaces never share a record, whatever characters they hold', async () => {
+    const e = await engine({ lru: { maxKeys: 0 } })
+    const { effects, handler } = counter()
+    const messages: Message[] = [
+      { key: 'b:c', namespace: 'a' },
+      { key: 'c', namespace: 'a:b' },
+      { key: 'a:b:c' },
+      { key: 'n1:a:b:c' },
+      { key: '{x}', namespace: '{' },
+      { key: 'x}', namespace: '{{' },
+      { key: 'ключ', namespace: 'ключ' },
+      { key: 'k:ключ' },
+    ]
+    const first = await e.processBatch(messages, handler)
+    expect(first.map((o) => o.verdict)).toEqual(messages.map(() => 'new'))
+    const second = await e.processBatch(messages, handler)
+    expect(second.map((o) => o.verdict)).toEqual(messages.map(() => 'duplicate'))
+    expect(effects.size).toBe(messages.length)
+  })
+
+  it('a second engine sharing the prefix sees DONE keys as duplicates with their stored results', async () => {
+    const p = prefix()
+    const a = await engine({}, { prefix: p })
+    const b = await engine({ threads: 1 }, { prefix: p })
+    const { effects, handler } = counter()
+    await a.processBatch([{ key: 'x' }, { key: 'y' }], handler)
+    const outs = await b.processBatch([{ key: 'x' }, { key: 'y' }, { key: 'z' }], handler)
+    expect(outs).toEqual([
+      { key: 'x', verdict: 'duplicate', result: 'done:x' },
+      { key: 'y', verdict: 'duplicate', result: 'done:y' },
+      { key: 'z', verdict: 'new', result: 'done:z' },
+    ])
+    expect([...effects.values()]).toEqual([1, 1, 1])
+  })
+
+  it('a fingerprint change under a DONE key is a conflict, found by the store when the LRU is off', async () => {
+    const e = await engine({ lru: { maxKeys: 0 } })
+    const { handler } = counter()
+    await e.process({ key: 'order-1', fingerprint: 'sha:aaa' }, handler)
+    const out = await e.process({ key: 'order-1', fingerprint: 'sha:bbb' }, handler)
+    expect(out.verdict).toBe('conflict')
+    expect(out.error?.code).toBe(ErrorCode.CONFLICT)
+    expect(out.error?.message).toContain('sha:aaa')
+  })
+
+  it('a result over maxResultBytes is refused with RESULT_TOO_LARGE, the key is still done, and duplicates come back without it', async () => {
+    const e = await engine({ lru: { maxKeys: 0 } }, { maxResultBytes: 100 })
+    let runs = 0
+    const big = () => {
+      runs++
+      return 'x'.repeat(200)
+    }
+    const first = await e.process({ key: 'big' }, big)
+    expect(first.verdict).toBe('new')
+    expect(first.error?.code).toBe(ErrorCode.RESULT_TOO_LARGE)
+    const again = await e.process({ key: 'big' }, big)
+    expect(again).toEqual({ key: 'big', verdict: 'duplicate' })
+    expect(runs).toBe(1)
+    const small = await e.process({ key: 'small' }, () => 'ok')
+    expect(small).toEqual({ key: 'small', verdict: 'new', result: 'ok' })
+  })
+
+  it('a result JSON cannot hold is refused with RESULT_NOT_SERIALIZABLE; the key is still done', async () => {
+    const e = await engine({ lru: { maxKeys: 0 } })
+    const first = await e.process({ key: 'bigint' }, () => 10n)
+    expect(first.error?.code).toBe(ErrorCode.RESULT_NOT_SERIALIZABLE)
+    expect((await e.process({ key: 'bigint' }, () => 1)).verdict).toBe('duplicate')
+  })
+
+  it('an ioredis client passed in is used and left open; with threads > 0 it is refused', async () => {
+    const client = new Redis(url)
+    try {
+      const e = await createEngine({ shards: 2, store: { kind: 'redis', client, prefix: prefix() } })
+      expect((await e.process({ key: 'c' }, () => 1)).verdict).toBe('new')
+      await e.close()
+      expect(await client.ping()).toBe('PONG')
+      await expect(createEngine({ shards: 2, threads: 1, store: { kind: 'redis', client } })).rejects.toThrow(ConfigError)
+    } finally {
+      client.disconnect()
+    }
+  })
+
+  it('two engines in two processes, fed overlapping batches of the same keys at once, make exactly one effect per key', async () => {
+    const p = prefix()
+    const effectsKey = `${p}effects`
+    const script = fileURLToPath(new URL('./fixtures/redis-engine-child.mjs', import.meta.url))
+    const run = (threads: number) =>
+      new Promise<Record<string, number>>((resolve, reject) => {
+        const child = fork(script, [url, p, effectsKey, String(threads), '20000', '14000'], { stdio: 'inherit' })
+        let verdicts: Record<string, number> = {}
+        child.on('message', (m) => (verdicts = m as Record<string, number>))
+        child.on('error', reject)
+        child.on('exit', (code) => (code === 0 ? resolve(verdicts) : reject(new Error(`child exited with ${code}`))))
+      })
+    const [a, b] = await Promise.all([run(0), run(2)])
+    // Both took part: each ran some keys first, and the other saw them as duplicates or in flight.
+    expect(a.new + b.new).toBe(14_000)
+    expect(a.new).toBeGreaterThan(0)
+    expect(b.new).toBeGreaterThan(0)
+    const effects = await redis.hgetall(effectsKey)
+    const counts = Object.values(effects).map(Number)
+    expect(counts.length).toBe(14_000)
+    expect(counts.filter((c) => c !== 1)).toEqual([])
+  }, 60_000)
+})
