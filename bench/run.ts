@@ -16,12 +16,14 @@ import { parseArgs } from 'node:util'
 import { runBloomSuite } from './bloom.bench.js'
 import { runEngineSuite } from './engine.bench.js'
 import { runLruSuite } from './lru.bench.js'
+import { runRedisSuite } from './redis.bench.js'
 import { formatTable, gcSource, isUnclean, lastProgressLine, progress, type SuiteOptions, type SuiteResult } from './report.js'
 
 const suites: Record<string, (options: SuiteOptions) => Promise<SuiteResult>> = {
   bloom: runBloomSuite,
   lru: runLruSuite,
   engine: runEngineSuite,
+  redis: runRedisSuite,
 }
 
 const usage = `usage: idem bench [--json] [--quick] [--only ${Object.keys(suites).join(',')}]`

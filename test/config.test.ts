@@ -42,7 +42,7 @@ describe('config', () => {
     ['redis store with two servers', { store: { kind: 'redis', url: 'redis://a', cluster: [{ host: 'b', port: 1 }] } }, 'got url and cluster'],
     ['redis url not a URL', { store: { kind: 'redis', url: 'localhost:6379' } }, 'store.url: must be a redis:// or rediss:// URL, got "localhost:6379"'],
     ['redis cluster nodes', { store: { kind: 'redis', cluster: [{ host: 'a' }] } }, 'store.cluster: must be a non-empty array of { host: string, port: number }'],
-    ['redis prefix with a brace', { store: { kind: 'redis', url: 'redis://x', prefix: 'a{b' } }, 'store.prefix: must be a string without { or }, got "a{b"'],
+    ['redis prefix with a brace', { store: { kind: 'redis', url: 'redis://x', prefix: 'a{b' } }, 'store.prefix: must be a string without {, } or U+0000, got "a{b"'],
     ['redis hashTags 0', { store: { kind: 'redis', url: 'redis://x', hashTags: 0 } }, 'store.hashTags: must be an integer from 1 to 16384, got 0'],
     ['redis retries negative', { store: { kind: 'redis', url: 'redis://x', retries: -1 } }, 'store.retries: must be an integer from 0 to 100, got -1'],
     ['redis unknown option', { store: { kind: 'redis', url: 'redis://x', tls: true } }, 'store.tls: unknown option for the redis store'],

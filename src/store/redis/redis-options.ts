@@ -9,7 +9,7 @@ export interface RedisStoreOptions {
   cluster?: { host: string; port: number }[]
   /** An ioredis Redis or Cluster you own (idem never closes it). Only with threads: 0: a client cannot cross into a worker thread. */
   client?: Redis | Cluster
-  /** Prepended to every record key; no `{` or `}` (they would change the hash slot). @default 'idem:' */
+  /** Prepended to every record key; no `{` or `}` (they would change the hash slot) and no U+0000 (it separates keys in a batch). @default 'idem:' */
   prefix?: string
   /**
    * Hash tags records are spread over: a batch becomes one script call per tag
@@ -78,7 +78,7 @@ export function resolveRedisStore(o: Record<string, unknown>, threads: number, p
   }
   let prefix = 'idem:'
   if (o.prefix !== undefined) {
-    if (typeof o.prefix !== 'string' || /[{}]/.test(o.prefix)) problems.push(`store.prefix: must be a string without { or }, got ${JSON.stringify(o.prefix)}`)
+    if (typeof o.prefix !== 'string' || /[{}\0]/.test(o.prefix)) problems.push(`store.prefix: must be a string without {, } or U+0000, got ${JSON.stringify(o.prefix)}`)
     else prefix = o.prefix
   }
   const requireReplicas = integer('requireReplicas', 0, 0, 64)

@@ -12,16 +12,24 @@ const scripts: Record<ScriptName, string> = {
   idemRelease: 'release.lua',
   idemRenew: 'renew.lua',
 }
+const readLua = (file: string): string => readFileSync(new URL(file, import.meta.url), 'utf8')
+const splitKeys = readLua('split-keys.lua')
 /** Read once per process; ioredis sends EVALSHA and loads a script again after NOSCRIPT (a restarted server). */
-const lua = Object.fromEntries(Object.entries(scripts).map(([name, file]) => [name, readFileSync(new URL(file, import.meta.url), 'utf8')])) as Record<ScriptName, string>
+const lua = Object.fromEntries(Object.entries(scripts).map(([name, file]) => [name, `${splitKeys}\n${readLua(file)}`])) as Record<ScriptName, string>
 
-type ScriptCall = (keyCount: number, ...args: string[]) => Promise<(number | string)[]>
+type Reply = string | string[]
+type ScriptCall = (keyCount: number, ...args: string[]) => Promise<Reply>
 type ScriptClient = (Redis | Cluster) & Record<ScriptName, ScriptCall>
 
 /** The keys of one script call: on a cluster one call per hash tag, on a single Redis one call in all. */
 interface Group {
   positions: number[]
   keys: string[]
+}
+
+/** Joins a batch's values into the one packed argument the scripts split (split-keys.lua). */
+function pack(group: Group, value: (i: number) => string): string {
+  return group.positions.map(value).join('\0')
 }
 
 /**
@@ -72,15 +80,16 @@ export class RedisStore implements DedupStore {
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const results: unknown[] = new Array(n)
     const groups = this.group(keys)
-    const replies = await this.call('claim', groups, 'idemClaim', (g) => [token, String(leaseMs), ...g.positions.map((i) => encodeFingerprint(fingerprints[i]))])
+    const replies = await this.call('claim', groups, 'idemClaim', (g) => [token, String(leaseMs), g.keys.join('\0'), pack(g, (i) => encodeFingerprint(fingerprints[i]))])
     groups.forEach((g, k) => {
-      const reply = replies[k]
+      const [answers, ...records] = replies[k] as string[]
+      let next = 0
       g.positions.forEach((i, j) => {
-        const answer = reply[j]
-        if (answer === 0) codes[i] = ClaimCode.CLAIMED
-        else if (answer === 3) codes[i] = ClaimCode.REPEAT
+        const answer = answers.charCodeAt(j)
+        if (answer === 0x30 /* '0' */) codes[i] = ClaimCode.CLAIMED
+        else if (answer === 0x33 /* '3' */) codes[i] = ClaimCode.REPEAT
         else {
-          const record = decodeRecord(answer as string)
+          const record = decodeRecord(records[next++])
           codes[i] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
           storedFingerprints[i] = record.fingerprint
           results[i] = record.result
@@ -103,18 +112,18 @@ export class RedisStore implements DedupStore {
       return encoding
     })
     const groups = this.group(keys)
-    const replies = await this.call('commit', groups, 'idemCommit', (g) => [token, String(ttlMs), ...g.positions.map((i) => encoded[i])])
-    return this.perKey(keys.length, groups, replies, (i, answer) => (answer === 1 ? kept[i] : CommitCode.REFUSED))
+    const replies = await this.call('commit', groups, 'idemCommit', (g) => [token, String(ttlMs), g.keys.join('\0'), pack(g, (i) => encoded[i])])
+    return this.perKey(keys.length, groups, replies, (i, applied) => (applied ? kept[i] : CommitCode.REFUSED))
   }
 
   async release(keys: readonly string[], token: string): Promise<Uint8Array> {
     const groups = this.group(keys)
-    return this.perKey(keys.length, groups, await this.call('release', groups, 'idemRelease', () => [token]), (_, answer) => answer as number)
+    return this.perKey(keys.length, groups, await this.call('release', groups, 'idemRelease', (g) => [token, g.keys.join('\0')]), (_, applied) => Number(applied))
   }
 
   async renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
     const groups = this.group(keys)
-    return this.perKey(keys.length, groups, await this.call('renew', groups, 'idemRenew', () => [token, String(leaseMs)]), (_, answer) => answer as number)
+    return this.perKey(keys.length, groups, await this.call('renew', groups, 'idemRenew', (g) => [token, String(leaseMs), g.keys.join('\0')]), (_, applied) => Number(applied))
   }
 
   async close(): Promise<void> {
@@ -144,17 +153,18 @@ export class RedisStore implements DedupStore {
   }
 
   /** Runs one script per group (pipelined when several), retrying the whole operation on failure: every script is safe to repeat under the same token. */
-  private async call(operation: string, groups: Group[], script: ScriptName, args: (g: Group) => string[]): Promise<(number | string)[][]> {
+  private async call(operation: string, groups: Group[], script: ScriptName, args: (g: Group) => string[]): Promise<Reply[]> {
     const { retries, retryBackoffMs } = this.config
+    const argv = groups.map(args)
     for (let attempt = 0; ; attempt++) {
       try {
-        if (groups.length === 1) return [await this.client[script](groups[0].keys.length, ...groups[0].keys, ...args(groups[0]))]
+        if (groups.length === 1) return [await this.client[script](1, groups[0].keys[0], ...argv[0])]
         const pipeline = this.client.pipeline()
-        for (const g of groups) (pipeline as unknown as Record<ScriptName, (...a: (number | string)[]) => unknown>)[script](g.keys.length, ...g.keys, ...args(g))
+        groups.forEach((g, k) => (pipeline as unknown as Record<ScriptName, (...a: (number | string)[]) => unknown>)[script](1, g.keys[0], ...argv[k]))
         const replies = (await pipeline.exec()) ?? []
         return replies.map(([error, reply]) => {
           if (error) throw error
-          return reply as (number | string)[]
+          return reply as Reply
         })
       } catch (error) {
         if (attempt >= retries) {
@@ -167,9 +177,13 @@ export class RedisStore implements DedupStore {
     }
   }
 
-  private perKey(n: number, groups: Group[], replies: (number | string)[][], code: (i: number, answer: number | string) => number): Uint8Array {
+  /** Reads a reply of one '1'/'0' character per key. */
+  private perKey(n: number, groups: Group[], replies: Reply[], code: (i: number, applied: boolean) => number): Uint8Array {
     const out = new Uint8Array(n)
-    groups.forEach((g, k) => g.positions.forEach((i, j) => (out[i] = code(i, replies[k][j]))))
+    groups.forEach((g, k) => {
+      const answers = replies[k] as string
+      g.positions.forEach((i, j) => (out[i] = code(i, answers.charCodeAt(j) === 0x31)))
+    })
     return out
   }
 
@@ -191,7 +205,7 @@ export class RedisStore implements DedupStore {
    * never got them would let a second owner claim the same keys. A shortfall
    * releases this batch's claims and fails it with its own code.
    */
-  private async awaitReplicas(groups: Group[], replies: (number | string)[][], token: string): Promise<void> {
+  private async awaitReplicas(groups: Group[], replies: Reply[], token: string): Promise<void> {
     const { requireReplicas, replicaTimeoutMs } = this.config
     let acknowledged: number
     try {
@@ -200,8 +214,8 @@ export class RedisStore implements DedupStore {
       throw new IdemError(ErrorCode.STORE_FAILED, `redis WAIT failed: ${describe(error)}`, { cause: error })
     }
     if (acknowledged >= requireReplicas) return
-    const claimed = groups.flatMap((g, k) => g.keys.filter((_, j) => replies[k][j] === 0))
-    if (claimed.length > 0) await this.client.idemRelease(claimed.length, ...claimed, token).catch(() => {})
+    const claimed = groups.flatMap((g, k) => g.keys.filter((_, j) => (replies[k] as string[])[0].charCodeAt(j) === 0x30))
+    if (claimed.length > 0) await this.client.idemRelease(1, claimed[0], token, claimed.join('\0')).catch(() => {})
     throw new IdemError(
       ErrorCode.REPLICA_SHORTFALL,
       `claims reached ${acknowledged} of the ${requireReplicas} required replicas within ${replicaTimeoutMs} ms; released them, retry later`,

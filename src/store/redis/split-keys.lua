@@ -1,0 +1,21 @@
+--[[
+  Prepended to every script by redis-store.ts. A batch travels as one packed
+  argument (record keys joined by NUL, which no record key contains) instead
+  of one argument per key: encoding a thousand arguments costs the client
+  more than the script costs the server. On a cluster, KEYS[1] is the batch's
+  first key, declared so the call is routed to its slot; every key of a batch
+  shares that slot through its hash tag.
+]]
+local function split(packed)
+  local parts = {}
+  local from = 1
+  while true do
+    local nul = string.find(packed, '\0', from, true)
+    if not nul then
+      parts[#parts + 1] = string.sub(packed, from)
+      return parts
+    end
+    parts[#parts + 1] = string.sub(packed, from, nul - 1)
+    from = nul + 1
+  end
+end
