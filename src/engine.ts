@@ -30,6 +30,8 @@ export interface LayerStats {
   storeRetries: number
   /** Store calls that failed after every retry: their messages came back in-flight with STORE_FAILED. */
   storeFailures: number
+  /** Commits and releases that failed while the store was away and were applied once it was back. */
+  lateSettlements: number
   /** Handlers run in shadow rollout that enforce would have skipped. */
   shadowRuns: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
@@ -211,6 +213,7 @@ function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): Layer
     bloomRotations: c[Counter.BLOOM_ROTATIONS],
     storeRetries: c[Counter.STORE_RETRIES],
     storeFailures: c[Counter.STORE_FAILURES],
+    lateSettlements: c[Counter.LATE_SETTLEMENTS],
     shadowRuns,
     verdicts: {
       new: v[VerdictCode.NEW],

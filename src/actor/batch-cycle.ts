@@ -7,6 +7,7 @@ import {
   type BatchResult,
   type Decision,
   type ErrorData,
+  type SettleReply,
   type Settlement,
   type StepReply,
 } from './protocol.js'
@@ -84,7 +85,7 @@ export class BatchRound {
           }
           break
         case VerdictCode.IN_FLIGHT:
-          out.errors[i] = { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(batch.keys[j])} is being processed by another owner; retry later` }
+          out.errors[i] = decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(batch.keys[j])} is being processed by another owner; retry later` }
           break
       }
       if (this.options.rollout === 'shadow') this.shadowRuns.push(i)
@@ -178,8 +179,9 @@ export class BatchRound {
   }
 
   /** A commit the store refused means the lease lapsed: the effect happened, but the key is not DONE. */
-  applySettled(committed: Uint8Array, counters: Float64Array): void {
+  applySettled({ committed, counters, storeError }: SettleReply): void {
     addCounters(this.out.counters, counters)
+    if (storeError !== undefined) return this.failSettlement(storeError)
     for (let k = 0; k < this.commitIndexes.length; k++) {
       const key = JSON.stringify(this.batch.keys[this.commitPositions[k]])
       switch (committed[k]) {
@@ -200,8 +202,7 @@ export class BatchRound {
     }
   }
 
-  failSettlement(error: unknown): void {
-    const data = failureData(error, 'store commit/release failed')
+  failSettlement(data: ErrorData): void {
     for (const i of this.commitIndexes) this.out.errors[i] = data
     for (const i of this.releaseIndexes) this.out.errors[i] ??= data
   }
@@ -227,9 +228,9 @@ export async function runBatch(port: ActorPort, batch: ActorBatch, invoke: Invok
     if (settlement !== undefined) {
       try {
         const { settled } = await port.step(settlement, undefined)
-        round.applySettled(settled!.committed, settled!.counters)
+        round.applySettled(settled!)
       } catch (error) {
-        round.failSettlement(error)
+        round.failSettlement(failureData(error, 'actor failed while settling'))
       }
     }
     if (round.repeats.length === 0) return out

@@ -25,8 +25,10 @@ export const Counter = {
   STORE_RETRIES: 7,
   /** Store calls that failed after every retry (their batch failed closed). */
   STORE_FAILURES: 8,
+  /** Settlements the store could not take at first, applied once it was back. */
+  LATE_SETTLEMENTS: 9,
 } as const
-export const COUNTER_COUNT = 9
+export const COUNTER_COUNT = 10
 
 /** A shard batch as the actor receives it. */
 export interface ActorBatch {
@@ -44,6 +46,8 @@ export interface Decision {
   results: unknown[]
   storedFingerprints: (string | undefined)[]
   counters: Float64Array
+  /** Set when the store claim failed after its retries: every key it held is IN_FLIGHT with this error (fail closed). */
+  storeError?: ErrorData
 }
 
 /**
@@ -67,9 +71,11 @@ export interface StepReply {
 }
 
 export interface SettleReply {
-  /** 1 per applied commit, 0 when the store refused it (fenced). */
+  /** A CommitCode per commit position: REFUSED when fenced. */
   committed: Uint8Array
   counters: Float64Array
+  /** Set when the commit or release call failed after its retries: nothing is known settled. */
+  storeError?: ErrorData
 }
 
 /** An error as data: IdemErrors do not survive structured clone as their class. */

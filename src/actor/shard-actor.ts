@@ -5,7 +5,10 @@ import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { createStore } from '../store/create-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
+import { failureData } from './batch-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
+
+const MAX_UNFINISHED = 1024
 
 /** A settled key held in memory: enough to answer a duplicate without I/O. */
 interface Settled {
@@ -31,6 +34,13 @@ export class ShardActor {
   private maybeSeen = new Uint8Array(0)
   /** Decided batches whose claims await settling, by token (one per shard at a time in practice). */
   private readonly unsettled = new Map<string, { batch: ActorBatch; claimed: string[] }>()
+  /**
+   * Settlements the store could not take (it was unreachable): retried before
+   * the next store call. A commit applied late turns the redelivery of a key
+   * whose handler already ran into a duplicate instead of a second run once
+   * the lease lapses; a release applied late frees a claim whose reply was lost.
+   */
+  private unfinished: { batch: ActorBatch; settlement: Settlement }[] = []
 
   constructor(
     readonly shard: number,
@@ -91,11 +101,21 @@ export class ShardActor {
 
     const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
     const claimed: string[] = []
+    if (claimIndexes.length > 0) await this.retryUnfinished()
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
       c[Counter.STORE_ROUND_TRIPS]++
-      const replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs)
+      let replies
+      try {
+        replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs)
+      } catch (error) {
+        // Fail closed: no claim, no handler. The LRU's answers above still stand.
+        // The call may have claimed keys before its reply was lost: release them when the store is back.
+        for (const i of claimIndexes) verdicts[i] = VerdictCode.IN_FLIGHT
+        this.keepUnfinished(batch, { token, commit: [], commitResults: undefined, release: claimIndexes })
+        return { verdicts, token, results, storedFingerprints, counters: this.takeCounters(), storeError: failureData(error, 'store claim failed') }
+      }
       for (let j = 0; j < claimIndexes.length; j++) {
         const i = claimIndexes[j]
         switch (replies.codes[j]) {
@@ -128,7 +148,37 @@ export class ShardActor {
     const decided = this.unsettled.get(s.token)
     if (decided === undefined) throw new Error(`shard ${this.shard} has no unsettled batch with token ${s.token}`)
     this.unsettled.delete(s.token)
-    const { keys, fingerprints } = decided.batch
+    await this.retryUnfinished()
+    try {
+      return await this.applySettlement(s, decided.batch)
+    } catch (error) {
+      this.keepUnfinished(decided.batch, s)
+      return { committed: new Uint8Array(s.commit.length), counters: this.takeCounters(), storeError: failureData(error, 'store commit/release failed') }
+    }
+  }
+
+  private keepUnfinished(batch: ActorBatch, settlement: Settlement): void {
+    // Bounded: past this, the oldest are left to their leases, which lapse by themselves.
+    if (this.unfinished.length >= MAX_UNFINISHED) this.unfinished.shift()
+    this.unfinished.push({ batch, settlement })
+  }
+
+  /** Applies the kept settlements in order; stops at the first failure (the store is still away). */
+  private async retryUnfinished(): Promise<void> {
+    while (this.unfinished.length > 0) {
+      const { batch, settlement } = this.unfinished[0]
+      try {
+        await this.applySettlement(settlement, batch)
+      } catch {
+        return
+      }
+      this.unfinished.shift()
+      this.counters[Counter.LATE_SETTLEMENTS]++
+    }
+  }
+
+  private async applySettlement(s: Settlement, batch: ActorBatch): Promise<SettleReply> {
+    const { keys, fingerprints } = batch
     const c = this.counters
     let committed: Uint8Array = new Uint8Array(0)
     if (s.commit.length > 0) {

@@ -1,4 +1,4 @@
-import { addCounters, BatchRound, emptyResult, type ActorPort, type CycleOptions } from './batch-cycle.js'
+import { addCounters, BatchRound, emptyResult, failureData, type ActorPort, type CycleOptions } from './batch-cycle.js'
 import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
 import type { RemoteActorPort } from './thread-pool.js'
 import { describe, ErrorCode, IdemError } from '../errors.js'
@@ -115,7 +115,7 @@ export class ShardLane {
       reply = await this.port.step(carried?.settlement, next?.batch)
     } catch (error) {
       if (carried !== undefined) {
-        carried.round.failSettlement(error)
+        carried.round.failSettlement(failureData(error, 'actor failed while settling'))
         this.deliver(carried.taken)
       }
       if (next !== undefined) {
@@ -125,7 +125,7 @@ export class ShardLane {
       return undefined
     }
     if (carried !== undefined) {
-      carried.round.applySettled(reply.settled!.committed, reply.settled!.counters)
+      carried.round.applySettled(reply.settled!)
       this.deliver(carried.taken)
     }
     if (next === undefined) return undefined

@@ -35,7 +35,7 @@ function pack(group: Group, value: (i: number) => string): string {
 /**
  * The state machine of DESIGN.md §2 in Redis: each batch operation is one Lua
  * script call per hash tag group (one round trip per batch on a single Redis,
- * one pipelined round trip per node on a cluster). Leases and TTLs are Redis's
+ * calls sent together to every node on a cluster). Leases and TTLs are Redis's
  * own PX; commit, release and renewal are fenced by the owner token in the
  * record. Failed calls are retried with backoff, then fail closed.
  */
@@ -152,20 +152,14 @@ export class RedisStore implements DedupStore {
     return [...byTag.values()]
   }
 
-  /** Runs one script per group (pipelined when several), retrying the whole operation on failure: every script is safe to repeat under the same token. */
+  /** Runs one script per group, retrying the whole operation on failure: every script is safe to repeat under the same token. */
   private async call(operation: string, groups: Group[], script: ScriptName, args: (g: Group) => string[]): Promise<Reply[]> {
     const { retries, retryBackoffMs } = this.config
     const argv = groups.map(args)
     for (let attempt = 0; ; attempt++) {
       try {
-        if (groups.length === 1) return [await this.client[script](1, groups[0].keys[0], ...argv[0])]
-        const pipeline = this.client.pipeline()
-        groups.forEach((g, k) => (pipeline as unknown as Record<ScriptName, (...a: (number | string)[]) => unknown>)[script](1, g.keys[0], ...argv[k]))
-        const replies = (await pipeline.exec()) ?? []
-        return replies.map(([error, reply]) => {
-          if (error) throw error
-          return reply as Reply
-        })
+        // Sent together, so each node gets its groups' calls back to back (an ioredis cluster pipeline would demand one slot).
+        return await Promise.all(groups.map((g, k) => this.client[script](1, g.keys[0], ...argv[k])))
       } catch (error) {
         if (attempt >= retries) {
           this.health.failures++
