@@ -1,5 +1,5 @@
 export { createEngine, Engine, type EngineStats, type LayerStats } from './engine.js'
 export type { EngineOptions, EngineConfig, StoreConfig } from './config.js'
 export { IdemError, ConfigError, ConflictError, ErrorCode } from './errors.js'
-export { Verdict, type Message, type Outcome, type Handler } from './message.js'
+export { Verdict, type Message, type Outcome, type Handler, type HandlerContext } from './message.js'
 export { ManualClock, type Clock } from './clock.js'

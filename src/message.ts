@@ -36,5 +36,16 @@ export interface Outcome<R = unknown> {
   error?: IdemError
 }
 
+/** What a handler learns about its run besides the message. */
+export interface HandlerContext {
+  /**
+   * The claim this run holds: its owner token and the key as the store names
+   * it (namespace-scoped). A transactional store uses them to write the DONE
+   * record inside the handler's own database transaction. Absent for shadow
+   * runs of duplicates, which hold no claim.
+   */
+  claim?: { token: string; storeKey: string }
+}
+
 /** A handler: the user's business effect for one message. */
-export type Handler<P = unknown, R = unknown> = (message: Message<P>) => R | Promise<R>
+export type Handler<P = unknown, R = unknown> = (message: Message<P>, context: HandlerContext) => R | Promise<R>

@@ -177,6 +177,16 @@ describe('engine verdicts (threads: 0)', () => {
     expect(e.stats().totals.shadowRuns).toBe(1)
   })
 
+  it('a handler learns its claim: the owner token and the namespace-scoped store key; shadow runs of duplicates hold none', async () => {
+    const e = await engine({ rollout: 'shadow' })
+    const contexts: unknown[] = []
+    const handler = (_m: Message, context: unknown) => void contexts.push(context)
+    await e.process({ key: 'k', namespace: 'tenant' }, handler)
+    await e.process({ key: 'k', namespace: 'tenant' }, handler)
+    expect(contexts[0]).toEqual({ claim: { token: expect.stringMatching(/\S+/), storeKey: 'tenant\0k' } })
+    expect(contexts[1]).toEqual({})
+  })
+
   it('stats count each layer', async () => {
     const e = await engine({ shards: 2 })
     const { handler } = counter()

@@ -1,4 +1,5 @@
 import { describe, ErrorCode, IdemError } from '../errors.js'
+import type { HandlerContext } from '../message.js'
 import { CommitCode } from '../store/store.js'
 import {
   COUNTER_COUNT,
@@ -30,7 +31,7 @@ export interface CycleOptions {
 }
 
 /** Calls the handler for message i of the result's batch; may return a promise. */
-export type Invoke = (i: number) => unknown
+export type Invoke = (i: number, context: HandlerContext) => unknown
 
 export function emptyResult(n: number): BatchResult {
   return { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), counters: new Float64Array(COUNTER_COUNT), shadowRuns: 0 }
@@ -119,7 +120,7 @@ export class BatchRound {
     for (const j of claimed) {
       const i = this.indexOf(j)
       try {
-        const value = invoke(i)
+        const value = invoke(i, { claim: { token: this.token, storeKey: batch.keys[j] } })
         if (isPromiseLike(value)) {
           waits.push(
             Promise.resolve(value).then(
@@ -135,7 +136,7 @@ export class BatchRound {
     for (const i of this.shadowRuns) {
       out.shadowRuns++
       try {
-        const value = invoke(i)
+        const value = invoke(i, {})
         if (isPromiseLike(value)) waits.push(Promise.resolve(value).then(noop, noop))
       } catch {
         // Shadow runs change nothing in the store; their failures are the handler's own business.

@@ -131,7 +131,7 @@ export class ShardLane {
     if (next === undefined) return undefined
     round!.applyDecision(reply.decision!)
     this.requeue(next, round!.repeats)
-    await round!.runHandlers(this.port, (i) => (next.jobs[i].handler ?? this.localModuleHandler!)(next.messages[i]))
+    await round!.runHandlers(this.port, (i, context) => (next.jobs[i].handler ?? this.localModuleHandler!)(next.messages[i], context))
     const settlement = round!.settlement()
     if (settlement !== undefined) return { taken: next, round: round!, settlement }
     this.deliver(next)

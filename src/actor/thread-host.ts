@@ -47,7 +47,7 @@ export default async function hostTask(task: ThreadTask): Promise<unknown> {
     case 'run': {
       const handle = await moduleHandler()
       const { messages } = task
-      return runBatch(actorOf(task.shard), task.batch, (i) => handle(messages[i]), config)
+      return runBatch(actorOf(task.shard), task.batch, (i, context) => handle(messages[i], context), config)
     }
   }
 }
