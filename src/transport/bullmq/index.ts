@@ -1,0 +1,8 @@
+/**
+ * idem/bullmq: the BullMQ transport. `idemProcessor` wraps a processor you run in
+ * your own Worker; `createConsumer` is a ready Worker with idem's defaults.
+ * bullmq is an optional peer dependency: only this entry imports it.
+ */
+export { idemProcessor, jobActionOf, type IdemProcessor, type ProcessorStats } from './processor.js'
+export { createConsumer, Consumer, type ConsumerStats, type ConsumerEvents } from './consumer.js'
+export { JobAction, type ConsumerOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement } from './options.js'
