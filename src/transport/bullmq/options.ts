@@ -1,10 +1,14 @@
 import type { ConnectionOptions, Job, WorkerOptions } from 'bullmq'
 import type { Engine } from '../../engine.js'
 import { ConfigError, type ErrorCode } from '../../errors.js'
-import type { Verdict } from '../../message.js'
+import type { HandlerContext, Verdict } from '../../message.js'
 
-/** The user's BullMQ processor: the business effect of one job. */
-export type JobHandler<D = unknown, R = unknown> = (job: Job<D>, token?: string, signal?: AbortSignal) => R | Promise<R>
+/**
+ * The user's BullMQ processor: the business effect of one job. BullMQ's three
+ * arguments, plus the engine's handler context (the claim this run holds, for
+ * stores that write DONE inside the handler's own transaction).
+ */
+export type JobHandler<D = unknown, R = unknown> = (job: Job<D>, token?: string, signal?: AbortSignal, context?: HandlerContext) => R | Promise<R>
 
 /** What the processor did with one job. */
 export const JobAction = {

@@ -133,9 +133,9 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
     // The handler's own error object: rethrown as is, so BullMQ records the
     // user's message and stack, and a user's UnrecoverableError stays unrecoverable.
     let handlerError: { error: unknown } | undefined
-    const outcome = await engine.process(message, async () => {
+    const outcome = await engine.process(message, async (_, context) => {
       try {
-        return await handler(job, token, signal)
+        return await handler(job, token, signal, context)
       } catch (error) {
         handlerError = { error }
         throw error
