@@ -25,9 +25,26 @@ export interface DemoSummary {
   redeliveries: number
   msgsPerSec: number
   bloomFalsePositiveRate: number
-  batchLatencyMs: { p50: number; p99: number }
+  /** Time of one processBatch call (the embedded demo). */
+  batchLatencyMs?: { p50: number; p99: number }
+  /** Summed over every engine (one per consumer process with --redis). */
   layers: { lruHits: number; storeDuplicates: number; bloomNegatives: number; bloomPositives: number; bloomFalsePositives: number; storeRoundTrips: number }
   config: { shards: number; threads: number; store: string }
+  /** With --redis: the run went through BullMQ. */
+  transport?: {
+    kind: 'bullmq'
+    consumers: number
+    concurrency: number
+    queue: string
+    /** Prefix of the run's store records and effects hash (deleted at the end). */
+    prefix: string
+    /** In-flight jobs moved back to BullMQ's delayed set. */
+    retriedInFlight: number
+    /** Jobs BullMQ's stall check handed back to the queue. */
+    stalled: number
+    /** Time of one job in the processor (engine round trip and handler), from a uniform sample. */
+    jobLatencyMs: { p50: number; p99: number }
+  }
 }
 
 /** Threads for the demo: on a 2-core machine one actor thread beside the main thread. */
@@ -104,9 +121,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
 }
 
 export function formatDemoSummary(s: DemoSummary): string {
+  const latency = s.transport?.jobLatencyMs ?? s.batchLatencyMs
   return formatTable(
     ['idem demo', 'value'],
     [
+      ...(s.transport === undefined ? [] : [['transport', `BullMQ: ${s.transport.consumers} consumer process${s.transport.consumers === 1 ? '' : 'es'} × concurrency ${s.transport.concurrency}`]]),
       ['store / shards / threads', `${s.config.store} / ${s.config.shards} / ${s.config.threads}`],
       ['messages', s.messages],
       ['unique keys', s.uniqueKeys],
@@ -121,14 +140,16 @@ export function formatDemoSummary(s: DemoSummary): string {
       ['bloom: false positives (store said new)', s.layers.bloomFalsePositives],
       ['bloom: measured false-positive rate', `${(s.bloomFalsePositiveRate * 100).toFixed(3)}%`],
       ['store round trips', s.layers.storeRoundTrips],
-      ['redeliveries / failed', `${s.redeliveries} / ${s.failed}`],
+      s.transport === undefined
+        ? ['redeliveries / failed', `${s.redeliveries} / ${s.failed}`]
+        : ['in-flight retries / stalled / failed jobs', `${s.transport.retriedInFlight} / ${s.transport.stalled} / ${s.failed}`],
       ['throughput (msgs/s)', s.msgsPerSec],
-      ['batch latency p50 / p99 (ms)', `${s.batchLatencyMs.p50.toFixed(2)} / ${s.batchLatencyMs.p99.toFixed(2)}`],
+      [`${s.transport === undefined ? 'batch' : 'job'} latency p50 / p99 (ms)`, latency === undefined ? '-' : `${latency.p50.toFixed(2)} / ${latency.p99.toFixed(2)}`],
     ],
   )
 }
 
-function percentile(sorted: number[], q: number): number {
+export function percentile(sorted: number[], q: number): number {
   if (sorted.length === 0) return 0
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]
 }

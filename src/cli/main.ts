@@ -5,16 +5,30 @@ import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
 
 const usage = `usage:
   idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
+             [--redis URL [--consumers N] [--concurrency N]]
   idem bench [--json] [--quick]
 
   demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
+         With --redis URL it runs end to end through BullMQ instead: a producer adds
+         the stream to a fresh queue, --consumers processes (default 2) each run
+         createConsumer (--concurrency jobs at once, default 256) over a Redis-store
+         engine on one shared prefix, and every effect is counted per key in Redis.
+         --messages defaults to 100,000 there (BullMQ itself tops out near 10,000
+         jobs/s on a small machine) and --threads to 0 (each consumer is a process).
+         The queue and every key of the run are deleted at the end (bullmq must be
+         installed: it is an optional peer dependency).
   bench  tinybench microbenchmarks: the WASM bloom against bloomfilter and
          bloom-filters, lru-cache, and the engine end to end (needs the dev dependencies).`
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
   if (command === 'demo') return demo(rest)
+  if (command === 'consume') {
+    // Hidden: one consumer process of `idem demo --redis`, forked by it.
+    const { runConsume } = await import('./consume.js')
+    return runConsume(rest)
+  }
   if (command === 'bench') {
     const { runBench } = await import('../../bench/run.js')
     return runBench(rest)
@@ -31,16 +45,27 @@ async function demo(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
     options: {
-      messages: { type: 'string', default: '1000000' },
+      messages: { type: 'string' },
       'dup-rate': { type: 'string', default: '0.3' },
       shards: { type: 'string', default: '8' },
-      threads: { type: 'string', default: String(defaultDemoThreads()) },
+      threads: { type: 'string' },
       seed: { type: 'string', default: '42' },
       json: { type: 'boolean', default: false },
+      redis: { type: 'string' },
+      consumers: { type: 'string' },
+      concurrency: { type: 'string' },
     },
     strict: true,
   })
   const problems: string[] = []
+  const viaRedis = values.redis !== undefined
+  for (const flag of ['consumers', 'concurrency'] as const) {
+    if (!viaRedis && values[flag] !== undefined) problems.push(`--${flag}: only with --redis (the in-memory demo has no consumer processes)`)
+  }
+  values.messages ??= viaRedis ? '100000' : '1000000'
+  values.threads ??= viaRedis ? '0' : String(defaultDemoThreads())
+  values.consumers ??= '2'
+  values.concurrency ??= '256'
   const int = (name: string, min: number, max: number): number => {
     const raw = values[name as keyof typeof values] as string
     const value = Number(raw)
@@ -53,11 +78,17 @@ async function demo(args: string[]): Promise<number> {
   const seed = int('seed', 0, 2 ** 32 - 1)
   const dupRate = Number(values['dup-rate'])
   if (!(dupRate >= 0 && dupRate < 1)) problems.push(`--dup-rate: must be a number in [0, 1), got ${JSON.stringify(values['dup-rate'])}`)
+  const consumers = int('consumers', 1, 64)
+  const concurrency = int('concurrency', 1, 65_536)
+  if (viaRedis && !/^rediss?:\/\//.test(values.redis!)) problems.push(`--redis: must be a redis:// or rediss:// URL, got ${JSON.stringify(values.redis)}`)
   if (problems.length > 0) {
     console.error(`idem demo: ${problems.join('\n           ')}`)
     return 2
   }
-  const summary = await runDemo({ messages, dupRate, shards, threads, seed, json: values.json })
+  const options = { messages, dupRate, shards, threads, seed, json: values.json }
+  const summary = viaRedis
+    ? await (await import('./demo-bullmq.js')).runBullDemo({ ...options, redis: values.redis!, consumers, concurrency })
+    : await runDemo(options)
   console.log(values.json ? JSON.stringify(summary) : formatDemoSummary(summary))
   const ok = summary.effects === summary.uniqueKeys && summary.lost === 0 && summary.doubleEffects === 0
   if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects})`)
