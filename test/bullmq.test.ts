@@ -259,6 +259,30 @@ describe('idemProcessor: verdict → job state', () => {
   })
 })
 
+describe('what the handler gets', () => {
+  it("BullMQ's token, its AbortSignal when the handler declares one, and the engine's claim", async () => {
+    const q = queue()
+    const seen: unknown[] = []
+    consumer({
+      queue: q.name,
+      connection,
+      engine: await engine(),
+      handler: (job: Job, token?: string, signal?: AbortSignal, context?: { claim?: { token: string; storeKey: string } }) => {
+        seen.push(typeof token, signal instanceof AbortSignal, typeof context?.claim?.token, context?.claim?.storeKey)
+        return job.data.key
+      },
+      ...byKey,
+    })
+    await q.add('j', { key: 'ctx' })
+    await settled(q, 1)
+    expect(seen).toEqual(['string', true, 'string', 'ctx'])
+    // BullMQ builds an AbortController per job only for processors declaring a third parameter.
+    const e = await engine()
+    expect(idemProcessor(e, (job: Job) => job.id, byKey).length).toBe(2)
+    expect(idemProcessor(e, (job: Job, token?: string, signal?: AbortSignal) => signal?.aborted, byKey).length).toBe(3)
+  })
+})
+
 describe('bad input through the queue fails that job with a code; every other job is unaffected', () => {
   it('no key, an oversized key, a non-string key, keyOf throwing, a changed fingerprint; one key under two namespaces runs twice', async () => {
     const q = queue()

@@ -6,7 +6,9 @@ import type { HandlerContext, Verdict } from '../../message.js'
 /**
  * The user's BullMQ processor: the business effect of one job. BullMQ's three
  * arguments, plus the engine's handler context (the claim this run holds, for
- * stores that write DONE inside the handler's own transaction).
+ * stores that write DONE inside the handler's own transaction). As with BullMQ,
+ * `signal` is only given to a handler that declares it (three or more
+ * parameters): BullMQ builds an AbortController per job only for those.
  */
 export type JobHandler<D = unknown, R = unknown> = (job: Job<D>, token?: string, signal?: AbortSignal, context?: HandlerContext) => R | Promise<R>
 

@@ -120,7 +120,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
     }
   }
 
-  const processor = async (job: Job<D>, token?: string, signal?: AbortSignal): Promise<R | undefined> => {
+  const run = async (job: Job<D>, token: string | undefined, signal: AbortSignal | undefined): Promise<R | undefined> => {
     const started = performance.now()
     let message: Message
     try {
@@ -158,6 +158,11 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
         throw new IdemError(code!, `${code}: ${outcome.error!.message}`, { key: outcome.key, cause: outcome.error })
     }
   }
+  // BullMQ gives a processor an AbortSignal (one AbortController per job, and
+  // its cancellation bookkeeping) only when the processor declares a third
+  // parameter: declare it exactly when the user's handler does.
+  const processor =
+    handler.length >= 3 ? (job: Job<D>, token?: string, signal?: AbortSignal) => run(job, token, signal) : (job: Job<D>, token?: string) => run(job, token, undefined)
   return Object.assign(processor, { stats: (): ProcessorStats => ({ ...stats }) })
 }
 
