@@ -14,6 +14,7 @@
 import { availableParallelism, cpus } from 'node:os'
 import { parseArgs } from 'node:util'
 import { runBloomSuite } from './bloom.bench.js'
+import { runBullmqSuite } from './bullmq.bench.js'
 import { runEngineSuite } from './engine.bench.js'
 import { runLruSuite } from './lru.bench.js'
 import { runRedisSuite } from './redis.bench.js'
@@ -24,6 +25,7 @@ const suites: Record<string, (options: SuiteOptions) => Promise<SuiteResult>> = 
   lru: runLruSuite,
   engine: runEngineSuite,
   redis: runRedisSuite,
+  bullmq: runBullmqSuite,
 }
 
 const usage = `usage: idem bench [--json] [--quick] [--only ${Object.keys(suites).join(',')}]`
