@@ -4,7 +4,8 @@ import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../dist/src/engine.js'
 import { ConfigError } from '../dist/src/errors.js'
-import { createConsumer, idemProcessor, type Consumer, type ConsumerOptions } from '../dist/src/transport/bullmq/index.js'
+import { createConsumer, idemProcessor, jobActionOf, type Consumer, type ConsumerOptions } from '../dist/src/transport/bullmq/index.js'
+import { startProxy } from './support/tcp-proxy.js'
 
 // Every test owns a random queue and a random store prefix on the shared Redis,
 // and deletes both afterwards: the database is never flushed.
@@ -237,6 +238,57 @@ describe('idemProcessor: verdict → job state', () => {
     expect(runs).toBe(1)
   })
 
+  it('jobActionOf: every verdict and code to its job action', () => {
+    const action = (verdict: string, code?: string) => jobActionOf({ key: 'k', verdict, ...(code ? { error: { code } } : {}) } as never)
+    expect(action('new')).toBe('completed')
+    expect(action('new', 'RESULT_TOO_LARGE')).toBe('completed')
+    expect(action('new', 'RESULT_NOT_SERIALIZABLE')).toBe('completed')
+    expect(action('new', 'HANDLER_FAILED')).toBe('thrown')
+    expect(action('new', 'LEASE_LOST')).toBe('thrown')
+    expect(action('new', 'STORE_FAILED')).toBe('delayed')
+    expect(action('new', 'WORKER_DIED')).toBe('delayed')
+    expect(action('duplicate')).toBe('completed')
+    for (const code of ['IN_FLIGHT', 'STORE_FAILED', 'REPLICA_SHORTFALL', 'WORKER_DIED']) expect(action('in-flight', code)).toBe('delayed')
+    expect(action('conflict', 'CONFLICT')).toBe('rejected')
+    expect(action('invalid', 'INVALID_KEY')).toBe('rejected')
+  })
+
+  it('a commit the store could not take: delayed without using an attempt, then completed as a duplicate once the late commit lands; one effect', async () => {
+    const p = prefix()
+    const q = queue()
+    // The engine reaches Redis through a proxy the test can cut; BullMQ talks to Redis directly.
+    const proxy = await startProxy(6379)
+    try {
+      const e = await createEngine({ shards: 2, store: { kind: 'redis', url: `redis://127.0.0.1:${proxy.port}`, prefix: p, commandTimeoutMs: 200, retries: 2, retryBackoffMs: 50 } })
+      engines.push(e)
+      let effects = 0
+      const c = consumer({
+        queue: q.name,
+        connection,
+        engine: e,
+        handler: () => {
+          effects++
+          proxy.drop() // the effect happened; its commit will not get through
+          setTimeout(() => proxy.heal(), 1500)
+          return 'charged'
+        },
+        ...byKey,
+        inFlightDelay: { initialMs: 100, maxMs: 300 },
+      })
+      const job = await q.add('j', { key: 'cut' }, { attempts: 1 })
+      const jobs = await settled(q, 1, 20_000)
+      expect(jobs.get(job.id!)!.state).toBe('completed')
+      expect(jobs.get(job.id!)!.job.returnvalue).toBe('charged') // the stored result, from the late commit
+      expect(effects).toBe(1)
+      expect(c.stats()).toMatchObject({ new: 0, duplicates: 1, failed: 0 })
+      expect(c.stats().settleErrors).toBe(1)
+      expect(e.stats().totals.lateSettlements).toBeGreaterThan(0)
+    } finally {
+      proxy.heal()
+      await proxy.close()
+    }
+  })
+
   it('many jobs over fewer keys, delivered at once at concurrency 256: every key runs exactly once, every job completes', async () => {
     const q = queue()
     const { runs, handler } = counting()
@@ -356,6 +408,8 @@ describe('stalled-job redelivery', () => {
       ...byKey,
       lockDuration: 500,
       skipLockRenewal: true,
+      // Busy with its first run, A cannot take the redelivered copy: B gets it.
+      concurrency: 1,
       // BullMQ runs one stall check per stalledInterval for the whole queue: A must not hold that slot.
       skipStalledCheck: true,
     })

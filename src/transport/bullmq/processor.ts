@@ -12,15 +12,15 @@ export interface ProcessorStats {
   new: number
   /** Of the completed jobs: duplicates, completed without running the handler. */
   duplicates: number
-  /** In-flight jobs moved back to the delayed set (each move counts; no attempt is used). */
+  /** Jobs moved back to the delayed set (each move counts; no attempt is used): in-flight keys, and commits the store did not take. */
   retriedInFlight: number
   /** Jobs failed for good without retries: conflict or invalid (UnrecoverableError). */
   rejected: number
   /** Handler threw: the claim was released and the error thrown to BullMQ (retried while attempts remain). */
   handlerErrors: number
-  /** Handler ran but its key was not settled (LEASE_LOST, STORE_FAILED on commit): thrown to BullMQ. */
+  /** Handler ran but its key was not settled: LEASE_LOST (thrown) or a commit the store or actor did not take (delayed). */
   settleErrors: number
-  /** rejected + handlerErrors + settleErrors: jobs this processor failed or handed back to BullMQ's retries. */
+  /** Jobs this processor failed or handed back to BullMQ's attempts: rejected, handler errors and LEASE_LOST. */
   failed: number
 }
 
@@ -41,8 +41,15 @@ export function emptyStats(): ProcessorStats {
  * - `new` without error: completed with the handler's result.
  * - `new` with RESULT_TOO_LARGE / RESULT_NOT_SERIALIZABLE: the key IS done, so
  *   completed; retrying would only find a duplicate.
- * - `new` with any other error (HANDLER_FAILED: claim released; LEASE_LOST or a
- *   failed commit: the key is not done): thrown, so BullMQ's attempts retry it.
+ * - `new` with HANDLER_FAILED (claim released) or LEASE_LOST (commit refused:
+ *   the key is not done, another owner may hold it): thrown, so BullMQ's
+ *   attempts retry it.
+ * - `new` with STORE_FAILED, WORKER_DIED or ACTOR_FAILED: the handler ran but
+ *   its commit never reached the store (the engine applies it late once the
+ *   store is back). Nothing is wrong with the job, so it must not use up an
+ *   attempt and end failed: delayed, and its redelivery finds the key done
+ *   (duplicate), still held (in-flight, delayed again), or free after the lease
+ *   lapsed (run again: the effect-before-commit window of DESIGN.md §4.2).
  * - `duplicate`: completed without running the handler.
  * - `in-flight`: another owner holds the lease, or the store could not answer.
  *   Never completed (that could lose the message if the owner fails), never
@@ -51,11 +58,19 @@ export function emptyStats(): ProcessorStats {
  */
 export function jobActionOf(outcome: Outcome): JobAction {
   switch (outcome.verdict) {
-    case Verdict.NEW: {
-      const code = outcome.error?.code
-      if (code === undefined || code === ErrorCode.RESULT_TOO_LARGE || code === ErrorCode.RESULT_NOT_SERIALIZABLE) return JobAction.COMPLETED
-      return JobAction.THROWN
-    }
+    case Verdict.NEW:
+      switch (outcome.error?.code) {
+        case undefined:
+        case ErrorCode.RESULT_TOO_LARGE:
+        case ErrorCode.RESULT_NOT_SERIALIZABLE:
+          return JobAction.COMPLETED
+        case ErrorCode.STORE_FAILED:
+        case ErrorCode.WORKER_DIED:
+        case ErrorCode.ACTOR_FAILED:
+          return JobAction.DELAYED
+        default:
+          return JobAction.THROWN
+      }
     case Verdict.DUPLICATE:
       return JobAction.COMPLETED
     case Verdict.IN_FLIGHT:
@@ -94,6 +109,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
         break
       case JobAction.DELAYED:
         stats.retriedInFlight++
+        if (outcome?.verdict === Verdict.NEW) stats.settleErrors++
         break
       case JobAction.REJECTED:
         stats.rejected++
