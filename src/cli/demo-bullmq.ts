@@ -50,21 +50,18 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
   const queue = new Queue(queueName, { connection: { url: options.redis } })
   const children: Child[] = []
 
-  let cleaned: Promise<void> | undefined
-  const cleanup = (): Promise<void> =>
-    (cleaned ??= (async () => {
-      for (const child of children) if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGKILL')
-      await Promise.all(children.map((child) => child.exited))
-      await queue.obliterate({ force: true }).catch(() => {})
-      await queue.close().catch(() => {})
-      await deleteByPrefix(redis, prefix).catch(() => {})
-      redis.disconnect()
-    })())
-  const interrupted = (): void => {
-    void cleanup().finally(() => process.exit(130))
+  // Ctrl-C (or SIGTERM) stops the run where it is; `finally` below then
+  // deletes the queue and the run's keys before the error reaches the CLI.
+  let interrupted: NodeJS.Signals | undefined
+  const interrupt = (signal: NodeJS.Signals): void => {
+    interrupted ??= signal
+    for (const child of children) child.process.kill('SIGKILL')
   }
-  process.once('SIGINT', interrupted)
-  process.once('SIGTERM', interrupted)
+  const checkInterrupted = (): void => {
+    if (interrupted !== undefined) throw new DemoInterrupted(interrupted)
+  }
+  process.once('SIGINT', interrupt)
+  process.once('SIGTERM', interrupt)
 
   try {
     await redis.ping()
@@ -74,6 +71,7 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
 
     for (let i = 0; i < options.consumers; i++) children.push(startConsumer(options, queueName, prefix, effectsKey, uniqueKeys))
     await Promise.all(children.map(ready))
+    checkInterrupted()
 
     const progress = new Progress(options.messages, 'jobs', !options.json && process.stderr.isTTY === true)
     const settledJobs = (): number => children.reduce((sum, c) => sum + (c.stats === undefined ? 0 : c.stats.completed + c.stats.rejected), 0)
@@ -81,10 +79,12 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
     // Failed jobs stay in BullMQ's failed set (that is where they would be looked for); completed ones are not kept.
     const opts = { removeOnComplete: true, attempts: 5, backoff: { type: 'exponential', delay: 100 } }
     for (let i = 0; i < messages.length; i += ADD_CHUNK) {
+      checkInterrupted()
       await queue.addBulk(messages.slice(i, i + ADD_CHUNK).map((m) => ({ name: 'order', data: { key: m.key, n: m.payload!.n }, opts })))
       progress.update(Math.min(settledJobs(), options.messages))
     }
     for (;;) {
+      checkInterrupted()
       const counts = await queue.getJobCounts('wait', 'active', 'delayed', 'prioritized', 'waiting-children')
       if (Object.values(counts).every((n) => n === 0)) break
       if (children.every((c) => c.process.exitCode !== null || c.process.signalCode !== null)) throw new Error('every consumer process exited with jobs left in the queue')
@@ -104,10 +104,26 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
     const failed = (await queue.getJobCounts('failed')).failed
     const perKey = await effectCounts(redis, effectsKey, uniqueKeys)
     return summarize(options, uniqueKeys, perKey, failed, seconds, reports, queueName, prefix)
+  } catch (error) {
+    checkInterrupted() // a step that failed because the run was being stopped: report the interruption
+    throw error
   } finally {
-    process.off('SIGINT', interrupted)
-    process.off('SIGTERM', interrupted)
-    await cleanup()
+    process.off('SIGINT', interrupt)
+    process.off('SIGTERM', interrupt)
+    for (const child of children) if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGKILL')
+    await Promise.all(children.map((child) => child.exited))
+    await queue.obliterate({ force: true }).catch(() => {})
+    await queue.close().catch(() => {})
+    await deleteByPrefix(redis, prefix).catch(() => {})
+    redis.disconnect()
+  }
+}
+
+/** The run was stopped by a signal; the CLI exits 128 + its number, as a shell would. */
+export class DemoInterrupted extends Error {
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`interrupted by ${signal}; the queue and the run's keys were deleted`)
+    this.name = 'DemoInterrupted'
   }
 }
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { constants } from 'node:os'
 import { parseArgs } from 'node:util'
 import { IdemError } from '../errors.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
@@ -86,9 +87,17 @@ async function demo(args: string[]): Promise<number> {
     return 2
   }
   const options = { messages, dupRate, shards, threads, seed, json: values.json }
-  const summary = viaRedis
-    ? await (await import('./demo-bullmq.js')).runBullDemo({ ...options, redis: values.redis!, consumers, concurrency })
-    : await runDemo(options)
+  let summary
+  if (viaRedis) {
+    const { runBullDemo, DemoInterrupted } = await import('./demo-bullmq.js')
+    try {
+      summary = await runBullDemo({ ...options, redis: values.redis!, consumers, concurrency })
+    } catch (error) {
+      if (!(error instanceof DemoInterrupted)) throw error
+      console.error(`idem demo: ${error.message}`)
+      return 128 + constants.signals[error.signal]
+    }
+  } else summary = await runDemo(options)
   console.log(values.json ? JSON.stringify(summary) : formatDemoSummary(summary))
   const ok = summary.effects === summary.uniqueKeys && summary.lost === 0 && summary.doubleEffects === 0
   if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects})`)
