@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -39,6 +39,20 @@ describe('idem demo --redis (end to end through BullMQ)', () => {
     for (const label of ['BullMQ: 1 consumer process ×', 'messages', 'unique keys', 'handler effects', 'double effects', 'duplicates dropped', 'msgs/s', 'p99', 'in-flight retries']) {
       expect(run.stdout).toContain(label)
     }
+  })
+
+  it('Ctrl-C mid-run exits 130 and deletes the queue and the keys of the run', async () => {
+    const child = spawn(process.execPath, [cli, 'demo', '--redis', url, '--messages', '200000'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (chunk) => (stderr += chunk))
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    child.kill('SIGINT')
+    expect(await exited).toBe(130)
+    const match = /interrupted by SIGINT; deleted the run's queue (\S+) and its keys (\S+)\*/.exec(stderr)
+    expect(match, stderr).not.toBeNull()
+    const [, queue, prefix] = match!
+    expect([...(await redis.keys(`${prefix}*`)), ...(await redis.keys(`bull:${queue}:*`))]).toEqual([])
   })
 
   it.each([

@@ -58,7 +58,7 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
     for (const child of children) child.process.kill('SIGKILL')
   }
   const checkInterrupted = (): void => {
-    if (interrupted !== undefined) throw new DemoInterrupted(interrupted)
+    if (interrupted !== undefined) throw new DemoInterrupted(interrupted, queueName, prefix)
   }
   process.once('SIGINT', interrupt)
   process.once('SIGTERM', interrupt)
@@ -121,8 +121,12 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
 
 /** The run was stopped by a signal; the CLI exits 128 + its number, as a shell would. */
 export class DemoInterrupted extends Error {
-  constructor(readonly signal: NodeJS.Signals) {
-    super(`interrupted by ${signal}; the queue and the run's keys were deleted`)
+  constructor(
+    readonly signal: NodeJS.Signals,
+    queue: string,
+    prefix: string,
+  ) {
+    super(`interrupted by ${signal}; deleted the run's queue ${queue} and its keys ${prefix}*`)
     this.name = 'DemoInterrupted'
   }
 }
