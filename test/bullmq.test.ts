@@ -289,6 +289,20 @@ describe('idemProcessor: verdict → job state', () => {
     }
   })
 
+  it('an engine closed under its consumer: the job fails with ENGINE_CLOSED (BullMQ may retry it), the handler never runs', async () => {
+    const q = queue()
+    const e = await engine()
+    await e.close()
+    let runs = 0
+    const c = consumer({ queue: q.name, connection, engine: e, handler: () => void runs++, ...byKey })
+    const job = await q.add('j', { key: 'late' })
+    const failed = (await settled(q, 1)).get(job.id!)!
+    expect(failed.state).toBe('failed')
+    expect(failed.job.failedReason).toMatch(/the engine is closed/)
+    expect(runs).toBe(0)
+    expect(c.stats()).toMatchObject({ failed: 1, settleErrors: 0, handlerErrors: 0, completed: 0 })
+  })
+
   it('many jobs over fewer keys, delivered at once at concurrency 256: every key runs exactly once, every job completes', async () => {
     const q = queue()
     const { runs, handler } = counting()

@@ -117,7 +117,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
         break
       case JobAction.THROWN:
         if (code === ErrorCode.HANDLER_FAILED) stats.handlerErrors++
-        else stats.settleErrors++
+        else if (outcome !== undefined) stats.settleErrors++
         stats.failed++
     }
     if (onSettled === undefined) return
@@ -149,14 +149,21 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
     // The handler's own error object: rethrown as is, so BullMQ records the
     // user's message and stack, and a user's UnrecoverableError stays unrecoverable.
     let handlerError: { error: unknown } | undefined
-    const outcome = await engine.process(message, async (_, context) => {
-      try {
-        return await handler(job, token, signal, context)
-      } catch (error) {
-        handlerError = { error }
-        throw error
-      }
-    })
+    let outcome: Outcome
+    try {
+      outcome = await engine.process(message, async (_, context) => {
+        try {
+          return await handler(job, token, signal, context)
+        } catch (error) {
+          handlerError = { error }
+          throw error
+        }
+      })
+    } catch (error) {
+      // The engine refused the call itself (ENGINE_CLOSED: a consumer outliving its engine); no claim was made.
+      settle(job, started, message.key, JobAction.THROWN, undefined, error instanceof IdemError ? error.code : undefined)
+      throw error
+    }
     const code = outcome.error?.code
     const action = jobActionOf(outcome)
     settle(job, started, message.key, action, outcome, code)
