@@ -1,10 +1,15 @@
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from './store/redis/redis-options.js'
+import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
 import { ConfigError } from './errors.js'
 
-/** Which store confirms keys: `memory` (one process, tests) or `redis` (shared by every consumer). */
-export type StoreOptions = { kind: 'memory' } | RedisStoreOptions
-export type StoreConfig = { kind: 'memory' } | RedisStoreConfig
+/**
+ * Which store confirms keys: `memory` (one process, tests), `redis` (shared by
+ * every consumer), or a SQL store — `postgres`, `mysql`, `sqlite` — whose
+ * transaction helper commits the dedup record with the business writes.
+ */
+export type StoreOptions = { kind: 'memory' } | RedisStoreOptions | SqlStoreOptions
+export type StoreConfig = { kind: 'memory' } | RedisStoreConfig | SqlStoreConfig
 
 /** Options of `createEngine`. Every field is optional; the defaults suit one process. */
 export interface EngineOptions {
@@ -148,7 +153,8 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     const kind = typeof raw === 'object' ? raw?.kind : undefined
     if (kind === 'memory') store = { kind }
     else if (kind === 'redis') store = resolveRedisStore(raw!, threads, problems)
-    else problems.push(`store.kind: must be 'memory' or 'redis', got ${show(kind)}`)
+    else if (isSqlKind(kind)) store = resolveSqlStore(raw!, threads, problems)
+    else problems.push(`store.kind: must be 'memory', 'redis', 'postgres', 'mysql' or 'sqlite', got ${show(kind)}`)
   }
 
   let rollout: EngineConfig['rollout'] = defaults.rollout

@@ -21,6 +21,8 @@ export const ErrorCode = {
   ENGINE_CLOSED: 'ENGINE_CLOSED',
   BLOOM_SNAPSHOT_INVALID: 'BLOOM_SNAPSHOT_INVALID',
   WASM_UNAVAILABLE: 'WASM_UNAVAILABLE',
+  /** A SQL store found tables it did not create, or created with another layout or table count: it refuses to run on them. */
+  SCHEMA_MISMATCH: 'SCHEMA_MISMATCH',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

@@ -37,7 +37,7 @@ describe('config', () => {
     ['bloom rate NaN', { bloom: { falsePositiveRate: Number.NaN } }, 'bloom.falsePositiveRate: must be a number in (0, 0.5], got NaN'],
     ['bloom too large for one shard', { shards: 1, bloom: { expectedItems: 2 ** 32, falsePositiveRate: 0.0001 } }, 'bloom (per shard): expectedItems 4294967296 at falsePositiveRate 0.0001 needs'],
     ['lru negative', { lru: { maxKeys: -1 } }, 'lru.maxKeys: must be an integer from 0'],
-    ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory' or 'redis', got "dynamo"`],
+    ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory', 'redis', 'postgres', 'mysql' or 'sqlite', got "dynamo"`],
     ['redis store without a server', { store: { kind: 'redis' } }, 'store: give exactly one of url, cluster or client for the redis store, got none'],
     ['redis store with two servers', { store: { kind: 'redis', url: 'redis://a', cluster: [{ host: 'b', port: 1 }] } }, 'got url and cluster'],
     ['redis url not a URL', { store: { kind: 'redis', url: 'localhost:6379' } }, 'store.url: must be a redis:// or rediss:// URL, got "localhost:6379"'],

@@ -1,14 +1,22 @@
 /**
- * One suite, every store: the state machine of DESIGN.md §2. The memory store
- * runs on a manual clock; Redis runs on its own clock (PX), so its "advance"
- * waits for real, with leases short enough to keep the suite fast.
+ * One suite, every store: the state machine of DESIGN.md §2. The memory and
+ * sqlite stores run on a manual clock; Redis, PostgreSQL and MariaDB run on
+ * their own clocks, so their "advance" waits for real, with leases short
+ * enough to keep the suite fast. Each SQL subject gets tables of its own
+ * (a random prefix), dropped at the end.
  */
 import { randomUUID } from 'node:crypto'
+import { rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { ManualClock } from '../dist/src/clock.js'
 import { MemoryStore } from '../dist/src/store/memory-store.js'
 import { RedisStore } from '../dist/src/store/redis/redis-store.js'
 import { resolveRedisStore } from '../dist/src/store/redis/redis-options.js'
+import { dropSqlTables, resolveSqlStoreOptions } from '../dist/src/store/sql/sql-admin.js'
+import { createSqlStore } from '../dist/src/store/sql/sql-backends.js'
+import type { SqlStoreOptions } from '../dist/src/store/sql/sql-options.js'
 import { ClaimCode, type DedupStore } from '../dist/src/store/store.js'
 
 interface Subject {
@@ -17,9 +25,24 @@ interface Subject {
 }
 
 const opened: DedupStore[] = []
+const sqlTables: SqlStoreOptions[] = []
+const sqliteFile = join(tmpdir(), `idem-conformance-${randomUUID()}.db`)
 afterAll(async () => {
   await Promise.all(opened.map((s) => s.close()))
+  for (const options of sqlTables) await dropSqlTables(options)
+  for (const suffix of ['', '-wal', '-shm']) rmSync(sqliteFile + suffix, { force: true })
 })
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** A SQL store on tables of its own; `clock` for sqlite (its clock is the process's), real time otherwise. */
+function sqlSubject(options: SqlStoreOptions, clock?: ManualClock): Subject {
+  const withTables = { ...options, tablePrefix: `t_${randomUUID().slice(0, 8)}_`, sweepIntervalMs: 0 } as SqlStoreOptions
+  sqlTables.push(withTables)
+  const store = createSqlStore(resolveSqlStoreOptions(withTables), clock)
+  opened.push(store)
+  return { store, advance: clock === undefined ? sleep : async (ms) => clock.advance(ms) }
+}
 
 const stores: [string, { lease: number; ttl: number; make: () => Subject }][] = [
   [
@@ -45,6 +68,9 @@ const stores: [string, { lease: number; ttl: number; make: () => Subject }][] = 
       },
     },
   ],
+  ['postgres', { lease: 300, ttl: 1_200, make: () => sqlSubject({ kind: 'postgres', url: 'postgres://postgres@127.0.0.1:5432/test' }) }],
+  ['mysql (MariaDB)', { lease: 300, ttl: 1_200, make: () => sqlSubject({ kind: 'mysql', url: 'mysql://root@127.0.0.1:3306/test' }) }],
+  ['sqlite', { lease: 1_000, ttl: 10_000, make: () => sqlSubject({ kind: 'sqlite', path: sqliteFile }, new ManualClock(Date.now())) }],
 ]
 
 describe.each(stores)('%s store: the state machine of DESIGN.md §2', (_, { lease: LEASE, ttl: TTL, make }) => {

@@ -1,0 +1,351 @@
+/**
+ * The PostgreSQL store (driver: pg). Each primitive is ONE statement per
+ * table per batch: the batch travels as arrays (unnest), a data-modifying CTE
+ * writes, and the outer SELECT answers every key in one aggregated row.
+ * Leases and TTLs are on the server's clock (statement_timestamp()).
+ *
+ * Why the outer SELECT can trust what it reads: it sees the table as of the
+ * statement's start, the CTE's writes excluded. A key the CTE wrote is
+ * answered from the CTE's RETURNING; any other key was left alone because its
+ * row was live (or taken by a concurrent statement after our snapshot), and
+ * the snapshot row says which: DONE rows are final until they expire, and
+ * anything else, or no row at all, is answered IN_PROGRESS: retry later, never
+ * a duplicate and never a second owner.
+ */
+import { ErrorCode, IdemError } from '../../errors.js'
+import { ClaimCode } from '../store.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type DoneRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { loadPg, type PgClientLike, type PgPoolLike, type PgQueryResult } from './sql-drivers.js'
+import type { PostgresStoreConfig } from './sql-options.js'
+import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
+import { SqlStore } from './sql-store.js'
+
+const q = (name: string): string => `"${name}"`
+const ms = (param: string): string => `${param}::float8 * interval '1 millisecond'`
+const NOW = 'statement_timestamp()'
+const { IN_PROGRESS, DONE } = RowState
+
+/** The statements of one records table, built once per table name. */
+function statementsFor(table: string) {
+  const t = q(table)
+  const live = `r.expires_at > ${NOW}`
+  return {
+    /**
+     * $1 keys (bytea[], sorted), $2 fingerprints (text[], JSON or NULL), $3 token, $4 lease ms.
+     * Returns one row: codes (one digit per key, a ClaimCode: 0 claimed, 1 done,
+     * 2 in progress), then fingerprints and results of the keys not claimed, in order.
+     * The DO UPDATE takes over an expired row (lapsed lease, DONE past its TTL)
+     * and re-leases a row this token already holds (a retried call owns its claim).
+     */
+    claim: `
+WITH input AS (
+  SELECT k, f, i FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS t(k, f, i)
+), claimed AS (
+  INSERT INTO ${t} AS r (idem_key, state, token, fingerprint, result, expires_at)
+  SELECT k, ${IN_PROGRESS}, $3, f, NULL, ${NOW} + ${ms('$4')} FROM input ORDER BY i
+  ON CONFLICT (idem_key) DO UPDATE
+    SET state = ${IN_PROGRESS}, token = excluded.token, fingerprint = excluded.fingerprint, result = NULL, expires_at = excluded.expires_at
+    WHERE r.expires_at <= ${NOW} OR (r.state = ${IN_PROGRESS} AND r.token = excluded.token)
+  RETURNING r.idem_key
+)
+SELECT
+  string_agg(CASE WHEN c.idem_key IS NOT NULL THEN '${ClaimCode.CLAIMED}' WHEN r.state = ${DONE} AND ${live} THEN '${ClaimCode.DONE}' ELSE '${ClaimCode.IN_PROGRESS}' END, '' ORDER BY input.i) AS codes,
+  array_agg(r.fingerprint ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS fingerprints,
+  array_agg(r.result ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS results
+FROM input
+LEFT JOIN claimed c ON c.idem_key = input.k
+LEFT JOIN ${t} r ON c.idem_key IS NULL AND r.idem_key = input.k`,
+
+    /**
+     * $1 keys, $2 results (text[]; NULL text in the variant without results), $3 token, $4 TTL ms.
+     * Returns applied: '1' per key committed now, or DONE under this token already
+     * (a retried commit whose first reply was lost), '0' when fenced.
+     */
+    commit: (withResults: boolean) => `
+WITH input AS (
+  ${withResults ? 'SELECT k, res, i FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS t(k, res, i)' : 'SELECT k, $2::text AS res, i FROM unnest($1::bytea[]) WITH ORDINALITY AS t(k, i)'}
+), done AS (
+  UPDATE ${t} AS r SET state = ${DONE}, result = input.res, expires_at = ${NOW} + ${ms('$4')}
+  FROM input
+  WHERE r.idem_key = input.k AND r.token = $3 AND r.state = ${IN_PROGRESS} AND ${live}
+  RETURNING r.idem_key
+)
+SELECT string_agg(CASE WHEN d.idem_key IS NOT NULL OR (r.state = ${DONE} AND r.token = $3 AND ${live}) THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
+FROM input
+LEFT JOIN done d ON d.idem_key = input.k
+LEFT JOIN ${t} r ON d.idem_key IS NULL AND r.idem_key = input.k`,
+
+    /** $1 keys, $2 token. '1' = deleted, or no live row (absent is what a release wants); '0' = another owner's or a DONE row. */
+    release: `
+WITH input AS (
+  SELECT k, i FROM unnest($1::bytea[]) WITH ORDINALITY AS t(k, i)
+), gone AS (
+  DELETE FROM ${t} AS r USING input
+  WHERE r.idem_key = input.k AND r.token = $2 AND r.state = ${IN_PROGRESS} AND ${live}
+  RETURNING r.idem_key
+)
+SELECT string_agg(CASE WHEN g.idem_key IS NOT NULL OR r.idem_key IS NULL OR r.expires_at <= ${NOW} THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
+FROM input
+LEFT JOIN gone g ON g.idem_key = input.k
+LEFT JOIN ${t} r ON g.idem_key IS NULL AND r.idem_key = input.k`,
+
+    /** $1 keys, $2 token, $3 lease ms. '1' = renewed, '0' = not our live lease any more. */
+    renew: `
+WITH input AS (
+  SELECT k, i FROM unnest($1::bytea[]) WITH ORDINALITY AS t(k, i)
+), renewed AS (
+  UPDATE ${t} AS r SET expires_at = ${NOW} + ${ms('$3')}
+  FROM input
+  WHERE r.idem_key = input.k AND r.token = $2 AND r.state = ${IN_PROGRESS} AND ${live}
+  RETURNING r.idem_key
+)
+SELECT string_agg(CASE WHEN n.idem_key IS NOT NULL THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
+FROM input LEFT JOIN renewed n ON n.idem_key = input.k`,
+
+    /**
+     * $1 limit. At most $1 expired rows, oldest first, skipping rows another
+     * statement holds (a claim taking one over): bounded, and never waits.
+     */
+    sweep: `
+WITH doomed AS (
+  SELECT idem_key FROM ${t} WHERE expires_at < ${NOW} ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+DELETE FROM ${t} AS r USING doomed WHERE r.idem_key = doomed.idem_key AND r.expires_at < ${NOW}`,
+
+    /** $1 key, $2 result, $3 token, $4 TTL ms: the fenced DONE write inside a handler's transaction. */
+    done: `
+UPDATE ${t} SET state = ${DONE}, result = $2, expires_at = ${NOW} + ${ms('$4')}
+WHERE idem_key = $1 AND token = $3 AND state = ${IN_PROGRESS} AND expires_at > ${NOW}`,
+  }
+}
+
+type Statements = ReturnType<typeof statementsFor>
+
+const expectedColumns: ReadonlyMap<string, string> = new Map([
+  ['idem_key', 'bytea'],
+  ['state', 'smallint'],
+  ['token', 'text'],
+  ['fingerprint', 'text'],
+  ['result', 'text'],
+  ['expires_at', 'timestamp with time zone'],
+])
+
+function recordsDdl(table: string): string {
+  return `
+CREATE TABLE IF NOT EXISTS ${q(table)} (
+  idem_key    bytea       NOT NULL PRIMARY KEY CHECK (octet_length(idem_key) BETWEEN 1 AND ${KEY_COLUMN_BYTES}),
+  state       smallint    NOT NULL CHECK (state IN (${IN_PROGRESS}, ${DONE})),
+  token       text        NOT NULL,
+  fingerprint text,
+  result      text,
+  expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ${q(`${table}_expires_at`)} ON ${q(table)} (expires_at);`
+}
+
+export class PostgresDialect implements SqlDialect {
+  readonly kind = 'postgres' as const
+  readonly expectedColumns = expectedColumns
+  private pool: PgPoolLike | undefined
+  private connecting: Promise<void> | undefined
+  private readonly statements = new Map<string, Statements>()
+  /** The connection holding the schema lock while a schema check runs: its queries go there. */
+  private schemaClient: PgClientLike | undefined
+
+  constructor(
+    private readonly config: PostgresStoreConfig,
+    private readonly role: DialectRole,
+  ) {}
+
+  connect(): Promise<void> {
+    if (this.pool !== undefined) return Promise.resolve()
+    this.connecting ??= (async () => {
+      if (this.config.pool !== undefined) {
+        this.pool = this.config.pool
+        return
+      }
+      const { Pool } = await loadPg()
+      const pool = new Pool({
+        connectionString: this.config.url,
+        max: this.role === 'transactions' ? this.config.transactionPoolSize : this.config.poolSize,
+        connectionTimeoutMillis: this.config.commandTimeoutMs,
+        idleTimeoutMillis: 10_000,
+        allowExitOnIdle: true,
+        application_name: `idem ${this.role}`,
+      })
+      // An idle connection the server dropped is reported as an event; the next query reconnects.
+      pool.on('error', () => {})
+      this.pool = pool
+    })().finally(() => (this.connecting = undefined))
+    return this.connecting
+  }
+
+  async withSchemaLock<T>(fn: () => Promise<T>): Promise<T> {
+    const client = await this.pool!.connect()
+    let broken: Error | undefined
+    try {
+      // Session-level, on a connection of its own: released by unlock, or by the server if this process dies.
+      await client.query({ text: 'SELECT pg_advisory_lock(hashtext($1))', values: [`idem schema ${this.config.tablePrefix}`], query_timeout: this.config.commandTimeoutMs * 4 })
+      this.schemaClient = client
+      try {
+        return await fn()
+      } finally {
+        this.schemaClient = undefined
+        await client.query('SELECT pg_advisory_unlock(hashtext($1))', [`idem schema ${this.config.tablePrefix}`])
+      }
+    } catch (error) {
+      broken = error as Error
+      throw error
+    } finally {
+      client.release(broken)
+    }
+  }
+
+  async readSchema(tableNames: readonly string[]): Promise<SchemaSnapshot> {
+    const db = this.schemaClient ?? this.pool!
+    const { rows } = await db.query(
+      'SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ANY($1::text[])',
+      [tableNames],
+    )
+    const tables = new Map<string, ColumnTypes>()
+    for (const row of rows) {
+      const name = row.table_name as string
+      let columns = tables.get(name)
+      if (columns === undefined) tables.set(name, (columns = new Map()))
+      columns.set(row.column_name as string, row.data_type as string)
+    }
+    const metaTable = tableNames[tableNames.length - 1]
+    let meta: Map<string, string> | undefined
+    if (tables.has(metaTable)) {
+      const found = await db.query(`SELECT name, value FROM ${q(metaTable)}`)
+      meta = new Map(found.rows.map((row) => [String(row.name), String(row.value)]))
+    }
+    return { meta, tables }
+  }
+
+  async createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void> {
+    const db = this.schemaClient ?? this.pool!
+    // One transaction: PostgreSQL's DDL is transactional, so no process ever sees half a schema.
+    const ddl = [
+      'BEGIN',
+      `CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name text PRIMARY KEY, value text NOT NULL)`,
+      ...recordTables.map(recordsDdl),
+      `INSERT INTO ${q(metaTable)} (name, value) VALUES ${[...meta].map(([name, value]) => `('${name}', '${value}')`).join(', ')} ON CONFLICT (name) DO NOTHING`,
+      'COMMIT',
+    ].join(';\n')
+    try {
+      await db.query(ddl)
+    } catch (error) {
+      await db.query('ROLLBACK').catch(() => {})
+      throw error
+    }
+  }
+
+  async dropTables(tableNames: readonly string[]): Promise<void> {
+    await this.pool!.query(`DROP TABLE IF EXISTS ${tableNames.map(q).join(', ')}`)
+  }
+
+  async claim(table: string, keys: Buffer[], fingerprints: (string | null)[], token: string, leaseMs: number): Promise<ClaimAnswer> {
+    const row = await this.one(this.statementsOf(table).claim, [keys, fingerprints, token, leaseMs])
+    const codes = Uint8Array.from(row.codes as string, (c) => c.charCodeAt(0) - 0x30)
+    const notClaimed = (row.fingerprints as (string | null)[] | null) ?? []
+    const notClaimedResults = (row.results as (string | null)[] | null) ?? []
+    const fps: (string | null)[] = new Array(keys.length).fill(null)
+    const results: (string | null)[] = new Array(keys.length).fill(null)
+    let next = 0
+    for (let j = 0; j < codes.length; j++) {
+      if (codes[j] === ClaimCode.CLAIMED) continue
+      fps[j] = notClaimed[next]
+      results[j] = notClaimedResults[next]
+      next++
+    }
+    return { codes, fingerprints: fps, results }
+  }
+
+  async commit(table: string, keys: Buffer[], results: (string | null)[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    const s = this.statementsOf(table)
+    const row = results === undefined ? await this.one(s.commit(false), [keys, null, token, ttlMs]) : await this.one(s.commit(true), [keys, results, token, ttlMs])
+    return flags(row.applied)
+  }
+
+  async release(table: string, keys: Buffer[], token: string): Promise<Uint8Array> {
+    return flags((await this.one(this.statementsOf(table).release, [keys, token])).applied)
+  }
+
+  async renew(table: string, keys: Buffer[], token: string, leaseMs: number): Promise<Uint8Array> {
+    return flags((await this.one(this.statementsOf(table).renew, [keys, token, leaseMs])).applied)
+  }
+
+  async sweep(table: string, limit: number): Promise<number> {
+    const result = await this.query(this.statementsOf(table).sweep, [limit])
+    return result.rowCount ?? 0
+  }
+
+  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
+    const client = await this.pool!.connect()
+    let broken: Error | undefined
+    try {
+      await client.query('BEGIN')
+      try {
+        const value = await work(client)
+        const done = finish(value)
+        if (done !== undefined) {
+          const updated = await client.query({ text: this.statementsOf(done.table).done, values: [done.key, done.result, done.token, done.ttlMs], query_timeout: this.config.commandTimeoutMs })
+          if (updated.rowCount !== 1) throw leaseLost(done)
+        }
+        await client.query('COMMIT')
+        return value
+      } catch (error) {
+        await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError))
+        throw error
+      }
+    } finally {
+      client.release(broken)
+    }
+  }
+
+  permanent(error: unknown): IdemError | undefined {
+    const message = (error as Error | null)?.message ?? ''
+    if (/Cannot use a pool after calling end on the pool|Client was closed and is not queryable/.test(message)) {
+      return new IdemError(ErrorCode.STORE_FAILED, `the pg pool given as store.pool has been ended (${message}); give the store an open pool`, { cause: error })
+    }
+    return undefined
+  }
+
+  isMissingTable(error: unknown): boolean {
+    return (error as { code?: string } | null)?.code === '42P01'
+  }
+
+  async close(): Promise<void> {
+    await this.connecting?.catch(() => {})
+    const pool = this.pool
+    this.pool = undefined
+    if (pool !== undefined && this.config.pool === undefined) await pool.end()
+  }
+
+  private statementsOf(table: string): Statements {
+    let s = this.statements.get(table)
+    if (s === undefined) this.statements.set(table, (s = statementsFor(table)))
+    return s
+  }
+
+  private query(text: string, values: unknown[]): Promise<PgQueryResult> {
+    return this.pool!.query({ text, values, query_timeout: this.config.commandTimeoutMs })
+  }
+
+  private async one(text: string, values: unknown[]): Promise<Record<string, unknown>> {
+    return (await this.query(text, values)).rows[0]
+  }
+}
+
+/** '1'/'0' per key → 1/0. */
+function flags(applied: unknown): Uint8Array {
+  return Uint8Array.from(applied as string, (c) => (c === '1' ? 1 : 0))
+}
+
+/** The postgres store: the shared SQL semantics over PostgresDialect. */
+export class PostgresStore extends SqlStore {
+  constructor(config: PostgresStoreConfig) {
+    super(config, new PostgresDialect(config, 'store'))
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Schema work outside an engine: `idem migrate` (create or check the tables
+ * ahead of the first consumer) and dropping a store's own tables (the demo's
+ * and the tests' cleanup). Both refuse tables idem did not create.
+ */
+import { ConfigError, ErrorCode, IdemError } from '../../errors.js'
+import { createSqlDialect } from './sql-backends.js'
+import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
+import { allTableNames, metaTableName } from './sql-records.js'
+import { ensureSchema, type SchemaReport } from './sql-schema.js'
+
+/** Validates SQL store options on their own (no engine): a ConfigError naming every bad field. */
+export function resolveSqlStoreOptions(options: SqlStoreOptions): SqlStoreConfig {
+  const raw = options as unknown as Record<string, unknown>
+  if (!isSqlKind(raw?.kind)) throw new ConfigError([`store.kind: must be 'postgres', 'mysql' or 'sqlite', got ${JSON.stringify(raw?.kind)}`])
+  const problems: string[] = []
+  const config = resolveSqlStore(raw, 0, problems)
+  if (problems.length > 0) throw new ConfigError(problems)
+  return config
+}
+
+/**
+ * Creates the store's tables and indexes when they are missing, or checks
+ * that the ones there are what this idem expects (SCHEMA_MISMATCH if not).
+ * Safe to run while consumers are running, and from several places at once.
+ */
+export async function migrateSqlStore(options: SqlStoreOptions): Promise<SchemaReport> {
+  const config = resolveSqlStoreOptions(options)
+  const dialect = createSqlDialect(config, 'store')
+  try {
+    await dialect.connect()
+    return await ensureSchema(dialect, config, true)
+  } finally {
+    await dialect.close()
+  }
+}
+
+/**
+ * Drops the store's tables (records and meta) when its meta table says idem
+ * made them; tables of that prefix without one are left alone and reported.
+ * Returns the names dropped ([] when there were none).
+ */
+export async function dropSqlTables(options: SqlStoreOptions): Promise<string[]> {
+  const config = resolveSqlStoreOptions(options)
+  const dialect = createSqlDialect(config, 'store')
+  try {
+    await dialect.connect()
+    const names = allTableNames(config.tablePrefix, config.tables)
+    return await dialect.withSchemaLock(async () => {
+      const snapshot = await dialect.readSchema(names)
+      const present = names.filter((name) => snapshot.tables.has(name))
+      if (present.length === 0) return []
+      if (snapshot.meta === undefined) {
+        throw new IdemError(ErrorCode.SCHEMA_MISMATCH, `${present.join(', ')} exist but ${metaTableName(config.tablePrefix)} does not: idem did not create them, so it does not drop them`)
+      }
+      await dialect.dropTables(present)
+      return present
+    })
+  } finally {
+    await dialect.close()
+  }
+}

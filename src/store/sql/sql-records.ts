@@ -1,0 +1,104 @@
+/**
+ * How a record is named and written in a SQL table, in one place for the three
+ * stores and the transaction helper: the key column's bytes, the table a key
+ * lives in, and the JSON text of fingerprints and results.
+ */
+import { MAX_KEY_BYTES } from '../../bloom/key-hasher.js'
+import { ErrorCode, IdemError } from '../../errors.js'
+import { KeyState } from '../record-state.js'
+import { CommitCode } from '../store.js'
+
+/**
+ * Width of the key column, in bytes: the engine's own key limit (namespace
+ * included), so every key the router accepts fits, and the check below only
+ * ever fires for callers that use a store directly.
+ */
+export const KEY_COLUMN_BYTES = MAX_KEY_BYTES
+
+/** Width of the token column. Engine tokens are ~20 ASCII characters. */
+export const TOKEN_COLUMN_BYTES = 255
+
+/** The `state` column: the KeyState numbers, so a row reads like record-state.ts. */
+export const RowState = { IN_PROGRESS: KeyState.IN_PROGRESS, DONE: KeyState.DONE } as const
+
+/** Version of the table layout below; a store refuses a schema with any other. */
+export const SCHEMA_VERSION = 1
+
+// String#isWellFormed is ES2024: Node 20 has it, our ES2023 lib types do not.
+const isWellFormed = (key: string): boolean => (key as string & { isWellFormed(): boolean }).isWellFormed()
+
+/**
+ * The key column's value: the store key's UTF-8 bytes ("key", or "namespace
+ * U+0000 key" as the router scoped it). Binary, so the comparison is exact
+ * (no collation folds 'A' into 'a') and U+0000 needs no escaping. A key the
+ * column cannot hold is refused before anything is written.
+ */
+export function keyBytes(key: string): Buffer {
+  if (typeof key !== 'string' || key.length === 0) throw new IdemError(ErrorCode.INVALID_KEY, `key must be a non-empty string, got ${typeof key === 'string' ? 'an empty string' : typeof key}`)
+  // A lone surrogate would be written as U+FFFD, so two different keys could share a record.
+  if (!isWellFormed(key)) throw new IdemError(ErrorCode.INVALID_KEY, 'key contains a lone surrogate (not well-formed UTF-16)', { key })
+  const bytes = Buffer.from(key, 'utf8')
+  if (bytes.length > KEY_COLUMN_BYTES) {
+    throw new IdemError(ErrorCode.INVALID_KEY, `key is ${bytes.length} UTF-8 bytes (namespace included); the SQL stores' key column holds ${KEY_COLUMN_BYTES}`, { key })
+  }
+  return bytes
+}
+
+export function checkToken(token: string): void {
+  if (typeof token !== 'string' || token.length === 0 || Buffer.byteLength(token) > TOKEN_COLUMN_BYTES) {
+    throw new IdemError(ErrorCode.INVALID_MESSAGE, `owner token must be a non-empty string of at most ${TOKEN_COLUMN_BYTES} bytes`)
+  }
+}
+
+/**
+ * FNV-1a over the key's bytes, modulo the table count: the routing is a pure
+ * function of the key, so it is the same in every process and after every
+ * restart. It is part of the on-disk format: changing it moves every key.
+ */
+export function tableIndexOf(key: Buffer, tables: number): number {
+  if (tables === 1) return 0
+  let h = 0x811c9dc5
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key[i], 0x01000193)
+  return (h >>> 0) % tables
+}
+
+/** `<prefix>records` for one table, `<prefix>records_<i>` for several. */
+export function recordsTableName(prefix: string, index: number, tables: number): string {
+  return tables === 1 ? `${prefix}records` : `${prefix}records_${index}`
+}
+
+export function metaTableName(prefix: string): string {
+  return `${prefix}meta`
+}
+
+export function allTableNames(prefix: string, tables: number): string[] {
+  return [...Array.from({ length: tables }, (_, i) => recordsTableName(prefix, i, tables)), metaTableName(prefix)]
+}
+
+/** JSON text of a fingerprint, NULL for none: '' stays a fingerprint ("\"\""), and U+0000 is escaped (PostgreSQL text cannot hold it). */
+export function encodeFingerprint(fingerprint: string | undefined): string | null {
+  return fingerprint === undefined ? null : JSON.stringify(fingerprint)
+}
+
+export function decodeFingerprint(text: unknown): string | undefined {
+  return text === null || text === undefined ? undefined : (JSON.parse(text as string) as string)
+}
+
+/** The stored result: NULL for none (undefined); `null` is kept as JSON 'null'. */
+export function decodeResult(text: unknown): unknown {
+  return text === null || text === undefined ? undefined : JSON.parse(text as string)
+}
+
+/** JSON of a result under the cap, or the CommitCode that says why it is not kept. */
+export function encodeResult(result: unknown, maxBytes: number): string | null | CommitCode {
+  if (result === undefined) return null
+  let json: string | undefined
+  try {
+    json = JSON.stringify(result)
+  } catch {
+    return CommitCode.RESULT_NOT_SERIALIZABLE
+  }
+  if (json === undefined) return CommitCode.RESULT_NOT_SERIALIZABLE
+  if (Buffer.byteLength(json) > maxBytes) return CommitCode.RESULT_TOO_LARGE
+  return json
+}

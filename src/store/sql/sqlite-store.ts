@@ -1,0 +1,309 @@
+/**
+ * The SQLite store (driver: better-sqlite3, major 12 on Node 20): embedded and
+ * durable, the store for one process (or a few on one machine) with no server
+ * at all. better-sqlite3 runs SQL synchronously in this thread, so there is no
+ * round trip to save: a batch is one local transaction (BEGIN IMMEDIATE) over
+ * prepared single-row statements, which is cheaper than building one
+ * statement per batch size and just as atomic.
+ *
+ * Time is the injected clock (Date.now() unless a test injects one), in ms:
+ * every connection to a database file runs on the same machine, so one clock
+ * serves all of them. WAL mode; `synchronous` chooses what a commit survives.
+ *
+ * Connections are shared per file within a thread (the stores of every shard
+ * and the transaction helper): all of their statements are synchronous, so
+ * none can interleave with another's transaction. Each worker thread opens its own.
+ */
+import { resolve } from 'node:path'
+import type { Clock } from '../../clock.js'
+import { ErrorCode, IdemError, describe } from '../../errors.js'
+import { ClaimCode } from '../store.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type DoneRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { loadSqlite, type SqliteDatabaseLike, type SqliteStatementLike } from './sql-drivers.js'
+import type { SqliteStoreConfig } from './sql-options.js'
+import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
+import { SqlStore } from './sql-store.js'
+
+const q = (name: string): string => `"${name}"`
+const { IN_PROGRESS, DONE } = RowState
+
+const expectedColumns: ReadonlyMap<string, string> = new Map([
+  ['idem_key', 'BLOB'],
+  ['state', 'INTEGER'],
+  ['token', 'TEXT'],
+  ['fingerprint', 'TEXT'],
+  ['result', 'TEXT'],
+  ['expires_at', 'INTEGER'],
+])
+
+function recordsDdl(table: string): string {
+  // WITHOUT ROWID: the primary key's b-tree holds the row, one lookup per key instead of two.
+  return `
+CREATE TABLE IF NOT EXISTS ${q(table)} (
+  idem_key    BLOB    NOT NULL PRIMARY KEY CHECK (length(idem_key) BETWEEN 1 AND ${KEY_COLUMN_BYTES}),
+  state       INTEGER NOT NULL CHECK (state IN (${IN_PROGRESS}, ${DONE})),
+  token       TEXT    NOT NULL,
+  fingerprint TEXT,
+  result      TEXT,
+  expires_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ${q(`${table}_expires_at`)} ON ${q(table)} (expires_at);`
+}
+
+/** The prepared statements of one records table; each runs on one row. */
+function prepareFor(db: SqliteDatabaseLike, table: string) {
+  const t = q(table)
+  return {
+    /** key, token, fingerprint, lease end, now: inserts, takes over an expired row, or re-leases our own; changes = 1 when claimed. */
+    claim: db.prepare(`INSERT INTO ${t} (idem_key, state, token, fingerprint, result, expires_at) VALUES (?, ${IN_PROGRESS}, ?, ?, NULL, ?)
+      ON CONFLICT (idem_key) DO UPDATE SET state = ${IN_PROGRESS}, token = excluded.token, fingerprint = excluded.fingerprint, result = NULL, expires_at = excluded.expires_at
+      WHERE expires_at <= ? OR (state = ${IN_PROGRESS} AND token = excluded.token)`),
+    read: db.prepare(`SELECT state, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ?`),
+    /** result, TTL end, key, token, now. */
+    commit: db.prepare(`UPDATE ${t} SET state = ${DONE}, result = ?, expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
+    /** key, token, now: DONE under this token already (a retried commit). */
+    doneBy: db.prepare(`SELECT 1 FROM ${t} WHERE idem_key = ? AND state = ${DONE} AND token = ? AND expires_at > ?`),
+    release: db.prepare(`DELETE FROM ${t} WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
+    live: db.prepare(`SELECT 1 FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
+    renew: db.prepare(`UPDATE ${t} SET expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
+    /** now, limit: at most limit expired rows, oldest first. */
+    sweep: db.prepare(`DELETE FROM ${t} WHERE idem_key IN (SELECT idem_key FROM ${t} WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`),
+  }
+}
+
+type Prepared = ReturnType<typeof prepareFor>
+
+interface SharedDatabase {
+  db: SqliteDatabaseLike
+  users: number
+  prepared: Map<string, Prepared>
+}
+
+/** Connections opened from a path, per file, in this thread. */
+const openFiles = new Map<string, SharedDatabase>()
+/** Statements prepared on databases users passed in. */
+const preparedOnOwned = new WeakMap<SqliteDatabaseLike, Map<string, Prepared>>()
+
+export class SqliteDialect implements SqlDialect {
+  readonly kind = 'sqlite' as const
+  readonly expectedColumns = expectedColumns
+  private db: SqliteDatabaseLike | undefined
+  private shared: SharedDatabase | undefined
+  private prepared: Map<string, Prepared> | undefined
+  private connecting: Promise<void> | undefined
+
+  constructor(
+    private readonly config: SqliteStoreConfig,
+    private readonly clock: Clock,
+  ) {}
+
+  connect(): Promise<void> {
+    if (this.db !== undefined) return Promise.resolve()
+    this.connecting ??= (async () => {
+      if (this.config.database !== undefined) {
+        this.db = this.config.database
+        let prepared = preparedOnOwned.get(this.db)
+        if (prepared === undefined) preparedOnOwned.set(this.db, (prepared = new Map()))
+        this.prepared = prepared
+        return
+      }
+      const Database = await loadSqlite()
+      const file = resolve(this.config.path!)
+      let shared = openFiles.get(file)
+      if (shared === undefined) {
+        let db: SqliteDatabaseLike
+        try {
+          db = new Database(file, { timeout: this.config.busyTimeoutMs })
+          db.pragma('journal_mode = WAL')
+          db.pragma(`synchronous = ${this.config.synchronous.toUpperCase()}`)
+        } catch (error) {
+          throw new IdemError(ErrorCode.STORE_FAILED, `cannot open the sqlite database ${JSON.stringify(file)}: ${describe(error)}`, { cause: error })
+        }
+        openFiles.set(file, (shared = { db, users: 0, prepared: new Map() }))
+      }
+      shared.users++
+      this.shared = shared
+      this.db = shared.db
+      this.prepared = shared.prepared
+    })().finally(() => (this.connecting = undefined))
+    return this.connecting
+  }
+
+  /** BEGIN IMMEDIATE takes the database's write lock: other connections (threads, processes) wait for the check to finish. */
+  async withSchemaLock<T>(fn: () => Promise<T>): Promise<T> {
+    const db = this.db!
+    db.exec('BEGIN IMMEDIATE')
+    try {
+      const value = await fn()
+      db.exec('COMMIT')
+      return value
+    } catch (error) {
+      if (db.inTransaction) db.exec('ROLLBACK')
+      throw error
+    }
+  }
+
+  async readSchema(tableNames: readonly string[]): Promise<SchemaSnapshot> {
+    const db = this.db!
+    const tables = new Map<string, ColumnTypes>()
+    for (const name of tableNames) {
+      const columns = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(name) as { name: string; type: string }[]
+      if (columns.length > 0) tables.set(name, new Map(columns.map((c) => [c.name, c.type.toUpperCase()])))
+    }
+    const metaTable = tableNames[tableNames.length - 1]
+    let meta: Map<string, string> | undefined
+    if (tables.has(metaTable)) {
+      const rows = db.prepare(`SELECT name, value FROM ${q(metaTable)}`).all() as { name: string; value: string }[]
+      meta = new Map(rows.map((r) => [r.name, r.value]))
+    }
+    return { meta, tables }
+  }
+
+  async createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void> {
+    const db = this.db!
+    // Inside withSchemaLock's transaction: SQLite's DDL is transactional.
+    db.exec(`CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`)
+    for (const table of recordTables) db.exec(recordsDdl(table))
+    const insert = db.prepare(`INSERT OR IGNORE INTO ${q(metaTable)} (name, value) VALUES (?, ?)`)
+    for (const [name, value] of meta) insert.run(name, value)
+  }
+
+  async dropTables(tableNames: readonly string[]): Promise<void> {
+    for (const name of tableNames) {
+      this.prepared?.delete(name)
+      this.db!.exec(`DROP TABLE IF EXISTS ${q(name)}`)
+    }
+  }
+
+  async claim(table: string, keys: Buffer[], fingerprints: (string | null)[], token: string, leaseMs: number): Promise<ClaimAnswer> {
+    const s = this.statementsOf(table)
+    const n = keys.length
+    const codes = new Uint8Array(n)
+    const fps: (string | null)[] = new Array(n).fill(null)
+    const results: (string | null)[] = new Array(n).fill(null)
+    this.inTransaction(() => {
+      const now = this.clock.now()
+      for (let j = 0; j < n; j++) {
+        if (s.claim.run(keys[j], token, fingerprints[j], now + leaseMs, now).changes === 1) continue // CLAIMED (0)
+        const row = s.read.get(keys[j]) as { state: number; fingerprint: string | null; result: string | null; expires_at: number }
+        codes[j] = row.state === DONE && row.expires_at > now ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+        fps[j] = row.fingerprint
+        results[j] = row.result
+      }
+    })
+    return { codes, fingerprints: fps, results }
+  }
+
+  async commit(table: string, keys: Buffer[], results: (string | null)[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    const s = this.statementsOf(table)
+    const applied = new Uint8Array(keys.length)
+    this.inTransaction(() => {
+      const now = this.clock.now()
+      for (let j = 0; j < keys.length; j++) {
+        const done = s.commit.run(results?.[j] ?? null, now + ttlMs, keys[j], token, now).changes === 1
+        applied[j] = done || s.doneBy.get(keys[j], token, now) !== undefined ? 1 : 0
+      }
+    })
+    return applied
+  }
+
+  async release(table: string, keys: Buffer[], token: string): Promise<Uint8Array> {
+    const s = this.statementsOf(table)
+    const applied = new Uint8Array(keys.length)
+    this.inTransaction(() => {
+      const now = this.clock.now()
+      for (let j = 0; j < keys.length; j++) {
+        const deleted = s.release.run(keys[j], token, now).changes === 1
+        applied[j] = deleted || s.live.get(keys[j], now) === undefined ? 1 : 0
+      }
+    })
+    return applied
+  }
+
+  async renew(table: string, keys: Buffer[], token: string, leaseMs: number): Promise<Uint8Array> {
+    const s = this.statementsOf(table)
+    const applied = new Uint8Array(keys.length)
+    this.inTransaction(() => {
+      const now = this.clock.now()
+      for (let j = 0; j < keys.length; j++) applied[j] = s.renew.run(now + leaseMs, keys[j], token, now).changes
+    })
+    return applied
+  }
+
+  async sweep(table: string, limit: number): Promise<number> {
+    return this.statementsOf(table).sweep.run(this.clock.now(), limit).changes
+  }
+
+  /**
+   * better-sqlite3 is synchronous, and so is this transaction: `work` must
+   * return its value, not a promise. An async function would keep writing
+   * after COMMIT, outside the transaction, so it is refused before anything commits.
+   */
+  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
+    let value!: R
+    this.inTransaction(() => {
+      const produced = work(this.db!)
+      if (typeof (produced as PromiseLike<unknown> | null)?.then === 'function') {
+        // Keep the promise from surfacing as an unhandled rejection; its error, if any, is the caller's.
+        ;(produced as Promise<unknown>).then(undefined, () => {})
+        throw new TypeError('sqlite transactions run synchronously (better-sqlite3): the transaction function returned a promise; make it synchronous, so its writes happen inside the transaction')
+      }
+      value = produced as R
+      const done = finish(value)
+      if (done === undefined) return
+      const now = this.clock.now()
+      if (this.statementsOf(done.table).commit.run(done.result, now + done.ttlMs, done.key, done.token, now).changes !== 1) throw leaseLost(done)
+    })
+    return value
+  }
+
+  permanent(error: unknown): IdemError | undefined {
+    const message = (error as Error | null)?.message ?? ''
+    if (/database connection is not open/.test(message)) {
+      return new IdemError(ErrorCode.STORE_FAILED, `the better-sqlite3 database given as store.database has been closed (${message}); give the store an open database`, { cause: error })
+    }
+    return undefined
+  }
+
+  isMissingTable(error: unknown): boolean {
+    return /no such table/.test((error as Error | null)?.message ?? '')
+  }
+
+  async close(): Promise<void> {
+    await this.connecting?.catch(() => {})
+    const shared = this.shared
+    this.shared = undefined
+    this.db = undefined
+    if (shared === undefined) return
+    if (--shared.users > 0) return
+    for (const [file, entry] of openFiles) if (entry === shared) openFiles.delete(file)
+    shared.db.close()
+  }
+
+  /** One write transaction (BEGIN IMMEDIATE, so it never has to upgrade a read lock and fail busy half way). */
+  private inTransaction(body: () => void): void {
+    const db = this.db!
+    const nested = db.inTransaction
+    db.exec(nested ? 'SAVEPOINT idem' : 'BEGIN IMMEDIATE')
+    try {
+      body()
+      db.exec(nested ? 'RELEASE idem' : 'COMMIT')
+    } catch (error) {
+      if (db.inTransaction) db.exec(nested ? 'ROLLBACK TO idem; RELEASE idem' : 'ROLLBACK')
+      throw error
+    }
+  }
+
+  private statementsOf(table: string): Prepared {
+    let s = this.prepared!.get(table)
+    if (s === undefined) this.prepared!.set(table, (s = prepareFor(this.db!, table)))
+    return s
+  }
+}
+
+/** The sqlite store: the shared SQL semantics over SqliteDialect. */
+export class SqliteStore extends SqlStore {
+  constructor(config: SqliteStoreConfig, clock: Clock) {
+    super(config, new SqliteDialect(config, clock))
+  }
+}
