@@ -11,6 +11,7 @@ import { loadHandlerModule } from './handler-module.js'
 import type { Handler, Message, Outcome } from './message.js'
 import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
+import { SqlTransactions, type TransactionWork } from './store/sql/sql-transactions.js'
 
 /** Counts of one shard, or of the whole engine. */
 export interface LayerStats {
@@ -77,6 +78,7 @@ export class Engine {
   private moduleHandler: Handler | undefined
   private invalidCount = 0
   private closing: Promise<void> | undefined
+  private transactions: SqlTransactions | undefined
 
   constructor(config: EngineConfig, private readonly clock: Clock) {
     this.config = config
@@ -153,6 +155,25 @@ export class Engine {
     return outcomes as Outcome<R>[]
   }
 
+  /**
+   * SQL stores: processes one message with `work` run inside a database
+   * transaction that also marks the key DONE, so the business writes and the
+   * dedup record commit together or not at all (README "SQL stores").
+   */
+  async transaction<P, R, Tx = any>(message: Message<P>, work: TransactionWork<P, R, Tx>): Promise<Outcome<R>> {
+    return this.process(message, this.transactional(work))
+  }
+
+  /** The handler transaction() runs: for processBatch, or a transport that takes a handler. */
+  transactional<P, R, Tx = any>(work: TransactionWork<P, R, Tx>): Handler<P, R> {
+    const { store, ttlMs, keepResults } = this.config
+    if (store.kind === 'memory' || store.kind === 'redis') {
+      throw new IdemError(ErrorCode.INVALID_CONFIG, `transactions need a SQL store (postgres, mysql or sqlite); this engine's store is ${store.kind}`)
+    }
+    this.transactions ??= new SqlTransactions(store, ttlMs, keepResults, this.clock)
+    return this.transactions.handler(work)
+  }
+
   stats(): EngineStats {
     const shards = this.lanes.map((lane) => layerStats(lane.stats.counters, lane.stats.verdicts, lane.stats.shadowRuns))
     const counters = new Float64Array(COUNTER_COUNT)
@@ -184,7 +205,7 @@ export class Engine {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await Promise.all(this.lanes.map((lane) => lane.idle()))
-      await Promise.all([...this.threads.map((thread) => thread.close()), ...this.localActors.map((actor) => actor.close())])
+      await Promise.all([...this.threads.map((thread) => thread.close()), ...this.localActors.map((actor) => actor.close()), this.transactions?.close()])
     })()
     return this.closing
   }

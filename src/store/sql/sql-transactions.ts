@@ -1,0 +1,117 @@
+/**
+ * The transaction helper: a handler whose business writes and whose DONE
+ * record commit in ONE database transaction, so a crash anywhere leaves both
+ * or neither (DESIGN.md §4.2: the window between effect and commit, closed).
+ *
+ * How a message goes through it:
+ *
+ *  1. The engine's actor claims the key in its own short statement: IN_PROGRESS
+ *     under the batch's token, visible at once, so a second consumer sees the
+ *     key in flight instead of running it too.
+ *  2. The handler runs `work(tx, message)` inside BEGIN … COMMIT on one
+ *     connection. Before COMMIT, the fenced UPDATE marks the key DONE — only
+ *     if the row is still IN_PROGRESS under this run's token (the handler
+ *     context's claim) with a live lease.
+ *  3. If that UPDATE matches no row, the lease was lost (it lapsed and another
+ *     owner may be running the key): the whole transaction rolls back, the
+ *     business writes with it, and the handler throws LEASE_LOST. The actor
+ *     releases its (lost) claim and a redelivery runs the message again.
+ *  4. Otherwise COMMIT writes both. The actor's own commit afterwards finds
+ *     the key DONE under its token and answers committed.
+ *
+ * A crash before COMMIT rolls back everything (the server drops the
+ * connection's transaction); the claim's lease lapses and a redelivery runs
+ * it. A crash after COMMIT leaves the key DONE: a redelivery is a duplicate.
+ * A lost COMMIT reply is settled by the same rule: DONE or not, never half.
+ */
+import { systemClock, type Clock } from '../../clock.js'
+import { ErrorCode, IdemError } from '../../errors.js'
+import type { Handler, HandlerContext, Message } from '../../message.js'
+import { ensureSqlReady } from './sql-store.js'
+import type { DoneRecord, SqlDialect } from './sql-dialect.js'
+import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
+import { encodeResult, keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
+import { createSqlDialect } from './sql-backends.js'
+
+/**
+ * The business work of one message, run inside the transaction. `tx` is the
+ * driver's own connection, in the transaction: a pg `PoolClient`, a mysql2
+ * promise `PoolConnection`, or the better-sqlite3 `Database` (sqlite: `work`
+ * must be synchronous, as better-sqlite3 is). Its return value is the
+ * handler's result, kept with the DONE record.
+ */
+export type TransactionWork<P = unknown, R = unknown, Tx = any> = (tx: Tx, message: Message<P>) => R | Promise<R>
+
+export interface SqlTransactionOptions {
+  /** The engine's store options (the same object): the helper writes where the store reads. */
+  store: SqlStoreOptions
+  /** TTL of the DONE record, as the engine's ttlMs. @default 86_400_000 */
+  ttlMs?: number
+  /** Keep the result with the DONE record, as the engine's keepResults. @default true */
+  keepResults?: boolean
+}
+
+export class SqlTransactions {
+  private readonly dialect: SqlDialect
+
+  constructor(
+    private readonly config: SqlStoreConfig,
+    private readonly ttlMs: number,
+    private readonly keepResults: boolean,
+    clock: Clock = systemClock,
+  ) {
+    this.dialect = createSqlDialect(config, 'transactions', clock)
+  }
+
+  /** A handler for engine.process/processBatch (or a transport) that runs `work` transactionally. */
+  handler<P = unknown, R = unknown, Tx = any>(work: TransactionWork<P, R, Tx>): Handler<P, R> {
+    return (message, context) => this.run(message, context, work)
+  }
+
+  /**
+   * Runs `work` in a transaction that also marks `context.claim` DONE. Without
+   * a claim (a shadow-rollout run of a duplicate) it runs `work` in a plain
+   * transaction and writes no record.
+   */
+  async run<P, R, Tx>(message: Message<P>, context: HandlerContext, work: TransactionWork<P, R, Tx>): Promise<R> {
+    await ensureSqlReady(this.config, this.dialect)
+    const claim = context?.claim
+    const done = claim === undefined ? undefined : this.doneRecordOf(claim.storeKey, claim.token)
+    return this.dialect.transaction(
+      (tx) => work(tx as Tx, message),
+      (value): DoneRecord | undefined => {
+        if (done === undefined) return undefined
+        const encoded = this.keepResults ? encodeResult(value, this.config.maxResultBytes) : null
+        // A result over the cap, or one JSON cannot hold, is not kept (the engine reports which); the key is DONE all the same.
+        return { ...done, result: typeof encoded === 'number' ? null : encoded }
+      },
+    )
+  }
+
+  async close(): Promise<void> {
+    await this.dialect.close()
+  }
+
+  private doneRecordOf(storeKey: string, token: string): Omit<DoneRecord, 'result'> {
+    const key = keyBytes(storeKey)
+    const { tablePrefix, tables } = this.config
+    return { table: recordsTableName(tablePrefix, tableIndexOf(key, tables), tables), key, token, ttlMs: this.ttlMs }
+  }
+}
+
+/**
+ * The helper for a SQL store, outside an engine (a handler module in a worker
+ * thread, a transport's processor): give it the engine's store options and
+ * ttlMs. Close it when done; it owns the pool it opens from a url.
+ */
+export function sqlTransactions(options: SqlTransactionOptions): SqlTransactions {
+  const store = options?.store as unknown as Record<string, unknown> | undefined
+  if (!isSqlKind(store?.kind)) throw new IdemError(ErrorCode.INVALID_CONFIG, `sqlTransactions needs a SQL store (kind 'postgres', 'mysql' or 'sqlite'), got ${JSON.stringify(store?.kind)}`)
+  const problems: string[] = []
+  const config = resolveSqlStore(store!, 0, problems)
+  const ttlMs = options.ttlMs ?? 86_400_000
+  if (!Number.isInteger(ttlMs) || ttlMs < 1) problems.push(`ttlMs: must be a positive integer, got ${String(options.ttlMs)}`)
+  if (options.keepResults !== undefined && typeof options.keepResults !== 'boolean') problems.push('keepResults: must be a boolean')
+  if (problems.length > 0) throw new IdemError(ErrorCode.INVALID_CONFIG, `invalid sqlTransactions options:\n  - ${problems.join('\n  - ')}`)
+  return new SqlTransactions(config, ttlMs, options.keepResults ?? true)
+}
