@@ -23,6 +23,10 @@ export const ErrorCode = {
   WASM_UNAVAILABLE: 'WASM_UNAVAILABLE',
   /** A SQL store found tables it did not create, or created with another layout or table count: it refuses to run on them. */
   SCHEMA_MISMATCH: 'SCHEMA_MISMATCH',
+  /** A transport's own Redis call failed (read, ack, reclaim): reported, retried; nothing is acked that is not durable. */
+  TRANSPORT_FAILED: 'TRANSPORT_FAILED',
+  /** An entry came back more often than maxDeliveries without a settled outcome (the consumers holding it died or stopped): dead-lettered, not run again. */
+  DELIVERIES_EXHAUSTED: 'DELIVERIES_EXHAUSTED',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

@@ -1,0 +1,397 @@
+import { EventEmitter } from 'node:events'
+import { describe, ErrorCode, IdemError } from '../../errors.js'
+import type { HandlerContext, Message, Outcome } from '../../message.js'
+import { invalidOutcome } from '../../outcome.js'
+import type { DeadLetter, StreamEntry } from './entry.js'
+import { deadLetterReason, EntryAction, entryActionOf, exhausted } from './entry-action.js'
+import { resolveStreamConsumerOptions, type StreamConsumerConfig, type StreamConsumerOptions } from './options.js'
+import { StreamClient, transportError, type Settlement } from './stream-client.js'
+
+/** Counts of one consumer since it started. */
+export interface StreamConsumerStats {
+  /** Entries read for the first time (XREADGROUP '>'). */
+  read: number
+  /** Entries taken over after sitting pending (XAUTOCLAIM): a dead or stopped consumer's, or retries and in-flight waits coming back. */
+  reclaimed: number
+  /** Entries acked: handler ran and committed here (`new`), or the key was done (`duplicates`). */
+  acked: number
+  new: number
+  duplicates: number
+  /** In-flight verdicts: left pending, back after inFlightDelayMs (no delivery counted). */
+  inFlight: number
+  /** Handler threw, or its commit was refused: left pending, back after retryDelayMs as the next delivery. */
+  retried: number
+  /** Entries this consumer moved to the dead-letter stream. */
+  deadLettered: number
+  /** Pending entries found deleted from the stream (XDEL, XTRIM) before anyone acked them: nothing left to run. */
+  deletedWhilePending: number
+  /** Redis calls of the transport that failed (each one also an `error` event). */
+  transportErrors: number
+  /** Batches taken through the engine. */
+  batches: number
+  /** Entries held right now (read or reclaimed, not yet settled). */
+  holding: number
+}
+
+export interface StreamConsumerEvents {
+  /** A transport call failed (code TRANSPORT_FAILED), or the engine refused a batch. Emitted only when someone listens; counted either way. */
+  error: [error: IdemError]
+  /** An entry was moved to the dead-letter stream. */
+  deadLetter: [letter: DeadLetter]
+}
+
+/** A batch being worked on: its entries are touched while it runs so that no other consumer takes them over. */
+interface ActiveBatch {
+  ids: string[]
+  touchedAt: number
+}
+
+const BACKOFF_MS = 100
+const MAX_BACKOFF_MS = 5000
+/** XAUTOCLAIM calls per reclaim look at most; the scan goes on from its cursor at the next look. */
+const MAX_RECLAIM_CALLS = 64
+
+/**
+ * An idempotent Redis Streams consumer in a consumer group. Reads batches with
+ * XREADGROUP, runs them through the engine, and settles each entry by its
+ * verdict (entryActionOf): XACK once the outcome is durable, dead letter with
+ * the reason, or left pending to come back. Pending entries of dead consumers
+ * are taken over with XAUTOCLAIM after claimIdleMs and go through the engine
+ * again, so a key their consumer had committed is acked as a duplicate.
+ */
+export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEvents> {
+  readonly config: StreamConsumerConfig<R>
+  private readonly client: StreamClient
+  private readonly counts: Omit<StreamConsumerStats, 'holding'> = {
+    read: 0, reclaimed: 0, acked: 0, new: 0, duplicates: 0, inFlight: 0, retried: 0, deadLettered: 0, deletedWhilePending: 0, transportErrors: 0, batches: 0,
+  }
+  private holding = 0
+  private stopping = false
+  private readonly active = new Set<ActiveBatch>()
+  private readonly running = new Set<Promise<void>>()
+  private freeSlots: number
+  private readonly slotWaiters: (() => void)[] = []
+  private wakeSleepers: (() => void)[] = []
+  private reclaimCursor = '0-0'
+  private readonly touchTimer: NodeJS.Timeout
+  private readonly ready: Promise<void>
+  private loops: Promise<void> | undefined
+  private closing: Promise<void> | undefined
+
+  constructor(options: StreamConsumerOptions<R>) {
+    super()
+    this.config = resolveStreamConsumerOptions(options)
+    const c = this.config
+    this.client = new StreamClient(c.connection, c)
+    this.freeSlots = c.batchesInFlight
+    this.touchTimer = setInterval(() => this.touchLongBatches(), Math.max(1, Math.floor(c.claimIdleMs / 3)))
+    this.touchTimer.unref()
+    this.ready = this.start()
+    // A rejection of ready is the caller's to see through waitUntilReady(); never unhandled.
+    this.ready.catch(() => {})
+  }
+
+  /** Resolves once the group exists and reading has started; rejects if the group cannot be created (e.g. the key is not a stream). */
+  waitUntilReady(): Promise<void> {
+    return this.ready
+  }
+
+  stats(): StreamConsumerStats {
+    return { ...this.counts, holding: this.holding }
+  }
+
+  /**
+   * Stops reading and reclaiming, waits for the batches being worked on to
+   * settle (acks of what is durable, dead letters, the rest left pending and
+   * aged for another consumer), then closes the consumer's connections. The
+   * engine stays open: it is the caller's; close it after this. Safe to call twice.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.stopping = true
+      for (const wake of this.wakeSleepers.splice(0)) wake()
+      for (const wake of this.slotWaiters.splice(0)) wake()
+      await this.ready.catch(() => {})
+      if (this.loops !== undefined) {
+        // CLIENT UNBLOCK ends a blocked read as a timeout would: no entry it was about to hand us is lost in a dropped reply.
+        const unblocked = await this.client.unblockReader()
+        const timer = unblocked ? undefined : setTimeout(() => this.client.disconnectReader(), this.config.blockMs + 1000)
+        await this.loops
+        clearTimeout(timer)
+      }
+      while (this.running.size > 0) await Promise.all(this.running)
+      clearInterval(this.touchTimer)
+      await this.client.close()
+    })()
+    return this.closing
+  }
+
+  private async start(): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopping) return
+      try {
+        await this.client.ensureGroup(this.config.startId)
+        break
+      } catch (error) {
+        // The key holds something else than a stream: no retry can fix that.
+        if (describe(error).startsWith('WRONGTYPE')) {
+          this.stopping = true
+          throw transportError(`XGROUP CREATE of group "${this.config.group}" on "${this.config.stream}"`, error)
+        }
+        this.report(transportError('XGROUP CREATE', error))
+        await this.pause(backoff(attempt))
+      }
+    }
+    this.loops = Promise.all([this.readLoop(), this.reclaimLoop()]).then(() => undefined)
+  }
+
+  private async readLoop(): Promise<void> {
+    const { count, blockMs } = this.config
+    let failures = 0
+    while (!this.stopping) {
+      if (!(await this.takeSlot())) return
+      let entries: StreamEntry[]
+      try {
+        entries = await this.client.read(count, blockMs)
+        failures = 0
+      } catch (error) {
+        this.giveSlot()
+        if (this.stopping) return
+        // The group (or the stream) was deleted under us: make it again and go on.
+        if (describe(error).startsWith('NOGROUP')) await this.client.ensureGroup(this.config.startId).catch(() => {})
+        this.report(transportError('XREADGROUP', error))
+        await this.pause(backoff(failures++))
+        continue
+      }
+      if (entries.length === 0) {
+        this.giveSlot()
+        continue
+      }
+      this.counts.read += entries.length
+      this.runBatch(entries)
+    }
+  }
+
+  /**
+   * Each look scans the group's pending list from where the last one stopped
+   * and takes up every entry idle for claimIdleMs: entries of consumers that
+   * died, and this group's in-flight and failed entries once their delay is
+   * up (settle aged them). Each taken entry is this consumer's from then on.
+   */
+  private async reclaimLoop(): Promise<void> {
+    const { count, reclaimIntervalMs } = this.config
+    while (!this.stopping) {
+      await this.pause(reclaimIntervalMs)
+      for (let call = 0; call < MAX_RECLAIM_CALLS && !this.stopping; call++) {
+        if (!(await this.takeSlot())) return
+        let reclaimed
+        try {
+          reclaimed = await this.client.reclaim(this.reclaimCursor, count)
+        } catch (error) {
+          this.giveSlot()
+          if (!this.stopping) this.report(transportError('XAUTOCLAIM', error))
+          break
+        }
+        this.reclaimCursor = reclaimed.next
+        this.counts.deletedWhilePending += reclaimed.deleted.length
+        if (reclaimed.entries.length > 0) {
+          this.counts.reclaimed += reclaimed.entries.length
+          this.runBatch(reclaimed.entries)
+        } else this.giveSlot()
+        if (reclaimed.next === '0-0') break
+      }
+    }
+  }
+
+  /** Runs one batch in the background; its slot is given back when it has settled. */
+  private runBatch(entries: StreamEntry[]): void {
+    const run = this.processBatch(entries).finally(() => {
+      this.running.delete(run)
+      this.giveSlot()
+    })
+    this.running.add(run)
+  }
+
+  private async processBatch(entries: StreamEntry[]): Promise<void> {
+    const { engine, maxDeliveries } = this.config
+    const batch: ActiveBatch = { ids: entries.map((e) => e.id), touchedAt: Date.now() }
+    this.active.add(batch)
+    this.holding += entries.length
+    this.counts.batches++
+    try {
+      const outcomes = new Array<Outcome>(entries.length)
+      const keys = new Array<string | undefined>(entries.length)
+      const messages: Message<StreamEntry>[] = []
+      const positions: number[] = []
+      entries.forEach((entry, i) => {
+        const message = this.messageOf(entry)
+        if (message instanceof IdemError) outcomes[i] = invalidOutcome(undefined, message)
+        else {
+          if (typeof message.key === 'string') keys[i] = message.key
+          messages.push(message)
+          positions.push(i)
+        }
+      })
+      let decided: Outcome[]
+      try {
+        decided = messages.length === 0 ? [] : await engine.processBatch(messages, this.handle)
+      } catch (error) {
+        // Nothing settled: the entries stay pending and come back after claimIdleMs.
+        this.report(error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `engine.processBatch failed: ${describe(error)}`, { cause: error }))
+        if ((error as IdemError).code === ErrorCode.ENGINE_CLOSED) void this.close()
+        return
+      }
+      decided.forEach((outcome, j) => (outcomes[positions[j]] = outcome))
+      // No touch may follow the settlement on the connection: it would undo the ageing of waits and retries.
+      this.active.delete(batch)
+      await this.settle(entries, outcomes, keys)
+    } finally {
+      this.active.delete(batch)
+      this.holding -= entries.length
+    }
+  }
+
+  /** The engine's handler: the user's, unless the entry is out of deliveries (then it is refused, never run). */
+  private readonly handle = (message: Message<StreamEntry>, context: HandlerContext): unknown => {
+    const entry = message.payload!
+    if (exhausted(entry.deliveries, this.config.maxDeliveries)) throw new IdemError(ErrorCode.DELIVERIES_EXHAUSTED, 'out of deliveries: not run')
+    return this.config.handler(entry, context)
+  }
+
+  private messageOf(entry: StreamEntry): Message<StreamEntry> | IdemError {
+    const { keyOf, namespaceOf, fingerprintOf } = this.config
+    const call = (name: string, fn: (entry: StreamEntry) => unknown): unknown => {
+      try {
+        return fn(entry)
+      } catch (error) {
+        throw new IdemError(ErrorCode.INVALID_MESSAGE, `${name} threw for entry ${entry.id}: ${describe(error)}`, { cause: error })
+      }
+    }
+    try {
+      const message = { key: call('keyOf', keyOf), payload: entry } as Message<StreamEntry>
+      if (namespaceOf !== undefined) {
+        const namespace = call('namespaceOf', namespaceOf)
+        if (namespace !== undefined) message.namespace = namespace as string
+      }
+      if (fingerprintOf !== undefined) {
+        const fingerprint = call('fingerprintOf', fingerprintOf)
+        if (fingerprint !== undefined) message.fingerprint = fingerprint as string
+      }
+      return message
+    } catch (error) {
+      return error as IdemError
+    }
+  }
+
+  private async settle(entries: StreamEntry[], outcomes: Outcome[], keys: (string | undefined)[]): Promise<void> {
+    const { maxDeliveries } = this.config
+    const settlement: Settlement = { acks: [], deadLetters: [], waits: [], retries: [] }
+    let fresh = 0
+    let duplicates = 0
+    entries.forEach((entry, i) => {
+      const outcome = outcomes[i]
+      switch (entryActionOf(outcome, entry.deliveries, maxDeliveries)) {
+        case EntryAction.ACK:
+          settlement.acks.push(entry.id)
+          if (outcome.verdict === 'duplicate') duplicates++
+          else fresh++
+          break
+        case EntryAction.WAIT:
+          settlement.waits.push(entry)
+          break
+        case EntryAction.RETRY:
+          settlement.retries.push(entry)
+          break
+        case EntryAction.DEAD_LETTER: {
+          const letter: DeadLetter = { id: entry.id, ...deadLetterReason(outcome, entry.deliveries, maxDeliveries), deliveries: entry.deliveries, fields: entry.fields }
+          if (keys[i] !== undefined) letter.key = keys[i]
+          settlement.deadLetters.push(letter)
+        }
+      }
+    })
+    let moved: boolean[]
+    try {
+      moved = await this.client.settle(settlement)
+    } catch (error) {
+      // Nothing is lost: unsettled entries stay pending and come back after claimIdleMs (acked ones as duplicates).
+      this.report(transportError('settle', error))
+      return
+    }
+    this.counts.acked += settlement.acks.length
+    this.counts.new += fresh
+    this.counts.duplicates += duplicates
+    this.counts.inFlight += settlement.waits.length
+    this.counts.retried += settlement.retries.length
+    settlement.deadLetters.forEach((letter, i) => {
+      if (!moved[i]) return
+      this.counts.deadLettered++
+      if (this.listenerCount('deadLetter') > 0) this.emit('deadLetter', letter)
+    })
+  }
+
+  /** Batches running longer than claimIdleMs/3 have their entries' idle time reset, so no consumer takes them over while they run. */
+  private touchLongBatches(): void {
+    const now = Date.now()
+    const due = Math.floor(this.config.claimIdleMs / 3)
+    const ids: string[] = []
+    for (const batch of this.active) {
+      if (now - batch.touchedAt < due) continue
+      batch.touchedAt = now
+      ids.push(...batch.ids)
+    }
+    if (ids.length > 0) this.client.touch(ids).catch((error: unknown) => this.report(transportError('XCLAIM (touch)', error)))
+  }
+
+  private async takeSlot(): Promise<boolean> {
+    while (this.freeSlots === 0 && !this.stopping) await new Promise<void>((resolve) => this.slotWaiters.push(resolve))
+    if (this.stopping) return false
+    this.freeSlots--
+    return true
+  }
+
+  private giveSlot(): void {
+    this.freeSlots++
+    this.slotWaiters.shift()?.()
+  }
+
+  /** Sleeps, or returns at once when close() is called. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      const wakers = this.wakeSleepers
+      function done(): void {
+        clearTimeout(timer)
+        const at = wakers.indexOf(done)
+        if (at >= 0) wakers.splice(at, 1)
+        resolve()
+      }
+      wakers.push(done)
+    })
+  }
+
+  private report(error: IdemError): void {
+    if (error.code === ErrorCode.TRANSPORT_FAILED) this.counts.transportErrors++
+    if (this.listenerCount('error') > 0) this.emit('error', error)
+  }
+}
+
+function backoff(attempt: number): number {
+  return Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** Math.min(attempt, 16))
+}
+
+/**
+ * Starts an idempotent consumer of a Redis stream in a consumer group. Throws
+ * ConfigError naming every bad option.
+ *
+ * ```ts
+ * const consumer = createStreamConsumer({ stream: 'orders', group: 'billing', consumer: `billing-${hostname()}`, engine,
+ *   keyOf: (entry) => entry.fields.orderId, handler: (entry) => chargeCard(entry.fields) })
+ * await consumer.waitUntilReady()
+ * // …
+ * await consumer.close()
+ * await engine.close()
+ * ```
+ */
+export function createStreamConsumer<R = unknown>(options: StreamConsumerOptions<R>): StreamConsumer<R> {
+  return new StreamConsumer(options)
+}

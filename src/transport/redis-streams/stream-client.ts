@@ -1,0 +1,187 @@
+import { readFileSync } from 'node:fs'
+import { Redis } from 'ioredis'
+import { describe, ErrorCode, IdemError } from '../../errors.js'
+import { deadLetterFields, entriesOfRead, entriesOfReclaim, type DeadLetter, type Reclaimed, type StreamEntry } from './entry.js'
+
+const readLua = (file: string): string => readFileSync(new URL(file, import.meta.url), 'utf8')
+/** Read once per process; ioredis sends EVALSHA and loads a script again after NOSCRIPT (a restarted server). */
+const lua = { idemStreamReclaim: readLua('reclaim.lua'), idemStreamDeadLetter: readLua('dead-letter.lua') }
+
+type ScriptClient = Redis & {
+  idemStreamReclaim(stream: string, group: string, consumer: string, minIdleMs: number, cursor: string, count: number): Promise<unknown>
+  idemStreamDeadLetter(stream: string, dead: string, group: string, ...entries: string[]): Promise<string>
+}
+
+/** One settlement of a batch: every part goes out in one pipeline (one round trip). */
+export interface Settlement {
+  acks: string[]
+  deadLetters: DeadLetter[]
+  /** In-flight entries: aged so that a reclaim takes them up after inFlightDelayMs, their delivery count kept. */
+  waits: StreamEntry[]
+  /** Failed entries: aged so that a reclaim takes them up after retryDelayMs, as their next delivery. */
+  retries: StreamEntry[]
+}
+
+export interface StreamClientConfig {
+  stream: string
+  group: string
+  consumer: string
+  deadLetterStream: string
+  claimIdleMs: number
+  inFlightDelayMs: number
+  retryDelayMs: number
+}
+
+const SETTLE_RETRIES = 3
+const SETTLE_BACKOFF_MS = 50
+
+/**
+ * Every Redis call the streams consumer makes, on two connections: `reader`
+ * only ever runs the blocking XREADGROUP (a blocked connection answers
+ * nothing else), `commands` runs the rest — acks, dead letters, reclaims,
+ * touches — in call order, which the consumer relies on (a touch sent before
+ * a batch's settlement is applied before it).
+ */
+export class StreamClient {
+  readonly commands: ScriptClient
+  private readonly reader: Redis
+  private readonly ownsCommands: boolean
+  private readerId: number | undefined
+
+  constructor(connection: string | Redis, private readonly config: StreamClientConfig) {
+    if (typeof connection === 'string') {
+      this.commands = new Redis(connection) as ScriptClient
+      this.reader = new Redis(connection)
+      this.ownsCommands = true
+    } else {
+      this.commands = connection as ScriptClient
+      this.reader = connection.duplicate()
+      this.ownsCommands = false
+    }
+    // ioredis reports connection errors as events too; the calls that hit them fail, are reported and retried.
+    if (this.ownsCommands) this.commands.on('error', () => {})
+    this.reader.on('error', () => {})
+    // A new connection has a new client id: fetched again before the next read, so close() can unblock it.
+    this.reader.on('ready', () => (this.readerId = undefined))
+    for (const [name, script] of Object.entries(lua)) {
+      if (typeof (this.commands as unknown as Record<string, unknown>)[name] !== 'function') {
+        this.commands.defineCommand(name, { lua: script, numberOfKeys: name === 'idemStreamDeadLetter' ? 2 : 1 })
+      }
+    }
+  }
+
+  /** Creates the group (and the stream, MKSTREAM) unless it exists. */
+  async ensureGroup(startId: string): Promise<void> {
+    const { stream, group } = this.config
+    try {
+      await this.commands.call('XGROUP', 'CREATE', stream, group, startId, 'MKSTREAM')
+    } catch (error) {
+      if (!describe(error).startsWith('BUSYGROUP')) throw error
+    }
+  }
+
+  /** Up to `count` entries never delivered to the group, waiting up to blockMs for the first. */
+  async read(count: number, blockMs: number): Promise<StreamEntry[]> {
+    const { stream, group, consumer } = this.config
+    if (this.readerId === undefined) this.readerId = Number(await this.reader.call('CLIENT', 'ID'))
+    return entriesOfRead(await this.reader.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, '>'))
+  }
+
+  /** Ends a blocked read now (it returns no entries, as on a timeout). False when it could not be asked. */
+  async unblockReader(): Promise<boolean> {
+    if (this.readerId === undefined) return false
+    try {
+      await this.commands.call('CLIENT', 'UNBLOCK', this.readerId)
+      return true
+    } catch {
+      return false
+    }
+  }
+
+  /** Takes over up to `count` entries pending for at least claimIdleMs, from `cursor`, with their delivery counts. */
+  async reclaim(cursor: string, count: number): Promise<Reclaimed> {
+    const { stream, group, consumer, claimIdleMs } = this.config
+    return entriesOfReclaim(await this.commands.idemStreamReclaim(stream, group, consumer, claimIdleMs, cursor, count))
+  }
+
+  /** Resets the idle time of entries this consumer is still working on, so no one takes them over (delivery count unchanged). */
+  async touch(ids: readonly string[]): Promise<void> {
+    const { stream, group, consumer } = this.config
+    if (ids.length > 0) await this.commands.call('XCLAIM', stream, group, consumer, 0, ...ids, 'JUSTID')
+  }
+
+  /**
+   * Acks, dead-letters and ages one batch's entries in one pipeline, retried
+   * as a whole on failure: XACK and XCLAIM are safe to repeat, and the
+   * dead-letter script writes a letter only for an entry its own ack removed.
+   * Returns, per dead letter, whether this call moved it.
+   */
+  async settle(settlement: Settlement): Promise<boolean[]> {
+    const { stream, group, consumer, deadLetterStream, claimIdleMs, inFlightDelayMs, retryDelayMs } = this.config
+    const { acks, deadLetters, waits, retries } = settlement
+    const letterArgs: string[] = []
+    for (const letter of deadLetters) {
+      const pairs = deadLetterFields(letter, group, consumer)
+      letterArgs.push(letter.id, String(pairs.length), ...pairs)
+    }
+    for (let attempt = 0; ; attempt++) {
+      const pipeline = this.commands.pipeline()
+      if (acks.length > 0) pipeline.call('XACK', stream, group, ...acks)
+      if (deadLetters.length > 0) (pipeline as unknown as ScriptClient).idemStreamDeadLetter(stream, deadLetterStream, group, ...letterArgs)
+      // Aged, not re-run here: the entry stays in the pending list (a crash loses nothing) and its
+      // idle time is set so that XAUTOCLAIM — this consumer's or another's — takes it up after the delay.
+      if (retries.length > 0) pipeline.call('XCLAIM', stream, group, consumer, 0, ...retries.map((e) => e.id), 'IDLE', claimIdleMs - retryDelayMs, 'JUSTID')
+      // An in-flight retry is not a delivery: XAUTOCLAIM will add one, so the count is set one lower first.
+      for (const [deliveries, ids] of byDeliveries(waits)) {
+        pipeline.call('XCLAIM', stream, group, consumer, 0, ...ids, 'IDLE', claimIdleMs - inFlightDelayMs, 'RETRYCOUNT', Math.max(0, deliveries - 1), 'JUSTID')
+      }
+      try {
+        const replies = (await pipeline.exec()) ?? []
+        const failed = replies.find(([error]) => error !== null)
+        if (failed !== undefined) throw failed[0]
+        if (deadLetters.length === 0) return []
+        const moved = replies[acks.length > 0 ? 1 : 0][1] as string
+        return deadLetters.map((_, i) => moved.charCodeAt(i) === 0x31)
+      } catch (error) {
+        if (attempt >= SETTLE_RETRIES) throw transportError('settle (XACK, dead letters, XCLAIM)', error)
+        await sleep(SETTLE_BACKOFF_MS * 2 ** attempt)
+      }
+    }
+  }
+
+  /** Closes the reader, and the command connection when the consumer opened it. */
+  async close(): Promise<void> {
+    const quit = async (client: Redis): Promise<void> => {
+      try {
+        await client.quit()
+      } catch {
+        client.disconnect()
+      }
+    }
+    await Promise.all([quit(this.reader), this.ownsCommands ? quit(this.commands) : undefined])
+  }
+
+  /** Drops the reader's connection at once (a read that would not end). */
+  disconnectReader(): void {
+    this.reader.disconnect()
+  }
+}
+
+function byDeliveries(entries: readonly StreamEntry[]): Map<number, string[]> {
+  const groups = new Map<number, string[]>()
+  for (const entry of entries) {
+    let ids = groups.get(entry.deliveries)
+    if (ids === undefined) groups.set(entry.deliveries, (ids = []))
+    ids.push(entry.id)
+  }
+  return groups
+}
+
+export function transportError(operation: string, error: unknown): IdemError {
+  if (error instanceof IdemError) return error
+  return new IdemError(ErrorCode.TRANSPORT_FAILED, `redis streams ${operation} failed: ${describe(error)}`, { cause: error })
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
