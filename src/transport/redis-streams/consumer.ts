@@ -205,10 +205,13 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
 
   /** Runs one batch in the background; its slot is given back when it has settled. */
   private runBatch(entries: StreamEntry[]): void {
-    const run = this.processBatch(entries).finally(() => {
-      this.running.delete(run)
-      this.giveSlot()
-    })
+    const run = this.processBatch(entries)
+      // processBatch reports what it can foresee; anything else must not become an unhandled rejection that kills the process.
+      .catch((error: unknown) => this.report(error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `stream batch failed: ${describe(error)}`, { cause: error })))
+      .finally(() => {
+        this.running.delete(run)
+        this.giveSlot()
+      })
     this.running.add(run)
   }
 
