@@ -184,6 +184,11 @@ describe('verdicts', () => {
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('HANDLER_FAILED') }, 2, max)).toBe(EntryAction.RETRY)
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('LEASE_LOST') }, 1, max)).toBe(EntryAction.RETRY)
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('HANDLER_FAILED') }, 3, max)).toBe(EntryAction.DEAD_LETTER)
+    expect(entryActionOf({ key: 'k', verdict: 'new', error: error('LEASE_LOST') }, 4, max)).toBe(EntryAction.DEAD_LETTER)
+    // The handler ran, its commit did not reach the store (applied late): no delivery used, even on the last one.
+    expect(entryActionOf({ key: 'k', verdict: 'new', error: error('STORE_FAILED') }, 3, max)).toBe(EntryAction.WAIT)
+    expect(entryActionOf({ key: 'k', verdict: 'new', error: error('WORKER_DIED') }, 3, max)).toBe(EntryAction.WAIT)
+    expect(entryActionOf({ key: 'k', verdict: 'new', error: error('ACTOR_FAILED') }, 1, max)).toBe(EntryAction.WAIT)
     expect(entryActionOf({ key: 'k', verdict: 'duplicate' }, 9, max)).toBe(EntryAction.ACK)
     expect(entryActionOf({ key: 'k', verdict: 'in-flight', error: error('IN_FLIGHT') }, 9, max)).toBe(EntryAction.WAIT)
     expect(entryActionOf({ key: 'k', verdict: 'conflict', error: error('CONFLICT') }, 1, max)).toBe(EntryAction.DEAD_LETTER)
@@ -210,6 +215,7 @@ describe('verdicts', () => {
     release()
     expect((await holding).verdict).toBe('new')
     await waitFor('the duplicate ack', async () => (await pending(n.stream, n.group)) === 0)
+    await streamConsumer.close() // its batches have settled, so its stats are final
     expect(c.runs.has('busy')).toBe(false)
     expect(c.runs.get('free')).toBe(1)
     expect(streamConsumer.stats()).toMatchObject({ acked: 2, new: 1, duplicates: 1, deadLettered: 0, retried: 0 })
@@ -239,6 +245,7 @@ describe('verdicts', () => {
     const [poisonId] = await add(n.stream, [{ key: 'poison', amount: '7' }, { key: 'flaky' }, { key: 'fine' }])
     await waitFor('the poison entry dead-lettered', () => c.stats().deadLettered === 1)
     await waitFor('nothing pending', async () => (await pending(n.stream, n.group)) === 0)
+    await c.close() // its batches have settled, so its stats are final
     expect(calls.poison).toEqual([1, 2, 3])
     expect(calls.flaky).toEqual([1, 2])
     expect(calls.fine).toEqual([1])
@@ -290,6 +297,7 @@ describe('bad input fails only its entry', () => {
     const ids = await add(n.stream, [{ key: 'good-1' }, { explode: 'yes' }, { other: 'no key field' }, { key: '' }, { key: 'x'.repeat(1025) }, { key: 'good-2' }])
     await waitFor('four dead letters', () => streamConsumer.stats().deadLettered === 4)
     await waitFor('nothing pending', async () => (await pending(n.stream, n.group)) === 0)
+    await streamConsumer.close() // its batches have settled, so its stats are final
     const letters = await deadLetters(n.dead)
     const byId = new Map(letters.map((l) => [l.id, l]))
     expect(byId.get(ids[1])).toMatchObject({ code: 'INVALID_MESSAGE', deliveries: '1' })
@@ -332,6 +340,7 @@ describe('taking over pending entries', () => {
     await new Promise((resolve) => setTimeout(resolve, 300))
     expect(survivor.stats().reclaimed).toBe(0) // still too young to take over
     await waitFor('all 40 settled', async () => (await pending(n.stream, n.group)) === 0)
+    await survivor.close() // its batches have settled, so its stats are final
     expect(Date.now() - died).toBeGreaterThanOrEqual(600)
     expect(survivor.stats()).toMatchObject({ reclaimed: 40, acked: 40, duplicates: 20, new: 20 })
     expect([...c.runs.keys()].sort()).toEqual(Array.from({ length: 20 }, (_, i) => `k-${i + 20}`).sort())
@@ -354,6 +363,7 @@ describe('taking over pending entries', () => {
     const survivor = consumer({ stream: n.stream, group: n.group, consumer: 'b', engine: e, handler: c.handler, keyOf: byKey, maxDeliveries: 3, claimIdleMs: 200 })
     await survivor.waitUntilReady()
     await waitFor('both settled', async () => (await pending(n.stream, n.group)) === 0)
+    await survivor.close() // its batches have settled, so its stats are final
     expect(c.runs.size).toBe(0)
     const [letter] = await deadLetters(n.dead)
     expect(letter).toMatchObject({ id: stuckId, code: 'DELIVERIES_EXHAUSTED', deliveries: '4', key: 'stuck-key' })
@@ -396,6 +406,7 @@ describe('taking over pending entries', () => {
     const c = counter()
     const survivor = consumer({ stream: n.stream, group: n.group, consumer: 'b', engine: e, handler: c.handler, keyOf: byKey, claimIdleMs: 200 })
     await waitFor('both gone from the pending list', async () => (await pending(n.stream, n.group)) === 0)
+    await survivor.close() // its batches have settled, so its stats are final
     expect(survivor.stats()).toMatchObject({ deletedWhilePending: 1, reclaimed: 1, acked: 1 })
     expect([...c.runs.keys()]).toEqual(['kept'])
     expect(kept).toBeDefined()
@@ -475,6 +486,41 @@ describe('engine closed under the consumer', () => {
 })
 
 describe('transport faults', () => {
+  it('a commit cut off from the store: the entry is not acked and uses no delivery; once the store is back it is acked as a duplicate, one effect', async () => {
+    const n = names()
+    const proxy = await startProxy(6379)
+    cleanups.push(() => proxy.close())
+    // Only the store goes through the proxy; the stream is read directly.
+    const e = await createEngine({ shards: 1, leaseMs: 2000, lru: { maxKeys: 0 }, store: { kind: 'redis', url: `redis://127.0.0.1:${proxy.port}`, prefix: n.prefix, commandTimeoutMs: 100, retries: 0 } })
+    engines.push(e)
+    const runs: string[] = []
+    const c = consumer({
+      stream: n.stream,
+      group: n.group,
+      consumer: 'a',
+      engine: e,
+      connection: url,
+      keyOf: byKey,
+      maxDeliveries: 1,
+      claimIdleMs: 2000,
+      inFlightDelayMs: 100,
+      handler: (entry) => {
+        runs.push(entry.fields.key)
+        proxy.drop() // the effect happened; its commit will not get through
+      },
+    })
+    await c.waitUntilReady()
+    await add(n.stream, [{ key: 'k1' }])
+    await waitFor('the entry left to wait', () => c.stats().inFlight >= 1)
+    expect(await pending(n.stream, n.group)).toBe(1)
+    expect(c.stats()).toMatchObject({ acked: 0, deadLettered: 0 })
+    proxy.heal()
+    await waitFor('the ack', async () => (await pending(n.stream, n.group)) === 0)
+    await c.close() // its batches have settled, so its stats are final
+    expect(runs).toEqual(['k1'])
+    expect(c.stats()).toMatchObject({ acked: 1, new: 0, duplicates: 1, deadLettered: 0 })
+  })
+
   it('reads and acks through connections reset under it: errors reported as TRANSPORT_FAILED events, every entry settled once', async () => {
     const n = names()
     const proxy = await startProxy(6379)
@@ -491,6 +537,7 @@ describe('transport faults', () => {
       proxy.resetAll()
     }
     await waitFor('all 1,000 settled', async () => (await pending(n.stream, n.group)) === 0 && c.runs.size === 1000, 20_000)
+    await streamConsumer.close() // its batches have settled, so its stats are final
     expect(c.doubles()).toBe(0)
     expect(errors.every((error) => error.code === ErrorCode.TRANSPORT_FAILED)).toBe(true)
     expect(streamConsumer.stats().transportErrors).toBe(errors.length)

@@ -17,7 +17,7 @@ export interface StreamConsumerStats {
   acked: number
   new: number
   duplicates: number
-  /** In-flight verdicts: left pending, back after inFlightDelayMs (no delivery counted). */
+  /** Entries left to wait (in-flight verdicts, and commits that did not reach the store): pending, back after inFlightDelayMs, no delivery counted. */
   inFlight: number
   /** Handler threw, or its commit was refused: left pending, back after retryDelayMs as the next delivery. */
   retried: number

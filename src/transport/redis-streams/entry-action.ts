@@ -7,7 +7,7 @@ export const EntryAction = {
   ACK: 'ack',
   /** Left pending, aged to come back after retryDelayMs as another delivery: the handler threw, or its commit was refused. */
   RETRY: 'retry',
-  /** Left pending, aged to come back after inFlightDelayMs without counting a delivery: another owner holds the key, or the store could not answer. */
+  /** Left pending, aged to come back after inFlightDelayMs without counting a delivery: another owner holds the key, the store could not answer, or a commit did not reach it. */
   WAIT: 'wait',
   /** Acked and written to the dead-letter stream with the reason: conflict, bad input, or out of deliveries. */
   DEAD_LETTER: 'dead-letter',
@@ -20,10 +20,16 @@ export type EntryAction = (typeof EntryAction)[keyof typeof EntryAction]
  *
  * - `new` without error, or with RESULT_TOO_LARGE / RESULT_NOT_SERIALIZABLE:
  *   the key is done, so ack (a retry would only find a duplicate).
- * - `new` with any other error (HANDLER_FAILED: claim released; LEASE_LOST or
- *   STORE_FAILED on commit: the key is not done): retry while deliveries are
- *   left, else dead-letter. An entry that arrived already past maxDeliveries
- *   was never run (see `exhausted`) and is dead-lettered.
+ * - `new` with HANDLER_FAILED (claim released) or LEASE_LOST (commit refused:
+ *   the key is not done, another owner may hold it): retry while deliveries
+ *   are left, else dead-letter. An entry that arrived already past
+ *   maxDeliveries was never run (see `exhausted`) and is dead-lettered.
+ * - `new` with STORE_FAILED, WORKER_DIED or ACTOR_FAILED: the handler ran but
+ *   its commit never reached the store (the engine applies it late once the
+ *   store is back). Nothing is wrong with the entry, so it must not use up a
+ *   delivery: wait, and the next try finds the key done (duplicate), still
+ *   held (wait again), or free after the lease lapsed (run again: the
+ *   effect-before-commit window of DESIGN.md §4.2).
  * - `duplicate`: ack without running the handler.
  * - `in-flight`: never acked (that could lose the entry if the owner fails),
  *   never dead-lettered (nothing is wrong with it): wait, uncounted.
@@ -31,11 +37,19 @@ export type EntryAction = (typeof EntryAction)[keyof typeof EntryAction]
  */
 export function entryActionOf(outcome: Outcome, deliveries: number, maxDeliveries: number): EntryAction {
   switch (outcome.verdict) {
-    case Verdict.NEW: {
-      const code = outcome.error?.code
-      if (code === undefined || code === ErrorCode.RESULT_TOO_LARGE || code === ErrorCode.RESULT_NOT_SERIALIZABLE) return EntryAction.ACK
-      return deliveries >= maxDeliveries ? EntryAction.DEAD_LETTER : EntryAction.RETRY
-    }
+    case Verdict.NEW:
+      switch (outcome.error?.code) {
+        case undefined:
+        case ErrorCode.RESULT_TOO_LARGE:
+        case ErrorCode.RESULT_NOT_SERIALIZABLE:
+          return EntryAction.ACK
+        case ErrorCode.STORE_FAILED:
+        case ErrorCode.WORKER_DIED:
+        case ErrorCode.ACTOR_FAILED:
+          return EntryAction.WAIT
+        default:
+          return deliveries >= maxDeliveries ? EntryAction.DEAD_LETTER : EntryAction.RETRY
+      }
     case Verdict.DUPLICATE:
       return EntryAction.ACK
     case Verdict.IN_FLIGHT:
