@@ -310,7 +310,8 @@ describe('idemProcessor: verdict → job state', () => {
       await new Promise((resolve) => setTimeout(resolve, 1))
       return handler(job)
     }
-    const c = consumer({ queue: q.name, connection, engine: await engine(undefined, { lru: { maxKeys: 1000 } }), handler: slow, ...byKey })
+    const e = await engine(undefined, { lru: { maxKeys: 1000 } })
+    const c = consumer({ queue: q.name, connection, engine: e, handler: slow, ...byKey })
     const keys = Array.from({ length: 3000 }, (_, i) => `k${i % 700}`)
     for (let i = keys.length - 1; i > 0; i--) {
       const j = Math.floor(Math.random() * (i + 1))
@@ -322,6 +323,9 @@ describe('idemProcessor: verdict → job state', () => {
     expect(runs.size).toBe(700)
     expect([...runs.values()].every((n) => n === 1)).toBe(true)
     expect(c.stats()).toMatchObject({ completed: 3000, new: 700, duplicates: 2300, failed: 0 })
+    // Jobs that arrive together go to the engine together: far fewer store calls than jobs.
+    console.log(`3000 jobs: ${e.stats().totals.storeRoundTrips} store round trips`)
+    expect(e.stats().totals.storeRoundTrips).toBeLessThan(3000 / 4)
   })
 })
 

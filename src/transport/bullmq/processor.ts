@@ -2,6 +2,7 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq'
 import type { Engine } from '../../engine.js'
 import { ConfigError, describe, ErrorCode, IdemError } from '../../errors.js'
 import { Verdict, type Message, type Outcome } from '../../message.js'
+import { JobBatcher } from './job-batcher.js'
 import { JobAction, resolveProcessorOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement, type ProcessorConfig } from './options.js'
 
 /** Counts of one processor (or consumer), by what happened to each job. */
@@ -90,8 +91,9 @@ export function jobActionOf(outcome: Outcome): JobAction {
  * new Worker('orders', idemProcessor(engine, chargeCard, { keyOf: (job) => job.data.orderId }), { connection, concurrency: 256 })
  * ```
  *
- * Run it with a high concurrency: concurrent jobs reach the engine together and
- * share store round trips. Throws ConfigError naming every bad option.
+ * Run it with a high concurrency: the jobs that arrive in one turn of the event
+ * loop go to the engine as one batch (job-batcher.ts) and share store round
+ * trips. Throws ConfigError naming every bad option.
  */
 export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler: JobHandler<D, R>, options: IdemProcessorOptions<D>): IdemProcessor<D, R> {
   const problems: string[] = []
@@ -99,6 +101,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
   if (problems.length > 0) throw new ConfigError(problems)
   const stats = emptyStats()
   const { onSettled } = config
+  const batcher = new JobBatcher(engine)
 
   const settle = (job: Job<D>, started: number, key: unknown, action: JobAction, outcome: Outcome | undefined, code: ErrorCode | undefined): void => {
     switch (action) {
@@ -151,7 +154,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
     let handlerError: { error: unknown } | undefined
     let outcome: Outcome
     try {
-      outcome = await engine.process(message, async (_, context) => {
+      outcome = await batcher.process(message, async (context) => {
         try {
           return await handler(job, token, signal, context)
         } catch (error) {
