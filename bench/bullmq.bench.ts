@@ -39,6 +39,8 @@ interface Load {
 }
 interface RowRun {
   rate: number
+  /** CPU time of this Node process (user + system) per job, in µs: less sensitive than the rate to a busy machine. */
+  cpuPerJob: number
   effects: number
 }
 type Variant = 'raw' | 'setnx' | 'idem-redis' | 'idem-memory'
@@ -62,6 +64,7 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   const messages = options.quick ? 5_000 : 50_000
   const checks: Check[] = []
   const rates: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-memory': [] }
+  const cpu: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-memory': [] }
   try {
     for (let run = 0; run < RUNS; run++) {
       const load = makeLoad(messages, run)
@@ -69,6 +72,7 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
         progress(SUITE, `run ${run + 1}/${RUNS}: ${labels[variant]}, ${messages.toLocaleString('en-US')} jobs`)
         const result = await measure(variant, load, `${prefix}${variant}${run}:`)
         rates[variant].push(result.rate)
+        cpu[variant].push(result.cpuPerJob)
         const expected = variant === 'raw' ? load.jobs.length : load.unique
         checks.push({
           name: `${labels[variant]} run ${run + 1}: ${variant === 'raw' ? 'one effect per job' : 'one effect per unique key'}`,
@@ -90,12 +94,16 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     columns: [
       { key: 'runs', title: 'jobs/s of 3 runs' },
       { key: 'rate', title: 'jobs/s (median)' },
+      { key: 'cpu', title: 'Node CPU µs/job (median)' },
     ],
-    rows: (Object.keys(rates) as Variant[]).map((variant) => ({ label: labels[variant], values: { runs: rates[variant].map(short).join(' / '), rate: median(rates[variant]) } })),
+    rows: (Object.keys(rates) as Variant[]).map((variant) => ({
+      label: labels[variant],
+      values: { runs: rates[variant].map(short).join(' / '), rate: median(rates[variant]), cpu: median(cpu[variant]) },
+    })),
     notes: [
       'the raw Worker runs every duplicate (its effect count is the job count); every other row makes one effect per unique key (checks below)',
       `every row: concurrency ${CONCURRENCY}, removeOnComplete, jobs added before the Worker starts; idem: 8 shards, threads 0, lru 100,000 keys`,
-      'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine',
+      'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine, so on a busy machine compare the CPU column',
     ],
   })
   return { suite: SUITE, tables: [table], checks, targets: [] }
@@ -154,10 +162,13 @@ async function measure(variant: Variant, load: Load, prefix: string): Promise<Ro
       })
     })
     const started = performance.now()
+    const cpuBefore = process.cpuUsage()
     void worker.run()
     await done
     const rate = load.jobs.length / ((performance.now() - started) / 1000)
-    return { rate, effects: variant === 'raw' ? effectCount : effects.reduce((sum, n) => sum + n, 0) }
+    const used = process.cpuUsage(cpuBefore)
+    const cpuPerJob = (used.user + used.system) / load.jobs.length
+    return { rate, cpuPerJob, effects: variant === 'raw' ? effectCount : effects.reduce((sum, n) => sum + n, 0) }
   } finally {
     for (const cleanup of cleanups) await cleanup()
     await queue.obliterate({ force: true })
