@@ -312,6 +312,24 @@ describe('bad input fails only its entry', () => {
     expect(streamConsumer.stats()).toMatchObject({ acked: 2, deadLettered: 4 })
   })
 
+  it('a stream deleted while the consumer runs: the group is created again (an error event says why) and reading goes on', async () => {
+    const n = names()
+    const e = await engine(n.prefix)
+    const c = counter()
+    const errors: IdemError[] = []
+    const streamConsumer = consumer({ stream: n.stream, group: n.group, consumer: 'a', engine: e, handler: c.handler, keyOf: byKey })
+    streamConsumer.on('error', (error) => errors.push(error))
+    await streamConsumer.waitUntilReady()
+    await add(n.stream, [{ key: 'before' }])
+    await waitFor('the first entry', () => streamConsumer.stats().acked === 1)
+    await redis.del(n.stream)
+    await waitFor('the NOGROUP error', () => errors.some((error) => error.message.includes('NOGROUP')))
+    await waitFor('the group again', async () => (await redis.exists(n.stream)) === 1)
+    await add(n.stream, [{ key: 'after' }])
+    await waitFor('the entry added after', () => c.runs.get('after') === 1)
+    expect(errors.every((error) => error.code === ErrorCode.TRANSPORT_FAILED)).toBe(true)
+  })
+
   it('a key that holds something other than a stream: waitUntilReady rejects with TRANSPORT_FAILED', async () => {
     const n = names()
     await redis.set(n.stream, 'not a stream')
