@@ -18,6 +18,7 @@ import { runBullmqSuite } from './bullmq.bench.js'
 import { runEngineSuite } from './engine.bench.js'
 import { runLruSuite } from './lru.bench.js'
 import { runRedisSuite } from './redis.bench.js'
+import { runStreamsSuite } from './streams.bench.js'
 import { runSqlSuite } from './sql.bench.js'
 import { formatTable, gcSource, isUnclean, lastProgressLine, progress, type SuiteOptions, type SuiteResult } from './report.js'
 
@@ -26,6 +27,7 @@ const suites: Record<string, (options: SuiteOptions) => Promise<SuiteResult>> = 
   lru: runLruSuite,
   engine: runEngineSuite,
   redis: runRedisSuite,
+  streams: runStreamsSuite,
   sql: runSqlSuite,
   bullmq: runBullmqSuite,
 }

@@ -1,0 +1,287 @@
+/**
+ * Streams suite: the Redis Streams transport (createStreamConsumer: XREADGROUP,
+ * the engine on the redis store, XACK) against a raw consumer of the same
+ * stream that does no dedup at all (XREADGROUP, the handler, XACK): what
+ * idempotency costs a Redis Streams consumer. Uses the Redis at
+ * IDEM_BENCH_REDIS (default redis://127.0.0.1:6379) under a fresh key prefix,
+ * deleted afterwards.
+ *
+ * Rows, each pair with the same COUNT per read and the same batches in flight
+ * (the next read sent while earlier batches are handled and acked):
+ *   - raw vs idem with the transport's defaults (COUNT 256, 2 in flight): the target;
+ *   - raw vs idem at COUNT 1024, 4 in flight: what larger batches buy both;
+ *   - engine.processBatch alone on the same keys, no stream: the dedup cost
+ *     without reads and acks, to show where the time goes.
+ *
+ * Workload: one stream of 200,000 entries (40,000 with --quick), each
+ * `key <~45 bytes> payload <64 bytes>`, 30% duplicates (half a resend of one
+ * of the last 100 keys, which the LRU answers; half a late copy of an old
+ * key, which the store confirms). Every run fills a new stream, then each
+ * consumer reads all of it in its own consumer group of that stream, so all
+ * see the same entries from Redis. The order of the rows alternates from run to
+ * run so that no row always runs on a warmer or busier Redis. msgs/s = entries
+ * / wall time from the consumer's start until its last entry is acked; median
+ * of 3 runs.
+ *
+ * The handler counts effects per key: the raw consumer runs it for every entry
+ * (that is what no dedup means), idem once per unique key; both are checked.
+ * Redis and node share the machine's cores: what idem adds per batch (a claim
+ * script and a commit script per shard batch, the engine's own work) is CPU
+ * taken from the reads and acks too.
+ */
+import { randomUUID } from 'node:crypto'
+import { Redis } from 'ioredis'
+import { createEngine } from '../src/engine.js'
+import type { Message } from '../src/message.js'
+import { createStreamConsumer } from '../src/transport/redis-streams/index.js'
+import type { StreamEntry } from '../src/transport/redis-streams/entry.js'
+import { markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+
+const SUITE = 'streams'
+const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
+const RUNS = 3
+const DUP_RATE = 0.3
+const SHARDS = 8
+const TARGET_RATIO = 0.8
+/** No entry acked for this long means a consumer is stuck, not slow. */
+const STALL_MS = 30_000
+
+interface Variant {
+  label: string
+  count: number
+  batchesInFlight: number
+}
+
+const RAW: Variant = { label: 'raw XREADGROUP/XACK, no dedup, COUNT 256, 2 batches in flight', count: 256, batchesInFlight: 2 }
+const IDEM: Variant = { label: 'idem createStreamConsumer, defaults (COUNT 256, 2 batches in flight)', count: 256, batchesInFlight: 2 }
+const RAW_WIDE: Variant = { label: 'raw XREADGROUP/XACK, no dedup, COUNT 1024, 4 batches in flight', count: 1024, batchesInFlight: 4 }
+const IDEM_WIDE: Variant = { label: 'idem createStreamConsumer, COUNT 1024, 4 batches in flight', count: 1024, batchesInFlight: 4 }
+/** Not a stream consumer: the engine alone on the same keys, to show what dedup costs without reads and acks. */
+const ENGINE_ONLY: Variant = { label: 'engine.processBatch alone, same keys, no stream (1024 per call, 4 in flight)', count: 1024, batchesInFlight: 4 }
+
+interface Run {
+  rate: number
+  effects: number
+  doubles: number
+}
+
+export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResult> {
+  const admin = new Redis(URL_)
+  try {
+    await admin.ping()
+  } catch (error) {
+    admin.disconnect()
+    throw new Error(`the streams suite needs a Redis at ${URL_} (set IDEM_BENCH_REDIS): ${(error as Error).message}`)
+  }
+  const prefix = `idem-bench-streams:${randomUUID()}:`
+  const entries = options.quick ? 40_000 : 200_000
+  const checks: Check[] = []
+  const targets: Target[] = []
+  const tables: BenchTable[] = []
+  const variants = [RAW, IDEM, RAW_WIDE, IDEM_WIDE, ENGINE_ONLY]
+  const rates = new Map<Variant, number[]>(variants.map((v) => [v, []]))
+  try {
+    for (let run = 0; run < RUNS; run++) {
+      const stream = `${prefix}s${run}`
+      const keys = makeKeys(entries, run)
+      progress(SUITE, `run ${run + 1}/${RUNS}: filling ${stream.slice(prefix.length)} with ${entries.toLocaleString('en-US')} entries (${keys.unique.toLocaleString('en-US')} unique keys)`)
+      await fill(admin, stream, keys.keys)
+      const order = run % 2 === 0 ? variants : [...variants].reverse()
+      for (const variant of order) {
+        const group = `g-${variants.indexOf(variant)}`
+        const isRaw = variant === RAW || variant === RAW_WIDE
+        progress(SUITE, `run ${run + 1}/${RUNS}: ${variant.label}`)
+        const storePrefix = `${prefix}idem${run}:${group}:`
+        const result = isRaw
+          ? await rawConsumer(stream, group, variant, entries)
+          : variant === ENGINE_ONLY
+            ? await engineOnly(keys.keys, variant, storePrefix)
+            : await idemConsumer(stream, group, variant, entries, storePrefix)
+        rates.get(variant)!.push(result.rate)
+        progress(SUITE, `  ${shortRate(result.rate)} msgs/s`)
+        const expected = isRaw ? entries : keys.unique
+        checks.push({
+          name: `${variant.label}, run ${run + 1}: ${isRaw ? 'one effect per entry' : 'one effect per unique key'}`,
+          ok: result.effects === expected && (isRaw || result.doubles === 0),
+          detail: `${result.effects} effects for ${expected} ${isRaw ? 'entries' : 'unique keys'}${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}`,
+        })
+      }
+      await deleteUnder(admin, prefix)
+    }
+    const rawRate = median(rates.get(RAW)!)
+    tables.push(
+      withRatios({
+        title: `Redis Streams consumer, ${entries.toLocaleString('en-US')} entries with ${Math.round(DUP_RATE * 100)}% duplicates, same stream: msgs/s`,
+        baseline: RAW.label,
+        ratioOf: 'rate',
+        columns: [
+          { key: 'runs', title: 'msgs/s of 3 runs' },
+          { key: 'rate', title: 'msgs/s (median)' },
+        ],
+        rows: variants.map((v) => ({ label: v.label, values: { runs: rates.get(v)!.map(shortRate).join(' / '), rate: median(rates.get(v)!) } })),
+        notes: [
+          `idem: engine with ${SHARDS} shards, threads 0, redis store (claim + commit scripts per shard batch), LRU 100k keys; the raw consumer runs the handler for every entry, idem once per key`,
+          'each consumer reads the whole stream in its own consumer group; the Redis server and node share the machine',
+        ],
+      }),
+    )
+    for (const [idem, raw] of [[IDEM, RAW], [IDEM_WIDE, RAW_WIDE]] as const) {
+      const idemRate = median(rates.get(idem)!)
+      const baseRate = median(rates.get(raw)!)
+      targets.push({
+        name: `Redis Streams transport vs raw XREADGROUP/XACK, no dedup (COUNT ${raw.count}, ${raw.batchesInFlight} in flight both)`,
+        goal: `>= ${TARGET_RATIO}x`,
+        measured: `${(idemRate / baseRate).toFixed(2)}x (${shortRate(idemRate)} vs ${shortRate(baseRate)} msgs/s)`,
+        met: idemRate / baseRate >= TARGET_RATIO,
+      })
+    }
+  } finally {
+    await deleteUnder(admin, prefix)
+    admin.disconnect()
+  }
+  return { suite: SUITE, tables, checks, targets }
+}
+
+/** 30% duplicates: half repeat a recent key (a resend), half an old one (a late redelivery). */
+function makeKeys(count: number, seed: number): { keys: string[]; unique: number } {
+  let state = (seed + 1) * 0x9e3779b9
+  const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
+  const keys: string[] = []
+  let unique = 0
+  for (let i = 0; i < count; i++) {
+    if (unique > 0 && random() < DUP_RATE) {
+      const back = random() < 0.5 ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
+      keys.push(`order-${unique - back}-padding-to-look-like-a-real-key`)
+    } else keys.push(`order-${unique++}-padding-to-look-like-a-real-key`)
+  }
+  return { keys, unique }
+}
+
+async function fill(client: Redis, stream: string, keys: string[]): Promise<void> {
+  const payload = 'p'.repeat(64)
+  for (let i = 0; i < keys.length; i += 2000) {
+    const pipeline = client.pipeline()
+    for (const key of keys.slice(i, i + 2000)) pipeline.xadd(stream, '*', 'key', key, 'payload', payload)
+    await pipeline.exec()
+  }
+}
+
+/**
+ * The consumer a user would write without idem, written as well as ours: a
+ * blocking reader connection, acks on a second connection, the next read sent
+ * while up to batchesInFlight batches are being handled and acked.
+ */
+async function rawConsumer(stream: string, group: string, variant: Variant, total: number): Promise<Run> {
+  const reader = new Redis(URL_)
+  const commands = new Redis(URL_)
+  await commands.xgroup('CREATE', stream, group, '0')
+  await Promise.all([reader.ping(), commands.ping()])
+  const effects = new Map<string, number>()
+  let runs = 0
+  let acked = 0
+  const inFlight = new Set<Promise<void>>()
+  const started = performance.now()
+  while (acked + sizeOf(inFlight) < total) {
+    while (inFlight.size >= variant.batchesInFlight) await Promise.race(inFlight)
+    const reply = (await reader.call('XREADGROUP', 'GROUP', group, 'raw', 'COUNT', variant.count, 'BLOCK', 1000, 'STREAMS', stream, '>')) as unknown[] | null
+    if (reply === null) continue
+    const items = (typeof reply[0] === 'string' ? reply[1] : (reply[0] as unknown[])[1]) as [string, string[]][]
+    const ids = new Array<string>(items.length)
+    for (let i = 0; i < items.length; i++) {
+      const [id, pairs] = items[i]
+      ids[i] = id
+      const fields: Record<string, string> = {}
+      for (let f = 0; f < pairs.length; f += 2) fields[pairs[f]] = pairs[f + 1]
+      effects.set(fields.key, (effects.get(fields.key) ?? 0) + 1)
+      runs++
+    }
+    const ack: Promise<void> = commands.call('XACK', stream, group, ...ids).then(() => {
+      acked += ids.length
+      inFlight.delete(ack)
+    })
+    Object.assign(ack, { size: ids.length })
+    inFlight.add(ack)
+  }
+  await Promise.all(inFlight)
+  const rate = total / ((performance.now() - started) / 1000)
+  reader.disconnect()
+  commands.disconnect()
+  return { rate, effects: runs, doubles: 0 }
+}
+
+function sizeOf(batches: Set<Promise<void>>): number {
+  let n = 0
+  for (const batch of batches) n += (batch as Promise<void> & { size: number }).size
+  return n
+}
+
+async function idemConsumer(stream: string, group: string, variant: Variant, total: number, storePrefix: string): Promise<Run> {
+  const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
+  const effects = new Map<string, number>()
+  const handler = (entry: StreamEntry): void => void effects.set(entry.fields.key, (effects.get(entry.fields.key) ?? 0) + 1)
+  const started = performance.now()
+  const consumer = createStreamConsumer({ stream, group, consumer: 'idem', engine, handler, keyOf: (entry) => entry.fields.key, count: variant.count, batchesInFlight: variant.batchesInFlight })
+  let lastAcked = 0
+  let lastProgress = performance.now()
+  await new Promise<void>((resolve, reject) => {
+    const poll = setInterval(() => {
+      const { acked, deadLettered } = consumer.stats()
+      if (acked + deadLettered >= total) {
+        clearInterval(poll)
+        resolve()
+      } else if (acked !== lastAcked) {
+        lastAcked = acked
+        lastProgress = performance.now()
+      } else if (performance.now() - lastProgress > STALL_MS) {
+        clearInterval(poll)
+        reject(new Error(`the streams consumer acked nothing for ${STALL_MS / 1000} s (${acked} of ${total} acked)`))
+      }
+    }, 2)
+  })
+  const rate = total / ((performance.now() - started) / 1000)
+  await consumer.close()
+  const closed = await Promise.race([engine.close().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 10_000).unref())])
+  if (!closed) markUnclean()
+  let runs = 0
+  let doubles = 0
+  for (const n of effects.values()) {
+    runs += n
+    if (n > 1) doubles++
+  }
+  return { rate, effects: runs === effects.size ? runs : effects.size, doubles }
+}
+
+/** The engine on the same keys with no stream: processBatch of 1024 messages, 4 calls in flight. */
+async function engineOnly(keys: readonly string[], variant: Variant, storePrefix: string): Promise<Run> {
+  const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: keys.length * 2 } })
+  const effects = new Map<string, number>()
+  const handler = (message: Message): void => void effects.set(message.key, (effects.get(message.key) ?? 0) + 1)
+  // Messages shaped as the transport makes them (a fresh key string from the wire is what it would hash): copies, not the fill's strings.
+  const messages: Message[] = keys.map((key) => ({ key: Buffer.from(key).toString() }))
+  const started = performance.now()
+  const calls = new Set<Promise<unknown>>()
+  for (let i = 0; i < messages.length; i += variant.count) {
+    while (calls.size >= variant.batchesInFlight) await Promise.race(calls)
+    const call: Promise<unknown> = engine.processBatch(messages.slice(i, i + variant.count), handler).then(() => calls.delete(call))
+    calls.add(call)
+  }
+  await Promise.all(calls)
+  const rate = keys.length / ((performance.now() - started) / 1000)
+  await engine.close()
+  let runs = 0
+  let doubles = 0
+  for (const n of effects.values()) {
+    runs += n
+    if (n > 1) doubles++
+  }
+  return { rate, effects: runs === effects.size ? runs : effects.size, doubles }
+}
+
+async function deleteUnder(client: Redis, prefix: string): Promise<void> {
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
+    cursor = next
+    if (keys.length > 0) await client.unlink(...keys)
+  } while (cursor !== '0')
+}
