@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto'
 import { availableParallelism } from 'node:os'
+import type { StoreOptions } from '../config.js'
 import { createEngine } from '../engine.js'
+import { dropSqlTables } from '../store/sql/sql-admin.js'
 import { consumeMemoryQueue, MemoryQueue } from '../transport/memory-queue.js'
 import { demoStream, type DemoPayload } from './demo-stream.js'
 import { Progress } from './progress.js'
@@ -12,6 +15,8 @@ export interface DemoOptions {
   threads: number
   seed: number
   json: boolean
+  /** memory (default) or a sqlite store; a SQL store runs on tables of its own, dropped at the end. */
+  store?: StoreOptions
 }
 
 export interface DemoSummary {
@@ -60,9 +65,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     queue.add(message)
     uniqueKeys = Math.max(uniqueKeys, message.payload!.n + 1)
   }
+  const store = options.store?.kind === 'sqlite' ? { ...options.store, tablePrefix: `idem_demo_${randomUUID().replaceAll('-', '').slice(0, 8)}_` } : options.store
   const engine = await createEngine({
     shards: options.shards,
     threads: options.threads,
+    ...(store === undefined ? {} : { store }),
     bloom: { expectedItems: Math.max(1, uniqueKeys), falsePositiveRate: 0.01 },
     lru: { maxKeys: 100_000 },
   })
@@ -85,6 +92,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   progress.finish()
   const stats = engine.stats()
   await engine.close()
+  if (store?.kind === 'sqlite') await dropSqlTables(store)
 
   let effectCount = 0
   let lost = 0
@@ -116,7 +124,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       bloomFalsePositives: t.bloomFalsePositives,
       storeRoundTrips: t.storeRoundTrips,
     },
-    config: { shards: options.shards, threads: options.threads, store: 'memory' },
+    config: { shards: options.shards, threads: options.threads, store: store?.kind === 'sqlite' ? `sqlite:${store.path}` : 'memory' },
   }
 }
 

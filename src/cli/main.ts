@@ -3,11 +3,13 @@ import { constants } from 'node:os'
 import { parseArgs } from 'node:util'
 import { IdemError } from '../errors.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
+import { migrateUsage, parseStoreFlag } from './migrate.js'
 
 const usage = `usage:
   idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
-             [--redis URL [--consumers N] [--concurrency N]]
+             [--store memory|sqlite:PATH] [--redis URL [--consumers N] [--concurrency N]]
   idem bench [--json] [--quick]
+  ${migrateUsage}
 
   demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
@@ -19,12 +21,17 @@ const usage = `usage:
          jobs/s on a small machine) and --threads to 0 (each consumer is a process).
          The queue and every key of the run are deleted at the end (bullmq must be
          installed: it is an optional peer dependency).
+         --store sqlite:PATH runs the embedded demo on the SQLite store in that file
+         (tables of its own, dropped at the end) instead of the memory store.
+  migrate creates a SQL store's tables and indexes (or checks the ones there), for
+         deployments that create them ahead of the consumers (store.createTables: false).
   bench  tinybench microbenchmarks: the WASM bloom against bloomfilter and
          bloom-filters, lru-cache, and the engine end to end (needs the dev dependencies).`
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
   if (command === 'demo') return demo(rest)
+  if (command === 'migrate') return (await import('./migrate.js')).runMigrate(rest)
   if (command === 'consume') {
     // Hidden: one consumer process of `idem demo --redis`, forked by it.
     const { runConsume } = await import('./consume.js')
@@ -55,6 +62,7 @@ async function demo(args: string[]): Promise<number> {
       redis: { type: 'string' },
       consumers: { type: 'string' },
       concurrency: { type: 'string' },
+      store: { type: 'string' },
     },
     strict: true,
   })
@@ -82,6 +90,10 @@ async function demo(args: string[]): Promise<number> {
   const consumers = int('consumers', 1, 64)
   const concurrency = int('concurrency', 1, 65_536)
   if (viaRedis && !/^rediss?:\/\//.test(values.redis!)) problems.push(`--redis: must be a redis:// or rediss:// URL, got ${JSON.stringify(values.redis)}`)
+  const store = values.store === undefined ? undefined : parseStoreFlag(values.store)
+  if (typeof store === 'string') problems.push(`--store: ${store}`)
+  else if (store !== undefined && store.kind !== 'memory' && store.kind !== 'sqlite') problems.push('--store: the embedded demo runs on memory or sqlite:PATH')
+  else if (store !== undefined && viaRedis) problems.push('--store: not with --redis (that demo runs on the Redis store)')
   if (problems.length > 0) {
     console.error(`idem demo: ${problems.join('\n           ')}`)
     return 2
@@ -97,7 +109,7 @@ async function demo(args: string[]): Promise<number> {
       console.error(`idem demo: ${error.message}`)
       return 128 + constants.signals[error.signal]
     }
-  } else summary = await runDemo(options)
+  } else summary = await runDemo({ ...options, ...(typeof store === 'object' ? { store } : {}) })
   console.log(values.json ? JSON.stringify(summary) : formatDemoSummary(summary))
   const ok = summary.effects === summary.uniqueKeys && summary.lost === 0 && summary.doubleEffects === 0
   if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects})`)
