@@ -63,6 +63,8 @@ interface Run {
   rate: number
   effects: number
   doubles: number
+  /** For the stream consumer: what would stretch its tail (in-flight waits and take-overs wait out their delays). */
+  detail?: string
 }
 
 export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResult> {
@@ -98,7 +100,7 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
             ? await engineOnly(keys.keys, variant, storePrefix)
             : await idemConsumer(stream, group, variant, entries, storePrefix)
         rates.get(variant)!.push(result.rate)
-        progress(SUITE, `  ${shortRate(result.rate)} msgs/s`)
+        progress(SUITE, `  ${shortRate(result.rate)} msgs/s${result.detail === undefined ? '' : ` (${result.detail})`}`)
         const expected = isRaw ? entries : keys.unique
         checks.push({
           name: `${variant.label}, run ${run + 1}: ${isRaw ? 'one effect per entry' : 'one effect per unique key'}`,
@@ -239,6 +241,8 @@ async function idemConsumer(stream: string, group: string, variant: Variant, tot
     }, 2)
   })
   const rate = total / ((performance.now() - started) / 1000)
+  const stats = consumer.stats()
+  const detail = `waits ${stats.inFlight}, retried ${stats.retried}, reclaimed ${stats.reclaimed}, transport errors ${stats.transportErrors}`
   await consumer.close()
   const closed = await Promise.race([engine.close().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 10_000).unref())])
   if (!closed) markUnclean()
@@ -248,7 +252,7 @@ async function idemConsumer(stream: string, group: string, variant: Variant, tot
     runs += n
     if (n > 1) doubles++
   }
-  return { rate, effects: runs === effects.size ? runs : effects.size, doubles }
+  return { rate, effects: runs === effects.size ? runs : effects.size, doubles, detail }
 }
 
 /** The engine on the same keys with no stream: processBatch of 1024 messages, 4 calls in flight. */

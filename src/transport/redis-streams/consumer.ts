@@ -216,7 +216,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
   }
 
   private async processBatch(entries: StreamEntry[]): Promise<void> {
-    const { engine, maxDeliveries } = this.config
+    const { engine } = this.config
     const batch: ActiveBatch = { ids: entries.map((e) => e.id), touchedAt: Date.now() }
     this.active.add(batch)
     this.holding += entries.length
