@@ -26,9 +26,18 @@ const NOW = 'statement_timestamp()'
 const { IN_PROGRESS, DONE } = RowState
 
 /** The statements of one records table, built once per table name. */
-function statementsFor(table: string) {
+export function statementsFor(table: string) {
   const t = q(table)
   const live = `r.expires_at > ${NOW}`
+  /**
+   * The snapshot row of one input key, read only when the CTE `written` did
+   * not touch it: one primary-key probe per key. As a plain join the planner,
+   * which cannot estimate the unnest, hash-joins the whole table instead (a
+   * scan per batch, growing with the table); LIMIT 1 keeps it from flattening
+   * this LATERAL subquery back into such a join.
+   */
+  const rowOf = (written: string) =>
+    `(SELECT state, token, fingerprint, result, expires_at FROM ${t} WHERE ${written}.idem_key IS NULL AND idem_key = input.k LIMIT 1)`
   return {
     /**
      * $1 keys (bytea[], sorted), $2 fingerprints (text[], JSON or NULL), $3 token, $4 lease ms.
@@ -54,7 +63,7 @@ SELECT
   array_agg(r.result ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS results
 FROM input
 LEFT JOIN claimed c ON c.idem_key = input.k
-LEFT JOIN ${t} r ON c.idem_key IS NULL AND r.idem_key = input.k`,
+LEFT JOIN LATERAL ${rowOf('c')} r ON true`,
 
     /**
      * $1 keys, $2 results (text[]; NULL text in the variant without results), $3 token, $4 TTL ms.
@@ -73,7 +82,7 @@ WITH input AS (
 SELECT string_agg(CASE WHEN d.idem_key IS NOT NULL OR (r.state = ${DONE} AND r.token = $3 AND ${live}) THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
 FROM input
 LEFT JOIN done d ON d.idem_key = input.k
-LEFT JOIN ${t} r ON d.idem_key IS NULL AND r.idem_key = input.k`,
+LEFT JOIN LATERAL ${rowOf('d')} r ON true`,
 
     /** $1 keys, $2 token. '1' = deleted, or no live row (absent is what a release wants); '0' = another owner's or a DONE row. */
     release: `
@@ -84,10 +93,10 @@ WITH input AS (
   WHERE r.idem_key = input.k AND r.token = $2 AND r.state = ${IN_PROGRESS} AND ${live}
   RETURNING r.idem_key
 )
-SELECT string_agg(CASE WHEN g.idem_key IS NOT NULL OR r.idem_key IS NULL OR r.expires_at <= ${NOW} THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
+SELECT string_agg(CASE WHEN g.idem_key IS NOT NULL OR r.state IS NULL OR r.expires_at <= ${NOW} THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
 FROM input
 LEFT JOIN gone g ON g.idem_key = input.k
-LEFT JOIN ${t} r ON g.idem_key IS NULL AND r.idem_key = input.k`,
+LEFT JOIN LATERAL ${rowOf('g')} r ON true`,
 
     /** $1 keys, $2 token, $3 lease ms. '1' = renewed, '0' = not our live lease any more. */
     renew: `

@@ -268,7 +268,9 @@ function forgetSchema(config: SqlStoreConfig): void {
 /** A driver error with its server code, when it has one (e.g. "ECONNREFUSED", "40P01", "ER_LOCK_DEADLOCK"). */
 export function describeDriverError(error: unknown): string {
   const code = (error as { code?: unknown } | null)?.code
-  const message = describe(error) || (error as Error)?.constructor?.name || 'unknown error'
+  // Node reports a refused connection to every address of a host name (::1 and 127.0.0.1) as an AggregateError with no message.
+  const inner = error instanceof AggregateError ? error.errors.map((e) => describe(e)).join('; ') : ''
+  const message = describe(error) || inner || (error as Error)?.constructor?.name || 'unknown error'
   return typeof code === 'string' && code.length > 0 && !message.includes(code) ? `${message} (${code})` : message
 }
 
