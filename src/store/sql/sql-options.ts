@@ -70,7 +70,7 @@ export interface PostgresStoreOptions extends SqlServerOptions {
 
 export interface MysqlStoreOptions extends SqlServerOptions {
   kind: 'mysql'
-  /** `mysql://user:password@host:port/database` (MySQL 8 or MariaDB 10.5+). One of url or pool. */
+  /** `mysql://user:password@host:port/database` (MySQL 8 or MariaDB; tested on MariaDB 10.11). One of url or pool. */
   url?: string
   /** A mysql2 pool you own, promise or callback flavour (idem never ends it). Only with threads: 0. */
   pool?: MysqlPoolLike
