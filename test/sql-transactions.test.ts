@@ -84,7 +84,7 @@ describe.each(kinds)('%s: transaction helper', (kind) => {
         clock.advance(1_500)
         return 'late'
       })
-      expect(late.error?.code).toBe(ErrorCode.HANDLER_FAILED)
+      expect(late.error?.code).toBe(ErrorCode.LEASE_LOST)
       expect(late.error?.message).toContain('LEASE_LOST')
       expect((await kit.effectsPerKey(effects)).size).toBe(0)
       expect((await e.transaction({ key: 'slow' }, write(effects, 'second'))).result).toBe('second')
@@ -107,7 +107,7 @@ describe.each(kinds)('%s: transaction helper', (kind) => {
       release()
       const late = await slow
       expect(late.verdict).toBe('new')
-      expect(late.error?.code).toBe(ErrorCode.HANDLER_FAILED)
+      expect(late.error?.code).toBe(ErrorCode.LEASE_LOST)
       expect(late.error?.message).toContain('LEASE_LOST')
       expect(Object.fromEntries(await kit.effectsPerKey(effects))).toEqual({ slow: 1 })
       expect(await first.process({ key: 'slow' }, () => 'again')).toEqual({ key: 'slow', verdict: 'duplicate', result: 'second' })

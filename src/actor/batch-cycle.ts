@@ -115,7 +115,9 @@ export class BatchRound {
     const waits: Promise<void>[] = []
     const fail = (j: number, i: number, error: unknown): void => {
       failed[j] = 1
-      out.errors[i] = { code: ErrorCode.HANDLER_FAILED, message: `handler failed for key ${JSON.stringify(batch.keys[j])}: ${describe(error)}` }
+      // An IdemError keeps its code: the SQL transaction helper reports a lease lost before COMMIT as LEASE_LOST.
+      const code = error instanceof IdemError ? error.code : ErrorCode.HANDLER_FAILED
+      out.errors[i] = { code, message: `handler failed for key ${JSON.stringify(batch.keys[j])}: ${describe(error)}` }
     }
     for (const j of claimed) {
       const i = this.indexOf(j)
