@@ -33,6 +33,8 @@ export interface LayerStats {
   storeFailures: number
   /** Commits and releases that failed while the store was away and were applied once it was back. */
   lateSettlements: number
+  /** Kept settlements given up (over 1,024 per shard, or unapplied at close): a commit among them may let a redelivery run again. */
+  droppedSettlements: number
   /** Handlers run in shadow rollout that enforce would have skipped. */
   shadowRuns: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
@@ -235,6 +237,7 @@ function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): Layer
     storeRetries: c[Counter.STORE_RETRIES],
     storeFailures: c[Counter.STORE_FAILURES],
     lateSettlements: c[Counter.LATE_SETTLEMENTS],
+    droppedSettlements: c[Counter.DROPPED_SETTLEMENTS],
     shadowRuns,
     verdicts: {
       new: v[VerdictCode.NEW],

@@ -67,6 +67,18 @@ export class Router {
       // unambiguous and never equals a key sent without a namespace.
       scoped[i] = typeof key === 'string' ? `${namespace}\0${key}` : key
     }
+    // The hasher lets U+0000 through when any key of the batch is namespaced, so
+    // plain keys of such a batch are checked here: "acme NUL order-1" sent as a
+    // plain key must not pass for order-1 of namespace acme.
+    if (namespaced) {
+      for (let i = 0; i < n; i++) {
+        const message = messages[i] as Message
+        if (errors[i] !== undefined || message.namespace !== undefined || typeof message.key !== 'string' || !message.key.includes('\0')) continue
+        errors[i] = new IdemError(ErrorCode.INVALID_KEY, 'key contains U+0000', keyContext(message.key))
+        invalid++
+        scoped[i] = ''
+      }
+    }
     invalid += this.hasher.hash(scoped, this.shardCount, this.hashes, this.shards, this.status, { allowNul: namespaced })
     for (let i = 0; i < n; i++) {
       const status = this.status[i]

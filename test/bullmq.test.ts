@@ -248,7 +248,9 @@ describe('idemProcessor: verdict → job state', () => {
     expect(action('new', 'STORE_FAILED')).toBe('delayed')
     expect(action('new', 'WORKER_DIED')).toBe('delayed')
     expect(action('duplicate')).toBe('completed')
-    for (const code of ['IN_FLIGHT', 'STORE_FAILED', 'REPLICA_SHORTFALL', 'WORKER_DIED']) expect(action('in-flight', code)).toBe('delayed')
+    for (const code of ['IN_FLIGHT', 'STORE_FAILED', 'REPLICA_SHORTFALL']) expect(action('in-flight', code)).toBe('delayed')
+    // A thread death uses an attempt: a job whose handler module kills its thread ends failed, not in a loop.
+    expect(action('in-flight', 'WORKER_DIED')).toBe('thrown')
     expect(action('conflict', 'CONFLICT')).toBe('rejected')
     expect(action('invalid', 'INVALID_KEY')).toBe('rejected')
   })

@@ -257,6 +257,16 @@ describe('bad input fails one message, never the batch', () => {
     expect(e.stats().totals.verdicts.invalid).toBe(bad.length)
   })
 
+  it('a plain key holding U+0000 is invalid even beside namespaced keys: it never passes for a namespaced one', async () => {
+    const e = await engine()
+    const { effects, handler } = counter()
+    const outs = await e.processBatch([{ key: 'order-1', namespace: 'acme' }, { key: 'acme\u0000order-1' }, { key: 'plain' }], handler)
+    expect(outs.map((o) => o.verdict)).toEqual(['new', 'invalid', 'new'])
+    expect(outs[1].error?.code).toBe(ErrorCode.INVALID_KEY)
+    expect(outs[1].error?.message).toContain('U+0000')
+    expect(effects.size).toBe(2)
+  })
+
   it('process after close is refused with ENGINE_CLOSED; close is idempotent', async () => {
     const e = await createEngine({ shards: 2 })
     await e.close()

@@ -161,7 +161,6 @@ describe('network faults between the engine and Redis (a proxy of the test)', ()
     const totals = engine.stats().totals
     console.log(`network faults: ${produced} unique keys, ${c.effects.size} effects, ${c.doubles()} double, resumed ${Math.round(resumedWithin)} ms after the heal; store retries ${totals.storeRetries}, failed calls ${totals.storeFailures}, late settlements ${totals.lateSettlements}, verdicts ${JSON.stringify(c.verdicts)}`)
     expect(produced).toBeGreaterThan(producedAtHeal)
-    expect(totals.lateSettlements).toBeGreaterThan(0)
     expect(c.effects.size).toBe(produced)
     expect(c.doubles()).toBe(0)
     expect(c.codes.has(ErrorCode.STORE_FAILED)).toBe(true)

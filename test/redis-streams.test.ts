@@ -185,12 +185,15 @@ describe('verdicts', () => {
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('LEASE_LOST') }, 1, max)).toBe(EntryAction.RETRY)
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('HANDLER_FAILED') }, 3, max)).toBe(EntryAction.DEAD_LETTER)
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('LEASE_LOST') }, 4, max)).toBe(EntryAction.DEAD_LETTER)
-    // The handler ran, its commit did not reach the store (applied late): no delivery used, even on the last one.
+    // The handler ran, its commit did not reach the store: no delivery used, even on the last one.
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('STORE_FAILED') }, 3, max)).toBe(EntryAction.WAIT)
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('WORKER_DIED') }, 3, max)).toBe(EntryAction.WAIT)
     expect(entryActionOf({ key: 'k', verdict: 'new', error: error('ACTOR_FAILED') }, 1, max)).toBe(EntryAction.WAIT)
     expect(entryActionOf({ key: 'k', verdict: 'duplicate' }, 9, max)).toBe(EntryAction.ACK)
     expect(entryActionOf({ key: 'k', verdict: 'in-flight', error: error('IN_FLIGHT') }, 9, max)).toBe(EntryAction.WAIT)
+    // A thread death counts as a delivery: an entry whose handler module kills its thread ends dead-lettered.
+    expect(entryActionOf({ key: 'k', verdict: 'in-flight', error: error('WORKER_DIED') }, 1, max)).toBe(EntryAction.RETRY)
+    expect(entryActionOf({ key: 'k', verdict: 'in-flight', error: error('WORKER_DIED') }, 3, max)).toBe(EntryAction.DEAD_LETTER)
     expect(entryActionOf({ key: 'k', verdict: 'conflict', error: error('CONFLICT') }, 1, max)).toBe(EntryAction.DEAD_LETTER)
     expect(entryActionOf({ key: 'k', verdict: 'invalid', error: error('INVALID_KEY') }, 1, max)).toBe(EntryAction.DEAD_LETTER)
   })

@@ -80,3 +80,27 @@ describe('actors in worker threads', () => {
     expect(after.map((o) => o.verdict)).toEqual(['new', 'new'])
   })
 })
+
+describe('results that cannot cross threads', () => {
+  it('threads: 1 — a result holding a function is dropped (RESULT_NOT_SERIALIZABLE), the key is done, the rest of the batch unaffected', async () => {
+    const e = await createEngine({ shards: 2, threads: 1 })
+    try {
+      let runs = 0
+      const out = await e.processBatch([{ key: 'a' }, { key: 'b' }], (m) => {
+        runs++
+        return m.key === 'a' ? { callback: () => 1 } : 'ok'
+      })
+      expect(out[0].verdict).toBe('new')
+      expect(out[0].error?.code).toBe(ErrorCode.RESULT_NOT_SERIALIZABLE)
+      expect(out[1]).toEqual({ key: 'b', verdict: 'new', result: 'ok' })
+      const again = await e.processBatch([{ key: 'a' }, { key: 'b' }], () => runs++)
+      expect(again).toEqual([
+        { key: 'a', verdict: 'duplicate' },
+        { key: 'b', verdict: 'duplicate', result: 'ok' },
+      ])
+      expect(runs).toBe(2)
+    } finally {
+      await e.close()
+    }
+  })
+})

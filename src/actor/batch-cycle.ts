@@ -115,8 +115,10 @@ export class BatchRound {
     const waits: Promise<void>[] = []
     const fail = (j: number, i: number, error: unknown): void => {
       failed[j] = 1
-      // An IdemError keeps its code: the SQL transaction helper reports a lease lost before COMMIT as LEASE_LOST.
-      const code = error instanceof IdemError ? error.code : ErrorCode.HANDLER_FAILED
+      // LEASE_LOST keeps its code (the SQL transaction helper's lease lost before COMMIT: rolled back, run again).
+      // Any other error, an IdemError too, is the handler's: transports act on the code, and a thrown
+      // RESULT_TOO_LARGE or STORE_FAILED must not pass for a settled key or a commit awaiting the store.
+      const code = error instanceof IdemError && error.code === ErrorCode.LEASE_LOST ? ErrorCode.LEASE_LOST : ErrorCode.HANDLER_FAILED
       out.errors[i] = { code, message: `handler failed for key ${JSON.stringify(batch.keys[j])}: ${describe(error)}` }
     }
     for (const j of claimed) {
@@ -200,7 +202,7 @@ export class BatchRound {
           this.out.errors[this.commitIndexes[k]] = { code: ErrorCode.RESULT_TOO_LARGE, message: `key ${key} is done, but its result is over the store's maxResultBytes and was not kept` }
           continue
         case CommitCode.RESULT_NOT_SERIALIZABLE:
-          this.out.errors[this.commitIndexes[k]] = { code: ErrorCode.RESULT_NOT_SERIALIZABLE, message: `key ${key} is done, but its result is not JSON-serializable and was not kept` }
+          this.out.errors[this.commitIndexes[k]] = { code: ErrorCode.RESULT_NOT_SERIALIZABLE, message: `key ${key} is done, but its result could not be serialized (JSON for the store, structured clone across threads) and was not kept` }
       }
     }
   }

@@ -27,8 +27,10 @@ export const Counter = {
   STORE_FAILURES: 8,
   /** Settlements the store could not take at first, applied once it was back. */
   LATE_SETTLEMENTS: 9,
+  /** Kept settlements given up (over the bound, or still unapplied at close): their keys wait for their leases. */
+  DROPPED_SETTLEMENTS: 10,
 } as const
-export const COUNTER_COUNT = 10
+export const COUNTER_COUNT = 11
 
 /** A shard batch as the actor receives it. */
 export interface ActorBatch {

@@ -5,7 +5,7 @@ import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { createStore } from '../store/create-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
-import { failureData } from './batch-cycle.js'
+import { addCounters, failureData } from './batch-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNFINISHED = 1024
@@ -36,11 +36,14 @@ export class ShardActor {
   private readonly unsettled = new Map<string, { batch: ActorBatch; claimed: string[] }>()
   /**
    * Settlements the store could not take (it was unreachable): retried before
-   * the next store call. A commit applied late turns the redelivery of a key
-   * whose handler already ran into a duplicate instead of a second run once
-   * the lease lapses; a release applied late frees a claim whose reply was lost.
+   * the next store call and on a timer. A commit applied late, while the lease
+   * still holds, turns the redelivery of a key whose handler already ran into a
+   * duplicate; a release applied late frees a claim whose reply was lost. An
+   * outage longer than the lease lets the commit be refused (fenced) instead.
    */
   private unfinished: { batch: ActorBatch; settlement: Settlement }[] = []
+  private retryTimer: NodeJS.Timeout | undefined
+  private retrying: Promise<void> | undefined
 
   constructor(
     readonly shard: number,
@@ -72,6 +75,8 @@ export class ShardActor {
    * the LRU, so only maybe-seen keys pay for an LRU lookup.
    */
   async decide(batch: ActorBatch): Promise<Decision> {
+    // Kept settlements first: a late commit must land before this batch claims the same keys.
+    if (this.unfinished.length > 0) await this.retryUnfinished()
     const { keys, fingerprints } = batch
     const n = keys.length
     const now = this.clock.now()
@@ -101,7 +106,6 @@ export class ShardActor {
 
     const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
     const claimed: string[] = []
-    if (claimIndexes.length > 0) await this.retryUnfinished()
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
@@ -148,7 +152,7 @@ export class ShardActor {
     const decided = this.unsettled.get(s.token)
     if (decided === undefined) throw new Error(`shard ${this.shard} has no unsettled batch with token ${s.token}`)
     this.unsettled.delete(s.token)
-    await this.retryUnfinished()
+    if (this.unfinished.length > 0) await this.retryUnfinished()
     try {
       return await this.applySettlement(s, decided.batch)
     } catch (error) {
@@ -158,17 +162,41 @@ export class ShardActor {
   }
 
   private keepUnfinished(batch: ActorBatch, settlement: Settlement): void {
-    // Bounded: past this, the oldest are left to their leases, which lapse by themselves.
-    if (this.unfinished.length >= MAX_UNFINISHED) this.unfinished.shift()
+    // Bounded memory in a long outage: the oldest is dropped and counted; its
+    // keys stay IN_PROGRESS until their lease lapses, and a commit dropped so
+    // may let a redelivery run its handler again (stats: droppedSettlements).
+    if (this.unfinished.length >= MAX_UNFINISHED) {
+      this.unfinished.shift()
+      this.counters[Counter.DROPPED_SETTLEMENTS]++
+    }
     this.unfinished.push({ batch, settlement })
+    this.scheduleRetry()
   }
 
-  /** Applies the kept settlements in order; stops at the first failure (the store is still away). */
-  private async retryUnfinished(): Promise<void> {
+  /** Retries kept settlements on a timer too: a quiet shard must not wait for traffic while leases run out. */
+  private scheduleRetry(): void {
+    if (this.retryTimer !== undefined || this.unfinished.length === 0) return
+    const delay = Math.min(1000, Math.max(20, Math.floor(this.config.leaseMs / 10)))
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      void this.retryUnfinished().then(() => this.scheduleRetry())
+    }, delay)
+    this.retryTimer.unref()
+  }
+
+  /** Applies the kept settlements in order; stops at the first failure (the store is still away). One retry runs at a time. */
+  private retryUnfinished(): Promise<void> {
+    // Cleared in a later tick by finally(), never before the assignment: a retry that ends at once cannot leave a stale promise here.
+    this.retrying ??= this.applyUnfinished().finally(() => (this.retrying = undefined))
+    return this.retrying
+  }
+
+  private async applyUnfinished(): Promise<void> {
     while (this.unfinished.length > 0) {
       const { batch, settlement } = this.unfinished[0]
       try {
-        await this.applySettlement(settlement, batch)
+        const reply = await this.applySettlement(settlement, batch)
+        addCounters(this.counters, reply.counters)
       } catch {
         return
       }
@@ -213,7 +241,12 @@ export class ShardActor {
     return this.takeCounters()
   }
 
+  /** Applies what it can of the kept settlements (the store's own retries bound the wait), then closes the store. */
   async close(): Promise<void> {
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    await this.retryUnfinished()
+    this.counters[Counter.DROPPED_SETTLEMENTS] += this.unfinished.length
     await this.store.close()
   }
 

@@ -5,6 +5,7 @@ import type { Message } from '../message.js'
 import type { ActorPort } from './batch-cycle.js'
 import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadTask } from './protocol.js'
 import type { ThreadData } from './thread-host.js'
+import { CommitCode } from '../store/store.js'
 
 const hostFile = new URL('./thread-host.js', import.meta.url).href
 
@@ -72,6 +73,11 @@ export class ActorThread {
   }
 }
 
+function isCloneError(error: unknown): boolean {
+  const cause = error instanceof IdemError ? error.cause : error
+  return cause instanceof Error && cause.name === 'DataCloneError'
+}
+
 /** The actor of one shard, seen from the main thread. */
 export class RemoteActorPort implements ActorPort {
   constructor(
@@ -79,8 +85,35 @@ export class RemoteActorPort implements ActorPort {
     private readonly shard: number,
   ) {}
 
-  step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
-    return this.thread.call({ op: 'step', shard: this.shard, settlement, batch })
+  /**
+   * A handler result that cannot cross into the worker (a function, a socket,
+   * a class instance with methods inside) would fail the whole step, leave
+   * the batch unsettled and its handlers to run again after the lease. Such
+   * results are dropped instead, and their keys committed as
+   * RESULT_NOT_SERIALIZABLE; postMessage refuses before sending, so nothing
+   * reached the worker the first time.
+   */
+  async step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
+    try {
+      return await this.thread.call({ op: 'step', shard: this.shard, settlement, batch })
+    } catch (error) {
+      const results = settlement?.commitResults
+      if (results === undefined || !isCloneError(error)) throw error
+      const dropped: number[] = []
+      const cloneable = results.map((result, k) => {
+        try {
+          structuredClone(result)
+          return result
+        } catch {
+          dropped.push(k)
+          return undefined
+        }
+      })
+      const reply: StepReply = await this.thread.call({ op: 'step', shard: this.shard, settlement: { ...settlement!, commitResults: cloneable }, batch })
+      const committed = reply.settled?.committed
+      if (committed !== undefined) for (const k of dropped) if (committed[k] !== CommitCode.REFUSED) committed[k] = CommitCode.RESULT_NOT_SERIALIZABLE
+      return reply
+    }
   }
 
   renew(token: string): Promise<Float64Array> {

@@ -68,7 +68,8 @@ export class RedisStore implements DedupStore {
     }
     // ioredis reports connection errors as events too; the calls that hit them fail and are retried.
     if (this.ownsClient) this.client.on('error', () => {})
-    this.isCluster = this.client instanceof Cluster
+    // isCluster, not instanceof: a Cluster built by another copy of ioredis is still a cluster.
+    this.isCluster = (this.client as { isCluster?: boolean }).isCluster === true
     for (const name of Object.keys(lua) as ScriptName[]) {
       if (typeof this.client[name] !== 'function') this.client.defineCommand(name, { lua: lua[name] })
     }

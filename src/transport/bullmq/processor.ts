@@ -46,8 +46,9 @@ export function emptyStats(): ProcessorStats {
  *   the key is not done, another owner may hold it): thrown, so BullMQ's
  *   attempts retry it.
  * - `new` with STORE_FAILED, WORKER_DIED or ACTOR_FAILED: the handler ran but
- *   its commit never reached the store (the engine applies it late once the
- *   store is back). Nothing is wrong with the job, so it must not use up an
+ *   its commit never reached the store (after STORE_FAILED the engine keeps
+ *   it and applies it late once the store is back; after a thread death it is
+ *   gone and the lease must lapse). Nothing is wrong with the job, so it must not use up an
  *   attempt and end failed: delayed, and its redelivery finds the key done
  *   (duplicate), still held (in-flight, delayed again), or free after the lease
  *   lapsed (run again: the effect-before-commit window of DESIGN.md §4.2).
@@ -55,6 +56,9 @@ export function emptyStats(): ProcessorStats {
  * - `in-flight`: another owner holds the lease, or the store could not answer.
  *   Never completed (that could lose the message if the owner fails), never
  *   failed (nothing is wrong with the job): delayed, which costs no attempt.
+ *   Except WORKER_DIED: a handler module may have killed its thread, so the
+ *   job is thrown and uses an attempt; a poison job ends in the failed set
+ *   instead of crashing the thread forever (its batch-mates retry too).
  * - `conflict`, `invalid`: retrying cannot help: failed, unrecoverable.
  */
 export function jobActionOf(outcome: Outcome): JobAction {
@@ -75,7 +79,7 @@ export function jobActionOf(outcome: Outcome): JobAction {
     case Verdict.DUPLICATE:
       return JobAction.COMPLETED
     case Verdict.IN_FLIGHT:
-      return JobAction.DELAYED
+      return outcome.error?.code === ErrorCode.WORKER_DIED ? JobAction.THROWN : JobAction.DELAYED
     case Verdict.CONFLICT:
     case Verdict.INVALID:
       return JobAction.REJECTED

@@ -25,14 +25,17 @@ export type EntryAction = (typeof EntryAction)[keyof typeof EntryAction]
  *   are left, else dead-letter. An entry that arrived already past
  *   maxDeliveries was never run (see `exhausted`) and is dead-lettered.
  * - `new` with STORE_FAILED, WORKER_DIED or ACTOR_FAILED: the handler ran but
- *   its commit never reached the store (the engine applies it late once the
- *   store is back). Nothing is wrong with the entry, so it must not use up a
+ *   its commit never reached the store (after STORE_FAILED the engine keeps it
+ *   and applies it late once the store is back; after a thread death it is
+ *   gone and the lease must lapse). Nothing is wrong with the entry, so it must not use up a
  *   delivery: wait, and the next try finds the key done (duplicate), still
  *   held (wait again), or free after the lease lapsed (run again: the
  *   effect-before-commit window of DESIGN.md §4.2).
  * - `duplicate`: ack without running the handler.
  * - `in-flight`: never acked (that could lose the entry if the owner fails),
- *   never dead-lettered (nothing is wrong with it): wait, uncounted.
+ *   never dead-lettered (nothing is wrong with it): wait, uncounted. Except
+ *   WORKER_DIED: a handler module may have killed its thread, so it counts as
+ *   a delivery, and a poison entry ends in the dead-letter stream.
  * - `conflict`, `invalid`: no retry can help: dead-letter at once.
  */
 export function entryActionOf(outcome: Outcome, deliveries: number, maxDeliveries: number): EntryAction {
@@ -53,7 +56,8 @@ export function entryActionOf(outcome: Outcome, deliveries: number, maxDeliverie
     case Verdict.DUPLICATE:
       return EntryAction.ACK
     case Verdict.IN_FLIGHT:
-      return EntryAction.WAIT
+      if (outcome.error?.code !== ErrorCode.WORKER_DIED) return EntryAction.WAIT
+      return deliveries >= maxDeliveries ? EntryAction.DEAD_LETTER : EntryAction.RETRY
     case Verdict.CONFLICT:
     case Verdict.INVALID:
       return EntryAction.DEAD_LETTER
