@@ -24,6 +24,7 @@ import { demoStream } from '../src/cli/demo-stream.js'
 import { createEngine } from '../src/engine.js'
 import { createConsumer } from '../src/transport/bullmq/consumer.js'
 import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult } from './report.js'
+import { deleteKeysUnder } from './dup-stream.js'
 
 const SUITE = 'bullmq'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
@@ -79,11 +80,11 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
           ok: result.effects === expected,
           detail: `${result.effects} effects, expected ${expected}`,
         })
-        await deleteUnder(admin, prefix)
+        await deleteKeysUnder(admin, prefix)
       }
     }
   } finally {
-    await deleteUnder(admin, prefix)
+    await deleteKeysUnder(admin, prefix)
     admin.disconnect()
   }
   const short = (rate: number): string => `${(rate / 1000).toFixed(1)}k`
@@ -176,11 +177,3 @@ async function measure(variant: Variant, load: Load, prefix: string): Promise<Ro
   }
 }
 
-async function deleteUnder(client: Redis, prefix: string): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
-    cursor = next
-    if (keys.length > 0) await client.unlink(...keys)
-  } while (cursor !== '0')
-}

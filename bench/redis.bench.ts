@@ -33,6 +33,7 @@ import type { Message, Outcome } from '../src/message.js'
 import { resolveRedisStore } from '../src/store/redis/redis-options.js'
 import { RedisStore } from '../src/store/redis/redis-store.js'
 import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { deleteKeysUnder, dupStream, type DupStream as Stream } from './dup-stream.js'
 
 const SUITE = 'redis'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
@@ -67,7 +68,7 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
       store.push(await storeClaimCommit(claimKeys, `${prefix}s${run}:`))
       progress(SUITE, `claim+commit run ${run + 1}/${RUNS}: ioredis pipelines of SET NX PX`)
       pipelined.push(await ioredisPipelined(claimKeys, `${prefix}p${run}:`))
-      await deleteUnder(admin, prefix)
+      await deleteKeysUnder(admin, prefix)
     }
     const [c, s, p] = [median(ceiling), median(store), median(pipelined)]
     tables.push(
@@ -97,7 +98,7 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
     const rows = { powertools: [] as number[], process: [] as number[], batch: [] as number[] }
     let lastEngine: EngineRun | undefined
     for (let run = 0; run < RUNS; run++) {
-      const stream = makeStream(messages, run)
+      const stream = dupStream(messages, run, DUP_RATE)
       progress(SUITE, `peer run ${run + 1}/${RUNS}: powertools makeIdempotent, ${messages.toLocaleString('en-US')} messages, ${IN_FLIGHT_CALLS} in flight`)
       const peer = await powertools(stream, `${prefix}pt${run}:`)
       checks.push(countCheck(`powertools run ${run + 1}`, peer.effects, stream.unique))
@@ -110,7 +111,7 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
       lastEngine = await idemBatches(stream, `${prefix}ib${run}:`)
       checks.push(countCheck(`idem processBatch() run ${run + 1}`, lastEngine.effects, stream.unique))
       rows.batch.push(lastEngine.rate)
-      await deleteUnder(admin, prefix)
+      await deleteKeysUnder(admin, prefix)
     }
     const pt = median(rows.powertools)
     tables.push(
@@ -153,7 +154,7 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
       )
     }
   } finally {
-    await deleteUnder(admin, prefix)
+    await deleteKeysUnder(admin, prefix)
     admin.disconnect()
   }
   return { suite: SUITE, tables, checks, targets }
@@ -209,25 +210,6 @@ async function ioredisPipelined(total: number, prefix: string): Promise<number> 
   return rate
 }
 
-interface Stream {
-  keys: string[]
-  unique: number
-}
-
-/** 30% duplicates: half repeat a recent key (a resend), half an old one (a late redelivery). */
-function makeStream(count: number, seed: number): Stream {
-  let state = (seed + 1) * 0x9e3779b9
-  const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
-  const keys: string[] = []
-  let unique = 0
-  for (let i = 0; i < count; i++) {
-    if (unique > 0 && random() < DUP_RATE) {
-      const back = random() < 0.5 ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
-      keys.push(`order-${unique - back}-padding-to-look-like-a-real-key`)
-    } else keys.push(`order-${unique++}-padding-to-look-like-a-real-key`)
-  }
-  return { keys, unique }
-}
 
 interface PeerRun {
   rate: number
@@ -331,14 +313,6 @@ function countCheck(name: string, effects: number, unique: number): Check {
   return { name: `${name}: one effect per unique key`, ok: effects === unique, detail: effects < 0 ? `some key ran twice (${-effects} runs for ${unique} keys)` : `${effects} effects for ${unique} unique keys` }
 }
 
-async function deleteUnder(client: Redis, prefix: string): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
-    cursor = next
-    if (keys.length > 0) await client.unlink(...keys)
-  } while (cursor !== '0')
-}
 
 function short(rate: number): string {
   return rate >= 1e6 ? `${(rate / 1e6).toFixed(2)}M` : `${Math.round(rate / 1000)}k`

@@ -32,6 +32,7 @@ import { createSqlStore } from '../src/store/sql/sql-backends.js'
 import type { SqlStoreOptions } from '../src/store/sql/sql-options.js'
 import { ClaimCode } from '../src/store/store.js'
 import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { dupStream, type DupStream as Stream } from './dup-stream.js'
 
 const SUITE = 'sql'
 const PG_URL = process.env.IDEM_BENCH_POSTGRES ?? 'postgres://postgres@127.0.0.1:5432/test'
@@ -69,7 +70,7 @@ export async function runSqlSuite(options: SuiteOptions): Promise<SuiteResult> {
       }
       const rates = { naive: [] as number[], naiveMany: [] as number[], store: [] as number[], engine: [] as number[] }
       for (let run = 0; run < RUNS; run++) {
-        const stream = makeStream(messages, run + 1)
+        const stream = dupStream(messages, run + 1, DUP_RATE)
         const step = (what: string) => progress(SUITE, `${kind} run ${run + 1}/${RUNS}: ${what}, ${messages.toLocaleString('en-US')} messages`)
         step('naive loop, 1 connection')
         const naive = await naiveLoop(kind, fresh(kind), stream, 1)
@@ -133,25 +134,6 @@ export async function runSqlSuite(options: SuiteOptions): Promise<SuiteResult> {
   return { suite: SUITE, tables, checks, targets }
 }
 
-interface Stream {
-  keys: string[]
-  unique: number
-}
-
-/** 30% duplicates: half repeat a recent key (a resend), half an old one (a late redelivery). */
-function makeStream(count: number, seed: number): Stream {
-  let state = seed * 0x9e3779b9
-  const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
-  const keys: string[] = []
-  let unique = 0
-  for (let i = 0; i < count; i++) {
-    if (unique > 0 && random() < DUP_RATE) {
-      const back = random() < 0.5 ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
-      keys.push(`order-${unique - back}-padding-to-look-like-a-real-key`)
-    } else keys.push(`order-${unique++}-padding-to-look-like-a-real-key`)
-  }
-  return { keys, unique }
-}
 
 /** Keys split over n workers by a stable hash, each keeping stream order: one key is always handled by one worker. */
 function split(keys: readonly string[], n: number): string[][] {

@@ -36,6 +36,7 @@ import type { Message } from '../src/message.js'
 import { createStreamConsumer } from '../src/transport/redis-streams/index.js'
 import type { StreamEntry } from '../src/transport/redis-streams/entry.js'
 import { markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { deleteKeysUnder, dupStream } from './dup-stream.js'
 
 const SUITE = 'streams'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
@@ -85,7 +86,7 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
   try {
     for (let run = 0; run < RUNS; run++) {
       const stream = `${prefix}s${run}`
-      const keys = makeKeys(entries, run)
+      const keys = dupStream(entries, run, DUP_RATE)
       progress(SUITE, `run ${run + 1}/${RUNS}: filling ${stream.slice(prefix.length)} with ${entries.toLocaleString('en-US')} entries (${keys.unique.toLocaleString('en-US')} unique keys)`)
       await fill(admin, stream, keys.keys)
       const order = run % 2 === 0 ? variants : [...variants].reverse()
@@ -108,9 +109,8 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
           detail: `${result.effects} effects for ${expected} ${isRaw ? 'entries' : 'unique keys'}${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}`,
         })
       }
-      await deleteUnder(admin, prefix)
+      await deleteKeysUnder(admin, prefix)
     }
-    const rawRate = median(rates.get(RAW)!)
     tables.push(
       withRatios({
         title: `Redis Streams consumer, ${entries.toLocaleString('en-US')} entries with ${Math.round(DUP_RATE * 100)}% duplicates, same stream: msgs/s`,
@@ -138,26 +138,12 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
       })
     }
   } finally {
-    await deleteUnder(admin, prefix)
+    await deleteKeysUnder(admin, prefix)
     admin.disconnect()
   }
   return { suite: SUITE, tables, checks, targets }
 }
 
-/** 30% duplicates: half repeat a recent key (a resend), half an old one (a late redelivery). */
-function makeKeys(count: number, seed: number): { keys: string[]; unique: number } {
-  let state = (seed + 1) * 0x9e3779b9
-  const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
-  const keys: string[] = []
-  let unique = 0
-  for (let i = 0; i < count; i++) {
-    if (unique > 0 && random() < DUP_RATE) {
-      const back = random() < 0.5 ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
-      keys.push(`order-${unique - back}-padding-to-look-like-a-real-key`)
-    } else keys.push(`order-${unique++}-padding-to-look-like-a-real-key`)
-  }
-  return { keys, unique }
-}
 
 async function fill(client: Redis, stream: string, keys: string[]): Promise<void> {
   const payload = 'p'.repeat(64)
@@ -281,11 +267,3 @@ async function engineOnly(keys: readonly string[], variant: Variant, storePrefix
   return { rate, effects: runs === effects.size ? runs : effects.size, doubles }
 }
 
-async function deleteUnder(client: Redis, prefix: string): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
-    cursor = next
-    if (keys.length > 0) await client.unlink(...keys)
-  } while (cursor !== '0')
-}

@@ -1,0 +1,40 @@
+/**
+ * What the Redis, SQL and stream suites share: one stream of keys with
+ * duplicates, the same for every contender of a run, and the clean-up of a
+ * run's Redis keys.
+ */
+import type { Redis } from 'ioredis'
+
+/** Keys in arrival order and how many distinct ones they hold. */
+export interface DupStream {
+  keys: string[]
+  unique: number
+}
+
+/**
+ * `dupRate` of the keys repeat an earlier one: half a recent key (a producer
+ * resend), half an old one drawn uniformly (a late redelivery). Deterministic per seed.
+ */
+export function dupStream(count: number, seed: number, dupRate: number): DupStream {
+  let state = (seed + 1) * 0x9e3779b9
+  const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
+  const keys: string[] = []
+  let unique = 0
+  for (let i = 0; i < count; i++) {
+    if (unique > 0 && random() < dupRate) {
+      const back = random() < 0.5 ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
+      keys.push(`order-${unique - back}-padding-to-look-like-a-real-key`)
+    } else keys.push(`order-${unique++}-padding-to-look-like-a-real-key`)
+  }
+  return { keys, unique }
+}
+
+/** Deletes every key under `prefix`, a SCAN page at a time (never KEYS, never a flush). */
+export async function deleteKeysUnder(client: Redis, prefix: string): Promise<void> {
+  let cursor = '0'
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
+    cursor = next
+    if (keys.length > 0) await client.unlink(...keys)
+  } while (cursor !== '0')
+}
