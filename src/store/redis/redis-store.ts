@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs'
 import { Cluster, Redis } from 'ioredis'
 import { describe, ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHealth } from '../store.js'
+import { encodeResult } from '../result-json.js'
 import type { RedisStoreConfig } from './redis-options.js'
 import { decodeRecord, encodeFingerprint, hashTagOf, recordKey } from './redis-records.js'
 
@@ -105,12 +106,12 @@ export class RedisStore implements DedupStore {
     const kept = new Uint8Array(keys.length).fill(CommitCode.COMMITTED)
     const encoded = keys.map((_, i) => {
       if (results === undefined) return ''
-      const encoding = this.encodeResult(results[i])
+      const encoding = encodeResult(results[i], this.config.maxResultBytes)
       if (typeof encoding === 'number') {
         kept[i] = encoding
         return ''
       }
-      return encoding
+      return encoding ?? ''
     })
     const groups = this.group(keys)
     const replies = await this.call('commit', groups, 'idemCommit', (g) => [token, String(ttlMs), g.keys.join('\0'), pack(g, (i) => encoded[i])])
@@ -180,19 +181,6 @@ export class RedisStore implements DedupStore {
       g.positions.forEach((i, j) => (out[i] = code(i, answers.charCodeAt(j) === 0x31)))
     })
     return out
-  }
-
-  private encodeResult(result: unknown): string | CommitCode {
-    if (result === undefined) return ''
-    let json: string | undefined
-    try {
-      json = JSON.stringify(result)
-    } catch {
-      return CommitCode.RESULT_NOT_SERIALIZABLE
-    }
-    if (json === undefined) return CommitCode.RESULT_NOT_SERIALIZABLE
-    if (Buffer.byteLength(json) > this.config.maxResultBytes) return CommitCode.RESULT_TOO_LARGE
-    return json
   }
 
   /**

@@ -6,7 +6,6 @@
 import { MAX_KEY_BYTES } from '../../bloom/key-hasher.js'
 import { ErrorCode, IdemError } from '../../errors.js'
 import { KeyState } from '../record-state.js'
-import { CommitCode } from '../store.js'
 
 /**
  * Width of the key column, in bytes: the engine's own key limit (namespace
@@ -87,18 +86,4 @@ export function decodeFingerprint(text: unknown): string | undefined {
 /** The stored result: NULL for none (undefined); `null` is kept as JSON 'null'. */
 export function decodeResult(text: unknown): unknown {
   return text === null || text === undefined ? undefined : JSON.parse(text as string)
-}
-
-/** JSON of a result under the cap, or the CommitCode that says why it is not kept. */
-export function encodeResult(result: unknown, maxBytes: number): string | null | CommitCode {
-  if (result === undefined) return null
-  let json: string | undefined
-  try {
-    json = JSON.stringify(result)
-  } catch {
-    return CommitCode.RESULT_NOT_SERIALIZABLE
-  }
-  if (json === undefined) return CommitCode.RESULT_NOT_SERIALIZABLE
-  if (Buffer.byteLength(json) > maxBytes) return CommitCode.RESULT_TOO_LARGE
-  return json
 }

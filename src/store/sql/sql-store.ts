@@ -20,7 +20,8 @@ import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHe
 import type { SqlDialect } from './sql-dialect.js'
 import type { SqlStoreConfig } from './sql-options.js'
 import { ensureSchema } from './sql-schema.js'
-import { checkToken, decodeFingerprint, decodeResult, encodeFingerprint, encodeResult, keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
+import { checkToken, decodeFingerprint, decodeResult, encodeFingerprint, keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
+import { encodeResult } from '../result-json.js'
 
 /** The keys of one table in one call: their bytes sorted, and where each came from in the batch. */
 interface TableGroup {

@@ -30,7 +30,8 @@ import type { Handler, HandlerContext, Message } from '../../message.js'
 import { ensureSqlReady } from './sql-store.js'
 import type { DoneRecord, SqlDialect } from './sql-dialect.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
-import { encodeResult, keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
+import { keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
+import { encodeResult } from '../result-json.js'
 import { createSqlDialect } from './sql-backends.js'
 
 /**
