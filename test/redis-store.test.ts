@@ -79,6 +79,21 @@ describe('redis store through the engine', () => {
     expect([...effects.values()]).toEqual([1, 1, 1])
   })
 
+  it('a DONE key learned from the store is held in the LRU only as long as the store keeps it', async () => {
+    const p = prefix()
+    const a = await engine({ ttlMs: 1_000 }, { prefix: p })
+    const b = await engine({ ttlMs: 1_000 }, { prefix: p })
+    let runs = 0
+    const handler = () => ++runs
+    await a.process({ key: 'short' }, handler)
+    await new Promise((resolve) => setTimeout(resolve, 600))
+    expect((await b.process({ key: 'short' }, handler)).verdict).toBe('duplicate') // from the store, ~400 ms left
+    await new Promise((resolve) => setTimeout(resolve, 550))
+    // Expired in Redis; b's LRU must not answer for a full TTL from when it learned the key.
+    expect((await b.process({ key: 'short' }, handler)).verdict).toBe('new')
+    expect(runs).toBe(2)
+  })
+
   it('a fingerprint change under a DONE key is a conflict, found by the store when the LRU is off', async () => {
     const e = await engine({ lru: { maxKeys: 0 } })
     const { handler } = counter()

@@ -130,7 +130,7 @@ export class ShardActor {
             break
           case ClaimCode.DONE:
             this.answerSettled(i, replies.fingerprints[j], replies.results[j], fingerprints[i], verdicts, results, storedFingerprints)
-            this.remember(keys[i], replies.fingerprints[j], replies.results[j], now)
+            this.remember(keys[i], replies.fingerprints[j], replies.results[j], now, replies.doneExpiresInMs?.[j])
             break
           case ClaimCode.IN_PROGRESS:
             // Even with another fingerprint this is in-flight, not conflict: the
@@ -268,8 +268,10 @@ export class ShardActor {
     }
   }
 
-  private remember(key: string, fingerprint: string | undefined, result: unknown, now: number): void {
-    this.settled?.set(key, { fingerprint, result, expiresAt: now + this.config.ttlMs })
+  /** Held until the record expires in the store: a full TTL after our own commit, the store's remaining time for a DONE key it answered. */
+  private remember(key: string, fingerprint: string | undefined, result: unknown, now: number, expiresInMs = this.config.ttlMs): void {
+    if (expiresInMs <= 0) return
+    this.settled?.set(key, { fingerprint, result, expiresAt: now + expiresInMs })
   }
 
   /**

@@ -33,6 +33,7 @@ export class MemoryStore implements DedupStore {
     const codes = new Uint8Array(n)
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const results: unknown[] = new Array(n)
+    const doneExpiresInMs = new Float64Array(n)
     // Records claimed by this call carry its stamp: a second copy of a key in
     // the batch is a REPEAT, never "my own claim" (that answer is for a retried call).
     const call = ++this.calls
@@ -58,12 +59,13 @@ export class MemoryStore implements DedupStore {
           codes[i] = ClaimCode.DONE
           storedFingerprints[i] = record!.fingerprint
           results[i] = record!.result
+          doneExpiresInMs[i] = record!.expiresAt - now
           break
       }
     }
     this.claimsSinceSweep += n
     if (this.claimsSinceSweep >= SWEEP_EVERY) this.sweep(now)
-    return { codes, fingerprints: storedFingerprints, results }
+    return { codes, fingerprints: storedFingerprints, results, doneExpiresInMs }
   }
 
   async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {

@@ -42,6 +42,11 @@ export interface ClaimReplies {
   fingerprints: (string | undefined)[]
   /** For DONE: the stored result, when one was kept. */
   results: unknown[]
+  /**
+   * For DONE, when the store can tell: ms until the record expires, so the
+   * LRU forgets the key when the store does. Without it the LRU assumes a full TTL.
+   */
+  doneExpiresInMs?: Float64Array
 }
 
 export interface DedupStore {

@@ -7,10 +7,12 @@
   ARGV[3]  record keys, NUL-joined
   ARGV[4]  fingerprints as JSON ('' for none), NUL-joined, one per key
 
-  Returns { codes, record... }: codes has one character per key: '0' = claimed
-  for this token, '3' = the key appeared earlier in this call (a REPEAT,
-  decided after the first copy settles), 'r' = taken; the stored record is the
-  next element of the reply ('p…' = IN_PROGRESS, 'd…' = DONE) for the caller to read.
+  Returns { codes, record, ttl, record, ttl... }: codes has one character per
+  key: '0' = claimed for this token, '3' = the key appeared earlier in this
+  call (a REPEAT, decided after the first copy settles), 'r' = taken; the
+  stored record ('p…' = IN_PROGRESS, 'd…' = DONE) and its PTTL follow in the
+  reply, in order, for the caller to read (the PTTL lets its LRU forget a
+  DONE key when Redis does).
 
   Records: IN_PROGRESS = 'p' .. token .. '\n' .. fingerprint
            DONE        = 'd' .. token .. '\n' .. fingerprint .. '\n' .. result
@@ -44,6 +46,7 @@ for i, key in ipairs(keys) do
     else
       codes[i] = 'r'
       out[#out + 1] = record
+      out[#out + 1] = redis.call('PTTL', key)
     end
   end
 end

@@ -81,17 +81,19 @@ export class RedisStore implements DedupStore {
     const codes = new Uint8Array(n)
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const results: unknown[] = new Array(n)
+    const doneExpiresInMs = new Float64Array(n)
     const groups = this.group(keys)
     const replies = await this.call('claim', groups, 'idemClaim', (g) => [token, String(leaseMs), g.keys.join('\0'), pack(g, (i) => encodeFingerprint(fingerprints[i]))])
     groups.forEach((g, k) => {
-      const [answers, ...records] = replies[k] as string[]
+      const [answers, ...records] = replies[k] as (string | number)[]
       let next = 0
       g.positions.forEach((i, j) => {
-        const answer = answers.charCodeAt(j)
+        const answer = (answers as string).charCodeAt(j)
         if (answer === 0x30 /* '0' */) codes[i] = ClaimCode.CLAIMED
         else if (answer === 0x33 /* '3' */) codes[i] = ClaimCode.REPEAT
         else {
-          const record = decodeRecord(records[next++])
+          const record = decodeRecord(records[next++] as string)
+          doneExpiresInMs[i] = Number(records[next++])
           codes[i] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
           storedFingerprints[i] = record.fingerprint
           results[i] = record.result
@@ -99,7 +101,7 @@ export class RedisStore implements DedupStore {
       })
     })
     if (this.config.requireReplicas > 0) await this.awaitReplicas(groups, replies, token)
-    return { codes, fingerprints: storedFingerprints, results }
+    return { codes, fingerprints: storedFingerprints, results, doneExpiresInMs }
   }
 
   async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
