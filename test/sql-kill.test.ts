@@ -113,11 +113,10 @@ async function killRun(kit: SqlKit, kind: SqlKind, mode: 'helper' | 'control'): 
       if (ids.length === 0) continue
       const batch = nextBatch++
       c.outstanding.set(batch, ids)
-      try {
-        c.child.send({ batch, messages: ids.map((id) => ({ id, key: keys[id] })) })
-      } catch {
-        return // it just died: its exit handler redelivers
-      }
+      // A child that just died closes the channel: send reports it to the callback
+      // (with no callback it would be an uncaught error); its exit handler redelivers.
+      const sent = c.child.send({ batch, messages: ids.map((id) => ({ id, key: keys[id] })) }, () => {})
+      if (!sent || !c.child.connected) return
     }
   }
 
