@@ -114,10 +114,20 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
       await this.ready.catch(() => {})
       if (this.loops !== undefined) {
         // CLIENT UNBLOCK ends a blocked read as a timeout would: no entry it was about to hand us is lost in a dropped reply.
-        const unblocked = await this.client.unblockReader()
-        const timer = unblocked ? undefined : setTimeout(() => this.client.disconnectReader(), this.config.blockMs + 1000)
-        await this.loops
-        clearTimeout(timer)
+        // A read still on its way to the server is not blocked yet, so ask again until the loops end; past
+        // blockMs (+1 s) the read would have ended by itself, and a reader that still hangs is disconnected.
+        let loopsDone = false
+        const loops = this.loops.then(() => void (loopsDone = true))
+        const deadline = Date.now() + this.config.blockMs + 1000
+        while (!loopsDone) {
+          if (await this.client.unblockReader()) break
+          if (Date.now() > deadline) {
+            this.client.disconnectReader()
+            break
+          }
+          await Promise.race([loops, new Promise((resolve) => setTimeout(resolve, 20))])
+        }
+        await loops
       }
       while (this.running.size > 0) await Promise.all(this.running)
       clearInterval(this.touchTimer)

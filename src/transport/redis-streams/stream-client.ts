@@ -87,12 +87,15 @@ export class StreamClient {
     return entriesOfRead(await this.reader.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, '>'))
   }
 
-  /** Ends a blocked read now (it returns no entries, as on a timeout). False when it could not be asked. */
+  /**
+   * Ends a blocked read now (it returns no entries, as on a timeout). False
+   * when no read was blocked at that moment (not sent yet, or still on its
+   * way to the server) or when it could not be asked: the caller tries again.
+   */
   async unblockReader(): Promise<boolean> {
     if (this.readerId === undefined) return false
     try {
-      await this.commands.call('CLIENT', 'UNBLOCK', this.readerId)
-      return true
+      return Number(await this.commands.call('CLIENT', 'UNBLOCK', this.readerId)) === 1
     } catch {
       return false
     }
