@@ -1,5 +1,5 @@
 import type { ErrorData } from './actor/protocol.js'
-import { ConflictError, IdemError } from './errors.js'
+import { ConflictError, ErrorCode, IdemError } from './errors.js'
 import { Verdict, type Outcome } from './message.js'
 
 const verdictOf: readonly Verdict[] = [Verdict.NEW, Verdict.DUPLICATE, Verdict.IN_FLIGHT, Verdict.CONFLICT, Verdict.INVALID]
@@ -14,4 +14,47 @@ export function toOutcome(key: string, code: number, result: unknown, error: Err
 
 export function invalidOutcome(key: unknown, error: IdemError): Outcome {
   return { key: typeof key === 'string' ? key : String(key), verdict: Verdict.INVALID, error }
+}
+
+/** What a transport does with a message, by its outcome (DESIGN.md §3): each transport maps these to its own calls. */
+export const Settle = {
+  /** Ack: the key is done (handler ran and committed, a duplicate, or done with its result not kept). */
+  DONE: 'done',
+  /** Deliver again, using an attempt: the handler threw, its commit was refused, or its thread died. */
+  RETRY: 'retry',
+  /** Deliver again later without using an attempt: another owner holds the key, or the store could not answer. */
+  WAIT: 'wait',
+  /** Fail now, no retry can help: conflict or bad input. */
+  REJECT: 'reject',
+} as const
+export type Settle = (typeof Settle)[keyof typeof Settle]
+
+/**
+ * The one place that decides what becomes of a message:
+ * - `new` with no error, RESULT_TOO_LARGE or RESULT_NOT_SERIALIZABLE: DONE (the key is done).
+ * - `new` with STORE_FAILED, WORKER_DIED or ACTOR_FAILED: WAIT. The handler ran but its commit
+ *   did not reach the store (after STORE_FAILED the engine applies it late; after a thread death
+ *   the lease must lapse); nothing is wrong with the message, so no attempt is used.
+ * - `new` with any other error (HANDLER_FAILED, LEASE_LOST): RETRY.
+ * - `duplicate`: DONE.
+ * - `in-flight`: WAIT, never acked (that could lose the message if the owner fails). Except
+ *   WORKER_DIED: a handler module may have killed its thread, so RETRY uses an attempt and a
+ *   poison message ends failed instead of crashing threads forever.
+ * - `conflict`, `invalid`: REJECT.
+ */
+export function settleOf(outcome: Outcome): Settle {
+  const code = outcome.error?.code
+  switch (outcome.verdict) {
+    case Verdict.NEW:
+      if (code === undefined || code === ErrorCode.RESULT_TOO_LARGE || code === ErrorCode.RESULT_NOT_SERIALIZABLE) return Settle.DONE
+      if (code === ErrorCode.STORE_FAILED || code === ErrorCode.WORKER_DIED || code === ErrorCode.ACTOR_FAILED) return Settle.WAIT
+      return Settle.RETRY
+    case Verdict.DUPLICATE:
+      return Settle.DONE
+    case Verdict.IN_FLIGHT:
+      return code === ErrorCode.WORKER_DIED ? Settle.RETRY : Settle.WAIT
+    case Verdict.CONFLICT:
+    case Verdict.INVALID:
+      return Settle.REJECT
+  }
 }

@@ -1,5 +1,6 @@
 import type { Engine } from '../engine.js'
 import type { Handler, Message, Outcome } from '../message.js'
+import { settleOf, Settle } from '../outcome.js'
 
 export interface MemoryQueueOptions {
   /** Deliveries of one message before it lands in the failed set. @default 5 */
@@ -69,9 +70,9 @@ export class MemoryQueue<P = unknown> {
     for (let i = 0; i < deliveries.length; i++) {
       const outcome = outcomes[i]
       const delivery = deliveries[i]
-      const retryable = outcome.verdict === 'in-flight' || (outcome.verdict === 'new' && outcome.error !== undefined)
-      if (!retryable && (outcome.verdict === 'new' || outcome.verdict === 'duplicate')) this.acked++
-      else if (retryable && delivery.attempts < this.maxAttempts) {
+      const settle = settleOf(outcome)
+      if (settle === Settle.DONE) this.acked++
+      else if (settle !== Settle.REJECT && delivery.attempts < this.maxAttempts) {
         this.redeliveries++
         this.delayed.push({ due: now + this.retryDelayMs, delivery })
       } else {

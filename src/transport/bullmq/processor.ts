@@ -2,6 +2,7 @@ import { DelayedError, UnrecoverableError, type Job } from 'bullmq'
 import type { Engine } from '../../engine.js'
 import { ConfigError, describe, ErrorCode, IdemError } from '../../errors.js'
 import { Verdict, type Message, type Outcome } from '../../message.js'
+import { settleOf, Settle } from '../../outcome.js'
 import { JobBatcher } from './job-batcher.js'
 import { JobAction, resolveProcessorOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement, type ProcessorConfig } from './options.js'
 
@@ -35,55 +36,16 @@ export function emptyStats(): ProcessorStats {
   return { completed: 0, new: 0, duplicates: 0, retriedInFlight: 0, rejected: 0, handlerErrors: 0, settleErrors: 0, failed: 0 }
 }
 
-/**
- * The one place that decides what becomes of a job, given its outcome
- * (DESIGN.md §3, "what a transport does"):
- *
- * - `new` without error: completed with the handler's result.
- * - `new` with RESULT_TOO_LARGE / RESULT_NOT_SERIALIZABLE: the key IS done, so
- *   completed; retrying would only find a duplicate.
- * - `new` with HANDLER_FAILED (claim released) or LEASE_LOST (commit refused:
- *   the key is not done, another owner may hold it): thrown, so BullMQ's
- *   attempts retry it.
- * - `new` with STORE_FAILED, WORKER_DIED or ACTOR_FAILED: the handler ran but
- *   its commit never reached the store (after STORE_FAILED the engine keeps
- *   it and applies it late once the store is back; after a thread death it is
- *   gone and the lease must lapse). Nothing is wrong with the job, so it must not use up an
- *   attempt and end failed: delayed, and its redelivery finds the key done
- *   (duplicate), still held (in-flight, delayed again), or free after the lease
- *   lapsed (run again: the effect-before-commit window of DESIGN.md §4.2).
- * - `duplicate`: completed without running the handler.
- * - `in-flight`: another owner holds the lease, or the store could not answer.
- *   Never completed (that could lose the message if the owner fails), never
- *   failed (nothing is wrong with the job): delayed, which costs no attempt.
- *   Except WORKER_DIED: a handler module may have killed its thread, so the
- *   job is thrown and uses an attempt; a poison job ends in the failed set
- *   instead of crashing the thread forever (its batch-mates retry too).
- * - `conflict`, `invalid`: retrying cannot help: failed, unrecoverable.
- */
+/** What becomes of a job, by settleOf (src/outcome.ts): the one place that decides it for every transport. */
+const jobActions = {
+  [Settle.DONE]: JobAction.COMPLETED,
+  [Settle.RETRY]: JobAction.THROWN,
+  [Settle.WAIT]: JobAction.DELAYED,
+  [Settle.REJECT]: JobAction.REJECTED,
+} as const
+
 export function jobActionOf(outcome: Outcome): JobAction {
-  switch (outcome.verdict) {
-    case Verdict.NEW:
-      switch (outcome.error?.code) {
-        case undefined:
-        case ErrorCode.RESULT_TOO_LARGE:
-        case ErrorCode.RESULT_NOT_SERIALIZABLE:
-          return JobAction.COMPLETED
-        case ErrorCode.STORE_FAILED:
-        case ErrorCode.WORKER_DIED:
-        case ErrorCode.ACTOR_FAILED:
-          return JobAction.DELAYED
-        default:
-          return JobAction.THROWN
-      }
-    case Verdict.DUPLICATE:
-      return JobAction.COMPLETED
-    case Verdict.IN_FLIGHT:
-      return outcome.error?.code === ErrorCode.WORKER_DIED ? JobAction.THROWN : JobAction.DELAYED
-    case Verdict.CONFLICT:
-    case Verdict.INVALID:
-      return JobAction.REJECTED
-  }
+  return jobActions[settleOf(outcome)]
 }
 
 /**

@@ -1,5 +1,6 @@
 import { ErrorCode } from '../../errors.js'
 import { Verdict, type Outcome } from '../../message.js'
+import { settleOf, Settle } from '../../outcome.js'
 
 /** What the consumer does with one entry once its outcome is known. */
 export const EntryAction = {
@@ -15,51 +16,19 @@ export const EntryAction = {
 export type EntryAction = (typeof EntryAction)[keyof typeof EntryAction]
 
 /**
- * The one place that decides what becomes of an entry (DESIGN.md §3, "what a
- * transport does"), given its outcome and its delivery count:
- *
- * - `new` without error, or with RESULT_TOO_LARGE / RESULT_NOT_SERIALIZABLE:
- *   the key is done, so ack (a retry would only find a duplicate).
- * - `new` with HANDLER_FAILED (claim released) or LEASE_LOST (commit refused:
- *   the key is not done, another owner may hold it): retry while deliveries
- *   are left, else dead-letter. An entry that arrived already past
- *   maxDeliveries was never run (see `exhausted`) and is dead-lettered.
- * - `new` with STORE_FAILED, WORKER_DIED or ACTOR_FAILED: the handler ran but
- *   its commit never reached the store (after STORE_FAILED the engine keeps it
- *   and applies it late once the store is back; after a thread death it is
- *   gone and the lease must lapse). Nothing is wrong with the entry, so it must not use up a
- *   delivery: wait, and the next try finds the key done (duplicate), still
- *   held (wait again), or free after the lease lapsed (run again: the
- *   effect-before-commit window of DESIGN.md §4.2).
- * - `duplicate`: ack without running the handler.
- * - `in-flight`: never acked (that could lose the entry if the owner fails),
- *   never dead-lettered (nothing is wrong with it): wait, uncounted. Except
- *   WORKER_DIED: a handler module may have killed its thread, so it counts as
- *   a delivery, and a poison entry ends in the dead-letter stream.
- * - `conflict`, `invalid`: no retry can help: dead-letter at once.
+ * What becomes of an entry, by settleOf (src/outcome.ts), the one place that
+ * decides it for every transport; a retry on delivery maxDeliveries (or later)
+ * is a dead letter instead.
  */
 export function entryActionOf(outcome: Outcome, deliveries: number, maxDeliveries: number): EntryAction {
-  switch (outcome.verdict) {
-    case Verdict.NEW:
-      switch (outcome.error?.code) {
-        case undefined:
-        case ErrorCode.RESULT_TOO_LARGE:
-        case ErrorCode.RESULT_NOT_SERIALIZABLE:
-          return EntryAction.ACK
-        case ErrorCode.STORE_FAILED:
-        case ErrorCode.WORKER_DIED:
-        case ErrorCode.ACTOR_FAILED:
-          return EntryAction.WAIT
-        default:
-          return deliveries >= maxDeliveries ? EntryAction.DEAD_LETTER : EntryAction.RETRY
-      }
-    case Verdict.DUPLICATE:
+  switch (settleOf(outcome)) {
+    case Settle.DONE:
       return EntryAction.ACK
-    case Verdict.IN_FLIGHT:
-      if (outcome.error?.code !== ErrorCode.WORKER_DIED) return EntryAction.WAIT
+    case Settle.RETRY:
       return deliveries >= maxDeliveries ? EntryAction.DEAD_LETTER : EntryAction.RETRY
-    case Verdict.CONFLICT:
-    case Verdict.INVALID:
+    case Settle.WAIT:
+      return EntryAction.WAIT
+    case Settle.REJECT:
       return EntryAction.DEAD_LETTER
   }
 }
