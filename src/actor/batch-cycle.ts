@@ -235,7 +235,7 @@ export async function runBatch(port: ActorPort, batch: ActorBatch, invoke: Invok
         const { settled } = await port.step(settlement, undefined)
         round.applySettled(settled!)
       } catch (error) {
-        round.failSettlement(failureData(error, 'actor failed while settling'))
+        round.failSettlement(failureData(error, 'actor failed while settling', ErrorCode.ACTOR_FAILED))
       }
     }
     if (round.repeats.length === 0) return out
@@ -254,16 +254,18 @@ export function subBatch(batch: ActorBatch, positions: number[]): ActorBatch {
 }
 
 /** An actor that could not answer: its own code when it gave one (a dead worker), else a store failure. */
-export function failureData(error: unknown, what: string): ErrorData {
+/** An error as data: an IdemError keeps its code, anything else gets `code` and says `what` failed. */
+export function failureData(error: unknown, what: string, code: ErrorCode = ErrorCode.STORE_FAILED): ErrorData {
   if (error instanceof IdemError) return { code: error.code, message: error.message }
-  return { code: ErrorCode.STORE_FAILED, message: `${what}: ${describe(error)}` }
+  return { code, message: `${what}: ${describe(error)}` }
 }
 
 export function addCounters(into: Float64Array, delta: Float64Array): void {
   for (let k = 0; k < into.length; k++) into[k] += delta[k]
 }
 
-function identity(j: number): number {
+/** Positions of a round are where its outcomes go: a whole batch's first round. */
+export function identity(j: number): number {
   return j
 }
 

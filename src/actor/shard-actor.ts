@@ -5,7 +5,7 @@ import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { createStore } from '../store/create-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
-import { addCounters, failureData } from './batch-cycle.js'
+import { failureData } from './batch-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNFINISHED = 1024
@@ -26,7 +26,7 @@ export class ShardActor {
   private readonly bloom: BloomFilter
   private readonly settled: LRUCache<string, Settled> | undefined
   private readonly store: DedupStore
-  private counters = new Float64Array(COUNTER_COUNT)
+  private readonly counters = new Float64Array(COUNTER_COUNT)
   private generationStartedAt: number
   /** Tokens must never repeat across restarts of this shard, or a stale owner could pass as a live one. */
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
@@ -154,7 +154,7 @@ export class ShardActor {
     this.unsettled.delete(s.token)
     if (this.unfinished.length > 0) await this.retryUnfinished()
     try {
-      return await this.applySettlement(s, decided.batch)
+      return { committed: await this.applySettlement(s, decided.batch), counters: this.takeCounters() }
     } catch (error) {
       this.keepUnfinished(decided.batch, s)
       return { committed: new Uint8Array(s.commit.length), counters: this.takeCounters(), storeError: failureData(error, 'store commit/release failed') }
@@ -195,8 +195,7 @@ export class ShardActor {
     while (this.unfinished.length > 0) {
       const { batch, settlement } = this.unfinished[0]
       try {
-        const reply = await this.applySettlement(settlement, batch)
-        addCounters(this.counters, reply.counters)
+        await this.applySettlement(settlement, batch)
       } catch {
         return
       }
@@ -205,7 +204,8 @@ export class ShardActor {
     }
   }
 
-  private async applySettlement(s: Settlement, batch: ActorBatch): Promise<SettleReply> {
+  /** Commits and releases a batch's settlement; the CommitCode per commit position. */
+  private async applySettlement(s: Settlement, batch: ActorBatch): Promise<Uint8Array> {
     const { keys, fingerprints } = batch
     const c = this.counters
     let committed: Uint8Array = new Uint8Array(0)
@@ -227,7 +227,7 @@ export class ShardActor {
       )
       for (let k = 0; k < released.length; k++) if (released[k] === 0) c[Counter.FENCED_WRITES]++
     }
-    return { committed, counters: this.takeCounters() }
+    return committed
   }
 
   /** Extends the leases of a batch whose handlers are still running. */
@@ -296,8 +296,10 @@ export class ShardActor {
       health.retries = 0
       health.failures = 0
     }
-    const taken = this.counters
-    this.counters = new Float64Array(COUNTER_COUNT)
+    // Copied and zeroed, never swapped: a renewal or a timed retry may take counters while a
+    // decide or settle still counts into the same array across an await.
+    const taken = this.counters.slice()
+    this.counters.fill(0)
     return taken
   }
 }

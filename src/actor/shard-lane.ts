@@ -1,7 +1,7 @@
-import { addCounters, BatchRound, emptyResult, failureData, type ActorPort, type CycleOptions } from './batch-cycle.js'
+import { addCounters, BatchRound, emptyResult, failureData, identity, type ActorPort, type CycleOptions } from './batch-cycle.js'
 import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
 import type { RemoteActorPort } from './thread-pool.js'
-import { describe, ErrorCode, IdemError } from '../errors.js'
+import { ErrorCode } from '../errors.js'
 import type { Handler, Message, Outcome } from '../message.js'
 import { toOutcome } from '../outcome.js'
 
@@ -115,7 +115,7 @@ export class ShardLane {
       reply = await this.port.step(carried?.settlement, next?.batch)
     } catch (error) {
       if (carried !== undefined) {
-        carried.round.failSettlement(failureData(error, 'actor failed while settling'))
+        carried.round.failSettlement(failureData(error, 'actor failed while settling', ErrorCode.ACTOR_FAILED))
         this.deliver(carried.taken)
       }
       if (next !== undefined) {
@@ -207,14 +207,9 @@ function cut<T>(from: T[], count: number): T[] {
 
 /** Every message of a batch whose actor could not answer: not settled, so retry later. */
 function failedBatch(count: number, error: unknown): BatchResult {
-  const data =
-    error instanceof IdemError ? { code: error.code, message: error.message } : { code: ErrorCode.ACTOR_FAILED, message: `actor failed: ${describe(error)}` }
+  const data = failureData(error, 'actor failed', ErrorCode.ACTOR_FAILED)
   const out = emptyResult(count)
   out.verdicts.fill(VerdictCode.IN_FLIGHT)
   out.errors.fill(data)
   return out
-}
-
-function identity(j: number): number {
-  return j
 }

@@ -31,20 +31,9 @@ export interface RedisStoreOptions {
   replicaTimeoutMs?: number
 }
 
-export interface RedisStoreConfig {
-  kind: 'redis'
-  url?: string
-  cluster?: { host: string; port: number }[]
-  client?: Redis | Cluster
-  prefix: string
-  hashTags: number
-  commandTimeoutMs: number
-  retries: number
-  retryBackoffMs: number
-  maxResultBytes: number
-  requireReplicas: number
-  replicaTimeoutMs: number
-}
+/** The options after defaults and validation: every tunable filled in, one server source kept. */
+export type RedisStoreConfig = Pick<RedisStoreOptions, 'kind' | 'url' | 'cluster' | 'client'> &
+  Required<Omit<RedisStoreOptions, 'kind' | 'url' | 'cluster' | 'client'>>
 
 const known = ['kind', 'url', 'cluster', 'client', 'prefix', 'hashTags', 'commandTimeoutMs', 'retries', 'retryBackoffMs', 'maxResultBytes', 'requireReplicas', 'replicaTimeoutMs']
 

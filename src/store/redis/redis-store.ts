@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { readFileSync } from 'node:fs'
 import { Cluster, Redis } from 'ioredis'
 import { describe, ErrorCode, IdemError } from '../../errors.js'
@@ -206,8 +207,4 @@ export class RedisStore implements DedupStore {
       `claims reached ${acknowledged} of the ${requireReplicas} required replicas within ${replicaTimeoutMs} ms; released them, retry later`,
     )
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }

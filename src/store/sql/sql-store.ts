@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 /**
  * The SQL stores' shared half: the DedupStore contract over a backend's
  * primitives (sql-dialect.ts). It owns, once for postgres, mysql and sqlite:
@@ -273,8 +274,4 @@ export function describeDriverError(error: unknown): string {
   const inner = error instanceof AggregateError ? error.errors.map((e) => describe(e)).join('; ') : ''
   const message = describe(error) || inner || (error as Error)?.constructor?.name || 'unknown error'
   return typeof code === 'string' && code.length > 0 && !message.includes(code) ? `${message} (${code})` : message
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { readFileSync } from 'node:fs'
 import { Redis } from 'ioredis'
 import { describe, ErrorCode, IdemError } from '../../errors.js'
@@ -183,8 +184,4 @@ function byDeliveries(entries: readonly StreamEntry[]): Map<number, string[]> {
 export function transportError(operation: string, error: unknown): IdemError {
   if (error instanceof IdemError) return error
   return new IdemError(ErrorCode.TRANSPORT_FAILED, `redis streams ${operation} failed: ${describe(error)}`, { cause: error })
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
 }
