@@ -170,7 +170,7 @@ async function redisBenchmark(requests: number, keyPrefix: string): Promise<numb
 
 async function storeClaimCommit(total: number, prefix: string): Promise<number> {
   const stores = Array.from({ length: SHARDS }, () => new RedisStore(resolveRedisStore({ kind: 'redis', url: URL_, prefix }, 0, [])))
-  await Promise.all(stores.map((s) => s.renew(['warmup'], 'none', 1)))
+  await Promise.all(stores.map((s) => s.renew(['warmup'], 'none', 1, 1)))
   const perStore = Math.ceil(total / SHARDS)
   const started = performance.now()
   await Promise.all(
@@ -178,7 +178,7 @@ async function storeClaimCommit(total: number, prefix: string): Promise<number> 
       for (let done = 0; done < perStore; done += BATCH) {
         const keys = Array.from({ length: Math.min(BATCH, perStore - done) }, (_, i) => `${shard}/${done + i}/bench-key-padding-to-45-bytes`)
         const token = `t${shard}.${done}`
-        await store.claim(keys, keys.map(() => undefined), token, 30_000)
+        await store.claim(keys, keys.map(() => undefined), token, 30_000, 60_000)
         await store.commit(keys, undefined, token, 60_000)
       }
     }),

@@ -6,6 +6,9 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../dist/src/engine.js'
 import { ConfigError, ErrorCode } from '../dist/src/errors.js'
 import type { Message } from '../dist/src/message.js'
+import { resolveRedisStore } from '../dist/src/store/redis/redis-options.js'
+import { RedisStore } from '../dist/src/store/redis/redis-store.js'
+import { ClaimCode } from '../dist/src/store/store.js'
 
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
@@ -163,4 +166,74 @@ describe('redis store through the engine', () => {
     expect(counts.length).toBe(14_000)
     expect(counts.filter((c) => c !== 1)).toEqual([])
   }, 60_000)
+})
+
+describe('redis records: one lease record per batch', () => {
+  const stores: RedisStore[] = []
+  afterEach(async () => {
+    await Promise.all(stores.splice(0).map((s) => s.close()))
+  })
+  function store(p: string): RedisStore {
+    const created = new RedisStore(resolveRedisStore({ kind: 'redis', url, prefix: p }, 0, []))
+    stores.push(created)
+    return created
+  }
+  const none = (keys: string[]) => keys.map(() => undefined)
+
+  it('a commit of every key a token holds is one write to its lease record; other owners then see DONE with the fingerprints and the TTL', async () => {
+    const p = prefix()
+    const a = store(p)
+    const keys = ['a', 'b', 'c']
+    await a.claim(keys, ['"fa"', '"fb"', undefined], 'A', 5_000, 60_000)
+    expect(await redis.get(`${p}t:A`)).toBe('p')
+    expect(Array.from(await a.commit(keys, undefined, 'A', 60_000))).toEqual([1, 1, 1])
+    expect(await redis.get(`${p}t:A`)).toBe('d')
+    expect(await redis.pttl(`${p}t:A`)).toBeGreaterThan(59_000)
+    // The key records were not rewritten: still 'p' under A, answered DONE through A's lease record.
+    const record = await redis.get((await redis.keys(`${p}{*}k:a`))[0])
+    expect(record?.startsWith('pA\n')).toBe(true)
+    const seen = await store(p).claim(keys, none(keys), 'B', 5_000, 60_000)
+    expect(Array.from(seen.codes)).toEqual([ClaimCode.DONE, ClaimCode.DONE, ClaimCode.DONE])
+    expect(seen.fingerprints).toEqual(['"fa"', '"fb"', undefined])
+    expect(seen.doneExpiresInMs![0]).toBeGreaterThan(59_000)
+    expect(seen.doneExpiresInMs![0]).toBeLessThanOrEqual(60_000)
+  })
+
+  it('released keys are free again and the rest of the batch commits at once', async () => {
+    const p = prefix()
+    const a = store(p)
+    const keys = ['ok-1', 'threw', 'ok-2']
+    await a.claim(keys, none(keys), 'A', 5_000, 60_000)
+    expect(Array.from(await a.release(['threw'], 'A'))).toEqual([1])
+    expect(Array.from(await a.commit(['ok-1', 'ok-2'], undefined, 'A', 60_000))).toEqual([1, 1])
+    expect(await redis.get(`${p}t:A`)).toBe('d')
+    const seen = await store(p).claim(keys, none(keys), 'B', 5_000, 60_000)
+    expect(Array.from(seen.codes)).toEqual([ClaimCode.DONE, ClaimCode.CLAIMED, ClaimCode.DONE])
+  })
+
+  it('a commit of part of a batch writes DONE into those keys only; the rest stay in progress', async () => {
+    const p = prefix()
+    const a = store(p)
+    const keys = ['first', 'second']
+    await a.claim(keys, none(keys), 'A', 5_000, 60_000)
+    expect(Array.from(await a.commit(['first'], undefined, 'A', 60_000))).toEqual([1])
+    expect(await redis.get(`${p}t:A`)).toBe('p')
+    const seen = await store(p).claim(keys, none(keys), 'B', 5_000, 60_000)
+    expect(Array.from(seen.codes)).toEqual([ClaimCode.DONE, ClaimCode.IN_PROGRESS])
+  })
+
+  it('a key record outlives its lease by the TTL, and renewal keeps that margin for a handler longer than the TTL', async () => {
+    const p = prefix()
+    const a = store(p)
+    await a.claim(['slow'], [undefined], 'A', 300, 400)
+    const recordKey = (await redis.keys(`${p}{*}k:slow`))[0]
+    expect(await redis.pttl(recordKey)).toBeGreaterThan(600)
+    for (let i = 0; i < 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      expect(Array.from(await a.renew(['slow'], 'A', 300, 400))).toEqual([1])
+    }
+    // 800 ms after the claim, longer than lease + TTL: still in progress, and the commit lands.
+    expect((await store(p).claim(['slow'], [undefined], 'B', 300, 400)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
+    expect(Array.from(await a.commit(['slow'], undefined, 'A', 400))).toEqual([1])
+  })
 })

@@ -78,30 +78,30 @@ describe.each(stores)('%s store: the state machine of DESIGN.md §2', (_, { leas
 
   it('absent → claim → IN_PROGRESS; another owner sees in-progress with the fingerprint', async () => {
     const { store } = make()
-    expect((await store.claim(['k'], ['fp1'], 'A', LEASE)).codes[0]).toBe(ClaimCode.CLAIMED)
-    const other = await store.claim(['k'], ['fp2'], 'B', LEASE)
+    expect((await store.claim(['k'], ['fp1'], 'A', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
+    const other = await store.claim(['k'], ['fp2'], 'B', LEASE, TTL)
     expect(other.codes[0]).toBe(ClaimCode.IN_PROGRESS)
     expect(other.fingerprints[0]).toBe('fp1')
   })
 
   it('a retried claim with the same token recognises its own claim', async () => {
     const { store } = make()
-    await store.claim(['k'], none, 'A', LEASE)
-    expect((await store.claim(['k'], none, 'A', LEASE)).codes[0]).toBe(ClaimCode.CLAIMED)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
+    expect((await store.claim(['k'], none, 'A', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
   })
 
   it('a key twice in one claim batch is a REPEAT, not its own claim', async () => {
     const { store } = make()
-    const replies = await store.claim(['k', 'x', 'k'], [undefined, undefined, undefined], 'A', LEASE)
+    const replies = await store.claim(['k', 'x', 'k'], [undefined, undefined, undefined], 'A', LEASE, TTL)
     expect(Array.from(replies.codes)).toEqual([ClaimCode.CLAIMED, ClaimCode.CLAIMED, ClaimCode.REPEAT])
   })
 
   it('commit(token) → DONE with fingerprint and result, answered to later claims; a retried commit is applied once', async () => {
     const { store } = make()
-    await store.claim(['k'], ['fp'], 'A', LEASE)
+    await store.claim(['k'], ['fp'], 'A', LEASE, TTL)
     expect(Array.from(await store.commit(['k'], [{ id: 7 }], 'A', TTL))).toEqual([1])
     expect(Array.from(await store.commit(['k'], [{ id: 7 }], 'A', TTL))).toEqual([1])
-    const again = await store.claim(['k'], ['fp'], 'B', LEASE)
+    const again = await store.claim(['k'], ['fp'], 'B', LEASE, TTL)
     expect(again.codes[0]).toBe(ClaimCode.DONE)
     expect(again.fingerprints[0]).toBe('fp')
     expect(again.results[0]).toEqual({ id: 7 })
@@ -109,81 +109,81 @@ describe.each(stores)('%s store: the state machine of DESIGN.md §2', (_, { leas
 
   it('a key without fingerprint or result stays without them; an empty-string fingerprint is kept as such', async () => {
     const { store } = make()
-    await store.claim(['a', 'b'], [undefined, ''], 'A', LEASE)
+    await store.claim(['a', 'b'], [undefined, ''], 'A', LEASE, TTL)
     await store.commit(['a', 'b'], [undefined, null], 'A', TTL)
-    const replies = await store.claim(['a', 'b'], none, 'B', LEASE)
+    const replies = await store.claim(['a', 'b'], none, 'B', LEASE, TTL)
     expect(replies.fingerprints).toEqual([undefined, ''])
     expect(replies.results).toEqual([undefined, null])
   })
 
   it('a commit or release with a stale token is refused and changes nothing', async () => {
     const { store } = make()
-    await store.claim(['k'], none, 'A', LEASE)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
     expect(Array.from(await store.commit(['k'], undefined, 'B', TTL))).toEqual([0])
     expect(Array.from(await store.release(['k'], 'B'))).toEqual([0])
-    expect((await store.claim(['k'], none, 'C', LEASE)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
+    expect((await store.claim(['k'], none, 'C', LEASE, TTL)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
   })
 
   it('release(token) → absent: the next delivery claims it again', async () => {
     const { store } = make()
-    await store.claim(['k'], none, 'A', LEASE)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
     expect(Array.from(await store.release(['k'], 'A'))).toEqual([1])
-    expect((await store.claim(['k'], none, 'B', LEASE)).codes[0]).toBe(ClaimCode.CLAIMED)
+    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
   })
 
   it('a release of a key whose lease lapsed with no new owner counts as applied (absent is what it wants)', async () => {
     const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
     await advance(LEASE + 50)
     expect(Array.from(await store.release(['k'], 'A'))).toEqual([1])
-    expect((await store.claim(['k'], none, 'B', LEASE)).codes[0]).toBe(ClaimCode.CLAIMED)
+    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
   })
 
   it('lease expired → another owner claims; the first owner is fenced out of commit, release and renew', async () => {
     const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
     await advance(LEASE + 50)
-    expect((await store.claim(['k'], none, 'B', LEASE)).codes[0]).toBe(ClaimCode.CLAIMED)
+    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
     expect(Array.from(await store.commit(['k'], undefined, 'A', TTL))).toEqual([0])
     expect(Array.from(await store.release(['k'], 'A'))).toEqual([0])
-    expect(Array.from(await store.renew(['k'], 'A', LEASE))).toEqual([0])
+    expect(Array.from(await store.renew(['k'], 'A', LEASE, TTL))).toEqual([0])
     expect(Array.from(await store.commit(['k'], ['b-result'], 'B', TTL))).toEqual([1])
-    expect((await store.claim(['k'], none, 'C', LEASE)).results[0]).toBe('b-result')
+    expect((await store.claim(['k'], none, 'C', LEASE, TTL)).results[0]).toBe('b-result')
   })
 
   it('a commit after the lease lapsed is refused even when nobody re-claimed', async () => {
     const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
     await advance(LEASE + 50)
     expect(Array.from(await store.commit(['k'], undefined, 'A', TTL))).toEqual([0])
   })
 
   it('renew keeps a live lease alive past its first expiry', async () => {
     const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
     await advance(LEASE / 2)
-    expect(Array.from(await store.renew(['k'], 'A', LEASE))).toEqual([1])
+    expect(Array.from(await store.renew(['k'], 'A', LEASE, TTL))).toEqual([1])
     await advance(LEASE / 2 + 50)
-    expect((await store.claim(['k'], none, 'B', LEASE)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
+    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
   })
 
   it('DONE expires after its TTL: the key is absent again', async () => {
     const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE)
+    await store.claim(['k'], none, 'A', LEASE, TTL)
     await store.commit(['k'], undefined, 'A', TTL)
     await advance(TTL / 2)
-    expect((await store.claim(['k'], none, 'B', LEASE)).codes[0]).toBe(ClaimCode.DONE)
+    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.DONE)
     await advance(TTL / 2 + 100)
-    expect((await store.claim(['k'], none, 'B', LEASE)).codes[0]).toBe(ClaimCode.CLAIMED)
+    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
   })
 
   it('a batch of 1,000 keys mixing every state gets one code per key, in order', async () => {
     const { store } = make()
     const keys = Array.from({ length: 1000 }, (_, i) => `key-${i}`)
     const fps = keys.map(() => undefined)
-    await store.claim(keys.slice(0, 300), fps, 'A', LEASE)
+    await store.claim(keys.slice(0, 300), fps, 'A', LEASE, TTL)
     await store.commit(keys.slice(0, 100), undefined, 'A', TTL)
-    const replies = await store.claim(keys, fps, 'B', LEASE)
+    const replies = await store.claim(keys, fps, 'B', LEASE, TTL)
     const codes = Array.from(replies.codes)
     expect(codes.slice(0, 100).every((c) => c === ClaimCode.DONE)).toBe(true)
     expect(codes.slice(100, 300).every((c) => c === ClaimCode.IN_PROGRESS)).toBe(true)

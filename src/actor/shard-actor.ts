@@ -112,7 +112,7 @@ export class ShardActor {
       c[Counter.STORE_ROUND_TRIPS]++
       let replies
       try {
-        replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs)
+        replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs, this.config.ttlMs)
       } catch (error) {
         // Fail closed: no claim, no handler. The LRU's answers above still stand.
         // The call may have claimed keys before its reply was lost: release them when the store is back.
@@ -204,10 +204,18 @@ export class ShardActor {
     }
   }
 
-  /** Commits and releases a batch's settlement; the CommitCode per commit position. */
+  /** Releases then commits a batch's settlement (releases first: see DedupStore.commit); the CommitCode per commit position. */
   private async applySettlement(s: Settlement, batch: ActorBatch): Promise<Uint8Array> {
     const { keys, fingerprints } = batch
     const c = this.counters
+    if (s.release.length > 0) {
+      c[Counter.STORE_ROUND_TRIPS]++
+      const released = await this.store.release(
+        s.release.map((j) => keys[j]),
+        s.token,
+      )
+      for (let k = 0; k < released.length; k++) if (released[k] === 0) c[Counter.FENCED_WRITES]++
+    }
     let committed: Uint8Array = new Uint8Array(0)
     if (s.commit.length > 0) {
       const commitKeys = s.commit.map((j) => keys[j])
@@ -219,14 +227,6 @@ export class ShardActor {
         else this.remember(commitKeys[k], fingerprints[s.commit[k]], committed[k] === CommitCode.COMMITTED ? s.commitResults?.[k] : undefined, now)
       }
     }
-    if (s.release.length > 0) {
-      c[Counter.STORE_ROUND_TRIPS]++
-      const released = await this.store.release(
-        s.release.map((j) => keys[j]),
-        s.token,
-      )
-      for (let k = 0; k < released.length; k++) if (released[k] === 0) c[Counter.FENCED_WRITES]++
-    }
     return committed
   }
 
@@ -235,7 +235,7 @@ export class ShardActor {
     const decided = this.unsettled.get(token)
     if (decided !== undefined) {
       this.counters[Counter.STORE_ROUND_TRIPS]++
-      const renewed = await this.store.renew(decided.claimed, token, this.config.leaseMs)
+      const renewed = await this.store.renew(decided.claimed, token, this.config.leaseMs, this.config.ttlMs)
       for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
     }
     return this.takeCounters()

@@ -90,6 +90,11 @@ export class ShardLane {
   private async drain(): Promise<void> {
     let carried: Carried | undefined
     try {
+      // An idle lane waits out the current turn of the event loop before its
+      // first batch: callers that each send one message (process() with many
+      // in flight, a transport settling jobs one by one) mostly arrive within
+      // one turn, and then share a batch, one store call and one crossing.
+      if (this.keys.length < this.options.maxBatch) await gather()
       for (;;) {
         const moduleRun = this.keys.length > 0 && this.remote !== undefined && this.jobs[0].handler === undefined
         if (moduleRun) {
@@ -196,6 +201,8 @@ export class ShardLane {
     }
   }
 }
+
+const gather = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 /** Removes and returns the first `count` items; taking all is the common case and the cheapest. */
 function cut<T>(from: T[], count: number): T[] {

@@ -50,14 +50,21 @@ export interface ClaimReplies {
 }
 
 export interface DedupStore {
-  /** Claim every key for `token` with a lease; a key may appear twice (REPEAT). */
-  claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies>
-  /** IN_PROGRESS(token) → DONE. Per key a CommitCode: REFUSED when it is not our live lease (fenced). */
+  /**
+   * Claim every key for `token` with a lease; a key may appear twice (REPEAT).
+   * `ttlMs` is the TTL a commit will give: a store that keeps the lease apart
+   * from the key's record (Redis) sizes the record to outlive the lease by it.
+   */
+  claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number, ttlMs: number): Promise<ClaimReplies>
+  /**
+   * IN_PROGRESS(token) → DONE. Per key a CommitCode: REFUSED when it is not our live lease (fenced).
+   * A batch's releases come before its commit: a store may commit every key a token still holds at once.
+   */
   commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array>
   /** IN_PROGRESS(token) → absent, so a redelivery runs the handler again. 1 = applied, 0 = fenced. */
   release(keys: readonly string[], token: string): Promise<Uint8Array>
-  /** Extend live leases held by token. 1 = renewed, 0 = lost. */
-  renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array>
+  /** Extend live leases held by token (`ttlMs` as for claim). 1 = renewed, 0 = lost. */
+  renew(keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array>
   close(): Promise<void>
   /** Present on stores that talk to a server. */
   readonly health?: StoreHealth

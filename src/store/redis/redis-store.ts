@@ -27,6 +27,8 @@ type ScriptClient = (Redis | Cluster) & Record<ScriptName, ScriptCall>
 interface Group {
   positions: number[]
   keys: string[]
+  /** Prefix of the lease records of this group's batches (the lease record shares the group's slot). */
+  leasePrefix: string
 }
 
 /** Joins a batch's values into the one packed argument the scripts split (split-keys.lua). */
@@ -34,18 +36,26 @@ function pack(group: Group, value: (i: number) => string): string {
   return group.positions.map(value).join('\0')
 }
 
+/** Claimed keys of a token not yet committed or released; beyond this many tokens the oldest are forgotten (their commits take the per-key path). */
+const MAX_OPEN_TOKENS = 65_536
+
 /**
  * The state machine of DESIGN.md §2 in Redis: each batch operation is one Lua
  * script call per hash tag group (one round trip per batch on a single Redis,
  * calls sent together to every node on a cluster). Leases and TTLs are Redis's
  * own PX; commit, release and renewal are fenced by the owner token in the
  * record. Failed calls are retried with backoff, then fail closed.
+ *
+ * A batch's lease is one record (claim.lua says why): committing every key a
+ * token still holds is one write. The store counts, per token, the keys
+ * claimed and not yet settled, to know when a commit covers them all.
  */
 export class RedisStore implements DedupStore {
   readonly health: StoreHealth = { retries: 0, failures: 0 }
   private readonly client: ScriptClient
   private readonly ownsClient: boolean
   private readonly isCluster: boolean
+  private readonly open = new Map<string, number>()
 
   constructor(private readonly config: RedisStoreConfig) {
     const clientOptions = {
@@ -77,22 +87,40 @@ export class RedisStore implements DedupStore {
     }
   }
 
-  async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies> {
+  async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number, ttlMs: number): Promise<ClaimReplies> {
     const n = keys.length
     const codes = new Uint8Array(n)
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const results: unknown[] = new Array(n)
     const doneExpiresInMs = new Float64Array(n)
-    const groups = this.group(keys)
-    const replies = await this.call('claim', groups, 'idemClaim', (g) => [token, String(leaseMs), g.keys.join('\0'), pack(g, (i) => encodeFingerprint(fingerprints[i]))])
+    // A key twice in one batch is answered here (REPEAT), so the scripts never see one twice.
+    const first = new Set<string>()
+    const positions: number[] = []
+    for (let i = 0; i < n; i++) {
+      if (first.has(keys[i])) codes[i] = ClaimCode.REPEAT
+      else {
+        first.add(keys[i])
+        positions.push(i)
+      }
+    }
+    const groups = this.group(keys, positions)
+    const replies = await this.call('claim', groups, 'idemClaim', token, (g) => [
+      token,
+      String(leaseMs),
+      String(leaseMs + ttlMs),
+      g.leasePrefix,
+      g.keys.join('\0'),
+      pack(g, (i) => encodeFingerprint(fingerprints[i])),
+    ])
+    let claimed = 0
     groups.forEach((g, k) => {
       const [answers, ...records] = replies[k] as (string | number)[]
       let next = 0
       g.positions.forEach((i, j) => {
-        const answer = (answers as string).charCodeAt(j)
-        if (answer === 0x30 /* '0' */) codes[i] = ClaimCode.CLAIMED
-        else if (answer === 0x33 /* '3' */) codes[i] = ClaimCode.REPEAT
-        else {
+        if ((answers as string).charCodeAt(j) === 0x30 /* '0' */) {
+          codes[i] = ClaimCode.CLAIMED
+          claimed++
+        } else {
           const record = decodeRecord(records[next++] as string)
           doneExpiresInMs[i] = Number(records[next++])
           codes[i] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
@@ -101,12 +129,14 @@ export class RedisStore implements DedupStore {
         }
       })
     })
+    if (claimed > 0) this.opened(token, claimed)
     if (this.config.requireReplicas > 0) await this.awaitReplicas(groups, replies, token)
     return { codes, fingerprints: storedFingerprints, results, doneExpiresInMs }
   }
 
   async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
     const kept = new Uint8Array(keys.length).fill(CommitCode.COMMITTED)
+    let anyResult = false
     const encoded = keys.map((_, i) => {
       if (results === undefined) return ''
       const encoding = encodeResult(results[i], this.config.maxResultBytes)
@@ -114,21 +144,31 @@ export class RedisStore implements DedupStore {
         kept[i] = encoding
         return ''
       }
-      return encoding ?? ''
+      if (encoding === null) return ''
+      anyResult = true
+      return encoding
     })
+    // Every key the token holds and no result to keep: the lease record alone turns DONE.
+    const all = !anyResult && this.open.get(token) === keys.length
     const groups = this.group(keys)
-    const replies = await this.call('commit', groups, 'idemCommit', (g) => [token, String(ttlMs), g.keys.join('\0'), pack(g, (i) => encoded[i])])
+    const replies = await this.call('commit', groups, 'idemCommit', token, (g) =>
+      all ? [token, String(ttlMs), 'all', String(g.keys.length)] : [token, String(ttlMs), 'each', g.keys.join('\0'), pack(g, (i) => encoded[i])],
+    )
+    this.settled(token, keys.length)
     return this.perKey(keys.length, groups, replies, (i, applied) => (applied ? kept[i] : CommitCode.REFUSED))
   }
 
   async release(keys: readonly string[], token: string): Promise<Uint8Array> {
     const groups = this.group(keys)
-    return this.perKey(keys.length, groups, await this.call('release', groups, 'idemRelease', (g) => [token, g.keys.join('\0')]), (_, applied) => Number(applied))
+    const replies = await this.call('release', groups, 'idemRelease', token, (g) => [token, g.keys.join('\0')])
+    this.settled(token, keys.length)
+    return this.perKey(keys.length, groups, replies, (_, applied) => Number(applied))
   }
 
-  async renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
+  async renew(keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array> {
     const groups = this.group(keys)
-    return this.perKey(keys.length, groups, await this.call('renew', groups, 'idemRenew', (g) => [token, String(leaseMs), g.keys.join('\0')]), (_, applied) => Number(applied))
+    const replies = await this.call('renew', groups, 'idemRenew', token, (g) => [token, String(leaseMs), String(leaseMs + ttlMs), g.keys.join('\0')])
+    return this.perKey(keys.length, groups, replies, (_, applied) => Number(applied))
   }
 
   async close(): Promise<void> {
@@ -141,30 +181,41 @@ export class RedisStore implements DedupStore {
   }
 
   /** A single Redis takes the whole batch in one call; a cluster needs one call per hash slot. */
-  private group(keys: readonly string[]): Group[] {
+  private group(keys: readonly string[], positions: readonly number[] = keys.map((_, i) => i)): Group[] {
     const { prefix, hashTags } = this.config
     if (!this.isCluster) {
-      return [{ positions: keys.map((_, i) => i), keys: keys.map((key) => recordKey(prefix, hashTagOf(key, hashTags), key)) }]
+      return [{ positions: positions as number[], keys: positions.map((i) => recordKey(prefix, hashTagOf(keys[i], hashTags), keys[i])), leasePrefix: `${prefix}t:` }]
     }
     const byTag = new Map<number, Group>()
-    keys.forEach((key, i) => {
-      const tag = hashTagOf(key, hashTags)
+    for (const i of positions) {
+      const tag = hashTagOf(keys[i], hashTags)
       let group = byTag.get(tag)
-      if (group === undefined) byTag.set(tag, (group = { positions: [], keys: [] }))
+      if (group === undefined) byTag.set(tag, (group = { positions: [], keys: [], leasePrefix: `${prefix}{${tag}}t:` }))
       group.positions.push(i)
-      group.keys.push(recordKey(prefix, tag, key))
-    })
+      group.keys.push(recordKey(prefix, tag, keys[i]))
+    }
     return [...byTag.values()]
   }
 
+  private opened(token: string, claimed: number): void {
+    this.open.set(token, claimed)
+    if (this.open.size > MAX_OPEN_TOKENS) this.open.delete(this.open.keys().next().value as string)
+  }
+
+  private settled(token: string, keys: number): void {
+    const left = (this.open.get(token) ?? 0) - keys
+    if (left > 0) this.open.set(token, left)
+    else this.open.delete(token)
+  }
+
   /** Runs one script per group, retrying the whole operation on failure: every script is safe to repeat under the same token. */
-  private async call(operation: string, groups: Group[], script: ScriptName, args: (g: Group) => string[]): Promise<Reply[]> {
+  private async call(operation: string, groups: Group[], script: ScriptName, token: string, args: (g: Group) => string[]): Promise<Reply[]> {
     const { retries, retryBackoffMs } = this.config
     const argv = groups.map(args)
     for (let attempt = 0; ; attempt++) {
       try {
         // Sent together, so each node gets its groups' calls back to back (an ioredis cluster pipeline would demand one slot).
-        return await Promise.all(groups.map((g, k) => this.client[script](1, g.keys[0], ...argv[k])))
+        return await Promise.all(groups.map((g, k) => this.client[script](1, g.leasePrefix + token, ...argv[k])))
       } catch (error) {
         if (attempt >= retries) {
           this.health.failures++
@@ -201,7 +252,8 @@ export class RedisStore implements DedupStore {
     }
     if (acknowledged >= requireReplicas) return
     const claimed = groups.flatMap((g, k) => g.keys.filter((_, j) => (replies[k] as string[])[0].charCodeAt(j) === 0x30))
-    if (claimed.length > 0) await this.client.idemRelease(1, claimed[0], token, claimed.join('\0')).catch(() => {})
+    this.open.delete(token)
+    if (claimed.length > 0) await this.client.idemRelease(1, groups[0].leasePrefix + token, token, claimed.join('\0')).catch(() => {})
     throw new IdemError(
       ErrorCode.REPLICA_SHORTFALL,
       `claims reached ${acknowledged} of the ${requireReplicas} required replicas within ${replicaTimeoutMs} ms; released them, retry later`,

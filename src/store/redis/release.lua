@@ -2,12 +2,12 @@
   Releases a batch: IN_PROGRESS(token) → absent, so the next delivery runs the
   handler again. Fenced like commit: another owner's record is never deleted.
 
-  KEYS[1]  the batch's first record key (routing only)
+  KEYS[1]  the batch's lease record (routing only)
   ARGV[1]  owner token
   ARGV[2]  record keys, NUL-joined
 
-  Returns one character per key: '1' = released (or already absent: the lease
-  lapsed and no one claimed it since, the state a release wants), '0' = refused.
+  Returns one character per key: '1' = released (or already absent, the state
+  a release wants), '0' = refused.
 ]]
 local mine = 'p' .. ARGV[1] .. '\n'
 local out = {}
