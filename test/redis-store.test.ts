@@ -225,15 +225,15 @@ describe('redis records: one lease record per batch', () => {
   it('a key record outlives its lease by the TTL, and renewal keeps that margin for a handler longer than the TTL', async () => {
     const p = prefix()
     const a = store(p)
-    await a.claim(['slow'], [undefined], 'A', 300, 400)
+    await a.claim(['slow'], [undefined], 'A', 1_000, 1_000)
     const recordKey = (await redis.keys(`${p}{*}k:slow`))[0]
-    expect(await redis.pttl(recordKey)).toBeGreaterThan(600)
-    for (let i = 0; i < 4; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      expect(Array.from(await a.renew(['slow'], 'A', 300, 400))).toEqual([1])
+    expect(await redis.pttl(recordKey)).toBeGreaterThan(1_000)
+    for (let i = 0; i < 5; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      expect(Array.from(await a.renew(['slow'], 'A', 1_000, 1_000))).toEqual([1])
     }
-    // 800 ms after the claim, longer than lease + TTL: still in progress, and the commit lands.
-    expect((await store(p).claim(['slow'], [undefined], 'B', 300, 400)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
-    expect(Array.from(await a.commit(['slow'], undefined, 'A', 400))).toEqual([1])
+    // 2.5 s after the claim, longer than lease + TTL: still in progress, and the commit lands.
+    expect((await store(p).claim(['slow'], [undefined], 'B', 1_000, 1_000)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
+    expect(Array.from(await a.commit(['slow'], undefined, 'A', 1_000))).toEqual([1])
   })
 })

@@ -61,9 +61,19 @@ export class ShardActor {
     this.generationStartedAt = clock.now()
   }
 
-  /** Settles the previous batch, then decides the next: in this order, so a key repeated across them is already DONE. */
+  /**
+   * Settles the previous batch, then decides the next: in this order, so a key
+   * repeated across them is already DONE. A store that applies calls in the
+   * order they are sent gets the claim right behind the commit, without
+   * waiting for the commit's reply: one round trip instead of two. Releases
+   * and kept settlements must be applied first, so they take the slow path.
+   */
   async step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
     const reply: StepReply = {}
+    if (settlement !== undefined && batch !== undefined && this.store.ordered === true && settlement.release.length === 0 && this.unfinished.length === 0) {
+      ;[reply.settled, reply.decision] = await Promise.all([this.settle(settlement), this.decide(batch)])
+      return reply
+    }
     if (settlement !== undefined) reply.settled = await this.settle(settlement)
     if (batch !== undefined) reply.decision = await this.decide(batch)
     return reply

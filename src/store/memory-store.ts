@@ -17,6 +17,8 @@ const SWEEP_BATCH = 4096
  */
 export class MemoryStore implements DedupStore {
   private readonly records = new Map<string, MemoryRecord>()
+  /** Every call applies before it returns its promise. */
+  readonly ordered = true
   private calls = 0
   private claimsSinceSweep = 0
   private sweepCursor: Iterator<[string, MemoryRecord]> | undefined

@@ -68,4 +68,9 @@ export interface DedupStore {
   close(): Promise<void>
   /** Present on stores that talk to a server. */
   readonly health?: StoreHealth
+  /**
+   * True when calls are applied in the order they are made (one connection):
+   * a claim made right after a commit, before its reply, sees that commit.
+   */
+  readonly ordered?: boolean
 }
