@@ -75,11 +75,18 @@ export class ShardLane {
     this.slots.push(slot)
   }
 
-  /** Starts the batch loop if it is not running; it stops when the mailbox is empty and all is settled. */
-  kick(): void {
+  /**
+   * Starts the batch loop if it is not running; it stops when the mailbox is
+   * empty and all is settled. `alone`: the push was a single message, so the
+   * loop waits out the current turn of the event loop before its first batch:
+   * callers that each send one message (process() with many in flight) mostly
+   * arrive within one turn, and then share a batch and one store call. A
+   * batch does not wait: the wait would add a turn to its latency.
+   */
+  kick(alone: boolean): void {
     if (this.running) return
     this.running = true
-    this.turn = this.drain()
+    this.turn = this.drain(alone)
   }
 
   /** Resolves when everything queued so far is settled. */
@@ -87,14 +94,10 @@ export class ShardLane {
     while (this.running) await this.turn
   }
 
-  private async drain(): Promise<void> {
+  private async drain(alone: boolean): Promise<void> {
     let carried: Carried | undefined
     try {
-      // An idle lane waits out the current turn of the event loop before its
-      // first batch: callers that each send one message (process() with many
-      // in flight, a transport settling jobs one by one) mostly arrive within
-      // one turn, and then share a batch, one store call and one crossing.
-      if (this.keys.length < this.options.maxBatch) await gather()
+      if (alone) await gather()
       for (;;) {
         const moduleRun = this.keys.length > 0 && this.remote !== undefined && this.jobs[0].handler === undefined
         if (moduleRun) {
