@@ -4,7 +4,6 @@ import { Cluster, Redis } from 'ioredis'
 import { describe, ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHealth } from '../store.js'
 import { encodeResult } from '../result-json.js'
-import { acquireClient, releaseClient } from './shared-clients.js'
 import type { RedisStoreConfig } from './redis-options.js'
 import { decodeRecord, encodeFingerprint, hashTagOf, recordKey } from './redis-records.js'
 
@@ -40,28 +39,6 @@ function pack(group: Group, value: (i: number) => string): string {
 /** Claimed keys of a token not yet committed or released; beyond this many tokens the oldest are forgotten (their commits take the per-key path). */
 const MAX_OPEN_TOKENS = 65_536
 
-function openClient(config: RedisStoreConfig): Redis | Cluster {
-  const clientOptions = {
-    commandTimeout: config.commandTimeoutMs,
-    // Our retry loop owns retries (bounded, counted); a command queued while
-    // the connection is down fails at once instead of waiting unboundedly.
-    maxRetriesPerRequest: 0,
-    retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
-    // The calls of all shards made in one turn go out in one write (shared-clients.ts).
-    enableAutoPipelining: true,
-  }
-  const client =
-    config.cluster !== undefined
-      ? new Cluster(config.cluster, {
-          redisOptions: { ...clientOptions, enableAutoPipelining: false },
-          clusterRetryStrategy: (attempt: number) => Math.min(100 * attempt, 2000),
-        })
-      : new Redis(config.url!, clientOptions)
-  // ioredis reports connection errors as events too; the calls that hit them fail and are retried.
-  client.on('error', () => {})
-  return client
-}
-
 /**
  * The state machine of DESIGN.md §2 in Redis: each batch operation is one Lua
  * script call per hash tag group (one round trip per batch on a single Redis,
@@ -78,18 +55,33 @@ export class RedisStore implements DedupStore {
   /** One connection applies calls in order; a cluster spreads them over nodes. */
   readonly ordered: boolean
   private readonly client: ScriptClient
-  /** Set when the client is idem's own (shared by this thread's stores); a client passed in is the caller's to close. */
-  private readonly sharedId: string | undefined
+  private readonly ownsClient: boolean
   private readonly isCluster: boolean
   private readonly open = new Map<string, number>()
 
   constructor(private readonly config: RedisStoreConfig) {
+    const clientOptions = {
+      commandTimeout: config.commandTimeoutMs,
+      // Our retry loop owns retries (bounded, counted); a command queued while
+      // the connection is down fails at once instead of waiting unboundedly.
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
+    }
     if (config.client !== undefined) {
       this.client = config.client as ScriptClient
+      this.ownsClient = false
+    } else if (config.cluster !== undefined) {
+      this.client = new Cluster(config.cluster, {
+        redisOptions: clientOptions,
+        clusterRetryStrategy: (attempt: number) => Math.min(100 * attempt, 2000),
+      }) as ScriptClient
+      this.ownsClient = true
     } else {
-      this.sharedId = JSON.stringify([config.url, config.cluster, config.commandTimeoutMs])
-      this.client = acquireClient(this.sharedId, () => openClient(config)) as ScriptClient
+      this.client = new Redis(config.url!, clientOptions) as ScriptClient
+      this.ownsClient = true
     }
+    // ioredis reports connection errors as events too; the calls that hit them fail and are retried.
+    if (this.ownsClient) this.client.on('error', () => {})
     // isCluster, not instanceof: a Cluster built by another copy of ioredis is still a cluster.
     this.isCluster = (this.client as { isCluster?: boolean }).isCluster === true
     this.ordered = !this.isCluster
@@ -183,7 +175,12 @@ export class RedisStore implements DedupStore {
   }
 
   async close(): Promise<void> {
-    if (this.sharedId !== undefined) await releaseClient(this.sharedId)
+    if (!this.ownsClient) return
+    try {
+      await this.client.quit()
+    } catch {
+      this.client.disconnect()
+    }
   }
 
   /** A single Redis takes the whole batch in one call; a cluster needs one call per hash slot. */
