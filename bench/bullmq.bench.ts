@@ -25,6 +25,7 @@ import { createEngine } from '../src/engine.js'
 import { createConsumer } from '../src/transport/bullmq/consumer.js'
 import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult } from './report.js'
 import { deleteKeysUnder } from './dup-stream.js'
+import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'bullmq'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
@@ -151,6 +152,7 @@ async function measure(variant: Variant, load: Load, prefix: string): Promise<Ro
       const store = variant === 'idem-redis' ? ({ kind: 'redis', url: URL_, prefix } as const) : ({ kind: 'memory' } as const)
       const engine = await createEngine({ shards: 8, threads: 0, bloom: { expectedItems: load.unique }, store })
       cleanups.push(() => engine.close())
+      await warmEngine(engine)
       const consumer = createConsumer<JobData, void>({ queue: queue.name, connection, engine, handler: effect, keyOf: (job) => job.data.key, autorun: false })
       cleanups.unshift(() => consumer.close())
       worker = consumer.worker

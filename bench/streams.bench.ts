@@ -37,6 +37,7 @@ import { createStreamConsumer } from '../src/transport/redis-streams/index.js'
 import type { StreamEntry } from '../src/transport/redis-streams/entry.js'
 import { markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder, dupStream } from './dup-stream.js'
+import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'streams'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
@@ -205,6 +206,7 @@ function sizeOf(batches: Set<Promise<void>>): number {
 
 async function idemConsumer(stream: string, group: string, variant: Variant, total: number, storePrefix: string): Promise<Run> {
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
+  await warmEngine(engine)
   const effects = new Map<string, number>()
   const handler = (entry: StreamEntry): void => void effects.set(entry.fields.key, (effects.get(entry.fields.key) ?? 0) + 1)
   const started = performance.now()
@@ -244,6 +246,7 @@ async function idemConsumer(stream: string, group: string, variant: Variant, tot
 /** The engine on the same keys with no stream: processBatch of 1024 messages, 4 calls in flight. */
 async function engineOnly(keys: readonly string[], variant: Variant, storePrefix: string): Promise<Run> {
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: keys.length * 2 } })
+  await warmEngine(engine)
   const effects = new Map<string, number>()
   const handler = (message: Message): void => void effects.set(message.key, (effects.get(message.key) ?? 0) + 1)
   // Messages shaped as the transport makes them (a fresh key string from the wire is what it would hash): copies, not the fill's strings.
