@@ -26,6 +26,7 @@ type ScriptClient = (Redis | Cluster) & Record<ScriptName, ScriptCall>
 /** The keys of one script call: on a cluster one call per hash tag, on a single Redis one call in all. */
 interface Group {
   positions: number[]
+  /** The record keys, in positions' order; empty for a commit the lease record answers alone. */
   keys: string[]
   /** Prefix of the lease records of this group's batches (the lease record shares the group's slot). */
   leasePrefix: string
@@ -153,9 +154,10 @@ export class RedisStore implements DedupStore {
     })
     // Every key the token holds and no result to keep: the lease record alone turns DONE.
     const all = !anyResult && this.open.get(token) === keys.length
-    const groups = this.group(keys)
+    // The lease record answers for all keys: their record keys are not needed, only their count per group.
+    const groups = this.group(keys, undefined, !all)
     const replies = await this.call('commit', groups, 'idemCommit', token, (g) =>
-      all ? [token, String(ttlMs), 'all', String(g.keys.length)] : [token, String(ttlMs), 'each', g.keys.join('\0'), pack(g, (i) => encoded[i])],
+      all ? [token, String(ttlMs), 'all', String(g.positions.length)] : [token, String(ttlMs), 'each', g.keys.join('\0'), pack(g, (i) => encoded[i])],
     )
     this.settled(token, keys.length)
     return this.perKey(keys.length, groups, replies, (i, applied) => (applied ? kept[i] : CommitCode.REFUSED))
@@ -184,10 +186,11 @@ export class RedisStore implements DedupStore {
   }
 
   /** A single Redis takes the whole batch in one call; a cluster needs one call per hash slot. */
-  private group(keys: readonly string[], positions: readonly number[] = keys.map((_, i) => i)): Group[] {
+  private group(keys: readonly string[], positions: readonly number[] = keys.map((_, i) => i), withRecordKeys = true): Group[] {
     const { prefix, hashTags } = this.config
     if (!this.isCluster) {
-      return [{ positions: positions as number[], keys: positions.map((i) => recordKey(prefix, hashTagOf(keys[i], hashTags), keys[i])), leasePrefix: `${prefix}t:` }]
+      const recordKeys = withRecordKeys ? positions.map((i) => recordKey(prefix, hashTagOf(keys[i], hashTags), keys[i])) : []
+      return [{ positions: positions as number[], keys: recordKeys, leasePrefix: `${prefix}t:` }]
     }
     const byTag = new Map<number, Group>()
     for (const i of positions) {
@@ -195,7 +198,7 @@ export class RedisStore implements DedupStore {
       let group = byTag.get(tag)
       if (group === undefined) byTag.set(tag, (group = { positions: [], keys: [], leasePrefix: `${prefix}{${tag}}t:` }))
       group.positions.push(i)
-      group.keys.push(recordKey(prefix, tag, keys[i]))
+      if (withRecordKeys) group.keys.push(recordKey(prefix, tag, keys[i]))
     }
     return [...byTag.values()]
   }
