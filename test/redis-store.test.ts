@@ -225,15 +225,21 @@ describe('redis records: one lease record per batch', () => {
   it('a key record outlives its lease by the TTL, and renewal keeps that margin for a handler longer than the TTL', async () => {
     const p = prefix()
     const a = store(p)
-    await a.claim(['slow'], [undefined], 'A', 1_000, 1_000)
+    // A long lease and a short TTL: renewals every 1.5 s hold even on a loaded machine, and outlast lease + TTL.
+    await a.claim(['slow'], [undefined], 'A', 5_000, 300)
     const recordKey = (await redis.keys(`${p}{*}k:slow`))[0]
-    expect(await redis.pttl(recordKey)).toBeGreaterThan(1_000)
-    for (let i = 0; i < 5; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 500))
-      expect(Array.from(await a.renew(['slow'], 'A', 1_000, 1_000))).toEqual([1])
+    const margin = async () => {
+      const [[, record], [, lease]] = (await redis.pipeline().pttl(recordKey).pttl(`${p}t:A`).exec()) as [unknown, number][]
+      return record - lease
     }
-    // 2.5 s after the claim, longer than lease + TTL: still in progress, and the commit lands.
-    expect((await store(p).claim(['slow'], [undefined], 'B', 1_000, 1_000)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
-    expect(Array.from(await a.commit(['slow'], undefined, 'A', 1_000))).toEqual([1])
-  })
+    expect(await margin()).toBeGreaterThan(250)
+    for (let i = 0; i < 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 1_500))
+      expect(Array.from(await a.renew(['slow'], 'A', 5_000, 300))).toEqual([1])
+      expect(await margin()).toBeGreaterThan(250)
+    }
+    // 6 s after the claim, longer than lease + TTL: still in progress, and the commit lands.
+    expect((await store(p).claim(['slow'], [undefined], 'B', 5_000, 300)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
+    expect(Array.from(await a.commit(['slow'], undefined, 'A', 300))).toEqual([1])
+  }, 20_000)
 })

@@ -49,7 +49,7 @@ afterEach(async () => {
   for (const scope of scopes.splice(0)) {
     let cursor = '0'
     do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${scope}*`, 'COUNT', 1000)
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${scope}*`, 'COUNT', 10_000)
       cursor = next
       if (keys.length > 0) await redis.unlink(...keys)
     } while (cursor !== '0')
