@@ -23,7 +23,7 @@ import { Redis } from 'ioredis'
 import { demoStream } from '../src/cli/demo-stream.js'
 import { createEngine } from '../src/engine.js'
 import { createConsumer } from '../src/transport/bullmq/consumer.js'
-import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult } from './report.js'
+import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from './dup-stream.js'
 import { warmEngine } from './warm-engine.js'
 
@@ -108,7 +108,14 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
       'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine, so on a busy machine compare the CPU column',
     ],
   })
-  return { suite: SUITE, tables: [table], checks, targets: [] }
+  const [raw, idem] = [median(rates.raw), median(rates['idem-redis'])]
+  const target: Target = {
+    name: 'BullMQ createConsumer (redis store) vs raw Worker, same concurrency',
+    goal: '>= 0.85x',
+    measured: `${(idem / raw).toFixed(2)}x (${short(idem)} vs ${short(raw)} jobs/s; memory store ${(median(rates['idem-memory']) / raw).toFixed(2)}x)`,
+    met: idem / raw >= 0.85,
+  }
+  return { suite: SUITE, tables: [table], checks, targets: [target] }
 }
 
 function makeLoad(messages: number, run: number): Load {
