@@ -253,7 +253,6 @@ export function subBatch(batch: ActorBatch, positions: number[]): ActorBatch {
   return { keys: positions.map((p) => batch.keys[p]), hashes, fingerprints: positions.map((p) => batch.fingerprints[p]) }
 }
 
-/** An actor that could not answer: its own code when it gave one (a dead worker), else a store failure. */
 /** An error as data: an IdemError keeps its code, anything else gets `code` and says `what` failed. */
 export function failureData(error: unknown, what: string, code: ErrorCode = ErrorCode.STORE_FAILED): ErrorData {
   if (error instanceof IdemError) return { code: error.code, message: error.message }
