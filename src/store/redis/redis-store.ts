@@ -141,9 +141,9 @@ export class RedisStore implements DedupStore {
   async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
     const kept = new Uint8Array(keys.length).fill(CommitCode.COMMITTED)
     let anyResult = false
-    const encoded = keys.map((_, i) => {
-      if (results === undefined) return ''
-      const encoding = encodeResult(results[i], this.config.maxResultBytes)
+    // No results (keepResults off): nothing to encode per key.
+    const encoded = results?.map((result, i) => {
+      const encoding = encodeResult(result, this.config.maxResultBytes)
       if (typeof encoding === 'number') {
         kept[i] = encoding
         return ''
@@ -157,7 +157,7 @@ export class RedisStore implements DedupStore {
     // The lease record answers for all keys: their record keys are not needed, only their count per group.
     const groups = this.group(keys, undefined, !all)
     const replies = await this.call('commit', groups, 'idemCommit', token, (g) =>
-      all ? [token, String(ttlMs), 'all', String(g.positions.length)] : [token, String(ttlMs), 'each', g.keys.join('\0'), pack(g, (i) => encoded[i])],
+      all ? [token, String(ttlMs), 'all', String(g.positions.length)] : [token, String(ttlMs), 'each', g.keys.join('\0'), pack(g, (i) => encoded?.[i] ?? '')],
     )
     this.settled(token, keys.length)
     return this.perKey(keys.length, groups, replies, (i, applied) => (applied ? kept[i] : CommitCode.REFUSED))
