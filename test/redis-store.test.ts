@@ -97,6 +97,19 @@ describe('redis store through the engine', () => {
     expect(runs).toBe(2)
   })
 
+  it('copies of a key sent together are duplicates of the first, not in flight: the claim that goes right behind the commit sees it', async () => {
+    // LRU off: the copies (repeats of the first batch) are decided by the store, in the step that carries the first copy's commit.
+    const e = await engine({ shards: 1, lru: { maxKeys: 0 } })
+    let effects = 0
+    const slow = async (): Promise<void> => {
+      await new Promise((resolve) => setTimeout(resolve, 5))
+      effects++
+    }
+    const outs = await Promise.all(Array.from({ length: 20 }, () => e.process({ key: 'same' }, slow)))
+    expect(outs.map((o) => o.verdict).sort()).toEqual(['new', ...Array(19).fill('duplicate')].sort())
+    expect(effects).toBe(1)
+  })
+
   it('a fingerprint change under a DONE key is a conflict, found by the store when the LRU is off', async () => {
     const e = await engine({ lru: { maxKeys: 0 } })
     const { handler } = counter()
