@@ -12,6 +12,7 @@ import type { Handler, Message, Outcome } from './message.js'
 import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
 import { SqlTransactions, type TransactionWork } from './store/sql/sql-transactions.js'
+import { ThreadStores } from './store/thread-stores.js'
 
 /** Counts of one shard, or of the whole engine. */
 export interface LayerStats {
@@ -77,6 +78,7 @@ export class Engine {
   private readonly lanes: ShardLane[] = []
   private readonly threads: ActorThread[] = []
   private readonly localActors: ShardActor[] = []
+  private localStores: ThreadStores | undefined
   private moduleHandler: Handler | undefined
   private invalidCount = 0
   private closing: Promise<void> | undefined
@@ -105,7 +107,8 @@ export class Engine {
       let port: ActorPort
       let remote
       if (config.threads === 0) {
-        const actor = new ShardActor(shard, config, this.clock)
+        this.localStores ??= new ThreadStores(config.store, this.clock)
+        const actor = new ShardActor(shard, config, this.clock, this.localStores.forShard())
         this.localActors.push(actor)
         port = actor
       } else {
@@ -207,7 +210,11 @@ export class Engine {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await Promise.all(this.lanes.map((lane) => lane.idle()))
-      await Promise.all([...this.threads.map((thread) => thread.close()), ...this.localActors.map((actor) => actor.close()), this.transactions?.close()])
+      await Promise.all([
+        ...this.threads.map((thread) => thread.close()),
+        Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.localStores?.close()),
+        this.transactions?.close(),
+      ])
     })()
     return this.closing
   }

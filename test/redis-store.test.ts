@@ -181,6 +181,61 @@ describe('redis store through the engine', () => {
   }, 60_000)
 })
 
+describe('redis calls: the shards of a thread share one store', () => {
+  type Call = { operations: string[]; sent: number; replied?: number }
+  /** A real client whose script calls are recorded: the operations each call carries, when it was sent and when its reply was handed back. */
+  async function recordedClient(delayReplyOf?: (operations: string[]) => number): Promise<{ client: Redis; calls: Call[] }> {
+    const client = new Redis(url)
+    const calls: Call[] = []
+    // Defines idemBatch on the client, as every engine store over it would.
+    await new RedisStore(resolveRedisStore({ kind: 'redis', client, prefix: prefix() }, 0, [])).close()
+    const send = (client as any).idemBatch.bind(client)
+    ;(client as any).idemBatch = (...args: string[]) => {
+      const argv = args.slice(2)
+      const operations: string[] = []
+      for (let at = 1, n = Number(argv[0]); operations.length < n; at += 3 + Number(argv[at + 2])) operations.push(argv[at])
+      const call: Call = { operations, sent: calls.length }
+      calls.push(call)
+      return send(...args).then(async (reply: unknown) => {
+        const delay = delayReplyOf?.(operations) ?? 0
+        if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+        call.replied = calls.length
+        return reply
+      })
+    }
+    return { client, calls }
+  }
+
+  it('the small operations of one turn from every shard go out as one call', async () => {
+    const { client, calls } = await recordedClient()
+    try {
+      const e = await createEngine({ shards: 8, store: { kind: 'redis', client, prefix: prefix() } })
+      const outs = await e.processBatch(Array.from({ length: 40 }, (_, i) => ({ key: `small-${i}` })), () => 1)
+      expect(outs.every((o) => o.verdict === 'new')).toBe(true)
+      await e.close()
+      // 40 keys over 8 shards: every claim in one call, then every commit in one call (not one call per shard and operation).
+      expect(calls.map((c) => c.operations.length)).toEqual([8, 8])
+      expect(calls[0].operations.every((o) => o === 'claim')).toBe(true)
+      expect(calls[1].operations.every((o) => o === 'commit')).toBe(true)
+    } finally {
+      client.disconnect()
+    }
+  })
+
+  it('big operations keep a call of their own, so Redis works on one while the client prepares the next', async () => {
+    const { client, calls } = await recordedClient()
+    try {
+      const e = await createEngine({ shards: 8, store: { kind: 'redis', client, prefix: prefix() } })
+      await e.processBatch(Array.from({ length: 1024 }, (_, i) => ({ key: `big-${i}` })), () => 1)
+      await e.close()
+      // About 128 keys per shard, all claimed in one turn: each claim goes alone.
+      expect(calls.filter((c) => c.operations.includes('claim')).map((c) => c.operations)).toEqual(Array(8).fill(['claim']))
+    } finally {
+      client.disconnect()
+    }
+  })
+})
+
 describe('redis records: one lease record per batch', () => {
   const stores: RedisStore[] = []
   afterEach(async () => {

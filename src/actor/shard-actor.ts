@@ -3,7 +3,6 @@ import { LRUCache } from 'lru-cache'
 import { BloomFilter } from '../bloom/bloom-filter.js'
 import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
-import { createStore } from '../store/create-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './batch-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
@@ -25,7 +24,6 @@ interface Settled {
 export class ShardActor {
   private readonly bloom: BloomFilter
   private readonly settled: LRUCache<string, Settled> | undefined
-  private readonly store: DedupStore
   private readonly counters = new Float64Array(COUNTER_COUNT)
   private generationStartedAt: number
   /** Tokens must never repeat across restarts of this shard, or a stale owner could pass as a live one. */
@@ -49,6 +47,8 @@ export class ShardActor {
     readonly shard: number,
     private readonly config: EngineConfig,
     private readonly clock: Clock,
+    /** This shard's store, perhaps shared with the thread's other shards (ThreadStores); its owner closes it. */
+    private readonly store: DedupStore,
   ) {
     this.bloom = new BloomFilter({
       expectedItems: Math.ceil(config.bloom.expectedItems / config.shards),
@@ -57,7 +57,6 @@ export class ShardActor {
     })
     const lruMax = Math.ceil(config.lru.maxKeys / config.shards)
     this.settled = lruMax > 0 ? new LRUCache<string, Settled>({ max: lruMax }) : undefined
-    this.store = createStore(config.store, clock)
     this.generationStartedAt = clock.now()
   }
 
@@ -251,13 +250,12 @@ export class ShardActor {
     return this.takeCounters()
   }
 
-  /** Applies what it can of the kept settlements (the store's own retries bound the wait), then closes the store. */
+  /** Applies what it can of the kept settlements (the store's own retries bound the wait); the store stays open for its owner to close. */
   async close(): Promise<void> {
     clearTimeout(this.retryTimer)
     this.retryTimer = undefined
     await this.retryUnfinished()
     this.counters[Counter.DROPPED_SETTLEMENTS] += this.unfinished.length
-    await this.store.close()
   }
 
   private answerSettled(

@@ -8,6 +8,7 @@ import { systemClock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { loadHandlerModule } from '../handler-module.js'
 import type { Handler } from '../message.js'
+import { ThreadStores } from '../store/thread-stores.js'
 import { runBatch } from './batch-cycle.js'
 import type { ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
@@ -18,12 +19,13 @@ export interface ThreadData {
 
 const { config } = workerData as ThreadData
 const actors = new Map<number, ShardActor>()
+const stores = new ThreadStores(config.store, systemClock)
 let handler: Promise<Handler> | undefined
 
 function actorOf(shard: number): ShardActor {
   let actor = actors.get(shard)
   if (actor === undefined) {
-    actor = new ShardActor(shard, config, systemClock)
+    actor = new ShardActor(shard, config, systemClock, stores.forShard())
     actors.set(shard, actor)
   }
   return actor

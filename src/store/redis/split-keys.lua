@@ -1,8 +1,8 @@
 --[[
-  Prepended to every script by redis-store.ts. A batch travels as one packed
+  Opens the script redis-store.ts builds. A batch travels as one packed
   argument (record keys joined by NUL, which no record key contains) instead
   of one argument per key: encoding a thousand arguments costs the client
-  more than the script costs the server. KEYS[1] is the batch's lease record,
+  more than the script costs the server. KEYS[1] of a call is a lease record,
   declared so a cluster routes the call to its slot; every key of a batch
   shares that slot through its hash tag.
 ]]

@@ -1,0 +1,21 @@
+--[[
+  Appended after the four operations (claim, commit, release, renew: each a
+  .lua file of its own, wrapped by redis-store.ts as a local function taking
+  KEYS and ARGV). Runs several operations in one call, in the order given,
+  so the shards of one thread send the calls of one turn as one round trip:
+  per call, the client's cost (encoding, reply, promise) is most of the cost.
+
+  ARGV[1]  number of operations; then, for each: its name, its lease record
+           key (its KEYS[1]), its argument count, its arguments
+
+  Returns one reply per operation, in order.
+]]
+local operations = { claim = claim, commit = commit, release = release, renew = renew }
+local replies = {}
+local at = 2
+for c = 1, tonumber(ARGV[1]) do
+  local count = tonumber(ARGV[at + 2])
+  replies[c] = operations[ARGV[at]]({ ARGV[at + 1] }, { unpack(ARGV, at + 3, at + 2 + count) })
+  at = at + 3 + count
+end
+return replies
