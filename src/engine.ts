@@ -126,7 +126,17 @@ export class Engine {
   }
 
   /** Many messages; outcomes come back in the same order. */
-  async processBatch<P, R>(messages: readonly Message<P>[], handler?: Handler<P, R>): Promise<Outcome<R>[]> {
+  processBatch<P, R>(messages: readonly Message<P>[], handler?: Handler<P, R>): Promise<Outcome<R>[]> {
+    return this.submit(messages, handler, undefined)
+  }
+
+  /**
+   * @internal processBatch for transports that settle each message on its own:
+   * `each` gets every outcome as soon as it is final (a duplicate does not wait
+   * for the commit of a new key batched with it), then the promise resolves
+   * with all of them.
+   */
+  async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: ((index: number, outcome: Outcome<R>) => void) | undefined): Promise<Outcome<R>[]> {
     if (this.closing !== undefined) throw new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closed; create a new one to process more messages')
     if (!Array.isArray(messages)) throw new IdemError(ErrorCode.INVALID_MESSAGE, `processBatch takes an array of messages, got ${typeof messages}`)
     if (handler !== undefined && typeof handler !== 'function') throw new IdemError(ErrorCode.NO_HANDLER, `handler must be a function, got ${typeof handler}`)
@@ -137,7 +147,7 @@ export class Engine {
     const outcomes: Outcome[] = new Array(n)
     if (n === 0) return outcomes as Outcome<R>[]
     const router = this.router
-    if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes)
+    if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes, each as ((index: number, outcome: Outcome) => void) | undefined)
     const { hashes, shards, scopedKeys, errors } = router
 
     const jobs: (Job | undefined)[] = new Array(this.config.shards)
@@ -147,7 +157,7 @@ export class Engine {
       const shard = shards[i]
       let job = jobs[shard]
       if (job === undefined) {
-        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined }
+        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each: each as Job['each'] }
         const created = job
         waits.push(new Promise<void>((resolve) => (created.done = resolve)))
         jobs[shard] = job
@@ -219,13 +229,14 @@ export class Engine {
     return this.closing
   }
 
-  private settleInvalid(messages: readonly unknown[], outcomes: Outcome[]): number {
+  private settleInvalid(messages: readonly unknown[], outcomes: Outcome[], each: ((index: number, outcome: Outcome) => void) | undefined): number {
     let count = 0
     const { errors } = this.router
     for (let i = 0; i < messages.length; i++) {
       const error = errors[i]
       if (error === undefined) continue
       outcomes[i] = invalidOutcome((messages[i] as Message | null)?.key, error)
+      each?.(i, outcomes[i])
       count++
     }
     return count

@@ -90,6 +90,29 @@ describe('engine verdicts (threads: 0)', () => {
     expect(effects.get('a')).toBe(1)
   })
 
+  it('a duplicate batched with a new key is handed out before that key commits (submit, for transports that settle each message)', async () => {
+    const e = await engine({ shards: 1 })
+    await e.process({ key: 'seen' }, () => 'first')
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    const early: string[] = []
+    const all = e.submit([{ key: 'seen' }, { key: 'fresh' }], async (m: Message) => (m.key === 'fresh' ? gate.then(() => 'second') : 'never'), (i, outcome) =>
+      early.push(`${i}:${outcome.verdict}`),
+    )
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      expect(early).toEqual(['0:duplicate'])
+    } finally {
+      open()
+    }
+    const outs = await all
+    expect(early).toEqual(['0:duplicate', '1:new'])
+    expect(outs).toEqual([
+      { key: 'seen', verdict: 'duplicate', result: 'first' },
+      { key: 'fresh', verdict: 'new', result: 'second' },
+    ])
+  })
+
   it('a repeated key whose first copy fails is run by its second copy', async () => {
     const e = await engine()
     const seen: unknown[] = []

@@ -61,6 +61,11 @@ export class BatchRound {
     private readonly options: CycleOptions,
   ) {}
 
+  /** Messages claimed for this round: their handlers run, and their outcomes wait for the settlement. */
+  get claimedCount(): number {
+    return this.claimed.length
+  }
+
   applyDecision(decision: Decision): void {
     const { out, batch } = this
     this.token = decision.token

@@ -12,6 +12,8 @@ export interface Job {
   done: () => void
   /** A function handler runs on the main thread; undefined means the configured handler module. */
   handler: Handler | undefined
+  /** Called with each outcome as soon as it is final, before the call's other outcomes. */
+  each: ((slot: number, outcome: Outcome) => void) | undefined
 }
 
 export interface LaneStats {
@@ -28,6 +30,8 @@ interface Taken {
   jobs: Job[]
   slots: number[]
   out: BatchResult
+  /** The outcomes final at decision time (all but NEW) were handed out already. */
+  decidedOut: boolean
 }
 
 /** A batch whose handlers ran and whose settlement rides with the next step. */
@@ -139,6 +143,8 @@ export class ShardLane {
     if (next === undefined) return undefined
     round!.applyDecision(reply.decision!)
     this.requeue(next, round!.repeats)
+    // Duplicates and in-flight keys need not wait for this batch's commit round trip (enforce only: a shadow run is still running them).
+    if (round!.claimedCount > 0 && this.options.rollout === 'enforce') this.deliverDecided(next)
     await round!.runHandlers(this.port, (i, context) => (next.jobs[i].handler ?? this.localModuleHandler!)(next.messages[i], context))
     const settlement = round!.settlement()
     if (settlement !== undefined) return { taken: next, round: round!, settlement }
@@ -174,6 +180,7 @@ export class ShardLane {
       jobs: cut(this.jobs, count),
       slots: cut(this.slots, count),
       out: emptyResult(count),
+      decidedOut: false,
     }
   }
 
@@ -189,19 +196,34 @@ export class ShardLane {
     this.slots = positions.map((p) => taken.slots[p]).concat(this.slots)
   }
 
+  /** Hands out every outcome of the batch not handed out yet, and its counts. */
   private deliver(taken: Taken): void {
-    const { out, messages, jobs, slots } = taken
+    const { out } = taken
     addCounters(this.stats.counters, out.counters)
     this.stats.shadowRuns += out.shadowRuns
-    const verdicts = this.stats.verdicts
-    for (let i = 0; i < messages.length; i++) {
+    for (let i = 0; i < out.verdicts.length; i++) {
       const verdict = out.verdicts[i]
-      if (verdict === VerdictCode.REPEAT) continue // requeued, delivered by a later step
-      const job = jobs[i]
-      verdicts[verdict]++
-      job.outcomes[slots[i]] = toOutcome(messages[i].key, verdict, out.results[i], out.errors[i])
-      if (--job.remaining === 0) job.done()
+      // REPEAT: requeued, delivered by a later step.
+      if (verdict !== VerdictCode.REPEAT && (verdict === VerdictCode.NEW || !taken.decidedOut)) this.handOut(taken, i)
     }
+  }
+
+  /** Hands out the outcomes a decision made final: all but NEW (awaiting its commit) and REPEAT. */
+  private deliverDecided(taken: Taken): void {
+    const { verdicts } = taken.out
+    for (let i = 0; i < verdicts.length; i++) if (verdicts[i] !== VerdictCode.NEW && verdicts[i] !== VerdictCode.REPEAT) this.handOut(taken, i)
+    taken.decidedOut = true
+  }
+
+  private handOut(taken: Taken, i: number): void {
+    const { out, jobs, slots } = taken
+    const verdict = out.verdicts[i]
+    const job = jobs[i]
+    this.stats.verdicts[verdict]++
+    const outcome = toOutcome(taken.messages[i].key, verdict, out.results[i], out.errors[i])
+    job.outcomes[slots[i]] = outcome
+    job.each?.(slots[i], outcome)
+    if (--job.remaining === 0) job.done()
   }
 }
 

@@ -12,7 +12,8 @@ interface Pending {
 
 /**
  * Collects the jobs that reach the processor in one turn of the event loop
- * and hands them to the engine as one processBatch call.
+ * and hands them to the engine as one batch (engine.submit, processBatch
+ * with each outcome handed out as soon as it is final).
  *
  * Why: BullMQ hands a worker its jobs one at a time (each completion fetches
  * the next), so with one engine.process() per job an idle shard lane starts a
@@ -24,7 +25,7 @@ interface Pending {
  * latency.
  *
  * Each message's payload is its position in the batch, so the one handler of
- * processBatch finds the job's own closure; the job's data never crosses into
+ * the call finds the job's own closure; the job's data never crosses into
  * the engine. Bad input is still per message (an invalid key fails its job, not
  * the batch); only a refused call (ENGINE_CLOSED) rejects every job of it.
  */
@@ -49,13 +50,13 @@ export class JobBatcher {
     this.pending = []
     // The messages are the batcher's own (built per job by the processor): marking them costs no copy.
     const messages = batch.map((p, i) => ((p.message.payload = i), p.message))
-    this.engine.processBatch(messages, (message, context) => batch[message.payload as number].run(context)).then(
-      (outcomes) => {
-        for (let i = 0; i < batch.length; i++) batch[i].resolve(outcomes[i])
-      },
-      (error: unknown) => {
-        for (const p of batch) p.reject(error)
-      },
-    )
+    // Each job settles as soon as its outcome is final: a duplicate does not hold its BullMQ slot while the batch's new keys commit.
+    this.engine.submit(
+      messages,
+      (message, context) => batch[message.payload as number].run(context),
+      (i, outcome) => batch[i].resolve(outcome),
+    ).catch((error: unknown) => {
+      for (const p of batch) p.reject(error)
+    })
   }
 }
