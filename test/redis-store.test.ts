@@ -234,6 +234,31 @@ describe('redis calls: the shards of a thread share one store', () => {
       client.disconnect()
     }
   })
+
+  it('a message that arrives while a commit is on its way is claimed at once, behind the commit, and is a duplicate', async () => {
+    // The commit's reply is held back 100 ms: the lane must not wait for it before claiming the next message.
+    const { client, calls } = await recordedClient((operations) => (operations.includes('commit') ? 100 : 0))
+    try {
+      const e = await createEngine({ shards: 1, lru: { maxKeys: 0 }, store: { kind: 'redis', client, prefix: prefix() } })
+      let effects = 0
+      let second: Promise<unknown> | undefined
+      const handler = (): void => {
+        effects++
+        // After this turn: the lane has sent the commit and stopped.
+        setImmediate(() => (second = e.process({ key: 'k' }, handler)))
+      }
+      const first = await e.process({ key: 'k' }, handler)
+      await e.close()
+      expect(first).toEqual({ key: 'k', verdict: 'new' })
+      expect(await second).toEqual({ key: 'k', verdict: 'duplicate' })
+      expect(effects).toBe(1)
+      const commit = calls.find((c) => c.operations.includes('commit'))!
+      const secondClaim = calls.filter((c) => c.operations.includes('claim'))[1]
+      expect(secondClaim.sent).toBeLessThan(commit.replied!)
+    } finally {
+      client.disconnect()
+    }
+  })
 })
 
 describe('redis records: one lease record per batch', () => {

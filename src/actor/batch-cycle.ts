@@ -22,6 +22,8 @@ import {
 export interface ActorPort {
   step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply>
   renew(token: string): Promise<Float64Array>
+  /** True when the actor's store applies calls in the order they are made (DedupStore.ordered), so a claim sent after a commit sees it. */
+  readonly ordered?: boolean
 }
 
 export interface CycleOptions {

@@ -60,6 +60,10 @@ export class ShardActor {
     this.generationStartedAt = clock.now()
   }
 
+  get ordered(): boolean {
+    return this.store.ordered === true
+  }
+
   /**
    * Settles the previous batch, then decides the next: in this order, so a key
    * repeated across them is already DONE. A store that applies calls in the

@@ -60,6 +60,8 @@ export class ShardLane {
   /** True from kick() until drain() finds the mailbox empty, set and cleared synchronously so no push is missed in between. */
   private running = false
   private turn: Promise<void> = Promise.resolve()
+  /** Settlements sent without waiting for their reply (see drain), until their outcomes are handed out. */
+  private readonly detached = new Set<Promise<unknown>>()
   readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(6), shadowRuns: 0 }
 
   constructor(
@@ -95,7 +97,10 @@ export class ShardLane {
 
   /** Resolves when everything queued so far is settled. */
   async idle(): Promise<void> {
-    while (this.running) await this.turn
+    while (this.running || this.detached.size > 0) {
+      await this.turn
+      await Promise.all(this.detached)
+    }
   }
 
   private async drain(alone: boolean): Promise<void> {
@@ -111,6 +116,12 @@ export class ShardLane {
           continue
         }
         if (carried === undefined && this.keys.length === 0) return
+        if (this.keys.length === 0 && this.port.ordered === true && carried!.settlement.release.length === 0) {
+          // The store applies this commit before any claim made after it, so the lane need not wait for
+          // its reply: messages pushed meanwhile go out at once (a new drain) instead of a round trip later.
+          this.detach(this.step(carried, undefined))
+          return
+        }
         carried = await this.step(carried, this.keys.length > 0 ? this.take() : undefined)
       }
     } finally {
@@ -150,6 +161,11 @@ export class ShardLane {
     if (settlement !== undefined) return { taken: next, round: round!, settlement }
     this.deliver(next)
     return undefined
+  }
+
+  private detach(settling: Promise<unknown>): void {
+    this.detached.add(settling)
+    void settling.finally(() => this.detached.delete(settling))
   }
 
   /** The whole cycle inside the worker, for handler modules: one crossing per batch. */
