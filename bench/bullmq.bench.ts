@@ -9,8 +9,11 @@
  *   2. the same Worker deduplicating by hand with SET key NX PX before the
  *      handler (what people write first; it loses a job whose handler fails or
  *      whose process dies after the SET, and cannot tell in-flight from done);
- *   3. createConsumer over an engine with the redis store (the real thing);
- *   4. createConsumer over the memory store (one process only: shows what the
+ *   3. createConsumer over an engine with the redis store (the real thing),
+ *      with the default 8 shards;
+ *   4. the same with 1 shard: one lane takes every job, so batches are bigger
+ *      and fewer, but a slow handler would hold up every job behind it;
+ *   5. createConsumer over the memory store (one process only: shows what the
  *      store round trips cost inside row 3).
  * The load is the demo's stream (30% duplicates: resends, bursts, late copies),
  * added to the queue before the Worker starts, so the rate is the consumer's
@@ -49,12 +52,13 @@ interface RowRun {
   cpuPerJob: number
   effects: number
 }
-type Variant = 'raw' | 'setnx' | 'idem-redis' | 'idem-memory'
+type Variant = 'raw' | 'setnx' | 'idem-redis' | 'idem-redis-1' | 'idem-memory'
 
 const labels: Record<Variant, string> = {
   raw: `BullMQ Worker, no dedup (concurrency ${CONCURRENCY})`,
   setnx: 'BullMQ Worker + SET NX PX per job',
   'idem-redis': 'idem createConsumer, redis store',
+  'idem-redis-1': 'idem createConsumer, redis store, 1 shard',
   'idem-memory': 'idem createConsumer, memory store',
 }
 
@@ -69,8 +73,8 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   }
   const messages = options.quick ? 5_000 : 50_000
   const checks: Check[] = []
-  const rates: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-memory': [] }
-  const cpu: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-memory': [] }
+  const rates: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-redis-1': [], 'idem-memory': [] }
+  const cpu: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-redis-1': [], 'idem-memory': [] }
   try {
     for (let run = 0; run < RUNS; run++) {
       const load = makeLoad(messages, run)
@@ -111,7 +115,7 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     })),
     notes: [
       'the raw Worker runs every duplicate (its effect count is the job count); every other row makes one effect per unique key (checks below)',
-      `every row: concurrency ${CONCURRENCY}, removeOnComplete, jobs added before the Worker starts; idem: 8 shards, threads 0, lru 100,000 keys`,
+      `every row: concurrency ${CONCURRENCY}, removeOnComplete, jobs added before the Worker starts; idem: 8 shards unless the row says 1, threads 0, lru 100,000 keys`,
       'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine, so on a busy machine compare the CPU column',
     ],
   })
@@ -120,7 +124,7 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   const target: Target = {
     name: 'BullMQ createConsumer (redis store) vs raw Worker, same concurrency',
     goal: '>= 0.85x',
-    measured: `${ratio.toFixed(2)}x, median of ${RUNS} rounds' ratios (medians: ${short(idem)} vs ${short(raw)} jobs/s; memory store ${roundRatio('idem-memory').toFixed(2)}x)`,
+    measured: `${ratio.toFixed(2)}x, median of ${RUNS} rounds' ratios (medians: ${short(idem)} vs ${short(raw)} jobs/s; 1 shard ${roundRatio('idem-redis-1').toFixed(2)}x; memory store ${roundRatio('idem-memory').toFixed(2)}x)`,
     met: ratio >= 0.85,
   }
   return { suite: SUITE, tables: [table], checks, targets: [target] }
@@ -164,8 +168,8 @@ async function measure(variant: Variant, load: Load, prefix: string): Promise<Ro
       cleanups.unshift(() => raw.close())
       worker = raw
     } else {
-      const store = variant === 'idem-redis' ? ({ kind: 'redis', url: URL_, prefix } as const) : ({ kind: 'memory' } as const)
-      const engine = await createEngine({ shards: 8, threads: 0, bloom: { expectedItems: load.unique }, store })
+      const store = variant === 'idem-memory' ? ({ kind: 'memory' } as const) : ({ kind: 'redis', url: URL_, prefix } as const)
+      const engine = await createEngine({ shards: variant === 'idem-redis-1' ? 1 : 8, threads: 0, bloom: { expectedItems: load.unique }, store })
       cleanups.push(() => engine.close())
       await warmEngine(engine)
       const consumer = createConsumer<JobData, void>({ queue: queue.name, connection, engine, handler: effect, keyOf: (job) => job.data.key, autorun: false })

@@ -8,8 +8,9 @@
  *   1. claim+commit throughput of fresh keys: `redis-benchmark -P 64` running
  *      `SET key val NX PX` (the cheapest possible claim, no commit, no fencing:
  *      the server's ceiling here) against the RedisStore, one store per shard
- *      (8) each driving batches of 1024 (one claim script + one commit script
- *      per batch), and against ioredis pipelines of SET NX PX from Node.
+ *      (8) each driving batches of 1024 (a claim and a commit per batch, each
+ *      a script call of its own at that size), and against ioredis pipelines
+ *      of SET NX PX from Node.
  *   2. idem against @aws-lambda-powertools/idempotency (makeIdempotent over
  *      its CachePersistenceLayer on @redis/client, Lambda context registered
  *      as its docs require outside Lambda) on the same stream: 30% duplicates,
@@ -87,7 +88,7 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
           { label: 'ioredis pipeline of 1000 SET NX PX (claim only)', values: { runs: pipelined.map(short).join(' / '), rate: p } },
         ],
         notes: [
-          'redis-benchmark: 50 clients, -P 64, random keys from 10M; idem: a claim script and a commit script per batch (fenced, with fingerprint and TTL)',
+          'redis-benchmark: 50 clients, -P 64, random keys from 10M; idem: a claim and a commit per batch, each a script call (fenced, with fingerprint and TTL)',
           'the Redis server and the client share the 2 cores',
         ],
       }),
@@ -109,7 +110,7 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
       checks.push(countCheck(`idem process() run ${run + 1}`, single.effects, stream.unique))
       rows.process.push(single.rate)
       progress(SUITE, `peer run ${run + 1}/${RUNS}: idem processBatch(), batches of ${BATCH}`)
-      lastEngine = await idemBatches(stream, `${prefix}ib${run}:`)
+      lastEngine = await idemBatches(stream, `${prefix}ib${run}:`, admin)
       checks.push(countCheck(`idem processBatch() run ${run + 1}`, lastEngine.effects, stream.unique))
       rows.batch.push(lastEngine.rate)
       await deleteKeysUnder(admin, prefix)
@@ -146,9 +147,11 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
           columns: [{ key: 'trips', title: 'round trips / 1,000 msgs' }],
           rows: [
             { label: 'one claim + one commit per message (no batching, no LRU)', values: { trips: 2000 } },
-            { label: 'idem, batched per shard', values: { trips: perK(lastEngine.roundTrips) } },
+            { label: 'idem, store operations (one per shard batch and step)', values: { trips: perK(lastEngine.roundTrips) } },
+            { label: 'idem, Redis script calls (operations of one turn share a call)', values: { trips: perK(lastEngine.scriptCalls) } },
           ],
           notes: [
+            'script calls are counted by Redis (INFO commandstats, EVALSHA + EVAL) over the run: another client of the same Redis running scripts meanwhile would be counted too',
             `the LRU answered ${perK(lastEngine.lruHits).toFixed(0)} of every 1,000 messages with no I/O (each a claim saved); bloom negatives save round trips only in owned mode, which does not exist yet`,
           ],
         }),
@@ -258,13 +261,15 @@ async function idemProcess(stream: Stream, prefix: string): Promise<PeerRun> {
 
 interface EngineRun extends PeerRun {
   roundTrips: number
+  scriptCalls: number
   lruHits: number
 }
 
-async function idemBatches(stream: Stream, prefix: string): Promise<EngineRun> {
+async function idemBatches(stream: Stream, prefix: string, admin: Redis): Promise<EngineRun> {
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix }, bloom: { expectedItems: stream.unique * 2 } })
   await warmEngine(engine)
   const before = engine.stats().totals
+  const scriptsBefore = await scriptCallsOf(admin)
   const seen = new Map<string, number>()
   const handler = async (m: Message) => void seen.set(m.key, (seen.get(m.key) ?? 0) + 1)
   const started = performance.now()
@@ -282,8 +287,17 @@ async function idemBatches(stream: Stream, prefix: string): Promise<EngineRun> {
   }
   const rate = stream.keys.length / ((performance.now() - started) / 1000)
   const totals = engine.stats().totals
+  const scriptCalls = (await scriptCallsOf(admin)) - scriptsBefore
   await engine.close()
-  return { rate, effects: effectsOf(seen), roundTrips: totals.storeRoundTrips - before.storeRoundTrips, lruHits: totals.lruHits - before.lruHits }
+  return { rate, effects: effectsOf(seen), roundTrips: totals.storeRoundTrips - before.storeRoundTrips, scriptCalls, lruHits: totals.lruHits - before.lruHits }
+}
+
+/** Script calls the server has run since its start (EVALSHA and EVAL, the fallback after NOSCRIPT). */
+async function scriptCallsOf(admin: Redis): Promise<number> {
+  const stats = await admin.info('commandstats')
+  let calls = 0
+  for (const match of stats.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) calls += Number(match[1])
+  return calls
 }
 
 /** Runs every key with `concurrency` calls in flight; keys whose call says "not now" go again after the stream. */

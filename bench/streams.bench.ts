@@ -26,8 +26,8 @@
  * The handler counts effects per key: the raw consumer runs it for every entry
  * (that is what no dedup means), idem once per unique key; both are checked.
  * Redis and node share the machine's cores: what idem adds per batch (a claim
- * script and a commit script per shard batch, the engine's own work) is CPU
- * taken from the reads and acks too.
+ * and a commit per shard batch, sharing script calls, and the engine's own
+ * work) is CPU taken from the reads and acks too.
  */
 import { randomUUID } from 'node:crypto'
 import { Redis } from 'ioredis'
@@ -123,7 +123,7 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
         ],
         rows: variants.map((v) => ({ label: v.label, values: { runs: rates.get(v)!.map(shortRate).join(' / '), rate: median(rates.get(v)!) } })),
         notes: [
-          `idem: engine with ${SHARDS} shards, threads 0, redis store (claim + commit scripts per shard batch), LRU 100k keys; the raw consumer runs the handler for every entry, idem once per key`,
+          `idem: engine with ${SHARDS} shards, threads 0, redis store (a claim and a commit per shard batch; the small ones of one turn share a script call), LRU 100k keys; the raw consumer runs the handler for every entry, idem once per key`,
           'each consumer reads the whole stream in its own consumer group; the Redis server and node share the machine',
         ],
       }),
