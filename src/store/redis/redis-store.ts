@@ -21,7 +21,14 @@ const batchLua = [
 ].join('\n')
 
 type Reply = string | (string | number)[]
-type ScriptClient = (Redis | Cluster) & { idemBatch(keyCount: number, ...args: string[]): Promise<Reply[]> }
+/** batch.lua's reply: one per operation, an Error for one that raised. */
+type Replies = (Reply | Error)[]
+type ScriptClient = (Redis | Cluster) & { idemBatch(keyCount: number, ...args: string[]): Promise<Replies> }
+
+function onlyReply(replies: Replies): Reply {
+  if (replies[0] instanceof Error) throw replies[0]
+  return replies[0]
+}
 
 /** An operation waiting for the turn's batch call. */
 interface Queued {
@@ -261,7 +268,7 @@ export class RedisStore implements DedupStore {
    * server applies them in the order they were made, as separate calls would be.
    */
   private send(operation: Operation, leaseKey: string, args: string[], keys: number): Promise<Reply> {
-    if (this.isCluster) return this.client.idemBatch(1, leaseKey, '1', operation, leaseKey, String(args.length), ...args).then((replies) => replies[0])
+    if (this.isCluster) return this.client.idemBatch(1, leaseKey, '1', operation, leaseKey, String(args.length), ...args).then(onlyReply)
     return new Promise<Reply>((resolve, reject) => {
       if (this.queued.push({ operation, leaseKey, args, keys, resolve, reject }) === 1) process.nextTick(this.flush)
     })
@@ -270,16 +277,26 @@ export class RedisStore implements DedupStore {
   private readonly flush = (): void => {
     const queued = this.queued
     this.queued = []
-    let from = 0
+    let small: Queued[] = []
     let keys = 0
-    for (let k = 0; k < queued.length; k++) {
-      keys += queued[k].keys
-      if (keys >= MERGE_KEYS || k === queued.length - 1) {
-        this.sendMerged(queued.slice(from, k + 1))
-        from = k + 1
+    for (const operation of queued) {
+      if (operation.keys >= MERGE_KEYS) {
+        // In order: the small ones made before it go first.
+        if (small.length > 0) this.sendMerged(small)
+        this.sendMerged([operation])
+        small = []
+        keys = 0
+        continue
+      }
+      small.push(operation)
+      keys += operation.keys
+      if (keys >= MERGE_KEYS) {
+        this.sendMerged(small)
+        small = []
         keys = 0
       }
     }
+    if (small.length > 0) this.sendMerged(small)
   }
 
   private sendMerged(calls: Queued[]): void {
@@ -287,7 +304,12 @@ export class RedisStore implements DedupStore {
     for (const { operation, leaseKey, args } of calls) argv.push(operation, leaseKey, String(args.length), ...args)
     this.client.idemBatch(1, calls[0].leaseKey, ...argv).then(
       (replies) => {
-        for (let k = 0; k < calls.length; k++) calls[k].resolve(replies[k])
+        // An operation that raised an error (batch.lua caught it) fails alone: the others were applied.
+        for (let k = 0; k < calls.length; k++) {
+          const reply = replies[k]
+          if (reply instanceof Error) calls[k].reject(reply)
+          else calls[k].resolve(reply as Reply)
+        }
       },
       (error: unknown) => {
         for (const call of calls) call.reject(error)
