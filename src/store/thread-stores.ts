@@ -12,7 +12,9 @@ import type { DedupStore } from './store.js'
  * user of another store never loads pg, mysql2 or better-sqlite3.
  *
  * The thread's shards share one Redis store: the calls they make in one turn
- * then go to Redis as one script call. Every other store is one per shard (a
+ * then go to Redis as one script call. Not with requireReplicas: each claim's
+ * WAIT blocks its connection until the replicas answer, and a shared one would
+ * hold every shard's calls behind it. Every other store is one per shard (a
  * SQL store's pool serves one shard's batches).
  */
 export class ThreadStores {
@@ -26,7 +28,7 @@ export class ThreadStores {
 
   forShard(): DedupStore {
     const { config } = this
-    if (config.kind === 'redis') return (this.shared ??= this.kept(new RedisStore(config)))
+    if (config.kind === 'redis') return config.requireReplicas > 0 ? this.kept(new RedisStore(config)) : (this.shared ??= this.kept(new RedisStore(config)))
     if (config.kind === 'memory') return this.kept(new MemoryStore(this.clock))
     return this.kept(createSqlStore(config, this.clock))
   }
