@@ -9,6 +9,9 @@ import type { Message } from '../dist/src/message.js'
 import { resolveRedisStore } from '../dist/src/store/redis/redis-options.js'
 import { RedisStore } from '../dist/src/store/redis/redis-store.js'
 import { ClaimCode } from '../dist/src/store/store.js'
+import { hashTagOf, recordKey } from '../dist/src/store/redis/redis-records.js'
+import { ThreadStores } from '../dist/src/store/thread-stores.js'
+import { systemClock } from '../dist/src/clock.js'
 
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
@@ -232,6 +235,55 @@ describe('redis calls: the shards of a thread share one store', () => {
       expect(calls.filter((c) => c.operations.includes('claim')).map((c) => c.operations)).toEqual(Array(8).fill(['claim']))
     } finally {
       client.disconnect()
+    }
+  })
+
+  it('an operation of at least 64 keys goes alone; the small ones made before and after it share calls, in order', async () => {
+    const { client, calls } = await recordedClient()
+    try {
+      const store = new RedisStore(resolveRedisStore({ kind: 'redis', client, prefix: prefix() }, 0, []))
+      const keys = (name: string, n: number) => Array.from({ length: n }, (_, i) => `${name}-${i}`)
+      const claim = (name: string, n: number) => store.claim(keys(name, n), Array(n).fill(undefined), `token-${name}`, 30_000, 60_000)
+      const replies = await Promise.all([claim('a', 4), claim('b', 100), claim('c', 4), claim('d', 4)])
+      expect(replies.map((r) => r.codes.every((code) => code === ClaimCode.CLAIMED))).toEqual([true, true, true, true])
+      expect(calls.map((c) => c.operations.length)).toEqual([1, 1, 2])
+      await store.close()
+    } finally {
+      client.disconnect()
+    }
+  })
+
+  it('an operation that fails in Redis fails alone: the other shards of its call are unaffected', async () => {
+    const p = prefix()
+    const { client, calls } = await recordedClient()
+    try {
+      // A record key holding a hash: a claim's SET … GET on it raises WRONGTYPE inside the script.
+      await redis.hset(recordKey(p, hashTagOf('broken', 64), 'broken'), 'not', 'a record')
+      const e = await createEngine({ shards: 8, store: { kind: 'redis', client, prefix: p, retries: 0 } })
+      const outs = await e.processBatch([...Array.from({ length: 20 }, (_, i) => ({ key: `fine-${i}` })), { key: 'broken' }], () => 1)
+      await e.close()
+      // No retries: the first call decides. Only the claim of the broken key's shard batch fails (its keys come back in-flight, to retry later).
+      const fine = outs.slice(0, 20)
+      expect(fine.filter((o) => o.verdict === 'new').length).toBeGreaterThanOrEqual(10)
+      expect(fine.every((o) => o.verdict === 'new' || o.error?.message.includes('WRONGTYPE'))).toBe(true)
+      expect(outs[20].verdict).toBe('in-flight')
+      expect(outs[20].error?.code).toBe(ErrorCode.STORE_FAILED)
+      expect(outs[20].error?.message).toContain('WRONGTYPE')
+      // The failing claim shared its first call with the other shards' claims.
+      expect(calls[0].operations.filter((o) => o === 'claim').length).toBeGreaterThan(1)
+    } finally {
+      client.disconnect()
+    }
+  })
+
+  it('the shards of a thread share one Redis store, except with requireReplicas (its WAIT blocks a connection)', async () => {
+    const shared = new ThreadStores(resolveRedisStore({ kind: 'redis', url, prefix: prefix() }, 0, []), systemClock)
+    const apart = new ThreadStores(resolveRedisStore({ kind: 'redis', url, prefix: prefix(), requireReplicas: 1 }, 0, []), systemClock)
+    try {
+      expect(shared.forShard()).toBe(shared.forShard())
+      expect(apart.forShard()).not.toBe(apart.forShard())
+    } finally {
+      await Promise.all([shared.close(), apart.close()])
     }
   })
 
