@@ -305,6 +305,26 @@ describe('idemProcessor: verdict → job state', () => {
     expect(c.stats()).toMatchObject({ failed: 1, settleErrors: 0, handlerErrors: 0, completed: 0 })
   })
 
+  it('a duplicate batched with a new job completes while that job is still running: it does not wait for the commit', async () => {
+    const e = await engine(prefix(), { shards: 1 })
+    await e.process({ key: 'seen' }, () => 'first')
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    const processor = idemProcessor<{ key: string }, string>(e, async (job) => (await gate, `ran ${job.data.key}`), { keyOf: (job) => job.data.key })
+    // Called in one turn, as BullMQ does with jobs fetched together: one batch.
+    const job = (id: string, key: string) => ({ id, data: { key }, attemptsStarted: 1, attemptsMade: 0 }) as unknown as Job<{ key: string }>
+    const fresh = processor(job('1', 'fresh'))
+    const duplicate = processor(job('2', 'seen'))
+    try {
+      const first = await Promise.race([duplicate, new Promise((resolve) => setTimeout(() => resolve('still waiting'), 1000))])
+      expect(first).toBe('first')
+    } finally {
+      open()
+    }
+    expect(await fresh).toBe('ran fresh')
+    expect(processor.stats()).toMatchObject({ completed: 2, new: 1, duplicates: 1 })
+  })
+
   it('many jobs over fewer keys, delivered at once at concurrency 256: every key runs exactly once, every job completes', async () => {
     const q = queue()
     const { runs, handler } = counting()
