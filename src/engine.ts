@@ -24,11 +24,12 @@ export interface LayerStats {
   bloomPositives: number
   /** Maybe-seen keys the store found absent (includes redeliveries of released keys). */
   bloomFalsePositives: number
+  /** Store operations (claims, commits, releases, renewals). On Redis the small ones of one turn share a script call, so round trips are at most this. */
   storeRoundTrips: number
   /** Commits, releases or renewals refused because the lease was no longer ours. */
   fencedWrites: number
   bloomRotations: number
-  /** Store calls that failed and were tried again. */
+  /** Store calls that failed and were tried again. A Redis store serves every shard of its thread: its retries and failures are counted on one of them (the totals are exact). */
   storeRetries: number
   /** Store calls that failed after every retry: their messages came back in-flight with STORE_FAILED. */
   storeFailures: number

@@ -22,7 +22,7 @@ import {
 export interface ActorPort {
   step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply>
   renew(token: string): Promise<Float64Array>
-  /** True when the actor's store applies calls in the order they are made (DedupStore.ordered), so a claim sent after a commit sees it. */
+  /** True when the actor's store applies calls in the order they are made (DedupStore.ordered), so a claim sent after a commit sees it. Left unset across threads: a worker's actor is not asked. */
   readonly ordered?: boolean
 }
 

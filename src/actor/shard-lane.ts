@@ -12,7 +12,7 @@ export interface Job {
   done: () => void
   /** A function handler runs on the main thread; undefined means the configured handler module. */
   handler: Handler | undefined
-  /** Called with each outcome as soon as it is final, before the call's other outcomes. */
+  /** Called with each outcome as soon as it is final, before the call's other outcomes; must not throw (the lane is handing out a batch). */
   each: ((slot: number, outcome: Outcome) => void) | undefined
 }
 
@@ -47,8 +47,11 @@ interface Carried {
  * maxBatch) as one batch, so concurrent single-message calls still reach the
  * actor and the store in batches. One batch at a time per shard keeps per-key
  * order and never runs two handlers of one key at once. A batch's settlement
- * travels with the next batch's decision (one crossing per batch when busy);
- * its outcomes are delivered only once that settlement is applied.
+ * travels with the next batch's decision (one crossing per batch when busy),
+ * or alone without the lane waiting for it when nothing is queued and the
+ * store applies calls in order (actors on this thread only). Outcomes of new
+ * keys are delivered once the settlement is applied; the others (duplicate,
+ * in-flight, conflict) as soon as the batch is decided.
  */
 export class ShardLane {
   private keys: string[] = []

@@ -1,7 +1,7 @@
 --[[
   Claims a batch of keys for one owner token (DESIGN.md §2: absent → IN_PROGRESS).
 
-  KEYS[1]  the batch's lease record: prefix .. token (routes the call to the batch's slot)
+  KEYS[1]  the batch's lease record: prefix .. token (on a cluster, the call's key: it routes the call to the batch's slot)
   ARGV[1]  owner token of the batch
   ARGV[2]  lease in ms, on Redis's clock (PX)
   ARGV[3]  life of a key record in ms: lease + the TTL a commit gives it

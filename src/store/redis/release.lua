@@ -2,7 +2,7 @@
   Releases a batch: IN_PROGRESS(token) → absent, so the next delivery runs the
   handler again. Fenced like commit: another owner's record is never deleted.
 
-  KEYS[1]  the batch's lease record (routing only)
+  KEYS[1]  the batch's lease record (routing only, on a cluster)
   ARGV[1]  owner token
   ARGV[2]  record keys, NUL-joined
 

@@ -2,9 +2,10 @@
   Opens the script redis-store.ts builds. A batch travels as one packed
   argument (record keys joined by NUL, which no record key contains) instead
   of one argument per key: encoding a thousand arguments costs the client
-  more than the script costs the server. KEYS[1] of a call is a lease record,
-  declared so a cluster routes the call to its slot; every key of a batch
-  shares that slot through its hash tag.
+  more than the script costs the server. Each operation gets the lease record
+  of its batch as KEYS[1]; on a cluster a call holds one operation and
+  declares that key, so the call is routed to its slot, which every key of
+  the batch shares through its hash tag.
 ]]
 local function split(packed)
   local parts = {}
