@@ -15,6 +15,11 @@
  *      and fewer, but a slow handler would hold up every job behind it;
  *   5. createConsumer over the memory store (one process only: shows what the
  *      store round trips cost inside row 3).
+ * A second table runs handlers that wait 10–200 ms (spread evenly, the same
+ * wait for the same job in every row), as I/O does: a shard takes one batch at
+ * a time and a batch settles when its slowest handler returns, so a slow
+ * handler holds up the jobs batched with it and the batches behind it; more
+ * shards make batches smaller.
  * The load is the demo's stream (30% duplicates: resends, bursts, late copies),
  * added to the queue before the Worker starts, so the rate is the consumer's
  * alone (jobs/s from the Worker's start to its last completed job). The handler
@@ -38,6 +43,11 @@ const SUITE = 'bullmq'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
 const RUNS = 5
 const CONCURRENCY = 256
+const SLOW_RUNS = 3
+const SLOW_VARIANTS: Variant[] = ['raw', 'idem-redis', 'idem-redis-256']
+const shardsOf: Partial<Record<Variant, number>> = { 'idem-redis-1': 1, 'idem-redis-256': 256 }
+/** 10–200 ms, the same for the same job in every row. */
+const slowHandlerMs = (n: number): number => 10 + ((n * 7919) % 191)
 const DUP_RATE = 0.3
 const connection = { url: URL_ }
 
@@ -52,13 +62,14 @@ interface RowRun {
   cpuPerJob: number
   effects: number
 }
-type Variant = 'raw' | 'setnx' | 'idem-redis' | 'idem-redis-1' | 'idem-memory'
+type Variant = 'raw' | 'setnx' | 'idem-redis' | 'idem-redis-1' | 'idem-redis-256' | 'idem-memory'
 
 const labels: Record<Variant, string> = {
   raw: `BullMQ Worker, no dedup (concurrency ${CONCURRENCY})`,
   setnx: 'BullMQ Worker + SET NX PX per job',
   'idem-redis': 'idem createConsumer, redis store',
   'idem-redis-1': 'idem createConsumer, redis store, 1 shard',
+  'idem-redis-256': 'idem createConsumer, redis store, 256 shards',
   'idem-memory': 'idem createConsumer, memory store',
 }
 
@@ -73,23 +84,30 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   }
   const messages = options.quick ? 5_000 : 50_000
   const checks: Check[] = []
-  const rates: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-redis-1': [], 'idem-memory': [] }
-  const cpu: Record<Variant, number[]> = { raw: [], setnx: [], 'idem-redis': [], 'idem-redis-1': [], 'idem-memory': [] }
+  const rates: Partial<Record<Variant, number[]>> = { raw: [], setnx: [], 'idem-redis': [], 'idem-redis-1': [], 'idem-memory': [] }
+  const cpu: Partial<Record<Variant, number[]>> = { raw: [], setnx: [], 'idem-redis': [], 'idem-redis-1': [], 'idem-memory': [] }
+  const slowMessages = options.quick ? 1_000 : 5_000
+  const slowRates: Partial<Record<Variant, number[]>> = Object.fromEntries(SLOW_VARIANTS.map((variant) => [variant, []]))
   try {
     for (let run = 0; run < RUNS; run++) {
       const load = makeLoad(messages, run)
       const variants = Object.keys(rates) as Variant[]
       for (const variant of run % 2 === 0 ? variants : variants.reverse()) {
         progress(SUITE, `run ${run + 1}/${RUNS}: ${labels[variant]}, ${messages.toLocaleString('en-US')} jobs`)
-        const result = await measure(variant, load, `${prefix}${variant}${run}:`)
-        rates[variant].push(result.rate)
-        cpu[variant].push(result.cpuPerJob)
-        const expected = variant === 'raw' ? load.jobs.length : load.unique
-        checks.push({
-          name: `${labels[variant]} run ${run + 1}: ${variant === 'raw' ? 'one effect per job' : 'one effect per unique key'}`,
-          ok: result.effects === expected,
-          detail: `${result.effects} effects, expected ${expected}`,
-        })
+        const result = await measure(variant, load, `${prefix}${variant}${run}:`, undefined)
+        rates[variant]!.push(result.rate)
+        cpu[variant]!.push(result.cpuPerJob)
+        checks.push(effectCheck(variant, `run ${run + 1}`, load, result))
+        await deleteKeysUnder(admin, prefix)
+      }
+    }
+    for (let run = 0; run < SLOW_RUNS; run++) {
+      const load = makeLoad(slowMessages, 100 + run)
+      for (const variant of run % 2 === 0 ? SLOW_VARIANTS : [...SLOW_VARIANTS].reverse()) {
+        progress(SUITE, `handlers of 10–200 ms, run ${run + 1}/${SLOW_RUNS}: ${labels[variant]}, ${slowMessages.toLocaleString('en-US')} jobs`)
+        const result = await measure(variant, load, `${prefix}slow-${variant}${run}:`, slowHandlerMs)
+        slowRates[variant]!.push(result.rate)
+        checks.push(effectCheck(variant, `handlers of 10–200 ms, run ${run + 1}`, load, result))
         await deleteKeysUnder(admin, prefix)
       }
     }
@@ -98,7 +116,8 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     admin.disconnect()
   }
   const short = (rate: number): string => `${(rate / 1000).toFixed(1)}k`
-  const roundRatio = (variant: Variant): number => median(rates[variant].map((rate, run) => rate / rates.raw[run]))
+  const ratioIn = (table: Partial<Record<Variant, number[]>>, variant: Variant): number => median(table[variant]!.map((rate, run) => rate / table.raw![run]))
+  const roundRatio = (variant: Variant): number => ratioIn(rates, variant)
   const table: BenchTable = withRatios({
     title: `BullMQ consumer, ${messages.toLocaleString('en-US')} jobs with ${DUP_RATE * 100}% duplicates, one process: jobs/s`,
     baseline: labels.raw,
@@ -111,7 +130,7 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     ],
     rows: (Object.keys(rates) as Variant[]).map((variant) => ({
       label: labels[variant],
-      values: { runs: rates[variant].map(short).join(' / '), rate: median(rates[variant]), cpu: median(cpu[variant]), roundRatio: roundRatio(variant) },
+      values: { runs: rates[variant]!.map(short).join(' / '), rate: median(rates[variant]!), cpu: median(cpu[variant]!), roundRatio: roundRatio(variant) },
     })),
     notes: [
       'the raw Worker runs every duplicate (its effect count is the job count); every other row makes one effect per unique key (checks below)',
@@ -119,7 +138,25 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
       'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine, so on a busy machine compare the CPU column',
     ],
   })
-  const [raw, idem] = [median(rates.raw), median(rates['idem-redis'])]
+  const slowTable: BenchTable = withRatios({
+    title: `BullMQ consumer, handlers of 10–200 ms, ${slowMessages.toLocaleString('en-US')} jobs with ${DUP_RATE * 100}% duplicates: jobs/s`,
+    baseline: labels.raw,
+    ratioOf: 'rate',
+    columns: [
+      { key: 'runs', title: `jobs/s of ${SLOW_RUNS} rounds` },
+      { key: 'rate', title: 'jobs/s (median)' },
+      { key: 'roundRatio', title: 'ratio to raw within each round (median)', format: formatRatio },
+    ],
+    rows: SLOW_VARIANTS.map((variant) => ({
+      label: labels[variant],
+      values: { runs: slowRates[variant]!.map((rate) => rate.toFixed(0)).join(' / '), rate: median(slowRates[variant]!), roundRatio: ratioIn(slowRates, variant) },
+    })),
+    notes: [
+      `concurrency ${CONCURRENCY}; each job's handler waits 10–200 ms (the same job the same wait in every row), the raw Worker's too`,
+      'a shard takes one batch at a time and settles it when its slowest handler returns: 8 shards hold many jobs behind slow ones; 256 shards make batches of about one job',
+    ],
+  })
+  const [raw, idem] = [median(rates.raw!), median(rates['idem-redis']!)]
   const ratio = roundRatio('idem-redis')
   const target: Target = {
     name: 'BullMQ createConsumer (redis store) vs raw Worker, same concurrency',
@@ -127,7 +164,16 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     measured: `${ratio.toFixed(2)}x, median of ${RUNS} rounds' ratios (medians: ${short(idem)} vs ${short(raw)} jobs/s; 1 shard ${roundRatio('idem-redis-1').toFixed(2)}x; memory store ${roundRatio('idem-memory').toFixed(2)}x)`,
     met: ratio >= 0.85,
   }
-  return { suite: SUITE, tables: [table], checks, targets: [target] }
+  return { suite: SUITE, tables: [table, slowTable], checks, targets: [target] }
+}
+
+function effectCheck(variant: Variant, what: string, load: Load, result: RowRun): Check {
+  const expected = variant === 'raw' ? load.jobs.length : load.unique
+  return {
+    name: `${labels[variant]} ${what}: ${variant === 'raw' ? 'one effect per job' : 'one effect per unique key'}`,
+    ok: result.effects === expected,
+    detail: `${result.effects} effects, expected ${expected}`,
+  }
 }
 
 function makeLoad(messages: number, run: number): Load {
@@ -140,14 +186,22 @@ function makeLoad(messages: number, run: number): Load {
   return { jobs, unique }
 }
 
-async function measure(variant: Variant, load: Load, prefix: string): Promise<RowRun> {
+/** `handlerMs`: how long the handler of a job waits before its effect; undefined for a handler that returns at once. */
+async function measure(variant: Variant, load: Load, prefix: string, handlerMs: ((n: number) => number) | undefined): Promise<RowRun> {
   const queue = new Queue<JobData>(`${prefix}q`.replace(/:/g, '-'), { connection })
   const effects = new Uint8Array(load.unique)
   let effectCount = 0
-  const effect = (job: Job<JobData>): void => {
+  const count = (job: Job<JobData>): void => {
     effects[job.data.n]++
     effectCount++
   }
+  const effect =
+    handlerMs === undefined
+      ? count
+      : async (job: Job<JobData>): Promise<void> => {
+          await new Promise((resolve) => setTimeout(resolve, handlerMs(job.data.n)))
+          count(job)
+        }
   for (let i = 0; i < load.jobs.length; i += 1000) {
     await queue.addBulk(load.jobs.slice(i, i + 1000).map((data) => ({ name: 'order', data, opts: { removeOnComplete: true } })))
   }
@@ -169,7 +223,7 @@ async function measure(variant: Variant, load: Load, prefix: string): Promise<Ro
       worker = raw
     } else {
       const store = variant === 'idem-memory' ? ({ kind: 'memory' } as const) : ({ kind: 'redis', url: URL_, prefix } as const)
-      const engine = await createEngine({ shards: variant === 'idem-redis-1' ? 1 : 8, threads: 0, bloom: { expectedItems: load.unique }, store })
+      const engine = await createEngine({ shards: shardsOf[variant] ?? 8, threads: 0, bloom: { expectedItems: load.unique }, store })
       cleanups.push(() => engine.close())
       await warmEngine(engine)
       const consumer = createConsumer<JobData, void>({ queue: queue.name, connection, engine, handler: effect, keyOf: (job) => job.data.key, autorun: false })
