@@ -145,15 +145,17 @@ export class RedisStore implements DedupStore {
     ])
     let claimed = 0
     groups.forEach((g, k) => {
-      const [answers, ...records] = replies[k] as (string | number)[]
-      let next = 0
+      // { codes, record, ttl, record, ttl… }: read in place, the records start at 1.
+      const reply = replies[k] as (string | number)[]
+      const answers = reply[0] as string
+      let next = 1
       g.positions.forEach((i, j) => {
-        if ((answers as string).charCodeAt(j) === 0x30 /* '0' */) {
+        if (answers.charCodeAt(j) === 0x30 /* '0' */) {
           codes[i] = ClaimCode.CLAIMED
           claimed++
         } else {
-          const record = decodeRecord(records[next++] as string)
-          doneExpiresInMs[i] = Number(records[next++])
+          const record = decodeRecord(reply[next++] as string)
+          doneExpiresInMs[i] = Number(reply[next++])
           codes[i] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
           storedFingerprints[i] = record.fingerprint
           results[i] = record.result
@@ -277,26 +279,24 @@ export class RedisStore implements DedupStore {
   private readonly flush = (): void => {
     const queued = this.queued
     this.queued = []
-    let small: Queued[] = []
+    let call: Queued[] = []
     let keys = 0
     for (const operation of queued) {
-      if (operation.keys >= MERGE_KEYS) {
-        // In order: the small ones made before it go first.
-        if (small.length > 0) this.sendMerged(small)
-        this.sendMerged([operation])
-        small = []
+      // A big one goes alone: the small ones made before it go first, in order.
+      if (operation.keys >= MERGE_KEYS && call.length > 0) {
+        this.sendMerged(call)
+        call = []
         keys = 0
-        continue
       }
-      small.push(operation)
+      call.push(operation)
       keys += operation.keys
       if (keys >= MERGE_KEYS) {
-        this.sendMerged(small)
-        small = []
+        this.sendMerged(call)
+        call = []
         keys = 0
       }
     }
-    if (small.length > 0) this.sendMerged(small)
+    if (call.length > 0) this.sendMerged(call)
   }
 
   private sendMerged(calls: Queued[]): void {
