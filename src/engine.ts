@@ -1,7 +1,7 @@
 import { addCounters, type ActorPort } from './actor/batch-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode } from './actor/protocol.js'
 import { ShardActor } from './actor/shard-actor.js'
-import { ShardLane, type Job } from './actor/shard-lane.js'
+import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
 import { ActorThread } from './actor/thread-pool.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
@@ -148,7 +148,8 @@ export class Engine {
     const outcomes: Outcome[] = new Array(n)
     if (n === 0) return outcomes as Outcome<R>[]
     const router = this.router
-    if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes, each as ((index: number, outcome: Outcome) => void) | undefined)
+    const onOutcome = each as OnOutcome | undefined
+    if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes, onOutcome)
     const { hashes, shards, scopedKeys, errors } = router
 
     const jobs: (Job | undefined)[] = new Array(this.config.shards)
@@ -158,7 +159,7 @@ export class Engine {
       const shard = shards[i]
       let job = jobs[shard]
       if (job === undefined) {
-        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each: each as Job['each'] }
+        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each: onOutcome }
         const created = job
         waits.push(new Promise<void>((resolve) => (created.done = resolve)))
         jobs[shard] = job
@@ -230,7 +231,7 @@ export class Engine {
     return this.closing
   }
 
-  private settleInvalid(messages: readonly unknown[], outcomes: Outcome[], each: ((index: number, outcome: Outcome) => void) | undefined): number {
+  private settleInvalid(messages: readonly unknown[], outcomes: Outcome[], each: OnOutcome | undefined): number {
     let count = 0
     const { errors } = this.router
     for (let i = 0; i < messages.length; i++) {

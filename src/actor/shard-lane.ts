@@ -5,6 +5,9 @@ import { ErrorCode } from '../errors.js'
 import type { Handler, Message, Outcome } from '../message.js'
 import { toOutcome } from '../outcome.js'
 
+/** Gets each outcome of a call as soon as it is final (engine.submit); must not throw (the lane is handing out a batch). */
+export type OnOutcome = (index: number, outcome: Outcome) => void
+
 /** The messages one process()/processBatch() call sent to this shard, and where their outcomes go. */
 export interface Job {
   outcomes: Outcome[]
@@ -12,8 +15,7 @@ export interface Job {
   done: () => void
   /** A function handler runs on the main thread; undefined means the configured handler module. */
   handler: Handler | undefined
-  /** Called with each outcome as soon as it is final, before the call's other outcomes; must not throw (the lane is handing out a batch). */
-  each: ((slot: number, outcome: Outcome) => void) | undefined
+  each: OnOutcome | undefined
 }
 
 export interface LaneStats {
