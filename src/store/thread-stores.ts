@@ -28,7 +28,8 @@ export class ThreadStores {
 
   forShard(): DedupStore {
     const { config } = this
-    if (config.kind === 'redis') return config.requireReplicas > 0 ? this.kept(new RedisStore(config)) : (this.shared ??= this.kept(new RedisStore(config)))
+    if (config.kind === 'redis' && config.requireReplicas === 0) return (this.shared ??= this.kept(new RedisStore(config)))
+    if (config.kind === 'redis') return this.kept(new RedisStore(config))
     if (config.kind === 'memory') return this.kept(new MemoryStore(this.clock))
     return this.kept(createSqlStore(config, this.clock))
   }
