@@ -3,7 +3,7 @@
  * (IDEM_BENCH_REDIS, default redis://127.0.0.1:6379; a fresh queue and key
  * prefix per row, deleted afterwards; nothing else is touched).
  *
- * Compared, on the same load and the same Worker concurrency (256), one process:
+ * Compared, on the same load and the same Worker concurrency (1024), one process:
  *   1. a raw BullMQ Worker running the handler on every job (the baseline: no
  *      idempotency, so every duplicate is a second effect);
  *   2. the same Worker deduplicating by hand with SET key NX PX before the
@@ -15,7 +15,12 @@
  *      and fewer, but a slow handler would hold up every job behind it;
  *   5. createConsumer over the memory store (one process only: shows what the
  *      store round trips cost inside row 3).
- * A second table runs handlers that wait 10–200 ms (spread evenly, the same
+ * Why 1024: a raw Worker holds a job's slot for one Redis round trip (BullMQ's
+ * completion, which fetches the next job), idem for three (claim, commit,
+ * completion), so at a low concurrency idem runs out of slots while Node and
+ * Redis idle; the raw Worker is at its ceiling from about 100 on. A second
+ * table shows the ratio at 64 and 256 as well.
+ * A third table runs handlers that wait 10–200 ms (spread evenly, the same
  * wait for the same job in every row), as I/O does: a shard takes one batch at
  * a time and a batch settles when its slowest handler returns, so a slow
  * handler holds up the jobs batched with it and the batches behind it; more
@@ -42,7 +47,13 @@ import { warmEngine } from './warm-engine.js'
 const SUITE = 'bullmq'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
 const RUNS = 5
-const CONCURRENCY = 256
+const CONCURRENCY = 1024
+/** The lower concurrencies of the second table (the first table gives 1024). */
+const SWEEP_CONCURRENCIES = [64, 256]
+const SWEEP_RUNS = 3
+const SWEEP_VARIANTS: Variant[] = ['raw', 'idem-redis']
+/** Slow handlers: at 256, the raw Worker is bound by the handlers' waits, not by CPU. */
+const SLOW_CONCURRENCY = 256
 const SLOW_RUNS = 3
 const MAIN_VARIANTS: Variant[] = ['raw', 'setnx', 'idem-redis', 'idem-redis-1', 'idem-memory']
 const SLOW_VARIANTS: Variant[] = ['raw', 'idem-redis', 'idem-redis-256']
@@ -68,7 +79,7 @@ interface RowRun {
 type Variant = 'raw' | 'setnx' | 'idem-redis' | 'idem-redis-1' | 'idem-redis-256' | 'idem-memory'
 
 const labels: Record<Variant, string> = {
-  raw: `BullMQ Worker, no dedup (concurrency ${CONCURRENCY})`,
+  raw: 'BullMQ Worker, no dedup',
   setnx: 'BullMQ Worker + SET NX PX per job',
   'idem-redis': 'idem createConsumer, redis store',
   'idem-redis-1': 'idem createConsumer, redis store, 1 shard',
@@ -91,23 +102,36 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   const cpu = rowsOf()
   const slowMessages = options.quick ? 1_000 : 5_000
   const slowRates = rowsOf()
+  const sweepRates = SWEEP_CONCURRENCIES.map(rowsOf)
   try {
     for (let run = 0; run < RUNS; run++) {
       const load = makeLoad(messages, run)
       for (const variant of run % 2 === 0 ? MAIN_VARIANTS : [...MAIN_VARIANTS].reverse()) {
         progress(SUITE, `run ${run + 1}/${RUNS}: ${labels[variant]}, ${messages.toLocaleString('en-US')} jobs`)
-        const result = await measure(variant, load, `${prefix}${variant}${run}:`, undefined)
+        const result = await measure(variant, load, `${prefix}${variant}${run}:`, CONCURRENCY, undefined)
         rates[variant].push(result.rate)
         cpu[variant].push(result.cpuPerJob)
         checks.push(effectCheck(variant, `run ${run + 1}`, load, result))
         await deleteKeysUnder(admin, prefix)
       }
     }
+    for (const [level, concurrency] of SWEEP_CONCURRENCIES.entries()) {
+      for (let run = 0; run < SWEEP_RUNS; run++) {
+        const load = makeLoad(messages, 200 + run)
+        for (const variant of run % 2 === 0 ? SWEEP_VARIANTS : [...SWEEP_VARIANTS].reverse()) {
+          progress(SUITE, `concurrency ${concurrency}, run ${run + 1}/${SWEEP_RUNS}: ${labels[variant]}, ${messages.toLocaleString('en-US')} jobs`)
+          const result = await measure(variant, load, `${prefix}c${concurrency}-${variant}${run}:`, concurrency, undefined)
+          sweepRates[level][variant].push(result.rate)
+          checks.push(effectCheck(variant, `concurrency ${concurrency}, run ${run + 1}`, load, result))
+          await deleteKeysUnder(admin, prefix)
+        }
+      }
+    }
     for (let run = 0; run < SLOW_RUNS; run++) {
       const load = makeLoad(slowMessages, 100 + run)
       for (const variant of run % 2 === 0 ? SLOW_VARIANTS : [...SLOW_VARIANTS].reverse()) {
         progress(SUITE, `handlers of 10–200 ms, run ${run + 1}/${SLOW_RUNS}: ${labels[variant]}, ${slowMessages.toLocaleString('en-US')} jobs`)
-        const result = await measure(variant, load, `${prefix}slow-${variant}${run}:`, slowHandlerMs)
+        const result = await measure(variant, load, `${prefix}slow-${variant}${run}:`, SLOW_CONCURRENCY, slowHandlerMs)
         slowRates[variant].push(result.rate)
         checks.push(effectCheck(variant, `handlers of 10–200 ms, run ${run + 1}`, load, result))
         await deleteKeysUnder(admin, prefix)
@@ -140,6 +164,24 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
       'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine, so on a busy machine compare the CPU column',
     ],
   })
+  const sweepRow = (concurrency: number, table: Record<Variant, number[]>, runs: number) => ({
+    label: `concurrency ${concurrency}`,
+    values: { raw: median(table.raw), idem: median(table['idem-redis']), roundRatio: ratioIn(table, 'idem-redis'), runs },
+  })
+  const sweepTable: BenchTable = {
+    title: `BullMQ consumer by concurrency, ${messages.toLocaleString('en-US')} jobs with ${DUP_RATE * 100}% duplicates: jobs/s`,
+    columns: [
+      { key: 'raw', title: 'raw Worker jobs/s (median)' },
+      { key: 'idem', title: 'idem redis store jobs/s (median)' },
+      { key: 'roundRatio', title: 'idem/raw within each round (median)', format: formatRatio },
+      { key: 'runs', title: 'rounds' },
+    ],
+    rows: [...SWEEP_CONCURRENCIES.map((concurrency, level) => sweepRow(concurrency, sweepRates[level], SWEEP_RUNS)), sweepRow(CONCURRENCY, rates, RUNS)],
+    notes: [
+      `the last row is the first table's rounds; 8 shards, threads 0`,
+      'a raw Worker holds a job for one Redis round trip, idem for three (claim, commit, then BullMQ\'s completion): below about 1024 jobs at once idem runs out of slots while Node and Redis still have time to spare',
+    ],
+  }
   const slowTable: BenchTable = withRatios({
     title: `BullMQ consumer, handlers of 10–200 ms, ${slowMessages.toLocaleString('en-US')} jobs with ${DUP_RATE * 100}% duplicates: jobs/s`,
     baseline: labels.raw,
@@ -154,19 +196,19 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
       values: { runs: slowRates[variant].map((rate) => rate.toFixed(0)).join(' / '), rate: median(slowRates[variant]), roundRatio: ratioIn(slowRates, variant) },
     })),
     notes: [
-      `concurrency ${CONCURRENCY}; each job's handler waits 10–200 ms (the same job the same wait in every row), the raw Worker's too`,
+      `concurrency ${SLOW_CONCURRENCY}; each job's handler waits 10–200 ms (the same job the same wait in every row), the raw Worker's too`,
       'a shard takes one batch at a time and settles it when its slowest handler returns: 8 shards hold many jobs behind slow ones; 256 shards make batches of about one job',
     ],
   })
   const [raw, idem] = [median(rates.raw), median(rates['idem-redis'])]
   const ratio = roundRatio('idem-redis')
   const target: Target = {
-    name: 'BullMQ createConsumer (redis store) vs raw Worker, same concurrency',
+    name: `BullMQ createConsumer (redis store) vs raw Worker, same concurrency (${CONCURRENCY})`,
     goal: '>= 0.85x',
-    measured: `${ratio.toFixed(2)}x, median of ${RUNS} rounds' ratios (medians: ${short(idem)} vs ${short(raw)} jobs/s; 1 shard ${roundRatio('idem-redis-1').toFixed(2)}x; memory store ${roundRatio('idem-memory').toFixed(2)}x)`,
+    measured: `${ratio.toFixed(2)}x, median of ${RUNS} rounds' ratios (medians: ${short(idem)} vs ${short(raw)} jobs/s; 1 shard ${roundRatio('idem-redis-1').toFixed(2)}x; memory store ${roundRatio('idem-memory').toFixed(2)}x; at concurrency ${SWEEP_CONCURRENCIES.map((c, level) => `${c} ${ratioIn(sweepRates[level], 'idem-redis').toFixed(2)}x`).join(', ')})`,
     met: ratio >= 0.85,
   }
-  return { suite: SUITE, tables: [table, slowTable], checks, targets: [target] }
+  return { suite: SUITE, tables: [table, sweepTable, slowTable], checks, targets: [target] }
 }
 
 function effectCheck(variant: Variant, what: string, load: Load, result: RowRun): Check {
@@ -189,7 +231,7 @@ function makeLoad(messages: number, run: number): Load {
 }
 
 /** `handlerMs`: how long the handler of a job waits before its effect; undefined for a handler that returns at once. */
-async function measure(variant: Variant, load: Load, prefix: string, handlerMs: ((n: number) => number) | undefined): Promise<RowRun> {
+async function measure(variant: Variant, load: Load, prefix: string, concurrency: number, handlerMs: ((n: number) => number) | undefined): Promise<RowRun> {
   const queue = new Queue<JobData>(`${prefix}q`.replace(/:/g, '-'), { connection })
   const effects = new Uint8Array(load.unique)
   let effectCount = 0
@@ -220,7 +262,7 @@ async function measure(variant: Variant, load: Load, prefix: string, handlerMs: 
           : async (job: Job<JobData>) => {
               if ((await redis.set(`${prefix}nx:${job.data.key}`, '1', 'PX', 600_000, 'NX')) === 'OK') effect(job)
             }
-      const raw = new Worker<JobData>(queue.name, processor, { connection, concurrency: CONCURRENCY, autorun: false })
+      const raw = new Worker<JobData>(queue.name, processor, { connection, concurrency, autorun: false })
       cleanups.unshift(() => raw.close())
       worker = raw
     } else {
@@ -228,7 +270,7 @@ async function measure(variant: Variant, load: Load, prefix: string, handlerMs: 
       const engine = await createEngine({ shards: shardsOf[variant] ?? 8, threads: 0, bloom: { expectedItems: load.unique }, store })
       cleanups.push(() => engine.close())
       await warmEngine(engine)
-      const consumer = createConsumer<JobData, void>({ queue: queue.name, connection, engine, handler: effect, keyOf: (job) => job.data.key, autorun: false })
+      const consumer = createConsumer<JobData, void>({ queue: queue.name, connection, engine, handler: effect, keyOf: (job) => job.data.key, concurrency, autorun: false })
       cleanups.unshift(() => consumer.close())
       worker = consumer.worker
     }

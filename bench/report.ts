@@ -23,16 +23,16 @@ export interface Row {
 }
 
 /**
- * One printed table. `ratio` is added to every row as row[ratioOf] divided by
- * the baseline row's, so "ratio 4.2" always reads "4.2× the baseline" in the
- * unit of that column (ops/s, bytes, rate) as the title says.
+ * One printed table. With a baseline, withRatios adds `ratio` to every row as
+ * row[ratioOf] divided by the baseline row's, so "ratio 4.2" always reads "4.2×
+ * the baseline" in the unit of that column (ops/s, bytes, rate) as the title says.
  */
 export interface BenchTable {
   title: string
-  /** Label of the row every ratio is relative to. */
-  baseline: string
+  /** Label of the row every ratio is relative to (none when each row holds its own ratio). */
+  baseline?: string
   /** Key of the column the ratio is computed on. */
-  ratioOf: string
+  ratioOf?: string
   columns: Column[]
   rows: Row[]
   /** Lines printed under the table: what was measured and how. */
@@ -116,7 +116,7 @@ export const formatPercent = (digits: number) => (value: number | string): strin
 export const formatRatio = (value: number | string): string => (typeof value === 'number' ? `${value.toFixed(2)}x` : value)
 
 /** Adds `ratio` (row[ratioOf] / baseline row[ratioOf]) to every row. */
-export function withRatios(table: BenchTable): BenchTable {
+export function withRatios(table: BenchTable & { baseline: string; ratioOf: string }): BenchTable {
   const base = table.rows.find((row) => row.label === table.baseline)
   if (base === undefined) throw new Error(`table "${table.title}": no baseline row "${table.baseline}"`)
   const baseValue = base.values[table.ratioOf]

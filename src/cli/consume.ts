@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import { createEngine } from '../engine.js'
 import { createConsumer } from '../transport/bullmq/index.js'
+import { defaults as consumerDefaults } from '../transport/bullmq/options.js'
 import type { ConsumeCommand, ConsumeReport } from './consume-protocol.js'
 
 /** Per-job processor times kept for the parent's percentiles: a uniform sample, so a child's memory stays flat. */
@@ -23,7 +24,7 @@ export async function runConsume(args: string[]): Promise<number> {
       effects: { type: 'string' },
       shards: { type: 'string', default: '8' },
       threads: { type: 'string', default: '0' },
-      concurrency: { type: 'string', default: '256' },
+      concurrency: { type: 'string', default: String(consumerDefaults.concurrency) },
       'expected-keys': { type: 'string', default: '1000000' },
     },
     strict: true,

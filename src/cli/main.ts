@@ -2,6 +2,7 @@
 import { constants } from 'node:os'
 import { parseArgs } from 'node:util'
 import { IdemError } from '../errors.js'
+import { defaults as consumerDefaults } from '../transport/bullmq/options.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
 import { migrateUsage, parseStoreFlag } from './migrate.js'
 
@@ -15,7 +16,7 @@ const usage = `usage:
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
          the stream to a fresh queue, --consumers processes (default 2) each run
-         createConsumer (--concurrency jobs at once, default 256) over a Redis-store
+         createConsumer (--concurrency jobs at once, default 1024) over a Redis-store
          engine on one shared prefix, and every effect is counted per key in Redis.
          --messages defaults to 100,000 there (BullMQ itself tops out near 10,000
          jobs/s on a small machine) and --threads to 0 (each consumer is a process).
@@ -74,7 +75,7 @@ async function demo(args: string[]): Promise<number> {
   values.messages ??= viaRedis ? '100000' : '1000000'
   values.threads ??= viaRedis ? '0' : String(defaultDemoThreads())
   values.consumers ??= '2'
-  values.concurrency ??= '256'
+  values.concurrency ??= String(consumerDefaults.concurrency)
   const int = (name: string, min: number, max: number): number => {
     const raw = values[name as keyof typeof values] as string
     const value = Number(raw)

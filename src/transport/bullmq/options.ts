@@ -83,9 +83,11 @@ export interface ConsumerOptions<D = unknown, R = unknown> extends IdemProcessor
   handler: JobHandler<D, R>
   /**
    * Jobs in the processor at once. High by default: the engine batches
-   * concurrent jobs per shard, so store round trips are shared by many jobs;
-   * with BullMQ's default of 1, every job would cost its own round trip.
-   * @default 256
+   * concurrent jobs per shard, so store round trips are shared by many jobs
+   * (with BullMQ's default of 1, every job would cost its own round trip), and
+   * a new job holds its slot for three Redis round trips (claim, commit,
+   * BullMQ's completion) where a raw Worker's job holds it for one.
+   * @default 1024
    */
   concurrency?: number
   /**
@@ -110,7 +112,7 @@ export interface ProcessorConfig<D> {
 
 export const defaults = {
   inFlightDelay: { initialMs: 100, maxMs: 5000 },
-  concurrency: 256,
+  concurrency: 1024,
   lockDurationMs: 30_000,
   progressIntervalMs: 1000,
 } as const
