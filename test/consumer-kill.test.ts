@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
+import { deleteKeysUnder } from './support/redis-keys.js'
 
 const url = 'redis://127.0.0.1:6379'
 const MESSAGES = 100_000
@@ -33,12 +34,7 @@ afterAll(async () => {
   const queue = new Queue(queueName, { connection: { url } })
   await queue.obliterate({ force: true }).catch(() => {})
   await queue.close()
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
-    cursor = next
-    if (keys.length > 0) await redis.unlink(...keys)
-  } while (cursor !== '0')
+  await deleteKeysUnder(redis, prefix)
   redis.disconnect()
 })
 

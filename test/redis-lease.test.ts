@@ -6,20 +6,28 @@
 import { fork } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import { afterEach, describe, expect, it } from 'vitest'
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../dist/src/engine.js'
 import { ErrorCode } from '../dist/src/errors.js'
+import { deleteKeysUnder } from './support/redis-keys.js'
 
 const url = 'redis://127.0.0.1:6379'
+const redis = new Redis(url)
 const engines: Engine[] = []
+const prefixes = new Set<string>()
 async function engine(prefix: string, leaseMs: number): Promise<Engine> {
   const created = await createEngine({ shards: 1, leaseMs, lru: { maxKeys: 0 }, store: { kind: 'redis', url, prefix } })
   engines.push(created)
+  prefixes.add(prefix)
   return created
 }
 afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()))
+  for (const prefix of prefixes) await deleteKeysUnder(redis, prefix)
+  prefixes.clear()
 })
+afterAll(() => redis.disconnect())
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('leases on the redis store', () => {

@@ -12,6 +12,7 @@ import { randomUUID } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
+import { deleteKeysUnder } from './support/redis-keys.js'
 
 const url = 'redis://127.0.0.1:6379'
 const ENTRIES = 40_000
@@ -37,12 +38,7 @@ const effectsKey = `${scope}:effects`
 afterAll(async () => {
   // Only the processes this test forked, by their handles.
   for (const child of children) child.kill('SIGKILL')
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${scope}*`, 'COUNT', 10_000)
-    cursor = next
-    if (keys.length > 0) await redis.unlink(...keys)
-  } while (cursor !== '0')
+  await deleteKeysUnder(redis, scope)
   redis.disconnect()
 })
 

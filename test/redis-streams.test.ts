@@ -11,6 +11,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../dist/src/engine.js'
 import { ConfigError, ErrorCode, type IdemError } from '../dist/src/errors.js'
 import { createStreamConsumer, entryActionOf, EntryAction, type DeadLetter, type StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../dist/src/transport/redis-streams/index.js'
+import { deleteKeysUnder } from './support/redis-keys.js'
 import { startProxy } from './support/tcp-proxy.js'
 
 const url = 'redis://127.0.0.1:6379'
@@ -46,14 +47,7 @@ afterEach(async () => {
   await Promise.all(consumers.splice(0).map((c) => c.close()))
   await Promise.all(engines.splice(0).map((e) => e.close()))
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-  for (const scope of scopes.splice(0)) {
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${scope}*`, 'COUNT', 10_000)
-      cursor = next
-      if (keys.length > 0) await redis.unlink(...keys)
-    } while (cursor !== '0')
-  }
+  for (const scope of scopes.splice(0)) await deleteKeysUnder(redis, scope)
 })
 afterAll(() => redis.disconnect())
 
