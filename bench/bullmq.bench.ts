@@ -41,7 +41,7 @@ import { demoStream } from '../src/cli/demo-stream.js'
 import { createEngine } from '../src/engine.js'
 import { createConsumer } from '../src/transport/bullmq/consumer.js'
 import { formatRatio, median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
-import { deleteKeysUnder } from './dup-stream.js'
+import { cpuMeter, deleteKeysUnder, type CpuPerItem } from './dup-stream.js'
 import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'bullmq'
@@ -72,8 +72,8 @@ interface Load {
 }
 interface RowRun {
   rate: number
-  /** CPU time of this Node process (user + system) per job, in µs: less sensitive than the rate to a busy machine. */
-  cpuPerJob: number
+  /** CPU time per job of this Node process and of the Redis server: less sensitive than the rate to a busy machine. */
+  cpu: CpuPerItem
   effects: number
 }
 type Variant = 'raw' | 'setnx' | 'idem-redis' | 'idem-redis-1' | 'idem-redis-256' | 'idem-memory'
@@ -99,7 +99,8 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   const messages = options.quick ? 5_000 : 50_000
   const checks: Check[] = []
   const rates = rowsOf()
-  const cpu = rowsOf()
+  const nodeCpu = rowsOf()
+  const redisCpu = rowsOf()
   const slowMessages = options.quick ? 1_000 : 5_000
   const slowRates = rowsOf()
   const sweepRates = SWEEP_CONCURRENCIES.map(rowsOf)
@@ -108,9 +109,10 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
       const load = makeLoad(messages, run)
       for (const variant of run % 2 === 0 ? MAIN_VARIANTS : [...MAIN_VARIANTS].reverse()) {
         progress(SUITE, `run ${run + 1}/${RUNS}: ${labels[variant]}, ${messages.toLocaleString('en-US')} jobs`)
-        const result = await measure(variant, load, `${prefix}${variant}${run}:`, CONCURRENCY, undefined)
+        const result = await measure(admin, variant, load, `${prefix}${variant}${run}:`, CONCURRENCY, undefined)
         rates[variant].push(result.rate)
-        cpu[variant].push(result.cpuPerJob)
+        nodeCpu[variant].push(result.cpu.node)
+        redisCpu[variant].push(result.cpu.redis)
         checks.push(effectCheck(variant, `run ${run + 1}`, load, result))
         await deleteKeysUnder(admin, prefix)
       }
@@ -120,7 +122,7 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
         const load = makeLoad(messages, 200 + run)
         for (const variant of run % 2 === 0 ? SWEEP_VARIANTS : [...SWEEP_VARIANTS].reverse()) {
           progress(SUITE, `concurrency ${concurrency}, run ${run + 1}/${SWEEP_RUNS}: ${labels[variant]}, ${messages.toLocaleString('en-US')} jobs`)
-          const result = await measure(variant, load, `${prefix}c${concurrency}-${variant}${run}:`, concurrency, undefined)
+          const result = await measure(admin, variant, load, `${prefix}c${concurrency}-${variant}${run}:`, concurrency, undefined)
           sweepRates[level][variant].push(result.rate)
           checks.push(effectCheck(variant, `concurrency ${concurrency}, run ${run + 1}`, load, result))
           await deleteKeysUnder(admin, prefix)
@@ -131,7 +133,7 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
       const load = makeLoad(slowMessages, 100 + run)
       for (const variant of run % 2 === 0 ? SLOW_VARIANTS : [...SLOW_VARIANTS].reverse()) {
         progress(SUITE, `handlers of 10–200 ms, run ${run + 1}/${SLOW_RUNS}: ${labels[variant]}, ${slowMessages.toLocaleString('en-US')} jobs`)
-        const result = await measure(variant, load, `${prefix}slow-${variant}${run}:`, SLOW_CONCURRENCY, slowHandlerMs)
+        const result = await measure(admin, variant, load, `${prefix}slow-${variant}${run}:`, SLOW_CONCURRENCY, slowHandlerMs)
         slowRates[variant].push(result.rate)
         checks.push(effectCheck(variant, `handlers of 10–200 ms, run ${run + 1}`, load, result))
         await deleteKeysUnder(admin, prefix)
@@ -151,17 +153,18 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     columns: [
       { key: 'runs', title: `jobs/s of ${RUNS} rounds` },
       { key: 'rate', title: 'jobs/s (median)' },
-      { key: 'cpu', title: 'Node CPU µs/job (median)' },
+      { key: 'nodeCpu', title: 'Node CPU µs/job (median)' },
+      { key: 'redisCpu', title: 'Redis CPU µs/job (median)' },
       { key: 'roundRatio', title: 'ratio to raw within each round (median)', format: formatRatio },
     ],
     rows: MAIN_VARIANTS.map((variant) => ({
       label: labels[variant],
-      values: { runs: rates[variant].map(short).join(' / '), rate: median(rates[variant]), cpu: median(cpu[variant]), roundRatio: roundRatio(variant) },
+      values: { runs: rates[variant].map(short).join(' / '), rate: median(rates[variant]), nodeCpu: median(nodeCpu[variant]), redisCpu: median(redisCpu[variant]), roundRatio: roundRatio(variant) },
     })),
     notes: [
       'the raw Worker runs every duplicate (its effect count is the job count); every other row makes one effect per unique key (checks below)',
       `every row: concurrency ${CONCURRENCY}, removeOnComplete, jobs added before the Worker starts; idem: 8 shards unless the row says 1, threads 0, lru 100,000 keys`,
-      'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine, so on a busy machine compare the CPU column',
+      'BullMQ itself moves each job through several Lua scripts; the Redis server and Node share the machine, so on a busy machine compare the CPU columns (Redis CPU counts the whole server: the scripts of BullMQ and of idem)',
     ],
   })
   const sweepRow = (concurrency: number, table: Record<Variant, number[]>, runs: number) => ({
@@ -231,7 +234,7 @@ function makeLoad(messages: number, run: number): Load {
 }
 
 /** `handlerMs`: how long the handler of a job waits before its effect; undefined for a handler that returns at once. */
-async function measure(variant: Variant, load: Load, prefix: string, concurrency: number, handlerMs: ((n: number) => number) | undefined): Promise<RowRun> {
+async function measure(admin: Redis, variant: Variant, load: Load, prefix: string, concurrency: number, handlerMs: ((n: number) => number) | undefined): Promise<RowRun> {
   const queue = new Queue<JobData>(`${prefix}q`.replace(/:/g, '-'), { connection })
   const effects = new Uint8Array(load.unique)
   let effectCount = 0
@@ -281,14 +284,13 @@ async function measure(variant: Variant, load: Load, prefix: string, concurrency
         if (++completed === load.jobs.length) resolve()
       })
     })
+    const meter = await cpuMeter(admin)
     const started = performance.now()
-    const cpuBefore = process.cpuUsage()
     void worker.run()
     await done
     const rate = load.jobs.length / ((performance.now() - started) / 1000)
-    const used = process.cpuUsage(cpuBefore)
-    const cpuPerJob = (used.user + used.system) / load.jobs.length
-    return { rate, cpuPerJob, effects: variant === 'raw' ? effectCount : effects.reduce((sum, n) => sum + n, 0) }
+    const cpu = await meter(load.jobs.length)
+    return { rate, cpu, effects: variant === 'raw' ? effectCount : effects.reduce((sum, n) => sum + n, 0) }
   } finally {
     for (const cleanup of cleanups) await cleanup()
     await queue.obliterate({ force: true })

@@ -29,6 +29,33 @@ export function dupStream(count: number, seed: number, dupRate: number): DupStre
   return { keys, unique }
 }
 
+/** CPU time per item, in µs: this Node process's (user + system) and the Redis server's (INFO cpu). */
+export interface CpuPerItem {
+  node: number
+  redis: number
+}
+
+/**
+ * Starts counting CPU time; the returned function gives the time spent since,
+ * per item. The Redis figure is the whole server's: other clients of the same
+ * server count too.
+ */
+export async function cpuMeter(client: Redis): Promise<(items: number) => Promise<CpuPerItem>> {
+  const redisBefore = await redisCpuUs(client)
+  const nodeBefore = process.cpuUsage()
+  return async (items) => {
+    const node = process.cpuUsage(nodeBefore)
+    const redis = (await redisCpuUs(client)) - redisBefore
+    return { node: (node.user + node.system) / items, redis: redis / items }
+  }
+}
+
+async function redisCpuUs(client: Redis): Promise<number> {
+  const info = await client.info('cpu')
+  const seconds = (field: string): number => Number(new RegExp(`^${field}:([0-9.]+)`, 'm').exec(info)?.[1])
+  return (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6
+}
+
 /** Deletes every key under `prefix`, a SCAN page at a time (never KEYS, never a flush). */
 export async function deleteKeysUnder(client: Redis, prefix: string): Promise<void> {
   let cursor = '0'

@@ -36,7 +36,7 @@ import type { Message } from '../src/message.js'
 import { createStreamConsumer } from '../src/transport/redis-streams/index.js'
 import type { StreamEntry } from '../src/transport/redis-streams/entry.js'
 import { markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
-import { deleteKeysUnder, dupStream } from './dup-stream.js'
+import { cpuMeter, deleteKeysUnder, dupStream, type CpuPerItem } from './dup-stream.js'
 import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'streams'
@@ -63,6 +63,7 @@ const ENGINE_ONLY: Variant = { label: 'engine.processBatch alone, same keys, no 
 
 interface Run {
   rate: number
+  cpu: CpuPerItem
   effects: number
   doubles: number
   /** For the stream consumer: what would stretch its tail (in-flight waits and take-overs wait out their delays). */
@@ -84,6 +85,7 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
   const tables: BenchTable[] = []
   const variants = [RAW, IDEM, RAW_WIDE, IDEM_WIDE, ENGINE_ONLY]
   const rates = new Map<Variant, number[]>(variants.map((v) => [v, []]))
+  const cpus = new Map<Variant, CpuPerItem[]>(variants.map((v) => [v, []]))
   try {
     for (let run = 0; run < RUNS; run++) {
       const stream = `${prefix}s${run}`
@@ -97,12 +99,14 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
         progress(SUITE, `run ${run + 1}/${RUNS}: ${variant.label}`)
         const storePrefix = `${prefix}idem${run}:${group}:`
         const result = isRaw
-          ? await rawConsumer(stream, group, variant, entries)
+          ? await rawConsumer(admin, stream, group, variant, entries)
           : variant === ENGINE_ONLY
-            ? await engineOnly(keys.keys, variant, storePrefix)
-            : await idemConsumer(stream, group, variant, entries, storePrefix)
+            ? await engineOnly(admin, keys.keys, variant, storePrefix)
+            : await idemConsumer(admin, stream, group, variant, entries, storePrefix)
         rates.get(variant)!.push(result.rate)
-        progress(SUITE, `  ${shortRate(result.rate)} msgs/s${result.detail === undefined ? '' : ` (${result.detail})`}`)
+        cpus.get(variant)!.push(result.cpu)
+        const cpu = `CPU per entry: node ${result.cpu.node.toFixed(1)} µs, redis ${result.cpu.redis.toFixed(1)} µs`
+        progress(SUITE, `  ${shortRate(result.rate)} msgs/s, ${cpu}${result.detail === undefined ? '' : ` (${result.detail})`}`)
         const expected = isRaw ? entries : keys.unique
         checks.push({
           name: `${variant.label}, run ${run + 1}: ${isRaw ? 'one effect per entry' : 'one effect per unique key'}`,
@@ -120,11 +124,22 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
         columns: [
           { key: 'runs', title: 'msgs/s of 3 runs' },
           { key: 'rate', title: 'msgs/s (median)' },
+          { key: 'nodeCpu', title: 'Node CPU µs/entry (median)' },
+          { key: 'redisCpu', title: 'Redis CPU µs/entry (median)' },
         ],
-        rows: variants.map((v) => ({ label: v.label, values: { runs: rates.get(v)!.map(shortRate).join(' / '), rate: median(rates.get(v)!) } })),
+        rows: variants.map((v) => ({
+          label: v.label,
+          values: {
+            runs: rates.get(v)!.map(shortRate).join(' / '),
+            rate: median(rates.get(v)!),
+            nodeCpu: median(cpus.get(v)!.map((c) => c.node)),
+            redisCpu: median(cpus.get(v)!.map((c) => c.redis)),
+          },
+        })),
         notes: [
           `idem: engine with ${SHARDS} shards, threads 0, redis store (a claim and a commit per shard batch; the small ones of one turn share a script call), LRU 100k keys; the raw consumer runs the handler for every entry, idem once per key`,
           'each consumer reads the whole stream in its own consumer group; the Redis server and node share the machine',
+          'reading, dedup and acking share one Node thread, which is the limit: at 0.8x raw, idem could add a quarter of the raw consumer\'s Node CPU per entry; compare the engine row\'s Node CPU with that',
         ],
       }),
     )
@@ -160,7 +175,7 @@ async function fill(client: Redis, stream: string, keys: string[]): Promise<void
  * blocking reader connection, acks on a second connection, the next read sent
  * while up to batchesInFlight batches are being handled and acked.
  */
-async function rawConsumer(stream: string, group: string, variant: Variant, total: number): Promise<Run> {
+async function rawConsumer(admin: Redis, stream: string, group: string, variant: Variant, total: number): Promise<Run> {
   const reader = new Redis(URL_)
   const commands = new Redis(URL_)
   await commands.xgroup('CREATE', stream, group, '0')
@@ -169,6 +184,7 @@ async function rawConsumer(stream: string, group: string, variant: Variant, tota
   let runs = 0
   let acked = 0
   const inFlight = new Set<Promise<void>>()
+  const meter = await cpuMeter(admin)
   const started = performance.now()
   while (acked + sizeOf(inFlight) < total) {
     while (inFlight.size >= variant.batchesInFlight) await Promise.race(inFlight)
@@ -193,9 +209,10 @@ async function rawConsumer(stream: string, group: string, variant: Variant, tota
   }
   await Promise.all(inFlight)
   const rate = total / ((performance.now() - started) / 1000)
+  const cpu = await meter(total)
   reader.disconnect()
   commands.disconnect()
-  return { rate, effects: runs, doubles: 0 }
+  return { rate, cpu, effects: runs, doubles: 0 }
 }
 
 function sizeOf(batches: Set<Promise<void>>): number {
@@ -204,11 +221,12 @@ function sizeOf(batches: Set<Promise<void>>): number {
   return n
 }
 
-async function idemConsumer(stream: string, group: string, variant: Variant, total: number, storePrefix: string): Promise<Run> {
+async function idemConsumer(admin: Redis, stream: string, group: string, variant: Variant, total: number, storePrefix: string): Promise<Run> {
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
   await warmEngine(engine)
   const effects = new Map<string, number>()
   const handler = (entry: StreamEntry): void => void effects.set(entry.fields.key, (effects.get(entry.fields.key) ?? 0) + 1)
+  const meter = await cpuMeter(admin)
   const started = performance.now()
   const consumer = createStreamConsumer({ stream, group, consumer: 'idem', engine, handler, keyOf: (entry) => entry.fields.key, count: variant.count, batchesInFlight: variant.batchesInFlight })
   let lastAcked = 0
@@ -229,6 +247,7 @@ async function idemConsumer(stream: string, group: string, variant: Variant, tot
     }, 2)
   })
   const rate = total / ((performance.now() - started) / 1000)
+  const cpu = await meter(total)
   const stats = consumer.stats()
   const detail = `waits ${stats.inFlight}, retried ${stats.retried}, reclaimed ${stats.reclaimed}, transport errors ${stats.transportErrors}`
   await consumer.close()
@@ -240,17 +259,18 @@ async function idemConsumer(stream: string, group: string, variant: Variant, tot
     runs += n
     if (n > 1) doubles++
   }
-  return { rate, effects: runs === effects.size ? runs : effects.size, doubles, detail }
+  return { rate, cpu, effects: runs === effects.size ? runs : effects.size, doubles, detail }
 }
 
 /** The engine on the same keys with no stream: processBatch of 1024 messages, 4 calls in flight. */
-async function engineOnly(keys: readonly string[], variant: Variant, storePrefix: string): Promise<Run> {
+async function engineOnly(admin: Redis, keys: readonly string[], variant: Variant, storePrefix: string): Promise<Run> {
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: keys.length * 2 } })
   await warmEngine(engine)
   const effects = new Map<string, number>()
   const handler = (message: Message): void => void effects.set(message.key, (effects.get(message.key) ?? 0) + 1)
   // Messages shaped as the transport makes them (a fresh key string from the wire is what it would hash): copies, not the fill's strings.
   const messages: Message[] = keys.map((key) => ({ key: Buffer.from(key).toString() }))
+  const meter = await cpuMeter(admin)
   const started = performance.now()
   const calls = new Set<Promise<unknown>>()
   for (let i = 0; i < messages.length; i += variant.count) {
@@ -260,6 +280,7 @@ async function engineOnly(keys: readonly string[], variant: Variant, storePrefix
   }
   await Promise.all(calls)
   const rate = keys.length / ((performance.now() - started) / 1000)
+  const cpu = await meter(keys.length)
   await engine.close()
   let runs = 0
   let doubles = 0
@@ -267,6 +288,6 @@ async function engineOnly(keys: readonly string[], variant: Variant, storePrefix
     runs += n
     if (n > 1) doubles++
   }
-  return { rate, effects: runs === effects.size ? runs : effects.size, doubles }
+  return { rate, cpu, effects: runs === effects.size ? runs : effects.size, doubles }
 }
 
