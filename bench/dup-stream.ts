@@ -1,7 +1,6 @@
 /**
  * What the Redis, SQL and stream suites share: one stream of keys with
- * duplicates, the same for every contender of a run, and the clean-up of a
- * run's Redis keys.
+ * duplicates, the same for every contender of a run, and CPU time per item.
  */
 import type { Redis } from 'ioredis'
 
@@ -52,16 +51,10 @@ export async function cpuMeter(client: Redis): Promise<(items: number) => Promis
 
 async function redisCpuUs(client: Redis): Promise<number> {
   const info = await client.info('cpu')
-  const seconds = (field: string): number => Number(new RegExp(`^${field}:([0-9.]+)`, 'm').exec(info)?.[1])
+  const seconds = (field: string): number => {
+    const value = new RegExp(`^${field}:([0-9.]+)`, 'm').exec(info)?.[1]
+    if (value === undefined) throw new Error(`INFO cpu of the Redis server has no ${field} field: cannot measure its CPU time`)
+    return Number(value)
+  }
   return (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6
-}
-
-/** Deletes every key under `prefix`, a SCAN page at a time (never KEYS, never a flush). */
-export async function deleteKeysUnder(client: Redis, prefix: string): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
-    cursor = next
-    if (keys.length > 0) await client.unlink(...keys)
-  } while (cursor !== '0')
 }

@@ -34,7 +34,8 @@ import type { Message, Outcome } from '../src/message.js'
 import { resolveRedisStore } from '../src/store/redis/redis-options.js'
 import { RedisStore } from '../src/store/redis/redis-store.js'
 import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
-import { deleteKeysUnder, dupStream, type DupStream as Stream } from './dup-stream.js'
+import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
+import { dupStream, type DupStream as Stream } from './dup-stream.js'
 import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'redis'
@@ -233,7 +234,8 @@ async function powertools(stream: Stream, prefix: string): Promise<PeerRun> {
       effects.add(event.key)
       return { ok: event.key }
     },
-    { persistenceStore: new CachePersistenceLayer({ client }), config },
+    // Its records are named keyPrefix#hash: under the run's prefix, so the run's clean-up deletes them.
+    { persistenceStore: new CachePersistenceLayer({ client }), config, keyPrefix: prefix },
   )
   const run = async (event: { key: string }) => handler({ key: `${prefix}${event.key}` })
   const rate = await drive(stream, IN_FLIGHT_CALLS, async (key) => {

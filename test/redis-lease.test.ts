@@ -10,16 +10,21 @@ import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../dist/src/engine.js'
 import { ErrorCode } from '../dist/src/errors.js'
-import { deleteKeysUnder } from './support/redis-keys.js'
+import { deleteKeysUnder } from '../dist/src/store/redis/delete-keys.js'
 
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
 const engines: Engine[] = []
 const prefixes = new Set<string>()
+/** A fresh key prefix, its keys deleted after the test (a forked owner's too, whatever fails). */
+function newPrefix(): string {
+  const prefix = `t:${randomUUID()}:`
+  prefixes.add(prefix)
+  return prefix
+}
 async function engine(prefix: string, leaseMs: number): Promise<Engine> {
   const created = await createEngine({ shards: 1, leaseMs, lru: { maxKeys: 0 }, store: { kind: 'redis', url, prefix } })
   engines.push(created)
-  prefixes.add(prefix)
   return created
 }
 afterEach(async () => {
@@ -32,7 +37,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe('leases on the redis store', () => {
   it('a handler five times slower than its lease keeps one owner: renewals hold it, the other owner sees in-flight, then a duplicate', async () => {
-    const prefix = `t:${randomUUID()}:`
+    const prefix = newPrefix()
     const first = await engine(prefix, 200)
     const second = await engine(prefix, 200)
     let runs = 0
@@ -54,7 +59,7 @@ describe('leases on the redis store', () => {
   }, 20_000)
 
   it('a consumer frozen with SIGSTOP past its lease: the second owner runs; after SIGCONT the first owner commit and release are refused and counted', async () => {
-    const prefix = `t:${randomUUID()}:`
+    const prefix = newPrefix()
     const leaseMs = 400
     const child = fork(fileURLToPath(new URL('./fixtures/redis-slow-owner.mjs', import.meta.url)), [url, prefix, String(leaseMs), '600'])
     const messages: Record<string, unknown>[] = []

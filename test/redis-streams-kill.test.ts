@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
-import { deleteKeysUnder } from './support/redis-keys.js'
+import { deleteKeysUnder } from '../dist/src/store/redis/delete-keys.js'
 
 const url = 'redis://127.0.0.1:6379'
 const ENTRIES = 40_000

@@ -11,7 +11,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../dist/src/engine.js'
 import { ConfigError, ErrorCode, type IdemError } from '../dist/src/errors.js'
 import { createStreamConsumer, entryActionOf, EntryAction, type DeadLetter, type StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../dist/src/transport/redis-streams/index.js'
-import { deleteKeysUnder } from './support/redis-keys.js'
+import { deleteKeysUnder } from '../dist/src/store/redis/delete-keys.js'
 import { startProxy } from './support/tcp-proxy.js'
 
 const url = 'redis://127.0.0.1:6379'

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import type { LayerStats } from '../engine.js'
+import { deleteKeysUnder } from '../store/redis/delete-keys.js'
 import type { ConsumerStats } from '../transport/bullmq/consumer.js'
 import type { ConsumeCommand, ConsumeReport } from './consume-protocol.js'
 import { percentile, type DemoOptions, type DemoSummary } from './demo.js'
@@ -115,7 +116,7 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
     await Promise.all(children.map((child) => child.exited))
     await queue.obliterate({ force: true }).catch(() => {})
     await queue.close().catch(() => {})
-    await deleteByPrefix(redis, prefix).catch(() => {})
+    await deleteKeysUnder(redis, prefix).catch(() => {})
     redis.disconnect()
   }
 }
@@ -179,15 +180,6 @@ async function effectCounts(redis: Redis, effectsKey: string, uniqueKeys: number
     for (let i = 0; i < fields.length; i += 2) perKey[Number(fields[i])] = Number(fields[i + 1])
   } while (cursor !== '0')
   return perKey
-}
-
-async function deleteByPrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 10_000)
-    cursor = next
-    if (keys.length > 0) await redis.unlink(...keys)
-  } while (cursor !== '0')
 }
 
 function summarize(

@@ -16,7 +16,7 @@ const usage = `usage:
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
          the stream to a fresh queue, --consumers processes (default 2) each run
-         createConsumer (--concurrency jobs at once, default 1024) over a Redis-store
+         createConsumer (--concurrency jobs at once, default ${consumerDefaults.concurrency}) over a Redis-store
          engine on one shared prefix, and every effect is counted per key in Redis.
          --messages defaults to 100,000 there (BullMQ itself tops out near 10,000
          jobs/s on a small machine) and --threads to 0 (each consumer is a process).
