@@ -3,7 +3,8 @@
  * (IDEM_BENCH_REDIS, default redis://127.0.0.1:6379; a fresh queue and key
  * prefix per row, deleted afterwards; nothing else is touched).
  *
- * Compared, on the same load and the same Worker concurrency (1024), one process:
+ * Compared, on the same load and the same Worker concurrency (256, the
+ * default of createConsumer), one process:
  *   1. a raw BullMQ Worker running the handler on every job (the baseline: no
  *      idempotency, so every duplicate is a second effect);
  *   2. the same Worker deduplicating by hand with SET key NX PX before the
@@ -15,12 +16,14 @@
  *      and fewer, but a slow handler would hold up every job behind it;
  *   5. createConsumer over the memory store (one process only: shows what the
  *      store round trips cost inside row 3).
- * Why 1024: a raw Worker holds a job's slot for one Redis round trip (BullMQ's
- * completion, which fetches the next job), idem for three (claim, commit,
- * completion), so at a low concurrency idem runs out of slots while Node and
- * Redis idle. A second table runs raw and idem at 64, 256 and 1024 in every
+ * The ratio depends on the concurrency: a raw Worker holds a job's slot for
+ * one Redis round trip (BullMQ's completion, which fetches the next job), idem
+ * for three (claim, commit, completion), so at a low concurrency idem runs out
+ * of slots while Node and Redis idle; at 1024 the raw Worker itself slows
+ * down. So a second table runs raw and idem at 64, 256 and 1024 in every
  * round: each one's rate by concurrency, the ratio at each, and idem at its
- * best against the raw Worker at its best (which is not at 1024).
+ * best against the raw Worker at its best, which is the comparison a user
+ * choosing a concurrency for each would see.
  * A third table runs handlers that wait 10–200 ms (spread evenly, the same
  * wait for the same job in every row), as I/O does: a shard takes one batch at
  * a time and a batch settles when its slowest handler returns, so a slow
@@ -49,7 +52,7 @@ import { warmEngine } from './warm-engine.js'
 const SUITE = 'bullmq'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
 const RUNS = 5
-const CONCURRENCY = 1024
+const CONCURRENCY = 256
 const SWEEP_CONCURRENCIES = [64, 256, 1024]
 const SWEEP_RUNS = 3
 const SWEEP_VARIANTS: Variant[] = ['raw', 'idem-redis']
@@ -210,11 +213,13 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   })
   const [raw, idem] = [median(rates.raw), median(rates['idem-redis'])]
   const ratio = roundRatio('idem-redis')
+  // Met only if it holds both at the default concurrency and with each side at its best: a ratio at a
+  // concurrency where the raw Worker slows down (1024 here) is not what a user choosing one would see.
   const target: Target = {
-    name: `BullMQ createConsumer (redis store) vs raw Worker, same concurrency (${CONCURRENCY})`,
-    goal: '>= 0.85x',
-    measured: `${ratio.toFixed(2)}x, median of ${RUNS} rounds' ratios (medians: ${short(idem)} vs ${short(raw)} jobs/s; 1 shard ${roundRatio('idem-redis-1').toFixed(2)}x; memory store ${roundRatio('idem-memory').toFixed(2)}x; by concurrency ${SWEEP_CONCURRENCIES.map((c, index) => `${c} ${ratioIn(sweepRates[index], 'idem-redis').toFixed(2)}x`).join(', ')}; best vs best ${bestRatio.toFixed(2)}x)`,
-    met: ratio >= 0.85,
+    name: `BullMQ createConsumer (redis store) vs raw Worker: same concurrency (${CONCURRENCY}, the default), and each at its best concurrency`,
+    goal: '>= 0.85x both',
+    measured: `${ratio.toFixed(2)}x at ${CONCURRENCY}, median of ${RUNS} rounds' ratios (medians: ${short(idem)} vs ${short(raw)} jobs/s; 1 shard ${roundRatio('idem-redis-1').toFixed(2)}x; memory store ${roundRatio('idem-memory').toFixed(2)}x); best vs best ${bestRatio.toFixed(2)}x; same concurrency ${SWEEP_CONCURRENCIES.map((c, index) => `${c}: ${ratioIn(sweepRates[index], 'idem-redis').toFixed(2)}x`).join(', ')}`,
+    met: ratio >= 0.85 && bestRatio >= 0.85,
   }
   return { suite: SUITE, tables: [table, sweepTable, slowTable], checks, targets: [target] }
 }

@@ -28,7 +28,7 @@ describe('idem demo --redis (end to end through BullMQ)', () => {
     expect(summary.duplicates).toBeGreaterThanOrEqual(4000 - 2800)
     expect(summary.msgsPerSec).toBeGreaterThan(0)
     expect(summary.config.store).toBe('redis')
-    expect(summary.transport).toMatchObject({ kind: 'bullmq', consumers: 2, concurrency: 1024 })
+    expect(summary.transport).toMatchObject({ kind: 'bullmq', consumers: 2, concurrency: 256 })
     const left = [...(await redis.keys(`${summary.transport.prefix}*`)), ...(await redis.keys(`bull:${summary.transport.queue}:*`))]
     expect(left).toEqual([])
   })

@@ -512,11 +512,11 @@ describe('options', () => {
     expect(() => idemProcessor(e, () => 1, {} as never)).toThrow('keyOf: must be a function of the job, got undefined')
   })
 
-  it('defaults: concurrency 1024, lockDuration at least leaseMs; other WorkerOptions pass through', async () => {
+  it('defaults: concurrency 256, lockDuration at least leaseMs; other WorkerOptions pass through', async () => {
     const q = queue()
     const e = await engine(undefined, { leaseMs: 45_000 })
     const c = consumer({ queue: q.name, connection, engine: e, handler: () => 1, keyOf: () => 'k', autorun: false, maxStalledCount: 3 })
-    expect(c.worker.opts).toMatchObject({ concurrency: 1024, lockDuration: 45_000, maxStalledCount: 3, autorun: false })
+    expect(c.worker.opts).toMatchObject({ concurrency: 256, lockDuration: 45_000, maxStalledCount: 3, autorun: false })
   })
 
   it('progress events carry the stats; close() drains active jobs and is safe twice', async () => {

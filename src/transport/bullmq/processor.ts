@@ -54,7 +54,7 @@ export function jobActionOf(outcome: Outcome): JobAction {
  * redelivery, retries). Give the result to a BullMQ Worker:
  *
  * ```ts
- * new Worker('orders', idemProcessor(engine, chargeCard, { keyOf: (job) => job.data.orderId }), { connection, concurrency: 1024 })
+ * new Worker('orders', idemProcessor(engine, chargeCard, { keyOf: (job) => job.data.orderId }), { connection, concurrency: 256 })
  * ```
  *
  * Run it with a high concurrency: the jobs that arrive in one turn of the event
