@@ -282,19 +282,14 @@ export class RedisStore implements DedupStore {
     let call: Queued[] = []
     let keys = 0
     for (const operation of queued) {
-      // A big one goes alone: the small ones made before it go first, in order.
-      if (operation.keys >= MERGE_KEYS && call.length > 0) {
+      // The call so far goes out before a big operation (which then goes alone) or once it is full; order is kept.
+      if (call.length > 0 && (operation.keys >= MERGE_KEYS || keys >= MERGE_KEYS)) {
         this.sendMerged(call)
         call = []
         keys = 0
       }
       call.push(operation)
       keys += operation.keys
-      if (keys >= MERGE_KEYS) {
-        this.sendMerged(call)
-        call = []
-        keys = 0
-      }
     }
     if (call.length > 0) this.sendMerged(call)
   }
