@@ -108,41 +108,39 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
   const slowMessages = options.quick ? 1_000 : 5_000
   const slowRates = rowsOf()
   const sweepRates = SWEEP_CONCURRENCIES.map(() => rowsOf())
+  /** One row of one round: measured, its effects checked, its keys deleted. `what` names the round (and the concurrency when it varies). */
+  const row = async (what: string, variant: Variant, load: Load, keyTag: string, concurrency: number, handlerMs?: (n: number) => number): Promise<RowRun> => {
+    progress(SUITE, `${what}: ${labels[variant]}, ${load.jobs.length.toLocaleString('en-US')} jobs`)
+    const result = await measure(admin, variant, load, `${prefix}${keyTag}:`, concurrency, handlerMs)
+    checks.push(effectCheck(variant, what, load, result))
+    await deleteKeysUnder(admin, prefix)
+    return result
+  }
   try {
     for (let run = 0; run < RUNS; run++) {
       const load = makeLoad(messages, run)
-      for (const variant of run % 2 === 0 ? MAIN_VARIANTS : [...MAIN_VARIANTS].reverse()) {
-        progress(SUITE, `run ${run + 1}/${RUNS}: ${labels[variant]}, ${messages.toLocaleString('en-US')} jobs`)
-        const result = await measure(admin, variant, load, `${prefix}${variant}${run}:`, CONCURRENCY, undefined)
+      for (const variant of inRoundOrder(MAIN_VARIANTS, run)) {
+        const result = await row(`run ${run + 1}/${RUNS}`, variant, load, `${variant}${run}`, CONCURRENCY)
         rates[variant].push(result.rate)
         nodeCpu[variant].push(result.cpu.node)
         redisCpu[variant].push(result.cpu.redis)
-        checks.push(effectCheck(variant, `run ${run + 1}`, load, result))
-        await deleteKeysUnder(admin, prefix)
       }
     }
     for (let run = 0; run < SWEEP_RUNS; run++) {
       const load = makeLoad(messages, 200 + run)
-      const indexes = SWEEP_CONCURRENCIES.map((_, index) => index)
-      for (const index of run % 2 === 0 ? indexes : indexes.reverse()) {
+      for (const index of inRoundOrder(SWEEP_CONCURRENCIES.map((_, index) => index), run)) {
         const concurrency = SWEEP_CONCURRENCIES[index]
-        for (const variant of run % 2 === 0 ? SWEEP_VARIANTS : [...SWEEP_VARIANTS].reverse()) {
-          progress(SUITE, `by concurrency, run ${run + 1}/${SWEEP_RUNS}: ${labels[variant]}, concurrency ${concurrency}, ${messages.toLocaleString('en-US')} jobs`)
-          const result = await measure(admin, variant, load, `${prefix}c${concurrency}-${variant}${run}:`, concurrency, undefined)
+        for (const variant of inRoundOrder(SWEEP_VARIANTS, run)) {
+          const result = await row(`by concurrency, run ${run + 1}/${SWEEP_RUNS}, concurrency ${concurrency}`, variant, load, `c${concurrency}-${variant}${run}`, concurrency)
           sweepRates[index][variant].push(result.rate)
-          checks.push(effectCheck(variant, `concurrency ${concurrency}, run ${run + 1}`, load, result))
-          await deleteKeysUnder(admin, prefix)
         }
       }
     }
     for (let run = 0; run < SLOW_RUNS; run++) {
       const load = makeLoad(slowMessages, 100 + run)
-      for (const variant of run % 2 === 0 ? SLOW_VARIANTS : [...SLOW_VARIANTS].reverse()) {
-        progress(SUITE, `handlers of 10–200 ms, run ${run + 1}/${SLOW_RUNS}: ${labels[variant]}, ${slowMessages.toLocaleString('en-US')} jobs`)
-        const result = await measure(admin, variant, load, `${prefix}slow-${variant}${run}:`, SLOW_CONCURRENCY, slowHandlerMs)
+      for (const variant of inRoundOrder(SLOW_VARIANTS, run)) {
+        const result = await row(`handlers of 10–200 ms, run ${run + 1}/${SLOW_RUNS}`, variant, load, `slow-${variant}${run}`, SLOW_CONCURRENCY, slowHandlerMs)
         slowRates[variant].push(result.rate)
-        checks.push(effectCheck(variant, `handlers of 10–200 ms, run ${run + 1}`, load, result))
-        await deleteKeysUnder(admin, prefix)
       }
     }
   } finally {
@@ -222,6 +220,11 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     met: ratio >= 0.85 && bestRatio >= 0.85,
   }
   return { suite: SUITE, tables: [table, sweepTable, slowTable], checks, targets: [target] }
+}
+
+/** Rows in alternating order from round to round, so no row always runs first (or last) on a drifting machine. */
+function inRoundOrder<T>(items: readonly T[], run: number): T[] {
+  return run % 2 === 0 ? [...items] : [...items].reverse()
 }
 
 function effectCheck(variant: Variant, what: string, load: Load, result: RowRun): Check {
