@@ -137,7 +137,7 @@ export class Engine {
    * for the commit of a new key batched with it), then the promise resolves
    * with all of them.
    */
-  async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: ((index: number, outcome: Outcome<R>) => void) | undefined): Promise<Outcome<R>[]> {
+  async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined): Promise<Outcome<R>[]> {
     if (this.closing !== undefined) throw new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closed; create a new one to process more messages')
     if (!Array.isArray(messages)) throw new IdemError(ErrorCode.INVALID_MESSAGE, `processBatch takes an array of messages, got ${typeof messages}`)
     if (handler !== undefined && typeof handler !== 'function') throw new IdemError(ErrorCode.NO_HANDLER, `handler must be a function, got ${typeof handler}`)
@@ -148,8 +148,7 @@ export class Engine {
     const outcomes: Outcome[] = new Array(n)
     if (n === 0) return outcomes as Outcome<R>[]
     const router = this.router
-    const onOutcome = each as OnOutcome | undefined
-    if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes, onOutcome)
+    if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes, each)
     const { hashes, shards, scopedKeys, errors } = router
 
     const jobs: (Job | undefined)[] = new Array(this.config.shards)
@@ -159,7 +158,7 @@ export class Engine {
       const shard = shards[i]
       let job = jobs[shard]
       if (job === undefined) {
-        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each: onOutcome }
+        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each }
         const created = job
         waits.push(new Promise<void>((resolve) => (created.done = resolve)))
         jobs[shard] = job
