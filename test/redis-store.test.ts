@@ -12,6 +12,7 @@ import { ClaimCode } from '../dist/src/store/store.js'
 import { hashTagOf, recordKey } from '../dist/src/store/redis/redis-records.js'
 import { ThreadStores } from '../dist/src/store/thread-stores.js'
 import { systemClock } from '../dist/src/clock.js'
+import { deleteKeysUnder } from '../dist/src/store/redis/delete-keys.js'
 
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
@@ -387,4 +388,20 @@ describe('redis records: one lease record per batch', () => {
     expect((await store(p).claim(['slow'], [undefined], 'B', 5_000, 300)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
     expect(Array.from(await a.commit(['slow'], undefined, 'A', 300))).toEqual([1])
   }, 20_000)
+})
+
+describe('deleteKeysUnder (the clean-up of the demo, the benches and the tests)', () => {
+  it('deletes every key under the prefix and nothing else, even when the prefix holds glob characters', async () => {
+    const base = prefix()
+    const under = `${base}a*b?[c]\\d:`
+    const keys = [`${under}1`, `${under}2`]
+    // What an unescaped pattern would also match: `a*b` globbing `aXXb`, `[c]` globbing `c`, and so on.
+    const neighbours = [`${base}aXXbY[c]\\d:3`, `${base}a*b?c\\d:4`, `${base}a*b?[c]d:5`]
+    for (const key of [...keys, ...neighbours]) await redis.set(key, '1')
+    await deleteKeysUnder(redis, under)
+    expect(await redis.exists(...keys)).toBe(0)
+    expect(await redis.exists(...neighbours)).toBe(neighbours.length)
+    await deleteKeysUnder(redis, base)
+    expect(await redis.exists(...neighbours)).toBe(0)
+  })
 })
