@@ -61,7 +61,8 @@ export class ConflictError extends IdemError {
   }
 }
 
-export function describe(value: unknown): string {
+/** The message of an Error, or the value as text: for error messages that quote a cause. */
+export function errorText(value: unknown): string {
   if (value instanceof Error) return value.message
   return String(value)
 }

@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { describe, ErrorCode, IdemError } from './errors.js'
+import { errorText, ErrorCode, IdemError } from './errors.js'
 import type { Handler } from './message.js'
 
 /** The module's default export, or its `handle` export, must be the handler function. */
@@ -10,7 +10,7 @@ export async function loadHandlerModule(specifier: string): Promise<Handler> {
   try {
     loaded = (await import(url)) as Record<string, unknown>
   } catch (error) {
-    throw new IdemError(ErrorCode.HANDLER_LOAD_FAILED, `handler module ${specifier} failed to load: ${describe(error)}`, { cause: error })
+    throw new IdemError(ErrorCode.HANDLER_LOAD_FAILED, `handler module ${specifier} failed to load: ${errorText(error)}`, { cause: error })
   }
   const handler = typeof loaded.default === 'function' ? loaded.default : loaded.handle
   if (typeof handler !== 'function') {

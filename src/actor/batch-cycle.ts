@@ -1,4 +1,4 @@
-import { describe, ErrorCode, IdemError } from '../errors.js'
+import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { HandlerContext } from '../message.js'
 import { CommitCode } from '../store/store.js'
 import {
@@ -126,7 +126,7 @@ export class BatchRound {
       // Any other error, an IdemError too, is the handler's: transports act on the code, and a thrown
       // RESULT_TOO_LARGE or STORE_FAILED must not pass for a settled key or a commit awaiting the store.
       const code = error instanceof IdemError && error.code === ErrorCode.LEASE_LOST ? ErrorCode.LEASE_LOST : ErrorCode.HANDLER_FAILED
-      out.errors[i] = { code, message: `handler failed for key ${JSON.stringify(batch.keys[j])}: ${describe(error)}` }
+      out.errors[i] = { code, message: `handler failed for key ${JSON.stringify(batch.keys[j])}: ${errorText(error)}` }
     }
     for (const j of claimed) {
       const i = this.indexOf(j)
@@ -263,7 +263,7 @@ export function subBatch(batch: ActorBatch, positions: number[]): ActorBatch {
 /** An error as data: an IdemError keeps its code, anything else gets `code` and says `what` failed. */
 export function failureData(error: unknown, what: string, code: ErrorCode = ErrorCode.STORE_FAILED): ErrorData {
   if (error instanceof IdemError) return { code: error.code, message: error.message }
-  return { code, message: `${what}: ${describe(error)}` }
+  return { code, message: `${what}: ${errorText(error)}` }
 }
 
 export function addCounters(into: Float64Array, delta: Float64Array): void {

@@ -1,6 +1,6 @@
 import { Piscina } from 'piscina'
 import type { EngineConfig } from '../config.js'
-import { describe, ErrorCode, IdemError } from '../errors.js'
+import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { Message } from '../message.js'
 import type { ActorPort } from './batch-cycle.js'
 import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadTask } from './protocol.js'
@@ -45,7 +45,7 @@ export class ActorThread {
     try {
       await this.pool.run({ op: 'ready' } satisfies ThreadTask)
     } catch (error) {
-      throw new IdemError(ErrorCode.HANDLER_LOAD_FAILED, describe(error), { cause: error })
+      throw new IdemError(ErrorCode.HANDLER_LOAD_FAILED, errorText(error), { cause: error })
     }
   }
 
@@ -57,7 +57,7 @@ export class ActorThread {
     try {
       return (await this.pool.run(task)) as T
     } catch (error) {
-      const message = describe(error)
+      const message = errorText(error)
       const died = message.startsWith('worker exited')
       throw new IdemError(
         died ? ErrorCode.WORKER_DIED : ErrorCode.ACTOR_FAILED,

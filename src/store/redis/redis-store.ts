@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { readFileSync } from 'node:fs'
 import { Cluster, Redis } from 'ioredis'
-import { describe, ErrorCode, IdemError } from '../../errors.js'
+import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHealth } from '../store.js'
 import { encodeResult } from '../result-json.js'
 import type { RedisStoreConfig } from './redis-options.js'
@@ -253,7 +253,7 @@ export class RedisStore implements DedupStore {
       } catch (error) {
         if (attempt >= retries) {
           this.health.failures++
-          throw new IdemError(ErrorCode.STORE_FAILED, `redis ${operation} failed after ${attempt + 1} attempt(s): ${describe(error)}`, { cause: error })
+          throw new IdemError(ErrorCode.STORE_FAILED, `redis ${operation} failed after ${attempt + 1} attempt(s): ${errorText(error)}`, { cause: error })
         }
         this.health.retries++
         await sleep(retryBackoffMs * 2 ** attempt)
@@ -333,7 +333,7 @@ export class RedisStore implements DedupStore {
     try {
       acknowledged = (await (this.client as Redis).wait(requireReplicas, replicaTimeoutMs)) as number
     } catch (error) {
-      throw new IdemError(ErrorCode.STORE_FAILED, `redis WAIT failed: ${describe(error)}`, { cause: error })
+      throw new IdemError(ErrorCode.STORE_FAILED, `redis WAIT failed: ${errorText(error)}`, { cause: error })
     }
     if (acknowledged >= requireReplicas) return
     const claimed = groups.flatMap((g, k) => g.keys.filter((_, j) => (replies[k] as string[])[0].charCodeAt(j) === 0x30))

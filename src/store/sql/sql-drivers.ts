@@ -4,7 +4,7 @@
  * the loaders, which import a driver on first use. `pg`, `mysql2` and
  * `better-sqlite3` are optional peer dependencies: a Redis-only user installs none.
  */
-import { ErrorCode, IdemError, describe } from '../../errors.js'
+import { ErrorCode, IdemError, errorText } from '../../errors.js'
 
 export interface PgQueryConfig {
   text: string
@@ -114,7 +114,7 @@ async function load<T>(name: string, pick: (module: Record<string, unknown>) => 
   try {
     return pick((await module) as Record<string, unknown>)
   } catch (error) {
-    throw new IdemError(ErrorCode.INVALID_CONFIG, `the ${kind} store needs the ${name.split('/')[0]} package, which could not be loaded: npm install ${name.split('/')[0]} (${describe(error)})`, { cause: error })
+    throw new IdemError(ErrorCode.INVALID_CONFIG, `the ${kind} store needs the ${name.split('/')[0]} package, which could not be loaded: npm install ${name.split('/')[0]} (${errorText(error)})`, { cause: error })
   }
 }
 

@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
  *    thread per database and prefix, and again if a table disappears;
  *  - the sweep: expired rows deleted in bounded statements in the background.
  */
-import { ErrorCode, IdemError, describe } from '../../errors.js'
+import { ErrorCode, IdemError, errorText } from '../../errors.js'
 import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHealth } from '../store.js'
 import type { SqlDialect } from './sql-dialect.js'
 import type { SqlStoreConfig } from './sql-options.js'
@@ -271,7 +271,7 @@ function forgetSchema(config: SqlStoreConfig): void {
 export function describeDriverError(error: unknown): string {
   const code = (error as { code?: unknown } | null)?.code
   // Node reports a refused connection to every address of a host name (::1 and 127.0.0.1) as an AggregateError with no message.
-  const inner = error instanceof AggregateError ? error.errors.map((e) => describe(e)).join('; ') : ''
-  const message = describe(error) || inner || (error as Error)?.constructor?.name || 'unknown error'
+  const inner = error instanceof AggregateError ? error.errors.map((e) => errorText(e)).join('; ') : ''
+  const message = errorText(error) || inner || (error as Error)?.constructor?.name || 'unknown error'
   return typeof code === 'string' && code.length > 0 && !message.includes(code) ? `${message} (${code})` : message
 }

@@ -16,7 +16,7 @@
  */
 import { resolve } from 'node:path'
 import type { Clock } from '../../clock.js'
-import { ErrorCode, IdemError, describe } from '../../errors.js'
+import { ErrorCode, IdemError, errorText } from '../../errors.js'
 import { ClaimCode } from '../store.js'
 import { leaseLost, type ClaimAnswer, type ColumnTypes, type DoneRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
 import { loadSqlite, type SqliteDatabaseLike } from './sql-drivers.js'
@@ -117,7 +117,7 @@ export class SqliteDialect implements SqlDialect {
           db.pragma('journal_mode = WAL')
           db.pragma(`synchronous = ${this.config.synchronous.toUpperCase()}`)
         } catch (error) {
-          throw new IdemError(ErrorCode.STORE_FAILED, `cannot open the sqlite database ${JSON.stringify(file)}: ${describe(error)}`, { cause: error })
+          throw new IdemError(ErrorCode.STORE_FAILED, `cannot open the sqlite database ${JSON.stringify(file)}: ${errorText(error)}`, { cause: error })
         }
         openFiles.set(file, (shared = { db, users: 0, prepared: new Map() }))
       }

@@ -1,6 +1,6 @@
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq'
 import type { Engine } from '../../engine.js'
-import { ConfigError, describe, ErrorCode, IdemError } from '../../errors.js'
+import { ConfigError, errorText, ErrorCode, IdemError } from '../../errors.js'
 import { Verdict, type Message, type Outcome } from '../../message.js'
 import { settleOf, Settle } from '../../outcome.js'
 import { JobBatcher } from './job-batcher.js'
@@ -112,7 +112,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
       message = messageOf(job, config)
     } catch (error) {
       settle(job, started, (error as KeyOfError).key, JobAction.REJECTED, undefined, ErrorCode.INVALID_MESSAGE)
-      throw rejection(ErrorCode.INVALID_MESSAGE, describe(error))
+      throw rejection(ErrorCode.INVALID_MESSAGE, errorText(error))
     }
 
     // The handler's own error object: rethrown as is, so BullMQ records the
@@ -175,7 +175,7 @@ function messageOf<D>(job: Job<D>, config: ProcessorConfig<D>): Message {
     try {
       return fn(job)
     } catch (error) {
-      throw new KeyOfError(`${name} threw for job ${job.id}: ${describe(error)}`, key, error)
+      throw new KeyOfError(`${name} threw for job ${job.id}: ${errorText(error)}`, key, error)
     }
   }
   key = call('keyOf', config.keyOf)

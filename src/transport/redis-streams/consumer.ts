@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import { describe, ErrorCode, IdemError } from '../../errors.js'
+import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import type { HandlerContext, Message, Outcome } from '../../message.js'
 import { invalidOutcome } from '../../outcome.js'
 import type { DeadLetter, StreamEntry } from './entry.js'
@@ -144,7 +144,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
         break
       } catch (error) {
         // The key holds something else than a stream: no retry can fix that.
-        if (describe(error).startsWith('WRONGTYPE')) {
+        if (errorText(error).startsWith('WRONGTYPE')) {
           this.stopping = true
           throw transportError(`XGROUP CREATE of group "${this.config.group}" on "${this.config.stream}"`, error)
         }
@@ -168,7 +168,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
         this.giveSlot()
         if (this.stopping) return
         // The group (or the stream) was deleted under us: make it again and go on.
-        if (describe(error).startsWith('NOGROUP')) await this.client.ensureGroup(this.config.startId).catch(() => {})
+        if (errorText(error).startsWith('NOGROUP')) await this.client.ensureGroup(this.config.startId).catch(() => {})
         this.report(transportError('XREADGROUP', error))
         await this.pause(backoff(failures++))
         continue
@@ -217,7 +217,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
   private runBatch(entries: StreamEntry[]): void {
     const run = this.processBatch(entries)
       // processBatch reports what it can foresee; anything else must not become an unhandled rejection that kills the process.
-      .catch((error: unknown) => this.report(error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `stream batch failed: ${describe(error)}`, { cause: error })))
+      .catch((error: unknown) => this.report(error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `stream batch failed: ${errorText(error)}`, { cause: error })))
       .finally(() => {
         this.running.delete(run)
         this.giveSlot()
@@ -237,7 +237,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
       const messages: Message<StreamEntry>[] = []
       const positions: number[] = []
       entries.forEach((entry, i) => {
-        const message = this.messageOf(entry)
+        const message = this.errorText(entry)
         if (message instanceof IdemError) outcomes[i] = invalidOutcome(undefined, message)
         else {
           if (typeof message.key === 'string') keys[i] = message.key
@@ -250,7 +250,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
         decided = messages.length === 0 ? [] : await engine.processBatch(messages, this.handle)
       } catch (error) {
         // Nothing settled: the entries stay pending and come back after claimIdleMs.
-        this.report(error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `engine.processBatch failed: ${describe(error)}`, { cause: error }))
+        this.report(error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `engine.processBatch failed: ${errorText(error)}`, { cause: error }))
         if ((error as IdemError).code === ErrorCode.ENGINE_CLOSED) void this.close()
         return
       }
@@ -271,13 +271,13 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
     return this.config.handler(entry, context)
   }
 
-  private messageOf(entry: StreamEntry): Message<StreamEntry> | IdemError {
+  private errorText(entry: StreamEntry): Message<StreamEntry> | IdemError {
     const { keyOf, namespaceOf, fingerprintOf } = this.config
     const call = (name: string, fn: (entry: StreamEntry) => unknown): unknown => {
       try {
         return fn(entry)
       } catch (error) {
-        throw new IdemError(ErrorCode.INVALID_MESSAGE, `${name} threw for entry ${entry.id}: ${describe(error)}`, { cause: error })
+        throw new IdemError(ErrorCode.INVALID_MESSAGE, `${name} threw for entry ${entry.id}: ${errorText(error)}`, { cause: error })
       }
     }
     try {

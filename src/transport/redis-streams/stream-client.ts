@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { readFileSync } from 'node:fs'
 import { Redis } from 'ioredis'
-import { describe, ErrorCode, IdemError } from '../../errors.js'
+import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { deadLetterFields, entriesOfRead, entriesOfReclaim, type DeadLetter, type Reclaimed, type StreamEntry } from './entry.js'
 
 const readLua = (file: string): string => readFileSync(new URL(file, import.meta.url), 'utf8')
@@ -77,7 +77,7 @@ export class StreamClient {
     try {
       await this.commands.call('XGROUP', 'CREATE', stream, group, startId, 'MKSTREAM')
     } catch (error) {
-      if (!describe(error).startsWith('BUSYGROUP')) throw error
+      if (!errorText(error).startsWith('BUSYGROUP')) throw error
     }
   }
 
@@ -183,5 +183,5 @@ function byDeliveries(entries: readonly StreamEntry[]): Map<number, string[]> {
 
 export function transportError(operation: string, error: unknown): IdemError {
   if (error instanceof IdemError) return error
-  return new IdemError(ErrorCode.TRANSPORT_FAILED, `redis streams ${operation} failed: ${describe(error)}`, { cause: error })
+  return new IdemError(ErrorCode.TRANSPORT_FAILED, `redis streams ${operation} failed: ${errorText(error)}`, { cause: error })
 }
