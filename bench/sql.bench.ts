@@ -243,7 +243,7 @@ async function storeClaimCommit(options: SqlStoreOptions, stream: Stream): Promi
       for (let from = 0, b = 0; from < keys.length; from += BATCH, b++) {
         const batch = keys.slice(from, from + BATCH)
         const token = `bench.${shard}.${b}`
-        const { codes } = await store.claim(batch, batch.map(() => undefined), token, 30_000)
+        const { codes } = await store.claim(batch, batch.map(() => undefined), token, 30_000, 86_400_000)
         const claimed = batch.filter((_, i) => codes[i] === ClaimCode.CLAIMED)
         claimedTotal += claimed.length
         if (claimed.length > 0) await store.commit(claimed, undefined, token, 86_400_000)

@@ -1,11 +1,7 @@
 import type { Clock } from '../clock.js'
 import { KeyState, stateOf, type KeyRecord } from './record-state.js'
-import { ClaimCode, type ClaimReplies, type DedupStore } from './store.js'
-
-interface MemoryRecord extends KeyRecord {
-  /** The claim call that created it. */
-  claimCall: number
-}
+import { plainValues, StoreBase, type GroupClaim, type KeyGroup, type StoredRecord } from './store-base.js'
+import { ClaimCode } from './store.js'
 
 /** Expired records are swept this many at a time, every this many claims, so no call pays for the whole map. */
 const SWEEP_EVERY = 4096
@@ -13,111 +9,116 @@ const SWEEP_BATCH = 4096
 
 /**
  * The whole state machine in a Map, for tests and single-process use. Not
- * durable: records die with the thread that holds them.
+ * durable: records die with the thread that holds them. Values are kept as
+ * they are (no JSON, no cap): they never leave the thread.
  */
-export class MemoryStore implements DedupStore {
-  private readonly records = new Map<string, MemoryRecord>()
+export class MemoryStore extends StoreBase {
   /** Every call applies before it returns its promise. */
   readonly ordered = true
-  private calls = 0
+  private readonly records = new Map<string, KeyRecord>()
   private claimsSinceSweep = 0
-  private sweepCursor: Iterator<[string, MemoryRecord]> | undefined
+  private sweepCursor: Iterator<[string, KeyRecord]> | undefined
 
-  constructor(private readonly clock: Clock) {}
+  constructor(private readonly clock: Clock) {
+    super({ name: 'memory', retries: 0, retryBackoffMs: 0, maxResultBytes: Infinity, values: plainValues })
+  }
 
   get size(): number {
     return this.records.size
   }
 
-  async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies> {
+  protected group(_keys: readonly string[], positions: readonly number[]): KeyGroup[] {
+    return [{ positions }]
+  }
+
+  protected async claimGroup(g: KeyGroup, keys: readonly string[], fingerprints: readonly unknown[], token: string, leaseMs: number): Promise<GroupClaim> {
     const now = this.clock.now()
-    const n = keys.length
-    const codes = new Uint8Array(n)
-    const storedFingerprints: (string | undefined)[] = new Array(n)
-    const results: unknown[] = new Array(n)
-    const doneExpiresInMs = new Float64Array(n)
-    // Records claimed by this call carry its stamp: a second copy of a key in
-    // the batch is a REPEAT, never "my own claim" (that answer is for a retried call).
-    const call = ++this.calls
-    for (let i = 0; i < n; i++) {
-      const key = keys[i]
-      const record = this.records.get(key)
-      switch (stateOf(record, now)) {
-        case KeyState.ABSENT:
-        case KeyState.LEASE_EXPIRED: {
-          this.records.set(key, { done: false, token, fingerprint: fingerprints[i], result: undefined, expiresAt: now + leaseMs, claimCall: call })
-          codes[i] = ClaimCode.CLAIMED
-          break
-        }
-        case KeyState.IN_PROGRESS:
-          if (record!.claimCall === call) codes[i] = ClaimCode.REPEAT
-          else if (record!.token === token) codes[i] = ClaimCode.CLAIMED
-          else {
-            codes[i] = ClaimCode.IN_PROGRESS
-            storedFingerprints[i] = record!.fingerprint
-          }
-          break
-        case KeyState.DONE:
-          codes[i] = ClaimCode.DONE
-          storedFingerprints[i] = record!.fingerprint
-          results[i] = record!.result
-          doneExpiresInMs[i] = record!.expiresAt - now
-          break
+    const { positions } = g
+    const n = positions.length
+    const answer: GroupClaim = { codes: new Uint8Array(n), fingerprints: new Array(n), results: new Array(n), expiresInMs: new Float64Array(n) }
+    for (let j = 0; j < n; j++) {
+      const i = positions[j]
+      const record = this.records.get(keys[i])
+      const state = stateOf(record, now)
+      // Our own live claim is a retried call's: it stays ours.
+      if (state === KeyState.ABSENT || state === KeyState.LEASE_EXPIRED || (state === KeyState.IN_PROGRESS && record!.token === token)) {
+        this.records.set(keys[i], { done: false, token, fingerprint: fingerprints[i] as string | undefined, result: undefined, expiresAt: now + leaseMs })
+        answer.codes[j] = ClaimCode.CLAIMED
+        continue
       }
+      answer.codes[j] = state === KeyState.DONE ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+      answer.fingerprints[j] = record!.fingerprint
+      answer.results[j] = record!.result
+      ;(answer.expiresInMs as Float64Array)[j] = record!.expiresAt - now
     }
     this.claimsSinceSweep += n
     if (this.claimsSinceSweep >= SWEEP_EVERY) this.sweep(now)
-    return { codes, fingerprints: storedFingerprints, results, doneExpiresInMs }
+    return answer
   }
 
-  async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+  protected async commitGroup(g: KeyGroup, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
     const now = this.clock.now()
-    const applied = this.whereOwned(keys, token, now, (record, i) => {
-      record.done = true
-      record.result = results?.[i]
-      record.expiresAt = now + ttlMs
+    return this.each(g, keys, (record, i) => {
+      const state = stateOf(record, now)
+      if (state === KeyState.IN_PROGRESS && record!.token === token) {
+        record!.done = true
+        record!.result = results?.[i]
+        record!.expiresAt = now + ttlMs
+        return true
+      }
+      // A commit this token already applied answers 1 again, like a retried Redis call whose reply was lost.
+      return state === KeyState.DONE && record!.token === token
     })
-    // A commit this token already applied answers 1 again, like a retried Redis call whose reply was lost.
-    for (let i = 0; i < keys.length; i++) {
-      const record = this.records.get(keys[i])
-      if (applied[i] === 0 && stateOf(record, now) === KeyState.DONE && record!.token === token) applied[i] = 1
-    }
-    return applied
   }
 
   /** Absent (or lapsed) already is what a release wants, so it counts as applied; another owner's record is fenced. */
-  async release(keys: readonly string[], token: string): Promise<Uint8Array> {
+  protected async releaseGroup(g: KeyGroup, keys: readonly string[], token: string): Promise<Uint8Array> {
     const now = this.clock.now()
-    const applied = this.whereOwned(keys, token, now, (_record, i) => this.records.delete(keys[i]))
-    for (let i = 0; i < keys.length; i++) {
-      const state = stateOf(this.records.get(keys[i]), now)
-      if (state === KeyState.ABSENT || state === KeyState.LEASE_EXPIRED) applied[i] = 1
-    }
-    return applied
-  }
-
-  async renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
-    const now = this.clock.now()
-    return this.whereOwned(keys, token, now, (record) => {
-      record.expiresAt = now + leaseMs
+    return this.each(g, keys, (record, i) => {
+      const state = stateOf(record, now)
+      if (state === KeyState.IN_PROGRESS && record!.token === token) return this.records.delete(keys[i])
+      return state === KeyState.ABSENT || state === KeyState.LEASE_EXPIRED
     })
   }
 
-  async close(): Promise<void> {
+  protected async renewGroup(g: KeyGroup, keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
+    const now = this.clock.now()
+    return this.each(g, keys, (record) => {
+      if (stateOf(record, now) !== KeyState.IN_PROGRESS || record!.token !== token) return false
+      record!.expiresAt = now + leaseMs
+      return true
+    })
+  }
+
+  protected async inspectGroup(g: KeyGroup, keys: readonly string[]): Promise<(StoredRecord | undefined)[]> {
+    const now = this.clock.now()
+    return g.positions.map((i) => {
+      const record = this.records.get(keys[i])
+      const state = stateOf(record, now)
+      if (state !== KeyState.IN_PROGRESS && state !== KeyState.DONE) return undefined
+      return { done: record!.done, token: record!.token, fingerprint: record!.fingerprint, result: record!.result, expiresInMs: record!.expiresAt - now }
+    })
+  }
+
+  protected async forgetGroup(g: KeyGroup, keys: readonly string[]): Promise<Uint8Array> {
+    const now = this.clock.now()
+    return this.each(g, keys, (record, i) => {
+      const state = stateOf(record, now)
+      this.records.delete(keys[i])
+      return state === KeyState.IN_PROGRESS || state === KeyState.DONE
+    })
+  }
+
+  protected async closeBackend(): Promise<void> {
     this.records.clear()
   }
 
-  /** Applies `change` to each key whose live lease `token` holds; the others are fenced (0). */
-  private whereOwned(keys: readonly string[], token: string, now: number, change: (record: MemoryRecord, i: number) => void): Uint8Array {
-    const applied = new Uint8Array(keys.length)
-    for (let i = 0; i < keys.length; i++) {
-      const record = this.records.get(keys[i])
-      if (stateOf(record, now) === KeyState.IN_PROGRESS && record!.token === token) {
-        change(record!, i)
-        applied[i] = 1
-      }
-    }
-    return applied
+  /** 1 where `apply` returns true, per key of the group in order. */
+  private each(g: KeyGroup, keys: readonly string[], apply: (record: KeyRecord | undefined, i: number) => boolean): Uint8Array {
+    const { positions } = g
+    const out = new Uint8Array(positions.length)
+    for (let j = 0; j < positions.length; j++) out[j] = apply(this.records.get(keys[positions[j]]), positions[j]) ? 1 : 0
+    return out
   }
 
   private sweep(now: number): void {

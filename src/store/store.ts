@@ -28,7 +28,7 @@ export const CommitCode = {
 } as const
 export type CommitCode = (typeof CommitCode)[keyof typeof CommitCode]
 
-/** Running totals a networked store keeps about its own calls. */
+/** Running totals a store keeps about its own calls (the actor takes and resets them). */
 export interface StoreHealth {
   /** Calls that failed and were tried again. */
   retries: number
@@ -49,6 +49,22 @@ export interface ClaimReplies {
   doneExpiresInMs?: Float64Array
 }
 
+/** One key's live record, as an operator sees it (`inspect`). */
+export interface KeyView {
+  state: 'in-progress' | 'done'
+  /** Owner token of the claim that wrote the record. */
+  token: string
+  fingerprint: string | undefined
+  /** The kept result, for a done key that kept one. */
+  result: unknown
+  /** ms until the lease ends (in progress) or the record expires (done), on the store's clock. */
+  expiresInMs: number
+}
+
+/**
+ * What the shard actors call, one call per batch. Every store is a StoreBase
+ * (store-base.ts), which implements this once over the backend's primitives.
+ */
 export interface DedupStore {
   /**
    * Claim every key for `token` with a lease; a key may appear twice (REPEAT).
@@ -65,8 +81,15 @@ export interface DedupStore {
   release(keys: readonly string[], token: string): Promise<Uint8Array>
   /** Extend live leases held by token (`ttlMs` as for claim). 1 = renewed, 0 = lost. */
   renew(keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array>
+  /** The live record of each key, undefined for an absent (or lapsed, or expired) one. Admin reads: no lease is taken. */
+  inspect(keys: readonly string[]): Promise<(KeyView | undefined)[]>
+  /**
+   * Removes each key's record whatever its state, so the next delivery of the
+   * key runs its handler (an operator's decision, never the engine's).
+   * 1 = a live record was removed, 0 = the key was absent already.
+   */
+  forget(keys: readonly string[]): Promise<Uint8Array>
   close(): Promise<void>
-  /** Present on stores that talk to a server. */
   readonly health?: StoreHealth
   /**
    * True when calls are applied in the order they are made (one connection):

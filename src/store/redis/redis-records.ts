@@ -23,30 +23,19 @@ export function hashTagOf(key: string, tags: number): number {
   return (h >>> 0) % tags
 }
 
-/** JSON of a fingerprint, '' for none: JSON text is never empty, so the two cannot be confused. */
-export function encodeFingerprint(fingerprint: string | undefined): string {
-  return fingerprint === undefined ? '' : JSON.stringify(fingerprint)
-}
-
-export interface StoredRecord {
-  done: boolean
-  fingerprint: string | undefined
-  result: unknown
-}
-
 /**
- * Reads 'p' token '\n' fingerprint, or 'd' token '\n' fingerprint '\n' result.
- * JSON never holds a raw newline, so '\n' separates the fields unambiguously.
+ * Reads 'p' token '\n' fingerprint, or 'd' token '\n' fingerprint '\n' result,
+ * values left as the JSON text the store base decodes ('' for none). JSON
+ * never holds a raw newline, so '\n' separates the fields unambiguously.
  */
-export function decodeRecord(record: string): StoredRecord {
-  const afterToken = record.indexOf('\n') + 1
+export function readRecord(record: string): { done: boolean; token: string; fingerprint: string; result: string } {
+  const tokenEnd = record.indexOf('\n')
   const done = record.charCodeAt(0) === 0x64 // 'd'
-  const fingerprintEnd = done ? record.indexOf('\n', afterToken) : record.length
-  const fingerprintJson = record.slice(afterToken, fingerprintEnd)
-  const resultJson = done ? record.slice(fingerprintEnd + 1) : ''
+  const fingerprintEnd = done ? record.indexOf('\n', tokenEnd + 1) : record.length
   return {
     done,
-    fingerprint: fingerprintJson === '' ? undefined : (JSON.parse(fingerprintJson) as string),
-    result: resultJson === '' ? undefined : JSON.parse(resultJson),
+    token: record.slice(1, tokenEnd),
+    fingerprint: record.slice(tokenEnd + 1, fingerprintEnd),
+    result: done ? record.slice(fingerprintEnd + 1) : '',
   }
 }

@@ -1,23 +1,23 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import { readFileSync } from 'node:fs'
 import { Cluster, Redis } from 'ioredis'
-import { errorText, ErrorCode, IdemError } from '../../errors.js'
-import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHealth } from '../store.js'
-import { encodeResult } from '../result-json.js'
+import { ErrorCode, IdemError, errorText } from '../../errors.js'
+import { jsonValues, StoreBase, type GroupClaim, type KeyGroup, type StoredRecord } from '../store-base.js'
+import { ClaimCode } from '../store.js'
 import type { RedisStoreConfig } from './redis-options.js'
-import { decodeRecord, encodeFingerprint, hashTagOf, recordKey } from './redis-records.js'
+import { hashTagOf, readRecord, recordKey } from './redis-records.js'
+import { permanentRedisError } from './redis-errors.js'
+import { defineScripts, readLua } from './script-loader.js'
 
-type Operation = 'claim' | 'commit' | 'release' | 'renew'
-const readLua = (file: string): string => readFileSync(new URL(file, import.meta.url), 'utf8')
+type Operation = 'claim' | 'commit' | 'release' | 'renew' | 'inspect' | 'forget'
+/** In this order: forget calls inspect, so inspect comes first. */
+const operations: readonly Operation[] = ['claim', 'commit', 'release', 'renew', 'inspect', 'forget']
 /**
- * One script, read once per process: each operation's file becomes a local
- * function, and batch.lua runs a list of them in one call. ioredis sends
- * EVALSHA and loads the script again after NOSCRIPT (a restarted server).
+ * One script: each operation's file becomes a local function, and batch.lua
+ * runs a list of them in one call.
  */
 const batchLua = [
-  readLua('split-keys.lua'),
-  ...(['claim', 'commit', 'release', 'renew'] as const).map((operation) => `local function ${operation}(KEYS, ARGV)\n${readLua(`${operation}.lua`)}\nend`),
-  readLua('batch.lua'),
+  readLua(import.meta.url, 'split-keys.lua'),
+  ...operations.map((operation) => `local function ${operation}(KEYS, ARGV)\n${readLua(import.meta.url, `${operation}.lua`)}\nend`),
+  readLua(import.meta.url, 'batch.lua'),
 ].join('\n')
 
 type Reply = string | (string | number)[]
@@ -41,17 +41,11 @@ interface Queued {
 }
 
 /** The keys of one script call: on a cluster one call per hash tag, on a single Redis one call in all. */
-interface Group {
-  positions: number[]
-  /** The record keys, in positions' order; empty for a commit the lease record answers alone. */
-  keys: string[]
-  /** Prefix of the lease records of this group's batches (the lease record shares the group's slot). */
+interface TagGroup extends KeyGroup {
+  /** The tag all of the group's records carry (their cluster slot). */
+  tag: number | undefined
+  /** Prefix of the lease records of this group's batches (a lease record shares the group's slot). */
   leasePrefix: string
-}
-
-/** Joins a batch's values into the one packed argument the scripts split (split-keys.lua). */
-function pack(group: Group, value: (i: number) => string): string {
-  return group.positions.map(value).join('\0')
 }
 
 /**
@@ -66,33 +60,38 @@ const MERGE_KEYS = 64
 /** Claimed keys of a token not yet committed or released; beyond this many tokens the oldest are forgotten (their commits take the per-key path). */
 const MAX_OPEN_TOKENS = 65_536
 
+/** SET … NX … GET, which a claim is built on, came with Redis 7.0. */
+const MIN_REDIS_MAJOR = 7
+
 /**
- * The state machine of DESIGN.md §2 in Redis: each batch operation is one Lua
+ * The state machine of DESIGN.md §2 in Redis: each primitive is one Lua
  * operation per hash tag group. On a single Redis, the small operations that
  * the shards sharing this store make in one turn travel as one script call;
- * on a cluster, each group is a call of its own, sent
- * together to every node. Leases and TTLs are Redis's own PX; commit, release
- * and renewal are fenced by the owner token in the record. Failed calls are
- * retried with backoff, then fail closed.
+ * on a cluster, each group is a call of its own, sent together to every node.
+ * Leases and TTLs are Redis's own PX; commit, release and renewal are fenced
+ * by the owner token in the record. Tokens, repeats, values and retries are
+ * the store base's.
  *
  * A batch's lease is one record (claim.lua says why): committing every key a
  * token still holds is one write. The store counts, per token, the keys
  * claimed and not yet settled, to know when a commit covers them all.
  */
-export class RedisStore implements DedupStore {
-  readonly health: StoreHealth = { retries: 0, failures: 0 }
+export class RedisStore extends StoreBase<TagGroup> {
   /** One connection applies calls in order; a cluster spreads them over nodes. */
   readonly ordered: boolean
   private readonly client: ScriptClient
   private readonly ownsClient: boolean
   private readonly isCluster: boolean
-  private readonly open = new Map<string, number>()
+  /** Per token: claimed keys not yet committed or released. */
+  private readonly claimedPerToken = new Map<string, number>()
   private queued: Queued[] = []
+  private versionChecked = false
 
   constructor(private readonly config: RedisStoreConfig) {
+    super({ name: 'redis', retries: config.retries, retryBackoffMs: config.retryBackoffMs, maxResultBytes: config.maxResultBytes, values: jsonValues })
     const clientOptions = {
       commandTimeout: config.commandTimeoutMs,
-      // Our retry loop owns retries (bounded, counted); a command queued while
+      // The store base's retry loop owns retries (bounded, counted); a command queued while
       // the connection is down fails at once instead of waiting unboundedly.
       maxRetriesPerRequest: 0,
       retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
@@ -115,97 +114,103 @@ export class RedisStore implements DedupStore {
     // isCluster, not instanceof: a Cluster built by another copy of ioredis is still a cluster.
     this.isCluster = (this.client as { isCluster?: boolean }).isCluster === true
     this.ordered = !this.isCluster
-    if (typeof this.client.idemBatch !== 'function') this.client.defineCommand('idemBatch', { lua: batchLua })
+    defineScripts(this.client, { idemBatch: { lua: batchLua } })
   }
 
-  async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number, ttlMs: number): Promise<ClaimReplies> {
-    const n = keys.length
-    const codes = new Uint8Array(n)
-    const storedFingerprints: (string | undefined)[] = new Array(n)
-    const results: unknown[] = new Array(n)
-    const doneExpiresInMs = new Float64Array(n)
-    // A key twice in one batch is answered here (REPEAT), so the scripts never see one twice.
-    const first = new Set<string>()
-    const positions: number[] = []
-    for (let i = 0; i < n; i++) {
-      if (first.has(keys[i])) codes[i] = ClaimCode.REPEAT
-      else {
-        first.add(keys[i])
-        positions.push(i)
-      }
+  override async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number, ttlMs: number) {
+    const replies = await super.claim(keys, fingerprints, token, leaseMs, ttlMs)
+    let claimed = 0
+    for (let i = 0; i < replies.codes.length; i++) if (replies.codes[i] === ClaimCode.CLAIMED) claimed++
+    if (claimed > 0) this.opened(token, claimed)
+    if (claimed > 0 && this.config.requireReplicas > 0) await this.awaitReplicas(keys, replies.codes, token)
+    return replies
+  }
+
+  override async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    const committed = await super.commit(keys, results, token, ttlMs)
+    this.settled(token, keys.length)
+    return committed
+  }
+
+  override async release(keys: readonly string[], token: string): Promise<Uint8Array> {
+    const released = await super.release(keys, token)
+    this.settled(token, keys.length)
+    return released
+  }
+
+  /** A single Redis takes the whole batch in one call; a cluster needs one call per hash slot. */
+  protected group(keys: readonly string[], positions: readonly number[]): TagGroup[] {
+    const { prefix, hashTags } = this.config
+    if (!this.isCluster) return [{ positions, tag: undefined, leasePrefix: `${prefix}t:` }]
+    const byTag = new Map<number, TagGroup & { positions: number[] }>()
+    for (const i of positions) {
+      const tag = hashTagOf(keys[i], hashTags)
+      let group = byTag.get(tag)
+      if (group === undefined) byTag.set(tag, (group = { positions: [], tag, leasePrefix: `${prefix}{${tag}}t:` }))
+      group.positions.push(i)
     }
-    const groups = this.group(keys, positions)
-    const replies = await this.call('claim', groups, token, (g) => [
+    return [...byTag.values()]
+  }
+
+  protected async claimGroup(g: TagGroup, keys: readonly string[], fingerprints: readonly unknown[], token: string, leaseMs: number, ttlMs: number): Promise<GroupClaim> {
+    const reply = (await this.send('claim', g, token, [
       token,
       String(leaseMs),
       String(leaseMs + ttlMs),
       g.leasePrefix,
-      g.keys.join('\0'),
-      pack(g, (i) => encodeFingerprint(fingerprints[i])),
-    ])
-    let claimed = 0
-    groups.forEach((g, k) => {
-      // { codes, record, ttl, record, ttl… }: read in place, the records start at 1.
-      const reply = replies[k] as (string | number)[]
-      const answers = reply[0] as string
-      let next = 1
-      g.positions.forEach((i, j) => {
-        if (answers.charCodeAt(j) === 0x30 /* '0' */) {
-          codes[i] = ClaimCode.CLAIMED
-          claimed++
-        } else {
-          const record = decodeRecord(reply[next++] as string)
-          doneExpiresInMs[i] = Number(reply[next++])
-          codes[i] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
-          storedFingerprints[i] = record.fingerprint
-          results[i] = record.result
-        }
-      })
+      this.recordKeys(g, keys),
+      pack(g, (i) => (fingerprints[i] as string | null) ?? ''),
+    ])) as (string | number)[]
+    // { codes, record, ttl, record, ttl… }: read in place, the records start at 1.
+    const answers = reply[0] as string
+    const n = g.positions.length
+    const answer: GroupClaim = { codes: new Uint8Array(n), fingerprints: new Array(n), results: new Array(n), expiresInMs: new Float64Array(n) }
+    let next = 1
+    for (let j = 0; j < n; j++) {
+      if (answers.charCodeAt(j) === 0x30 /* '0' */) continue // CLAIMED is 0
+      const record = readRecord(reply[next++] as string)
+      ;(answer.expiresInMs as Float64Array)[j] = Number(reply[next++])
+      answer.codes[j] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+      answer.fingerprints[j] = record.fingerprint
+      answer.results[j] = record.result
+    }
+    return answer
+  }
+
+  protected async commitGroup(g: TagGroup, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    // Every key the token holds, none with a result to keep: the lease record alone turns DONE
+    // (per group: the commit holds every key the token claimed, so each group holds all of its tag's).
+    const all = this.claimedPerToken.get(token) === keys.length && (results === undefined || g.positions.every((i) => results[i] === null))
+    const args = all
+      ? [token, String(ttlMs), 'all', String(g.positions.length)]
+      : [token, String(ttlMs), 'each', this.recordKeys(g, keys), pack(g, (i) => (results?.[i] as string | null | undefined) ?? '')]
+    return flags(await this.send('commit', g, token, args, all ? 1 : g.positions.length))
+  }
+
+  protected async releaseGroup(g: TagGroup, keys: readonly string[], token: string): Promise<Uint8Array> {
+    return flags(await this.send('release', g, token, [token, this.recordKeys(g, keys)]))
+  }
+
+  protected async renewGroup(g: TagGroup, keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array> {
+    return flags(await this.send('renew', g, token, [token, String(leaseMs), String(leaseMs + ttlMs), this.recordKeys(g, keys)]))
+  }
+
+  protected async inspectGroup(g: TagGroup, keys: readonly string[]): Promise<(StoredRecord | undefined)[]> {
+    const reply = (await this.send('inspect', g, '', [g.leasePrefix, this.recordKeys(g, keys)])) as (string | number)[]
+    const states = reply[0] as string
+    let next = 1
+    return g.positions.map((_, j) => {
+      if (states[j] === '-') return undefined
+      const record = readRecord(reply[next++] as string)
+      return { done: states[j] === 'd', token: record.token, fingerprint: record.fingerprint, result: record.result, expiresInMs: Number(reply[next++]) }
     })
-    if (claimed > 0) this.opened(token, claimed)
-    if (this.config.requireReplicas > 0) await this.awaitReplicas(groups, replies, token)
-    return { codes, fingerprints: storedFingerprints, results, doneExpiresInMs }
   }
 
-  async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
-    const kept = new Uint8Array(keys.length).fill(CommitCode.COMMITTED)
-    let anyResult = false
-    // No results (keepResults off): nothing to encode per key.
-    const encoded = results?.map((result, i) => {
-      const encoding = encodeResult(result, this.config.maxResultBytes)
-      if (typeof encoding === 'number') {
-        kept[i] = encoding
-        return ''
-      }
-      if (encoding === null) return ''
-      anyResult = true
-      return encoding
-    })
-    // Every key the token holds and no result to keep: the lease record alone turns DONE.
-    const all = !anyResult && this.open.get(token) === keys.length
-    // The lease record answers for all keys: their record keys are not needed, only their count per group.
-    const groups = this.group(keys, undefined, !all)
-    const replies = await this.call('commit', groups, token, (g) =>
-      all ? [token, String(ttlMs), 'all', String(g.positions.length)] : [token, String(ttlMs), 'each', g.keys.join('\0'), pack(g, (i) => encoded?.[i] ?? '')],
-    )
-    this.settled(token, keys.length)
-    return this.perKey(keys.length, groups, replies, (i, applied) => (applied ? kept[i] : CommitCode.REFUSED))
+  protected async forgetGroup(g: TagGroup, keys: readonly string[]): Promise<Uint8Array> {
+    return flags(await this.send('forget', g, '', [g.leasePrefix, this.recordKeys(g, keys)]))
   }
 
-  async release(keys: readonly string[], token: string): Promise<Uint8Array> {
-    const groups = this.group(keys)
-    const replies = await this.call('release', groups, token, (g) => [token, g.keys.join('\0')])
-    this.settled(token, keys.length)
-    return this.perKey(keys.length, groups, replies, (_, applied) => Number(applied))
-  }
-
-  async renew(keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array> {
-    const groups = this.group(keys)
-    const replies = await this.call('renew', groups, token, (g) => [token, String(leaseMs), String(leaseMs + ttlMs), g.keys.join('\0')])
-    return this.perKey(keys.length, groups, replies, (_, applied) => Number(applied))
-  }
-
-  async close(): Promise<void> {
+  protected async closeBackend(): Promise<void> {
     if (!this.ownsClient) return
     try {
       await this.client.quit()
@@ -214,51 +219,39 @@ export class RedisStore implements DedupStore {
     }
   }
 
-  /** A single Redis takes the whole batch in one call; a cluster needs one call per hash slot. */
-  private group(keys: readonly string[], positions: readonly number[] = keys.map((_, i) => i), withRecordKeys = true): Group[] {
+  protected override prepare(): Promise<void> | void {
+    if (!this.versionChecked) return this.checkVersion()
+  }
+
+  /** Refuses a Redis older than 7 at the first call: its claims would all fail. */
+  private async checkVersion(): Promise<void> {
+    const info = String(await this.client.info('server'))
+    const version = /redis_version:([\d.]+)/.exec(info)?.[1] ?? 'unknown'
+    if (Number.parseInt(version, 10) < MIN_REDIS_MAJOR) {
+      throw new IdemError(ErrorCode.STORE_UNSUPPORTED, `the redis store needs Redis ${MIN_REDIS_MAJOR}.0 or later (claims use SET … NX … GET); this server is Redis ${version}`)
+    }
+    this.versionChecked = true
+  }
+
+  protected override permanent(error: unknown): IdemError | undefined {
+    return permanentRedisError(error, 'redis store')
+  }
+
+  /** The group's record keys, NUL-joined (split-keys.lua). */
+  private recordKeys(g: TagGroup, keys: readonly string[]): string {
     const { prefix, hashTags } = this.config
-    if (!this.isCluster) {
-      const recordKeys = withRecordKeys ? positions.map((i) => recordKey(prefix, hashTagOf(keys[i], hashTags), keys[i])) : []
-      return [{ positions: positions as number[], keys: recordKeys, leasePrefix: `${prefix}t:` }]
-    }
-    const byTag = new Map<number, Group>()
-    for (const i of positions) {
-      const tag = hashTagOf(keys[i], hashTags)
-      let group = byTag.get(tag)
-      if (group === undefined) byTag.set(tag, (group = { positions: [], keys: [], leasePrefix: `${prefix}{${tag}}t:` }))
-      group.positions.push(i)
-      if (withRecordKeys) group.keys.push(recordKey(prefix, tag, keys[i]))
-    }
-    return [...byTag.values()]
+    return pack(g, (i) => recordKey(prefix, g.tag ?? hashTagOf(keys[i], hashTags), keys[i]))
   }
 
   private opened(token: string, claimed: number): void {
-    this.open.set(token, claimed)
-    if (this.open.size > MAX_OPEN_TOKENS) this.open.delete(this.open.keys().next().value as string)
+    this.claimedPerToken.set(token, claimed)
+    if (this.claimedPerToken.size > MAX_OPEN_TOKENS) this.claimedPerToken.delete(this.claimedPerToken.keys().next().value as string)
   }
 
   private settled(token: string, keys: number): void {
-    const left = (this.open.get(token) ?? 0) - keys
-    if (left > 0) this.open.set(token, left)
-    else this.open.delete(token)
-  }
-
-  /** Runs the operation on each group, retrying the whole operation on failure: every operation is safe to repeat under the same token. */
-  private async call(operation: Operation, groups: Group[], token: string, args: (g: Group) => string[]): Promise<Reply[]> {
-    const { retries, retryBackoffMs } = this.config
-    const argv = groups.map(args)
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await Promise.all(groups.map((g, k) => this.send(operation, g.leasePrefix + token, argv[k], Math.max(1, g.keys.length))))
-      } catch (error) {
-        if (attempt >= retries) {
-          this.health.failures++
-          throw new IdemError(ErrorCode.STORE_FAILED, `redis ${operation} failed after ${attempt + 1} attempt(s): ${errorText(error)}`, { cause: error })
-        }
-        this.health.retries++
-        await sleep(retryBackoffMs * 2 ** attempt)
-      }
-    }
+    const left = (this.claimedPerToken.get(token) ?? 0) - keys
+    if (left > 0) this.claimedPerToken.set(token, left)
+    else this.claimedPerToken.delete(token)
   }
 
   /**
@@ -269,10 +262,11 @@ export class RedisStore implements DedupStore {
    * together, small ones sharing a call (MERGE_KEYS): one connection, so the
    * server applies them in the order they were made, as separate calls would be.
    */
-  private send(operation: Operation, leaseKey: string, args: string[], keys: number): Promise<Reply> {
+  private send(operation: Operation, g: TagGroup, token: string, args: string[], keys = g.positions.length): Promise<Reply> {
+    const leaseKey = g.leasePrefix + token
     if (this.isCluster) return this.client.idemBatch(1, leaseKey, '1', operation, leaseKey, String(args.length), ...args).then(onlyReply)
     return new Promise<Reply>((resolve, reject) => {
-      if (this.queued.push({ operation, leaseKey, args, keys, resolve, reject }) === 1) process.nextTick(this.flush)
+      if (this.queued.push({ operation, leaseKey, args, keys: Math.max(1, keys), resolve, reject }) === 1) process.nextTick(this.flush)
     })
   }
 
@@ -312,22 +306,12 @@ export class RedisStore implements DedupStore {
     )
   }
 
-  /** Reads a reply of one '1'/'0' character per key. */
-  private perKey(n: number, groups: Group[], replies: Reply[], code: (i: number, applied: boolean) => number): Uint8Array {
-    const out = new Uint8Array(n)
-    groups.forEach((g, k) => {
-      const answers = replies[k] as string
-      g.positions.forEach((i, j) => (out[i] = code(i, answers.charCodeAt(j) === 0x31)))
-    })
-    return out
-  }
-
   /**
    * WAIT on the connection that wrote the claims: a failover to a replica that
    * never got them would let a second owner claim the same keys. A shortfall
    * releases this batch's claims and fails it with its own code.
    */
-  private async awaitReplicas(groups: Group[], replies: Reply[], token: string): Promise<void> {
+  private async awaitReplicas(keys: readonly string[], codes: Uint8Array, token: string): Promise<void> {
     const { requireReplicas, replicaTimeoutMs } = this.config
     let acknowledged: number
     try {
@@ -336,12 +320,25 @@ export class RedisStore implements DedupStore {
       throw new IdemError(ErrorCode.STORE_FAILED, `redis WAIT failed: ${errorText(error)}`, { cause: error })
     }
     if (acknowledged >= requireReplicas) return
-    const claimed = groups.flatMap((g, k) => g.keys.filter((_, j) => (replies[k] as string[])[0].charCodeAt(j) === 0x30))
-    this.open.delete(token)
-    if (claimed.length > 0) await this.send('release', groups[0].leasePrefix + token, [token, claimed.join('\0')], claimed.length).catch(() => {})
+    const claimed = this.group(keys, [...codes.keys()].filter((i) => codes[i] === ClaimCode.CLAIMED))[0]
+    this.claimedPerToken.delete(token)
+    await this.send('release', claimed, token, [token, this.recordKeys(claimed, keys)]).catch(() => {})
     throw new IdemError(
       ErrorCode.REPLICA_SHORTFALL,
       `claims reached ${acknowledged} of the ${requireReplicas} required replicas within ${replicaTimeoutMs} ms; released them, retry later`,
     )
   }
+}
+
+/** Joins a group's values into the one packed argument the scripts split (split-keys.lua). */
+function pack(g: KeyGroup, value: (i: number) => string): string {
+  return g.positions.map(value).join('\0')
+}
+
+/** A reply of one '1'/'0' character per key. */
+function flags(reply: Reply): Uint8Array {
+  const answers = reply as string
+  const out = new Uint8Array(answers.length)
+  for (let j = 0; j < answers.length; j++) out[j] = answers.charCodeAt(j) === 0x31 ? 1 : 0
+  return out
 }

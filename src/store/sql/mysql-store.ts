@@ -16,7 +16,8 @@
  */
 import { ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode } from '../store.js'
-import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type DoneRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type DoneRecord, type RowRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { LazyConnection } from './lazy-connection.js'
 import { loadMysql, mysqlPromisePool, type MysqlConnectionLike, type MysqlPromisePool } from './sql-drivers.js'
 import type { MysqlStoreConfig } from './sql-options.js'
 import { KEY_COLUMN_BYTES, RowState, TOKEN_COLUMN_BYTES } from './sql-records.js'
@@ -55,49 +56,78 @@ CREATE TABLE IF NOT EXISTS ${q(table)} (
 ) ENGINE=InnoDB`
 }
 
+/** The open pool and what the server it reaches can do. */
+interface MysqlConnection {
+  pool: MysqlPromisePool
+  /** Write and read-back in one round trip (the pool's connections allow several statements per query). */
+  multiStatements: boolean
+  /**
+   * The upsert names the incoming row by an alias (`VALUES (…) AS incoming`,
+   * MySQL 8.0.19+, where VALUES() is deprecated) instead of VALUES(column)
+   * (MariaDB, which has no row alias, and older MySQL).
+   */
+  rowAlias: boolean
+}
+
+/** MySQL 8.0.19 or later (not MariaDB), from `SELECT VERSION()`. */
+export function hasRowAlias(version: string): boolean {
+  if (/mariadb/i.test(version)) return false
+  const [major, minor, patch] = version.split(/[.-]/).map((part) => Number.parseInt(part, 10))
+  return major > 8 || (major === 8 && (minor > 0 || patch >= 19))
+}
+
 /** `?, ?, …` for n values. */
 const marks = (n: number): string => (n === 1 ? '?' : `?${', ?'.repeat(n - 1)}`)
 
 export class MysqlDialect implements SqlDialect {
   readonly kind = 'mysql' as const
   readonly expectedColumns = expectedColumns
-  private pool: MysqlPromisePool | undefined
-  private connecting: Promise<void> | undefined
-  /** Write and read-back in one round trip (the pool's connections allow several statements per query). */
-  private multiStatements = false
+  private readonly connection: LazyConnection<MysqlConnection>
   private schemaConnection: MysqlConnectionLike | undefined
 
   constructor(
     private readonly config: MysqlStoreConfig,
-    private readonly role: DialectRole,
-  ) {}
+    role: DialectRole,
+  ) {
+    this.connection = new LazyConnection(async () => {
+      let pool: MysqlPromisePool
+      let multiStatements: boolean
+      if (config.pool !== undefined) {
+        pool = mysqlPromisePool(config.pool)
+        const core = (pool as { pool?: { config?: { connectionConfig?: { multipleStatements?: boolean } } } }).pool
+        multiStatements = core?.config?.connectionConfig?.multipleStatements === true
+      } else {
+        const mysql = await loadMysql()
+        pool = mysql.createPool({
+          uri: config.url!.replace(/^mariadb:/, 'mysql:'),
+          connectionLimit: role === 'transactions' ? config.transactionPoolSize : config.poolSize,
+          connectTimeout: config.commandTimeoutMs,
+          multipleStatements: true,
+          dateStrings: true,
+          enableKeepAlive: true,
+        })
+        multiStatements = true
+      }
+      try {
+        const [rows] = await pool.query({ sql: 'SELECT VERSION() AS version', timeout: config.commandTimeoutMs })
+        return { pool, multiStatements, rowAlias: hasRowAlias(String((rows as { version: unknown }[])[0]?.version)) }
+      } catch (error) {
+        if (config.pool === undefined) await pool.end().catch(() => {})
+        throw error
+      }
+    })
+  }
 
   connect(): Promise<void> {
-    if (this.pool !== undefined) return Promise.resolve()
-    this.connecting ??= (async () => {
-      if (this.config.pool !== undefined) {
-        const pool = mysqlPromisePool(this.config.pool)
-        const core = (pool as { pool?: { config?: { connectionConfig?: { multipleStatements?: boolean } } } }).pool
-        this.multiStatements = core?.config?.connectionConfig?.multipleStatements === true
-        this.pool = pool
-        return
-      }
-      const mysql = await loadMysql()
-      this.pool = mysql.createPool({
-        uri: this.config.url!.replace(/^mariadb:/, 'mysql:'),
-        connectionLimit: this.role === 'transactions' ? this.config.transactionPoolSize : this.config.poolSize,
-        connectTimeout: this.config.commandTimeoutMs,
-        multipleStatements: true,
-        dateStrings: true,
-        enableKeepAlive: true,
-      })
-      this.multiStatements = true
-    })().finally(() => (this.connecting = undefined))
-    return this.connecting
+    return this.connection.connect()
+  }
+
+  private get pool(): MysqlPromisePool {
+    return this.connection.value.pool
   }
 
   async withSchemaLock<T>(fn: () => Promise<T>): Promise<T> {
-    const connection = await this.pool!.getConnection()
+    const connection = await this.pool.getConnection()
     const name = `idem schema ${this.config.tablePrefix}`
     let healthy = true
     try {
@@ -120,7 +150,7 @@ export class MysqlDialect implements SqlDialect {
   }
 
   async readSchema(tableNames: readonly string[]): Promise<SchemaSnapshot> {
-    const db = this.schemaConnection ?? this.pool!
+    const db = this.schemaConnection ?? this.pool
     const [rows] = await db.query({
       sql: `SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, DATA_TYPE AS data_type,
                    CHARACTER_MAXIMUM_LENGTH AS max_length, DATETIME_PRECISION AS fraction
@@ -146,7 +176,7 @@ export class MysqlDialect implements SqlDialect {
   }
 
   async createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void> {
-    const db = this.schemaConnection ?? this.pool!
+    const db = this.schemaConnection ?? this.pool
     // MySQL commits each DDL statement by itself: the meta table first, its rows last (see sql-schema.ts).
     await db.query(`CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name VARCHAR(64) CHARACTER SET ascii NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL) ENGINE=InnoDB`)
     for (const table of recordTables) await db.query(recordsDdl(table))
@@ -154,7 +184,7 @@ export class MysqlDialect implements SqlDialect {
   }
 
   async dropTables(tableNames: readonly string[]): Promise<void> {
-    await this.pool!.query(`DROP TABLE IF EXISTS ${tableNames.map(q).join(', ')}`)
+    await this.pool.query(`DROP TABLE IF EXISTS ${tableNames.map(q).join(', ')}`)
   }
 
   /**
@@ -167,15 +197,17 @@ export class MysqlDialect implements SqlDialect {
    */
   async claim(table: string, keys: Buffer[], fingerprints: (string | null)[], token: string, leaseMs: number): Promise<ClaimAnswer> {
     const n = keys.length
-    const takeOver = `(expires_at <= ${NOW} OR (state = ${IN_PROGRESS} AND token = VALUES(token)))`
+    const { rowAlias } = this.connection.value
+    const incoming = (column: string): string => (rowAlias ? `incoming.${column}` : `VALUES(${column})`)
+    const takeOver = `(expires_at <= ${NOW} OR (state = ${IN_PROGRESS} AND token = ${incoming('token')}))`
     const row = `(?, ${IN_PROGRESS}, ?, ?, NULL, ${after(leaseMs)})`
-    const insert = `INSERT INTO ${q(table)} (idem_key, state, token, fingerprint, result, expires_at) VALUES ${row}${`, ${row}`.repeat(n - 1)}
+    const insert = `INSERT INTO ${q(table)} (idem_key, state, token, fingerprint, result, expires_at) VALUES ${row}${`, ${row}`.repeat(n - 1)}${rowAlias ? ' AS incoming' : ''}
 ON DUPLICATE KEY UPDATE
-  fingerprint = IF(${takeOver}, VALUES(fingerprint), fingerprint),
+  fingerprint = IF(${takeOver}, ${incoming('fingerprint')}, fingerprint),
   result = IF(${takeOver}, NULL, result),
   state = IF(${takeOver}, ${IN_PROGRESS}, state),
-  token = IF(${takeOver}, VALUES(token), token),
-  expires_at = IF(${takeOver}, VALUES(expires_at), expires_at)`
+  token = IF(${takeOver}, ${incoming('token')}, token),
+  expires_at = IF(${takeOver}, ${incoming('expires_at')}, expires_at)`
     const values: unknown[] = new Array(3 * n)
     for (let j = 0; j < n; j++) {
       values[3 * j] = keys[j]
@@ -247,13 +279,35 @@ ON DUPLICATE KEY UPDATE
     return this.present(table, keys, fence, [token], true)
   }
 
+  async inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]> {
+    const [rows] = await this.pool.query({
+      sql: `SELECT idem_key, state, token, fingerprint, result, TIMESTAMPDIFF(MICROSECOND, ${NOW}, expires_at) DIV 1000 AS ttl
+              FROM ${q(table)} WHERE idem_key IN (${marks(keys.length)}) AND expires_at > ${NOW}`,
+      values: keys,
+      timeout: this.config.commandTimeoutMs,
+    })
+    const byKey = new Map((rows as Record<string, unknown>[]).map((row) => [(row.idem_key as Buffer).toString('latin1'), row]))
+    return keys.map((key) => {
+      const row = byKey.get(key.toString('latin1'))
+      if (row === undefined) return undefined
+      return { done: Number(row.state) === DONE, token: (row.token as Buffer).toString('utf8'), fingerprint: row.fingerprint as string | null, result: row.result as string | null, expiresInMs: Number(row.ttl) }
+    })
+  }
+
+  /** Reads which rows are live, then deletes every row of the keys: an operator's call, so two statements are fine. */
+  async forget(table: string, keys: Buffer[]): Promise<Uint8Array> {
+    const live = await this.present(table, keys, `expires_at > ${NOW}`, [], true)
+    await this.write(`DELETE FROM ${q(table)} WHERE idem_key IN (${marks(keys.length)})`, keys)
+    return live
+  }
+
   /** Bounded by LIMIT: at most `limit` expired rows, oldest first. */
   async sweep(table: string, limit: number): Promise<number> {
     return (await this.write(`DELETE FROM ${q(table)} WHERE expires_at < ${NOW} ORDER BY expires_at LIMIT ${Math.max(1, Math.floor(limit))}`, [])).affectedRows
   }
 
   async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
-    const connection = await this.pool!.getConnection()
+    const connection = await this.pool.getConnection()
     let healthy = true
     try {
       await connection.query('START TRANSACTION')
@@ -294,31 +348,28 @@ ON DUPLICATE KEY UPDATE
   }
 
   async close(): Promise<void> {
-    await this.connecting?.catch(() => {})
-    const pool = this.pool
-    this.pool = undefined
-    if (pool !== undefined && this.config.pool === undefined) await pool.end()
+    await this.connection.close(({ pool }) => (this.config.pool === undefined ? pool.end() : undefined))
   }
 
   private async write(sql: string, values: unknown[]): Promise<WriteHeader> {
-    const [header] = await this.pool!.query({ sql, values, timeout: this.config.commandTimeoutMs })
+    const [header] = await this.pool.query({ sql, values, timeout: this.config.commandTimeoutMs })
     return header as WriteHeader
   }
 
   /** A write and a read-back: one round trip when the pool allows several statements per query. */
   private async writeThenRead(write: string, writeValues: unknown[], read: string, readValues: unknown[]): Promise<unknown[]> {
-    if (this.multiStatements) {
-      const [results] = await this.pool!.query({ sql: `${write};\n${read}`, values: [...writeValues, ...readValues], timeout: this.config.commandTimeoutMs })
+    if (this.connection.value.multiStatements) {
+      const [results] = await this.pool.query({ sql: `${write};\n${read}`, values: [...writeValues, ...readValues], timeout: this.config.commandTimeoutMs })
       return (results as unknown[][])[1]
     }
     await this.write(write, writeValues)
-    const [rows] = await this.pool!.query({ sql: read, values: readValues, timeout: this.config.commandTimeoutMs })
+    const [rows] = await this.pool.query({ sql: read, values: readValues, timeout: this.config.commandTimeoutMs })
     return rows as unknown[]
   }
 
   /** Per key: 1 when a row matching `where` is there (or, with present = false, when none is). */
   private async present(table: string, keys: Buffer[], where: string, whereValues: unknown[], present: boolean): Promise<Uint8Array> {
-    const [rows] = await this.pool!.query({ sql: `SELECT idem_key FROM ${q(table)} WHERE idem_key IN (${marks(keys.length)}) AND ${where}`, values: [...keys, ...whereValues], timeout: this.config.commandTimeoutMs })
+    const [rows] = await this.pool.query({ sql: `SELECT idem_key FROM ${q(table)} WHERE idem_key IN (${marks(keys.length)}) AND ${where}`, values: [...keys, ...whereValues], timeout: this.config.commandTimeoutMs })
     const found = new Set((rows as { idem_key: Buffer }[]).map((r) => r.idem_key.toString('latin1')))
     return Uint8Array.from(keys, (k) => (found.has(k.toString('latin1')) === present ? 1 : 0))
   }

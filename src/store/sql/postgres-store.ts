@@ -14,7 +14,8 @@
  */
 import { ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode } from '../store.js'
-import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type DoneRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type DoneRecord, type RowRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { LazyConnection } from './lazy-connection.js'
 import { loadPg, type PgClientLike, type PgPoolLike, type PgQueryResult } from './sql-drivers.js'
 import type { PostgresStoreConfig } from './sql-options.js'
 import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
@@ -121,6 +122,16 @@ WITH doomed AS (
 )
 DELETE FROM ${t} AS r USING doomed WHERE r.idem_key = doomed.idem_key AND r.expires_at < ${NOW}`,
 
+    /** $1 keys. The live rows, with the ms left on each. */
+    inspect: `
+SELECT idem_key, state, token, fingerprint, result, extract(epoch FROM expires_at - ${NOW}) * 1000 AS ttl
+FROM ${t} WHERE idem_key = ANY($1::bytea[]) AND expires_at > ${NOW}`,
+
+    /** $1 keys. Deletes every row of the keys, expired ones too; returns the keys whose row was live. */
+    forget: `
+WITH gone AS (DELETE FROM ${t} WHERE idem_key = ANY($1::bytea[]) RETURNING idem_key, expires_at > ${NOW} AS live)
+SELECT idem_key FROM gone WHERE live`,
+
     /** $1 key, $2 result, $3 token, $4 TTL ms: the fenced DONE write inside a handler's transaction. */
     done: `
 UPDATE ${t} SET state = ${DONE}, result = $2, expires_at = ${NOW} + ${ms('$4')}
@@ -155,42 +166,42 @@ CREATE INDEX IF NOT EXISTS ${q(`${table}_expires_at`)} ON ${q(table)} (expires_a
 export class PostgresDialect implements SqlDialect {
   readonly kind = 'postgres' as const
   readonly expectedColumns = expectedColumns
-  private pool: PgPoolLike | undefined
-  private connecting: Promise<void> | undefined
+  private readonly connection: LazyConnection<PgPoolLike>
   private readonly statements = new Map<string, Statements>()
   /** The connection holding the schema lock while a schema check runs: its queries go there. */
   private schemaClient: PgClientLike | undefined
 
   constructor(
     private readonly config: PostgresStoreConfig,
-    private readonly role: DialectRole,
-  ) {}
-
-  connect(): Promise<void> {
-    if (this.pool !== undefined) return Promise.resolve()
-    this.connecting ??= (async () => {
-      if (this.config.pool !== undefined) {
-        this.pool = this.config.pool
-        return
-      }
+    role: DialectRole,
+  ) {
+    this.connection = new LazyConnection(async () => {
+      if (config.pool !== undefined) return config.pool
       const { Pool } = await loadPg()
       const pool = new Pool({
-        connectionString: this.config.url,
-        max: this.role === 'transactions' ? this.config.transactionPoolSize : this.config.poolSize,
-        connectionTimeoutMillis: this.config.commandTimeoutMs,
+        connectionString: config.url,
+        max: role === 'transactions' ? config.transactionPoolSize : config.poolSize,
+        connectionTimeoutMillis: config.commandTimeoutMs,
         idleTimeoutMillis: 10_000,
         allowExitOnIdle: true,
-        application_name: `idem ${this.role}`,
+        application_name: `idem ${role}`,
       })
       // An idle connection the server dropped is reported as an event; the next query reconnects.
       pool.on('error', () => {})
-      this.pool = pool
-    })().finally(() => (this.connecting = undefined))
-    return this.connecting
+      return pool
+    })
+  }
+
+  connect(): Promise<void> {
+    return this.connection.connect()
+  }
+
+  private get pool(): PgPoolLike {
+    return this.connection.value
   }
 
   async withSchemaLock<T>(fn: () => Promise<T>): Promise<T> {
-    const client = await this.pool!.connect()
+    const client = await this.pool.connect()
     let broken: Error | undefined
     try {
       // Session-level, on a connection of its own: released by unlock, or by the server if this process dies.
@@ -211,7 +222,7 @@ export class PostgresDialect implements SqlDialect {
   }
 
   async readSchema(tableNames: readonly string[]): Promise<SchemaSnapshot> {
-    const db = this.schemaClient ?? this.pool!
+    const db = this.schemaClient ?? this.pool
     const { rows } = await db.query(
       'SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ANY($1::text[])',
       [tableNames],
@@ -233,7 +244,7 @@ export class PostgresDialect implements SqlDialect {
   }
 
   async createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void> {
-    const db = this.schemaClient ?? this.pool!
+    const db = this.schemaClient ?? this.pool
     // One transaction: PostgreSQL's DDL is transactional, so no process ever sees half a schema.
     const ddl = [
       'BEGIN',
@@ -251,7 +262,7 @@ export class PostgresDialect implements SqlDialect {
   }
 
   async dropTables(tableNames: readonly string[]): Promise<void> {
-    await this.pool!.query(`DROP TABLE IF EXISTS ${tableNames.map(q).join(', ')}`)
+    await this.pool.query(`DROP TABLE IF EXISTS ${tableNames.map(q).join(', ')}`)
   }
 
   async claim(table: string, keys: Buffer[], fingerprints: (string | null)[], token: string, leaseMs: number): Promise<ClaimAnswer> {
@@ -285,13 +296,29 @@ export class PostgresDialect implements SqlDialect {
     return flags((await this.one(this.statementsOf(table).renew, [keys, token, leaseMs])).applied)
   }
 
+  async inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]> {
+    const { rows } = await this.query(this.statementsOf(table).inspect, [keys])
+    const byKey = new Map(rows.map((row) => [(row.idem_key as Buffer).toString('latin1'), row]))
+    return keys.map((key) => {
+      const row = byKey.get(key.toString('latin1'))
+      if (row === undefined) return undefined
+      return { done: Number(row.state) === DONE, token: String(row.token), fingerprint: row.fingerprint as string | null, result: row.result as string | null, expiresInMs: Math.max(0, Math.round(Number(row.ttl))) }
+    })
+  }
+
+  async forget(table: string, keys: Buffer[]): Promise<Uint8Array> {
+    const { rows } = await this.query(this.statementsOf(table).forget, [keys])
+    const live = new Set(rows.map((row) => (row.idem_key as Buffer).toString('latin1')))
+    return Uint8Array.from(keys, (key) => (live.has(key.toString('latin1')) ? 1 : 0))
+  }
+
   async sweep(table: string, limit: number): Promise<number> {
     const result = await this.query(this.statementsOf(table).sweep, [limit])
     return result.rowCount ?? 0
   }
 
   async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
-    const client = await this.pool!.connect()
+    const client = await this.pool.connect()
     let broken: Error | undefined
     try {
       await client.query('BEGIN')
@@ -326,10 +353,7 @@ export class PostgresDialect implements SqlDialect {
   }
 
   async close(): Promise<void> {
-    await this.connecting?.catch(() => {})
-    const pool = this.pool
-    this.pool = undefined
-    if (pool !== undefined && this.config.pool === undefined) await pool.end()
+    await this.connection.close((pool) => (pool === this.config.pool ? undefined : pool.end()))
   }
 
   private statementsOf(table: string): Statements {
@@ -339,7 +363,7 @@ export class PostgresDialect implements SqlDialect {
   }
 
   private query(text: string, values: unknown[]): Promise<PgQueryResult> {
-    return this.pool!.query({ text, values, query_timeout: this.config.commandTimeoutMs })
+    return this.pool.query({ text, values, query_timeout: this.config.commandTimeoutMs })
   }
 
   private async one(text: string, values: unknown[]): Promise<Record<string, unknown>> {

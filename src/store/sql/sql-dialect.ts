@@ -52,24 +52,29 @@ export interface SchemaSnapshot {
   tables: Map<string, ColumnTypes>
 }
 
-export interface SqlDialect {
-  readonly kind: SqlKind
-  /** The columns a records table has when this backend created it. */
-  readonly expectedColumns: ReadonlyMap<string, string>
+/** A record as the inspect primitive reads it, values as the row holds them. */
+export interface RowRecord {
+  done: boolean
+  token: string
+  fingerprint: string | null
+  result: string | null
+  expiresInMs: number
+}
 
+/** The backend's connection: opened lazily (lazy-connection.ts), and how its failures read. */
+export interface SqlConnection {
+  readonly kind: SqlKind
   /** Loads the driver and opens the pool or database (once); throws IdemError for a permanent problem. */
   connect(): Promise<void>
-  /** Runs fn holding a lock that serialises schema checks and creation across processes. */
-  withSchemaLock<T>(fn: () => Promise<T>): Promise<T>
-  readSchema(tableNames: readonly string[]): Promise<SchemaSnapshot>
-  /**
-   * Creates the meta table, the records tables with their expiry index, and
-   * then the meta rows, in that order (idempotent): without transactional DDL,
-   * a crash part way leaves an empty meta table, which says "ours, unfinished".
-   */
-  createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void>
-  dropTables(tableNames: readonly string[]): Promise<void>
+  /** A failure that retrying cannot fix (a pool its owner ended), as the error to report now. */
+  permanent(error: unknown): IdemError | undefined
+  /** The statement failed because a table is missing (dropped under a running store): check the schema again. */
+  isMissingTable(error: unknown): boolean
+  close(): Promise<void>
+}
 
+/** The record primitives: one statement (or one local transaction) per table per batch. */
+export interface SqlRecords {
   /**
    * absent or expired → IN_PROGRESS(token, lease); IN_PROGRESS under this same
    * token → lease renewed, CLAIMED (a retried call owns its own claim); DONE →
@@ -82,9 +87,12 @@ export interface SqlDialect {
   release(table: string, keys: Buffer[], token: string): Promise<Uint8Array>
   /** IN_PROGRESS(token), live → lease extended. 1 = renewed, 0 = lost. */
   renew(table: string, keys: Buffer[], token: string, leaseMs: number): Promise<Uint8Array>
+  /** The live row of each key (undefined for none, or an expired one). */
+  inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]>
+  /** Deletes each key's row whatever its state. 1 = a live row was deleted, 0 = none was there. */
+  forget(table: string, keys: Buffer[]): Promise<Uint8Array>
   /** Deletes at most `limit` expired rows in one statement; returns how many. */
   sweep(table: string, limit: number): Promise<number>
-
   /**
    * Runs `work` in one database transaction on one connection, then the fenced
    * UPDATE to DONE that `finish` describes (none for a run without a claim),
@@ -93,13 +101,26 @@ export interface SqlDialect {
    * together or not at all.
    */
   transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R>
-
-  /** A failure that retrying cannot fix (a pool its owner ended), as the error to report now. */
-  permanent(error: unknown): IdemError | undefined
-  /** The statement failed because a table is missing (dropped under a running store): check the schema again. */
-  isMissingTable(error: unknown): boolean
-  close(): Promise<void>
 }
+
+/** The schema primitives, used by sql-schema.ts (create, check or refuse) and `idem migrate`. */
+export interface SqlSchema {
+  /** The columns a records table has when this backend created it. */
+  readonly expectedColumns: ReadonlyMap<string, string>
+  /** Runs fn holding a lock that serialises schema checks and creation across processes. */
+  withSchemaLock<T>(fn: () => Promise<T>): Promise<T>
+  readSchema(tableNames: readonly string[]): Promise<SchemaSnapshot>
+  /**
+   * Creates the meta table, the records tables with their expiry index, and
+   * then the meta rows, in that order (idempotent): without transactional DDL,
+   * a crash part way leaves an empty meta table, which says "ours, unfinished".
+   */
+  createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void>
+  dropTables(tableNames: readonly string[]): Promise<void>
+}
+
+/** A backend: its connection, its record primitives and its schema primitives. */
+export type SqlDialect = SqlConnection & SqlRecords & SqlSchema
 
 /** Who a dialect instance serves: a shard's store (small pool), or the transaction helper (handler transactions). */
 export type DialectRole = 'store' | 'transactions'

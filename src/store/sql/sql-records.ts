@@ -1,11 +1,12 @@
 /**
  * How a record is named and written in a SQL table, in one place for the three
  * stores and the transaction helper: the key column's bytes, the table a key
- * lives in, and the JSON text of fingerprints and results.
+ * lives in (values are JSON text, encoded by the store base: record-codec.ts).
  */
 import { MAX_KEY_BYTES } from '../../bloom/key-hasher.js'
 import { ErrorCode, IdemError } from '../../errors.js'
 import { KeyState } from '../record-state.js'
+import { MAX_TOKEN_BYTES } from '../store-base.js'
 
 /**
  * Width of the key column, in bytes: the engine's own key limit (namespace
@@ -14,8 +15,8 @@ import { KeyState } from '../record-state.js'
  */
 export const KEY_COLUMN_BYTES = MAX_KEY_BYTES
 
-/** Width of the token column. Engine tokens are ~20 ASCII characters. */
-export const TOKEN_COLUMN_BYTES = 255
+/** Width of the token column: the store base's token limit (engine tokens are ~20 ASCII characters). */
+export const TOKEN_COLUMN_BYTES = MAX_TOKEN_BYTES
 
 /** The `state` column: the KeyState numbers, so a row reads like record-state.ts. */
 export const RowState = { IN_PROGRESS: KeyState.IN_PROGRESS, DONE: KeyState.DONE } as const
@@ -43,12 +44,6 @@ export function keyBytes(key: string): Buffer {
   return bytes
 }
 
-export function checkToken(token: string): void {
-  if (typeof token !== 'string' || token.length === 0 || Buffer.byteLength(token) > TOKEN_COLUMN_BYTES) {
-    throw new IdemError(ErrorCode.INVALID_MESSAGE, `owner token must be a non-empty string of at most ${TOKEN_COLUMN_BYTES} bytes`)
-  }
-}
-
 /**
  * FNV-1a over the key's bytes, modulo the table count: the routing is a pure
  * function of the key, so it is the same in every process and after every
@@ -72,18 +67,4 @@ export function metaTableName(prefix: string): string {
 
 export function allTableNames(prefix: string, tables: number): string[] {
   return [...Array.from({ length: tables }, (_, i) => recordsTableName(prefix, i, tables)), metaTableName(prefix)]
-}
-
-/** JSON text of a fingerprint, NULL for none: '' stays a fingerprint ("\"\""), and U+0000 is escaped (PostgreSQL text cannot hold it). */
-export function encodeFingerprint(fingerprint: string | undefined): string | null {
-  return fingerprint === undefined ? null : JSON.stringify(fingerprint)
-}
-
-export function decodeFingerprint(text: unknown): string | undefined {
-  return text === null || text === undefined ? undefined : (JSON.parse(text as string) as string)
-}
-
-/** The stored result: NULL for none (undefined); `null` is kept as JSON 'null'. */
-export function decodeResult(text: unknown): unknown {
-  return text === null || text === undefined ? undefined : JSON.parse(text as string)
 }

@@ -14,7 +14,7 @@
  * would look every key up in the wrong table, so it is refused.
  */
 import { ErrorCode, IdemError } from '../../errors.js'
-import type { SqlDialect } from './sql-dialect.js'
+import type { SqlConnection, SqlSchema } from './sql-dialect.js'
 import type { SqlCommonConfig } from './sql-options.js'
 import { KEY_COLUMN_BYTES, SCHEMA_VERSION, metaTableName, recordsTableName } from './sql-records.js'
 
@@ -29,7 +29,7 @@ export interface SchemaReport {
  * Runs under the backend's schema lock, so two processes starting together
  * create it once and neither sees half of it.
  */
-export async function ensureSchema(dialect: SqlDialect, config: SqlCommonConfig, create = config.createTables): Promise<SchemaReport> {
+export async function ensureSchema(dialect: SqlConnection & SqlSchema, config: SqlCommonConfig, create = config.createTables): Promise<SchemaReport> {
   const recordTables = Array.from({ length: config.tables }, (_, i) => recordsTableName(config.tablePrefix, i, config.tables))
   const metaTable = metaTableName(config.tablePrefix)
   const expectedMeta = new Map([

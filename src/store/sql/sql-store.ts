@@ -1,42 +1,35 @@
-import { setTimeout as sleep } from 'node:timers/promises'
 /**
- * The SQL stores' shared half: the DedupStore contract over a backend's
- * primitives (sql-dialect.ts). It owns, once for postgres, mysql and sqlite:
+ * The SQL stores' shared half, over a backend's primitives (sql-dialect.ts).
+ * The store base owns tokens, repeats, values and retries; this owns, once
+ * for postgres, mysql and sqlite:
  *
- *  - keys: validated against the key column before anything is written;
- *    a key twice in one claim is a REPEAT, decided after its first copy;
+ *  - keys: checked against the key column before anything is written;
  *  - routing: each key to its table by a stable hash, one primitive call per
- *    table per batch (one statement per batch with the default tables: 1);
- *  - results: JSON under maxResultBytes, or the CommitCode saying why not;
- *  - failures: bounded retries with doubling backoff, then IdemError
- *    STORE_FAILED (the actor turns it into in-flight verdicts: fail closed);
- *    a failure no retry can fix (a closed pool, a schema it does not know)
- *    is reported at once with its own code;
+ *    table per batch (one statement per batch with the default tables: 1),
+ *    keys sorted by their bytes so two batches lock shared rows in one order;
  *  - the schema: checked (or created) before the first statement, once per
  *    thread per database and prefix, and again if a table disappears;
  *  - the sweep: expired rows deleted in bounded statements in the background.
  */
 import { ErrorCode, IdemError, errorText } from '../../errors.js'
-import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type StoreHealth } from '../store.js'
-import type { SqlDialect } from './sql-dialect.js'
+import { jsonValues, StoreBase, type GroupClaim, type KeyGroup, type StoredRecord } from '../store-base.js'
+import type { SqlConnection, SqlDialect, SqlSchema } from './sql-dialect.js'
 import type { SqlStoreConfig } from './sql-options.js'
 import { ensureSchema } from './sql-schema.js'
-import { checkToken, decodeFingerprint, decodeResult, encodeFingerprint, keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
-import { encodeResult } from '../result-json.js'
+import { keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
 
-/** The keys of one table in one call: their bytes sorted, and where each came from in the batch. */
-interface TableGroup {
+/** The keys of one table in one call, sorted by their bytes. */
+interface TableGroup extends KeyGroup {
   table: string
-  index: number
   keys: Buffer[]
-  positions: number[]
 }
 
 /** A schema that was refused is checked again after this long, not on every batch. */
 const REFUSED_SCHEMA_RECHECK_MS = 1_000
 
-export class SqlStore implements DedupStore {
-  readonly health: StoreHealth = { retries: 0, failures: 0 }
+export class SqlStore extends StoreBase<TableGroup> {
+  /** A pool spreads calls over connections: a later call may be applied first. */
+  readonly ordered = false
   private sweepTimer: NodeJS.Timeout | undefined
   private sweepTable = 0
   private sweeping = false
@@ -45,98 +38,28 @@ export class SqlStore implements DedupStore {
   constructor(
     protected readonly config: SqlStoreConfig,
     protected readonly dialect: SqlDialect,
-  ) {}
-
-  async claim(keys: readonly string[], fingerprints: readonly (string | undefined)[], token: string, leaseMs: number): Promise<ClaimReplies> {
-    checkToken(token)
-    const n = keys.length
-    const codes = new Uint8Array(n)
-    const storedFingerprints: (string | undefined)[] = new Array(n)
-    const results: unknown[] = new Array(n)
-    // Only the first copy of a key is claimed; later copies are REPEATs, decided after it settles.
-    const firsts = new Map<string, number>()
-    const bytes: Buffer[] = new Array(n)
-    for (let i = 0; i < n; i++) {
-      if (firsts.has(keys[i])) codes[i] = ClaimCode.REPEAT
-      else {
-        firsts.set(keys[i], i)
-        bytes[i] = keyBytes(keys[i])
-      }
-    }
-    const groups = this.group(bytes, [...firsts.values()])
-    const answers = await this.call('claim', () =>
-      Promise.all(groups.map((g) => this.dialect.claim(g.table, g.keys, g.positions.map((i) => encodeFingerprint(fingerprints[i])), token, leaseMs))),
-    )
-    groups.forEach((g, k) => {
-      const answer = answers[k]
-      g.positions.forEach((i, j) => {
-        const code = answer.codes[j] as ClaimCode
-        codes[i] = code
-        if (code === ClaimCode.CLAIMED) return
-        storedFingerprints[i] = decodeFingerprint(answer.fingerprints[j])
-        if (code === ClaimCode.DONE) results[i] = decodeResult(answer.results[j])
-      })
-    })
-    return { codes, fingerprints: storedFingerprints, results }
-  }
-
-  async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
-    checkToken(token)
-    const n = keys.length
-    const kept = new Uint8Array(n).fill(CommitCode.COMMITTED)
-    const encoded: (string | null)[] | undefined = results === undefined ? undefined : new Array(n)
-    if (encoded !== undefined) {
-      for (let i = 0; i < n; i++) {
-        const json = encodeResult(results![i], this.config.maxResultBytes)
-        if (typeof json === 'number') {
-          kept[i] = json
-          encoded[i] = null
-        } else encoded[i] = json
-      }
-    }
-    const groups = this.group(keys.map(keyBytes))
-    const applied = await this.call('commit', () =>
-      Promise.all(groups.map((g) => this.dialect.commit(g.table, g.keys, encoded === undefined ? undefined : g.positions.map((i) => encoded[i]), token, ttlMs))),
-    )
-    return this.perKey(n, groups, applied, (i, ok) => (ok ? kept[i] : CommitCode.REFUSED))
-  }
-
-  async release(keys: readonly string[], token: string): Promise<Uint8Array> {
-    checkToken(token)
-    const groups = this.group(keys.map(keyBytes))
-    const applied = await this.call('release', () => Promise.all(groups.map((g) => this.dialect.release(g.table, g.keys, token))))
-    return this.perKey(keys.length, groups, applied, (_, ok) => Number(ok))
-  }
-
-  async renew(keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
-    checkToken(token)
-    const groups = this.group(keys.map(keyBytes))
-    const applied = await this.call('renew', () => Promise.all(groups.map((g) => this.dialect.renew(g.table, g.keys, token, leaseMs))))
-    return this.perKey(keys.length, groups, applied, (_, ok) => Number(ok))
-  }
-
-  async close(): Promise<void> {
-    this.closed = true
-    if (this.sweepTimer !== undefined) clearTimeout(this.sweepTimer)
-    await this.dialect.close()
+  ) {
+    super({ name: config.kind, retries: config.retries, retryBackoffMs: config.retryBackoffMs, maxResultBytes: config.maxResultBytes, values: jsonValues })
   }
 
   /** Connects and checks the schema now instead of on the first call (idem migrate, tests, a fail-fast start). */
   async open(): Promise<void> {
-    await this.ensureOpen()
+    await this.prepare()
   }
 
   /**
-   * Groups keys (positions into `bytes`; all of them by default) by table,
-   * each group sorted by key bytes: two batches then lock shared rows in the
-   * same order, which keeps them from deadlocking each other.
+   * Groups keys by table, each group sorted by key bytes: two batches then
+   * lock shared rows in the same order, which keeps them from deadlocking
+   * each other.
    */
-  private group(bytes: Buffer[], positions?: number[]): TableGroup[] {
+  protected group(keys: readonly string[], positions: readonly number[]): TableGroup[] {
     const { tables, tablePrefix } = this.config
+    const bytes: Buffer[] = new Array(keys.length)
     const byTable = new Map<number, number[]>()
-    const each = positions ?? bytes.map((_, i) => i)
-    for (const i of each) {
-      const t = tableIndexOf(bytes[i], tables)
+    for (const i of positions) {
+      const key = keyBytes(keys[i])
+      bytes[i] = key
+      const t = tableIndexOf(key, tables)
       let list = byTable.get(t)
       if (list === undefined) byTable.set(t, (list = []))
       list.push(i)
@@ -144,50 +67,57 @@ export class SqlStore implements DedupStore {
     const groups: TableGroup[] = []
     for (const [index, list] of byTable) {
       list.sort((a, b) => Buffer.compare(bytes[a], bytes[b]))
-      groups.push({ table: recordsTableName(tablePrefix, index, tables), index, keys: list.map((i) => bytes[i]), positions: list })
+      groups.push({ table: recordsTableName(tablePrefix, index, tables), keys: list.map((i) => bytes[i]), positions: list })
     }
     return groups
   }
 
-  private perKey(n: number, groups: TableGroup[], answers: Uint8Array[], code: (i: number, applied: boolean) => number): Uint8Array {
-    const out = new Uint8Array(n)
-    groups.forEach((g, k) => g.positions.forEach((i, j) => (out[i] = code(i, answers[k][j] === 1))))
-    return out
+  protected claimGroup(g: TableGroup, _keys: readonly string[], fingerprints: readonly unknown[], token: string, leaseMs: number): Promise<GroupClaim> {
+    return this.dialect.claim(g.table, g.keys, g.positions.map((i) => fingerprints[i] as string | null), token, leaseMs)
   }
 
-  /**
-   * Runs one operation, retrying the whole of it on failure: every primitive
-   * is safe to repeat under the same token (a claim finds its own rows and
-   * owns them, a commit finds its own DONE rows and answers committed), so an
-   * ambiguous failure (a timeout after the server applied it) is harmless.
-   */
-  private async call<T>(operation: string, run: () => Promise<T>): Promise<T> {
-    const { retries, retryBackoffMs } = this.config
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.ensureOpen()
-        return await run()
-      } catch (error) {
-        const permanent = error instanceof IdemError ? error : this.dialect.permanent(error)
-        if (permanent !== undefined) {
-          this.health.failures++
-          throw permanent
-        }
-        if (this.dialect.isMissingTable(error)) forgetSchema(this.config)
-        if (attempt >= retries) {
-          this.health.failures++
-          throw new IdemError(ErrorCode.STORE_FAILED, `${this.config.kind} ${operation} failed after ${attempt + 1} attempt(s): ${describeDriverError(error)}`, { cause: error })
-        }
-        this.health.retries++
-        await sleep(retryBackoffMs * 2 ** attempt)
-      }
-    }
+  protected commitGroup(g: TableGroup, _keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    return this.dialect.commit(g.table, g.keys, results === undefined ? undefined : g.positions.map((i) => results[i] as string | null), token, ttlMs)
   }
 
-  private async ensureOpen(): Promise<void> {
+  protected releaseGroup(g: TableGroup, _keys: readonly string[], token: string): Promise<Uint8Array> {
+    return this.dialect.release(g.table, g.keys, token)
+  }
+
+  protected renewGroup(g: TableGroup, _keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
+    return this.dialect.renew(g.table, g.keys, token, leaseMs)
+  }
+
+  protected inspectGroup(g: TableGroup): Promise<(StoredRecord | undefined)[]> {
+    return this.dialect.inspect(g.table, g.keys)
+  }
+
+  protected forgetGroup(g: TableGroup): Promise<Uint8Array> {
+    return this.dialect.forget(g.table, g.keys)
+  }
+
+  protected async closeBackend(): Promise<void> {
+    this.closed = true
+    if (this.sweepTimer !== undefined) clearTimeout(this.sweepTimer)
+    await this.dialect.close()
+  }
+
+  protected override async prepare(): Promise<void> {
     if (this.closed) throw new IdemError(ErrorCode.STORE_FAILED, `the ${this.config.kind} store is closed`)
     await ensureSqlReady(this.config, this.dialect)
     if (this.sweepTimer === undefined && this.config.sweepIntervalMs > 0) this.scheduleSweep(this.config.sweepIntervalMs)
+  }
+
+  protected override permanent(error: unknown): IdemError | undefined {
+    return this.dialect.permanent(error)
+  }
+
+  protected override onRetry(error: unknown): void {
+    if (this.dialect.isMissingTable(error)) forgetSchema(this.config)
+  }
+
+  protected override errorText(error: unknown): string {
+    return describeDriverError(error)
   }
 
   /**
@@ -241,7 +171,7 @@ function schemaSlot(config: SqlStoreConfig): { map: Map<string, Promise<void>>; 
   return { map: checkedByName, key: `${config.kind}|${config.kind === 'sqlite' ? config.path : config.url}|${layout}` }
 }
 
-function checkedSchema(config: SqlStoreConfig, dialect: SqlDialect): Promise<void> {
+function checkedSchema(config: SqlStoreConfig, dialect: SqlConnection & SqlSchema): Promise<void> {
   const { map, key } = schemaSlot(config)
   let check = map.get(key)
   if (check === undefined) {
@@ -257,7 +187,7 @@ function checkedSchema(config: SqlStoreConfig, dialect: SqlDialect): Promise<voi
 }
 
 /** Connects a dialect and makes sure its schema was checked (or created) in this thread. */
-export async function ensureSqlReady(config: SqlStoreConfig, dialect: SqlDialect): Promise<void> {
+export async function ensureSqlReady(config: SqlStoreConfig, dialect: SqlConnection & SqlSchema): Promise<void> {
   await dialect.connect()
   await checkedSchema(config, dialect)
 }

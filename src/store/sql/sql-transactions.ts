@@ -31,7 +31,7 @@ import { ensureSqlReady } from './sql-store.js'
 import type { DoneRecord, SqlDialect } from './sql-dialect.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
 import { keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
-import { encodeResult } from '../result-json.js'
+import { encodeResult } from '../record-codec.js'
 import { createSqlDialect } from './sql-backends.js'
 
 /**

@@ -18,7 +18,8 @@ import { resolve } from 'node:path'
 import type { Clock } from '../../clock.js'
 import { ErrorCode, IdemError, errorText } from '../../errors.js'
 import { ClaimCode } from '../store.js'
-import { leaseLost, type ClaimAnswer, type ColumnTypes, type DoneRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type DoneRecord, type RowRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { LazyConnection } from './lazy-connection.js'
 import { loadSqlite, type SqliteDatabaseLike } from './sql-drivers.js'
 import type { SqliteStoreConfig } from './sql-options.js'
 import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
@@ -66,6 +67,10 @@ function prepareFor(db: SqliteDatabaseLike, table: string) {
     release: db.prepare(`DELETE FROM ${t} WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
     live: db.prepare(`SELECT 1 FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
     renew: db.prepare(`UPDATE ${t} SET expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
+    /** key, now: the live row, for inspect. */
+    liveRow: db.prepare(`SELECT state, token, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
+    /** key: every row of the key, expired ones too. */
+    forget: db.prepare(`DELETE FROM ${t} WHERE idem_key = ?`),
     /** now, limit: at most limit expired rows, oldest first. */
     sweep: db.prepare(`DELETE FROM ${t} WHERE idem_key IN (SELECT idem_key FROM ${t} WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`),
   }
@@ -84,54 +89,59 @@ const openFiles = new Map<string, SharedDatabase>()
 /** Statements prepared on databases users passed in. */
 const preparedOnOwned = new WeakMap<SqliteDatabaseLike, Map<string, Prepared>>()
 
+/** An open database and its prepared statements; `shared` when this thread opened it from a path. */
+interface OpenDatabase {
+  db: SqliteDatabaseLike
+  shared: SharedDatabase | undefined
+  prepared: Map<string, Prepared>
+}
+
 export class SqliteDialect implements SqlDialect {
   readonly kind = 'sqlite' as const
   readonly expectedColumns = expectedColumns
-  private db: SqliteDatabaseLike | undefined
-  private shared: SharedDatabase | undefined
-  private prepared: Map<string, Prepared> | undefined
-  private connecting: Promise<void> | undefined
+  private readonly connection: LazyConnection<OpenDatabase>
 
   constructor(
-    private readonly config: SqliteStoreConfig,
+    config: SqliteStoreConfig,
     private readonly clock: Clock,
-  ) {}
-
-  connect(): Promise<void> {
-    if (this.db !== undefined) return Promise.resolve()
-    this.connecting ??= (async () => {
-      if (this.config.database !== undefined) {
-        this.db = this.config.database
-        let prepared = preparedOnOwned.get(this.db)
-        if (prepared === undefined) preparedOnOwned.set(this.db, (prepared = new Map()))
-        this.prepared = prepared
-        return
+  ) {
+    this.connection = new LazyConnection(async () => {
+      if (config.database !== undefined) {
+        const db = config.database
+        let prepared = preparedOnOwned.get(db)
+        if (prepared === undefined) preparedOnOwned.set(db, (prepared = new Map()))
+        return { db, shared: undefined, prepared }
       }
       const Database = await loadSqlite()
-      const file = resolve(this.config.path!)
+      const file = resolve(config.path!)
       let shared = openFiles.get(file)
       if (shared === undefined) {
         let db: SqliteDatabaseLike
         try {
-          db = new Database(file, { timeout: this.config.busyTimeoutMs })
+          db = new Database(file, { timeout: config.busyTimeoutMs })
           db.pragma('journal_mode = WAL')
-          db.pragma(`synchronous = ${this.config.synchronous.toUpperCase()}`)
+          db.pragma(`synchronous = ${config.synchronous.toUpperCase()}`)
         } catch (error) {
           throw new IdemError(ErrorCode.STORE_FAILED, `cannot open the sqlite database ${JSON.stringify(file)}: ${errorText(error)}`, { cause: error })
         }
         openFiles.set(file, (shared = { db, users: 0, prepared: new Map() }))
       }
       shared.users++
-      this.shared = shared
-      this.db = shared.db
-      this.prepared = shared.prepared
-    })().finally(() => (this.connecting = undefined))
-    return this.connecting
+      return { db: shared.db, shared, prepared: shared.prepared }
+    })
+  }
+
+  connect(): Promise<void> {
+    return this.connection.connect()
+  }
+
+  private get db(): SqliteDatabaseLike {
+    return this.connection.value.db
   }
 
   /** BEGIN IMMEDIATE takes the database's write lock: other connections (threads, processes) wait for the check to finish. */
   async withSchemaLock<T>(fn: () => Promise<T>): Promise<T> {
-    const db = this.db!
+    const db = this.db
     db.exec('BEGIN IMMEDIATE')
     try {
       const value = await fn()
@@ -144,7 +154,7 @@ export class SqliteDialect implements SqlDialect {
   }
 
   async readSchema(tableNames: readonly string[]): Promise<SchemaSnapshot> {
-    const db = this.db!
+    const db = this.db
     const tables = new Map<string, ColumnTypes>()
     for (const name of tableNames) {
       const columns = db.prepare(`SELECT name, type FROM pragma_table_info(?)`).all(name) as { name: string; type: string }[]
@@ -160,7 +170,7 @@ export class SqliteDialect implements SqlDialect {
   }
 
   async createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void> {
-    const db = this.db!
+    const db = this.db
     // Inside withSchemaLock's transaction: SQLite's DDL is transactional.
     db.exec(`CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`)
     for (const table of recordTables) db.exec(recordsDdl(table))
@@ -170,8 +180,8 @@ export class SqliteDialect implements SqlDialect {
 
   async dropTables(tableNames: readonly string[]): Promise<void> {
     for (const name of tableNames) {
-      this.prepared?.delete(name)
-      this.db!.exec(`DROP TABLE IF EXISTS ${q(name)}`)
+      this.connection.value.prepared.delete(name)
+      this.db.exec(`DROP TABLE IF EXISTS ${q(name)}`)
     }
   }
 
@@ -230,6 +240,29 @@ export class SqliteDialect implements SqlDialect {
     return applied
   }
 
+  async inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]> {
+    const s = this.statementsOf(table)
+    const now = this.clock.now()
+    return keys.map((key) => {
+      const row = s.liveRow.get(key, now) as { state: number; token: string; fingerprint: string | null; result: string | null; expires_at: number } | undefined
+      if (row === undefined) return undefined
+      return { done: row.state === DONE, token: row.token, fingerprint: row.fingerprint, result: row.result, expiresInMs: row.expires_at - now }
+    })
+  }
+
+  async forget(table: string, keys: Buffer[]): Promise<Uint8Array> {
+    const s = this.statementsOf(table)
+    const removed = new Uint8Array(keys.length)
+    this.inTransaction(() => {
+      const now = this.clock.now()
+      for (let j = 0; j < keys.length; j++) {
+        removed[j] = s.live.get(keys[j], now) === undefined ? 0 : 1
+        s.forget.run(keys[j])
+      }
+    })
+    return removed
+  }
+
   async sweep(table: string, limit: number): Promise<number> {
     return this.statementsOf(table).sweep.run(this.clock.now(), limit).changes
   }
@@ -242,7 +275,7 @@ export class SqliteDialect implements SqlDialect {
   async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
     let value!: R
     this.inTransaction(() => {
-      const produced = work(this.db!)
+      const produced = work(this.db)
       if (typeof (produced as PromiseLike<unknown> | null)?.then === 'function') {
         // Keep the promise from surfacing as an unhandled rejection; its error, if any, is the caller's.
         ;(produced as Promise<unknown>).then(undefined, () => {})
@@ -270,19 +303,16 @@ export class SqliteDialect implements SqlDialect {
   }
 
   async close(): Promise<void> {
-    await this.connecting?.catch(() => {})
-    const shared = this.shared
-    this.shared = undefined
-    this.db = undefined
-    if (shared === undefined) return
-    if (--shared.users > 0) return
-    for (const [file, entry] of openFiles) if (entry === shared) openFiles.delete(file)
-    shared.db.close()
+    await this.connection.close(({ shared }) => {
+      if (shared === undefined || --shared.users > 0) return
+      for (const [file, entry] of openFiles) if (entry === shared) openFiles.delete(file)
+      shared.db.close()
+    })
   }
 
   /** One write transaction (BEGIN IMMEDIATE, so it never has to upgrade a read lock and fail busy half way). */
   private inTransaction(body: () => void): void {
-    const db = this.db!
+    const db = this.db
     const nested = db.inTransaction
     db.exec(nested ? 'SAVEPOINT idem' : 'BEGIN IMMEDIATE')
     try {
@@ -295,8 +325,9 @@ export class SqliteDialect implements SqlDialect {
   }
 
   private statementsOf(table: string): Prepared {
-    let s = this.prepared!.get(table)
-    if (s === undefined) this.prepared!.set(table, (s = prepareFor(this.db!, table)))
+    const { db, prepared } = this.connection.value
+    let s = prepared.get(table)
+    if (s === undefined) prepared.set(table, (s = prepareFor(db, table)))
     return s
   }
 }

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { errorText, ErrorCode, IdemError } from '../../errors.js'
+import { replyKind } from '../../store/redis/redis-errors.js'
 import type { HandlerContext, Message, Outcome } from '../../message.js'
 import { invalidOutcome } from '../../outcome.js'
 import type { DeadLetter, StreamEntry } from './entry.js'
@@ -144,7 +145,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
         break
       } catch (error) {
         // The key holds something else than a stream: no retry can fix that.
-        if (errorText(error).startsWith('WRONGTYPE')) {
+        if (replyKind(error) === 'WRONGTYPE') {
           this.stopping = true
           throw transportError(`XGROUP CREATE of group "${this.config.group}" on "${this.config.stream}"`, error)
         }
@@ -168,7 +169,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
         this.giveSlot()
         if (this.stopping) return
         // The group (or the stream) was deleted under us: make it again and go on.
-        if (errorText(error).startsWith('NOGROUP')) await this.client.ensureGroup(this.config.startId).catch(() => {})
+        if (replyKind(error) === 'NOGROUP') await this.client.ensureGroup(this.config.startId).catch(() => {})
         this.report(transportError('XREADGROUP', error))
         await this.pause(backoff(failures++))
         continue
@@ -237,7 +238,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
       const messages: Message<StreamEntry>[] = []
       const positions: number[] = []
       entries.forEach((entry, i) => {
-        const message = this.errorText(entry)
+        const message = this.messageOf(entry)
         if (message instanceof IdemError) outcomes[i] = invalidOutcome(undefined, message)
         else {
           if (typeof message.key === 'string') keys[i] = message.key
@@ -271,7 +272,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
     return this.config.handler(entry, context)
   }
 
-  private errorText(entry: StreamEntry): Message<StreamEntry> | IdemError {
+  private messageOf(entry: StreamEntry): Message<StreamEntry> | IdemError {
     const { keyOf, namespaceOf, fingerprintOf } = this.config
     const call = (name: string, fn: (entry: StreamEntry) => unknown): unknown => {
       try {

@@ -1,12 +1,14 @@
-import { setTimeout as sleep } from 'node:timers/promises'
-import { readFileSync } from 'node:fs'
 import { Redis } from 'ioredis'
 import { errorText, ErrorCode, IdemError } from '../../errors.js'
+import { withRetries } from '../../retry.js'
+import { replyKind } from '../../store/redis/redis-errors.js'
+import { defineScripts, readLua } from '../../store/redis/script-loader.js'
 import { deadLetterFields, entriesOfRead, entriesOfReclaim, type DeadLetter, type Reclaimed, type StreamEntry } from './entry.js'
 
-const readLua = (file: string): string => readFileSync(new URL(file, import.meta.url), 'utf8')
-/** Read once per process; ioredis sends EVALSHA and loads a script again after NOSCRIPT (a restarted server). */
-const lua = { idemStreamReclaim: readLua('reclaim.lua'), idemStreamDeadLetter: readLua('dead-letter.lua') }
+const scripts = {
+  idemStreamReclaim: { lua: readLua(import.meta.url, 'reclaim.lua'), numberOfKeys: 1 },
+  idemStreamDeadLetter: { lua: readLua(import.meta.url, 'dead-letter.lua'), numberOfKeys: 2 },
+}
 
 type ScriptClient = Redis & {
   idemStreamReclaim(stream: string, group: string, consumer: string, minIdleMs: number, cursor: string, count: number): Promise<unknown>
@@ -64,11 +66,7 @@ export class StreamClient {
     this.reader.on('error', () => {})
     // A new connection has a new client id: fetched again before the next read, so close() can unblock it.
     this.reader.on('ready', () => (this.readerId = undefined))
-    for (const [name, script] of Object.entries(lua)) {
-      if (typeof (this.commands as unknown as Record<string, unknown>)[name] !== 'function') {
-        this.commands.defineCommand(name, { lua: script, numberOfKeys: name === 'idemStreamDeadLetter' ? 2 : 1 })
-      }
-    }
+    defineScripts(this.commands, scripts)
   }
 
   /** Creates the group (and the stream, MKSTREAM) unless it exists. */
@@ -77,7 +75,7 @@ export class StreamClient {
     try {
       await this.commands.call('XGROUP', 'CREATE', stream, group, startId, 'MKSTREAM')
     } catch (error) {
-      if (!errorText(error).startsWith('BUSYGROUP')) throw error
+      if (replyKind(error) !== 'BUSYGROUP') throw error
     }
   }
 
@@ -128,29 +126,28 @@ export class StreamClient {
       const pairs = deadLetterFields(letter, group, consumer)
       letterArgs.push(letter.id, String(pairs.length), ...pairs)
     }
-    for (let attempt = 0; ; attempt++) {
-      const pipeline = this.commands.pipeline()
-      if (acks.length > 0) pipeline.call('XACK', stream, group, ...acks)
-      if (deadLetters.length > 0) (pipeline as unknown as ScriptClient).idemStreamDeadLetter(stream, deadLetterStream, group, ...letterArgs)
-      // Aged, not re-run here: the entry stays in the pending list (a crash loses nothing) and its
-      // idle time is set so that XAUTOCLAIM — this consumer's or another's — takes it up after the delay.
-      if (retries.length > 0) pipeline.call('XCLAIM', stream, group, consumer, 0, ...retries.map((e) => e.id), 'IDLE', claimIdleMs - retryDelayMs, 'JUSTID')
-      // An in-flight retry is not a delivery: XAUTOCLAIM will add one, so the count is set one lower first.
-      for (const [deliveries, ids] of byDeliveries(waits)) {
-        pipeline.call('XCLAIM', stream, group, consumer, 0, ...ids, 'IDLE', claimIdleMs - inFlightDelayMs, 'RETRYCOUNT', Math.max(0, deliveries - 1), 'JUSTID')
-      }
-      try {
+    return withRetries(
+      async () => {
+        const pipeline = this.commands.pipeline()
+        if (acks.length > 0) pipeline.call('XACK', stream, group, ...acks)
+        if (deadLetters.length > 0) (pipeline as unknown as ScriptClient).idemStreamDeadLetter(stream, deadLetterStream, group, ...letterArgs)
+        // Aged, not re-run here: the entry stays in the pending list (a crash loses nothing) and its
+        // idle time is set so that XAUTOCLAIM — this consumer's or another's — takes it up after the delay.
+        if (retries.length > 0) pipeline.call('XCLAIM', stream, group, consumer, 0, ...retries.map((e) => e.id), 'IDLE', claimIdleMs - retryDelayMs, 'JUSTID')
+        // An in-flight retry is not a delivery: XAUTOCLAIM will add one, so the count is set one lower first.
+        for (const [deliveries, ids] of byDeliveries(waits)) {
+          pipeline.call('XCLAIM', stream, group, consumer, 0, ...ids, 'IDLE', claimIdleMs - inFlightDelayMs, 'RETRYCOUNT', Math.max(0, deliveries - 1), 'JUSTID')
+        }
         const replies = (await pipeline.exec()) ?? []
         const failed = replies.find(([error]) => error !== null)
         if (failed !== undefined) throw failed[0]
         if (deadLetters.length === 0) return []
         const moved = replies[acks.length > 0 ? 1 : 0][1] as string
         return deadLetters.map((_, i) => moved.charCodeAt(i) === 0x31)
-      } catch (error) {
-        if (attempt >= SETTLE_RETRIES) throw transportError('settle (XACK, dead letters, XCLAIM)', error)
-        await sleep(SETTLE_BACKOFF_MS * 2 ** attempt)
-      }
-    }
+      },
+      { retries: SETTLE_RETRIES, backoffMs: SETTLE_BACKOFF_MS },
+      { exhausted: (error) => transportError('settle (XACK, dead letters, XCLAIM)', error) },
+    )
   }
 
   /** Closes the reader, and the command connection when the consumer opened it. */
