@@ -192,7 +192,7 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
     const groups = this.group(keys, allPositions(keys.length))
     const answers = await this.run('inspect', () => Promise.all(groups.map((g) => this.inspectGroup(g, keys))))
     const { values } = this.policy
-    const out: (KeyView | undefined)[] = new Array(keys.length)
+    const out: (KeyView | undefined)[] = new Array(keys.length).fill(undefined)
     groups.forEach((g, k) =>
       g.positions.forEach((i, j) => {
         const record = answers[k][j]

@@ -86,7 +86,10 @@ export interface DedupStore {
   /**
    * Removes each key's record whatever its state, so the next delivery of the
    * key runs its handler (an operator's decision, never the engine's).
-   * 1 = a live record was removed, 0 = the key was absent already.
+   * 1 = a live record was removed, 0 = the key was absent already. The owner
+   * of a forgotten in-progress key is not told, and on Redis its commit may
+   * still answer committed (a batch commits through its lease record): forget
+   * an in-progress key once its owner is gone.
    */
   forget(keys: readonly string[]): Promise<Uint8Array>
   close(): Promise<void>

@@ -1,5 +1,7 @@
 /**
- * One suite, every store: the state machine of DESIGN.md §2. The memory and
+ * One suite, every store: the cases of src/store/conformance.ts (the state
+ * machine of DESIGN.md §2, exported for custom stores), run on each of
+ * idem's stores. The memory and
  * sqlite stores run on a manual clock; Redis, PostgreSQL and MariaDB run on
  * their own clocks, so their "advance" waits for real, with leases short
  * enough to keep the suite fast. Each SQL subject gets tables of its own
@@ -17,12 +19,10 @@ import { resolveRedisStore } from '../../dist/src/store/redis/redis-options.js'
 import { dropSqlTables, resolveSqlStoreOptions } from '../../dist/src/store/sql/sql-admin.js'
 import { createSqlStore } from '../../dist/src/store/sql/sql-backends.js'
 import type { SqlStoreOptions } from '../../dist/src/store/sql/sql-options.js'
-import { ClaimCode, type DedupStore } from '../../dist/src/store/store.js'
+import { storeConformanceCases, type ConformanceSubject } from '../../dist/src/store/conformance.js'
+import type { DedupStore } from '../../dist/src/store/store.js'
 
-interface Subject {
-  store: DedupStore
-  advance: (ms: number) => Promise<void>
-}
+type Subject = ConformanceSubject
 
 const opened: DedupStore[] = []
 const sqlTables: SqlStoreOptions[] = []
@@ -73,120 +73,20 @@ const stores: [string, { lease: number; ttl: number; make: () => Subject }][] = 
   ['sqlite', { lease: 1_000, ttl: 10_000, make: () => sqlSubject({ kind: 'sqlite', path: sqliteFile }, new ManualClock(Date.now())) }],
 ]
 
-describe.each(stores)('%s store: the state machine of DESIGN.md §2', (_, { lease: LEASE, ttl: TTL, make }) => {
-  const none = [undefined]
-
-  it('absent → claim → IN_PROGRESS; another owner sees in-progress with the fingerprint', async () => {
-    const { store } = make()
-    expect((await store.claim(['k'], ['fp1'], 'A', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
-    const other = await store.claim(['k'], ['fp2'], 'B', LEASE, TTL)
-    expect(other.codes[0]).toBe(ClaimCode.IN_PROGRESS)
-    expect(other.fingerprints[0]).toBe('fp1')
+describe.each(stores)('%s store: the state machine of DESIGN.md §2', (_, { lease, ttl, make }) => {
+  it.each(storeConformanceCases.map((c) => [c.name, c] as const))('%s', async (_name, c) => {
+    await c.run(make, { leaseMs: lease, ttlMs: ttl })
   })
+})
 
-  it('a retried claim with the same token recognises its own claim', async () => {
-    const { store } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    expect((await store.claim(['k'], none, 'A', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
-  })
-
-  it('a key twice in one claim batch is a REPEAT, not its own claim', async () => {
-    const { store } = make()
-    const replies = await store.claim(['k', 'x', 'k'], [undefined, undefined, undefined], 'A', LEASE, TTL)
-    expect(Array.from(replies.codes)).toEqual([ClaimCode.CLAIMED, ClaimCode.CLAIMED, ClaimCode.REPEAT])
-  })
-
-  it('commit(token) → DONE with fingerprint and result, answered to later claims; a retried commit is applied once', async () => {
-    const { store } = make()
-    await store.claim(['k'], ['fp'], 'A', LEASE, TTL)
-    expect(Array.from(await store.commit(['k'], [{ id: 7 }], 'A', TTL))).toEqual([1])
-    expect(Array.from(await store.commit(['k'], [{ id: 7 }], 'A', TTL))).toEqual([1])
-    const again = await store.claim(['k'], ['fp'], 'B', LEASE, TTL)
-    expect(again.codes[0]).toBe(ClaimCode.DONE)
-    expect(again.fingerprints[0]).toBe('fp')
-    expect(again.results[0]).toEqual({ id: 7 })
-  })
-
-  it('a key without fingerprint or result stays without them; an empty-string fingerprint is kept as such', async () => {
-    const { store } = make()
-    await store.claim(['a', 'b'], [undefined, ''], 'A', LEASE, TTL)
-    await store.commit(['a', 'b'], [undefined, null], 'A', TTL)
-    const replies = await store.claim(['a', 'b'], none, 'B', LEASE, TTL)
-    expect(replies.fingerprints).toEqual([undefined, ''])
-    expect(replies.results).toEqual([undefined, null])
-  })
-
-  it('a commit or release with a stale token is refused and changes nothing', async () => {
-    const { store } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    expect(Array.from(await store.commit(['k'], undefined, 'B', TTL))).toEqual([0])
-    expect(Array.from(await store.release(['k'], 'B'))).toEqual([0])
-    expect((await store.claim(['k'], none, 'C', LEASE, TTL)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
-  })
-
-  it('release(token) → absent: the next delivery claims it again', async () => {
-    const { store } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    expect(Array.from(await store.release(['k'], 'A'))).toEqual([1])
-    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
-  })
-
-  it('a release of a key whose lease lapsed with no new owner counts as applied (absent is what it wants)', async () => {
-    const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    await advance(LEASE + 50)
-    expect(Array.from(await store.release(['k'], 'A'))).toEqual([1])
-    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
-  })
-
-  it('lease expired → another owner claims; the first owner is fenced out of commit, release and renew', async () => {
-    const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    await advance(LEASE + 50)
-    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
-    expect(Array.from(await store.commit(['k'], undefined, 'A', TTL))).toEqual([0])
-    expect(Array.from(await store.release(['k'], 'A'))).toEqual([0])
-    expect(Array.from(await store.renew(['k'], 'A', LEASE, TTL))).toEqual([0])
-    expect(Array.from(await store.commit(['k'], ['b-result'], 'B', TTL))).toEqual([1])
-    expect((await store.claim(['k'], none, 'C', LEASE, TTL)).results[0]).toBe('b-result')
-  })
-
-  it('a commit after the lease lapsed is refused even when nobody re-claimed', async () => {
-    const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    await advance(LEASE + 50)
-    expect(Array.from(await store.commit(['k'], undefined, 'A', TTL))).toEqual([0])
-  })
-
-  it('renew keeps a live lease alive past its first expiry', async () => {
-    const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    await advance(LEASE / 2)
-    expect(Array.from(await store.renew(['k'], 'A', LEASE, TTL))).toEqual([1])
-    await advance(LEASE / 2 + 50)
-    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.IN_PROGRESS)
-  })
-
-  it('DONE expires after its TTL: the key is absent again', async () => {
-    const { store, advance } = make()
-    await store.claim(['k'], none, 'A', LEASE, TTL)
-    await store.commit(['k'], undefined, 'A', TTL)
-    await advance(TTL / 2)
-    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.DONE)
-    await advance(TTL / 2 + 100)
-    expect((await store.claim(['k'], none, 'B', LEASE, TTL)).codes[0]).toBe(ClaimCode.CLAIMED)
-  })
-
-  it('a batch of 1,000 keys mixing every state gets one code per key, in order', async () => {
-    const { store } = make()
-    const keys = Array.from({ length: 1000 }, (_, i) => `key-${i}`)
-    const fps = keys.map(() => undefined)
-    await store.claim(keys.slice(0, 300), fps, 'A', LEASE, TTL)
-    await store.commit(keys.slice(0, 100), undefined, 'A', TTL)
-    const replies = await store.claim(keys, fps, 'B', LEASE, TTL)
-    const codes = Array.from(replies.codes)
-    expect(codes.slice(0, 100).every((c) => c === ClaimCode.DONE)).toBe(true)
-    expect(codes.slice(100, 300).every((c) => c === ClaimCode.IN_PROGRESS)).toBe(true)
-    expect(codes.slice(300).every((c) => c === ClaimCode.CLAIMED)).toBe(true)
+describe('the conformance cases themselves', () => {
+  it('fail a store that breaks the contract: one that forgets fencing fails the stale-token case', async () => {
+    const clock = new ManualClock(1_000_000)
+    const store = new MemoryStore(clock)
+    const unfenced = Object.assign(Object.create(store) as MemoryStore, {
+      commit: (keys: readonly string[], results: readonly unknown[] | undefined, _token: string, ttlMs: number) => store.commit(keys, results, 'A', ttlMs),
+    })
+    const stale = storeConformanceCases.find((c) => c.name.startsWith('a commit or release with a stale token'))!
+    await expect(stale.run(() => ({ store: unfenced, advance: async (ms) => clock.advance(ms) }), { leaseMs: 1_000, ttlMs: 10_000 })).rejects.toThrow(/Expected values to be strictly deep-equal/)
   })
 })

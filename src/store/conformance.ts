@@ -1,0 +1,214 @@
+/**
+ * The store contract as executable cases: the state machine of DESIGN.md §2
+ * that every store must keep. idem runs them on each of its own stores
+ * (test/contract/store-conformance.test.ts); a custom store runs them in its
+ * own test suite, with any runner:
+ *
+ *   for (const c of storeConformanceCases) it(c.name, () => c.run(() => ({ store: new MyStore(), advance: sleep }), { leaseMs: 300, ttlMs: 1200 }))
+ *
+ * Each case makes its own store (so cases never share keys), throws an
+ * AssertionError when the store breaks the contract, and waits with
+ * `advance`, which a store on a manual clock can make instant.
+ */
+import { deepStrictEqual, ok, strictEqual } from 'node:assert/strict'
+import { ClaimCode, CommitCode, type DedupStore } from './store.js'
+
+export interface ConformanceSubject {
+  store: DedupStore
+  /** Lets `ms` pass on the store's clock: a sleep for a server's clock, an advance for a manual one. */
+  advance(ms: number): Promise<void>
+}
+
+export interface ConformanceTiming {
+  /** Leases the cases take: long enough for a few round trips, short enough to wait out. */
+  leaseMs: number
+  /** TTL of DONE records in the cases; more than twice the lease. */
+  ttlMs: number
+}
+
+export interface ConformanceCase {
+  name: string
+  run(make: () => ConformanceSubject, timing: ConformanceTiming): Promise<void>
+}
+
+const none = [undefined]
+const codesOf = (codes: Uint8Array): number[] => Array.from(codes)
+
+export const storeConformanceCases: readonly ConformanceCase[] = [
+  {
+    name: 'absent → claim → IN_PROGRESS; another owner sees in-progress with the fingerprint',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      strictEqual((await store.claim(['k'], ['fp1'], 'A', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+      const other = await store.claim(['k'], ['fp2'], 'B', leaseMs, ttlMs)
+      strictEqual(other.codes[0], ClaimCode.IN_PROGRESS)
+      strictEqual(other.fingerprints[0], 'fp1')
+    },
+  },
+  {
+    name: 'a retried claim with the same token recognises its own claim',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      strictEqual((await store.claim(['k'], none, 'A', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+    },
+  },
+  {
+    name: 'a key twice in one claim batch is a REPEAT, not its own claim',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      const replies = await store.claim(['k', 'x', 'k'], [undefined, undefined, undefined], 'A', leaseMs, ttlMs)
+      deepStrictEqual(codesOf(replies.codes), [ClaimCode.CLAIMED, ClaimCode.CLAIMED, ClaimCode.REPEAT])
+    },
+  },
+  {
+    name: 'commit(token) → DONE with fingerprint and result, answered to later claims; a retried commit is applied once',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['k'], ['fp'], 'A', leaseMs, ttlMs)
+      deepStrictEqual(codesOf(await store.commit(['k'], [{ id: 7 }], 'A', ttlMs)), [CommitCode.COMMITTED])
+      deepStrictEqual(codesOf(await store.commit(['k'], [{ id: 7 }], 'A', ttlMs)), [CommitCode.COMMITTED])
+      const again = await store.claim(['k'], ['fp'], 'B', leaseMs, ttlMs)
+      strictEqual(again.codes[0], ClaimCode.DONE)
+      strictEqual(again.fingerprints[0], 'fp')
+      deepStrictEqual(again.results[0], { id: 7 })
+    },
+  },
+  {
+    name: 'a key without fingerprint or result stays without them; an empty-string fingerprint is kept as such',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['a', 'b'], [undefined, ''], 'A', leaseMs, ttlMs)
+      await store.commit(['a', 'b'], [undefined, null], 'A', ttlMs)
+      const replies = await store.claim(['a', 'b'], none, 'B', leaseMs, ttlMs)
+      deepStrictEqual(replies.fingerprints, [undefined, ''])
+      deepStrictEqual(replies.results, [undefined, null])
+    },
+  },
+  {
+    name: 'a commit or release with a stale token is refused and changes nothing',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      deepStrictEqual(codesOf(await store.commit(['k'], undefined, 'B', ttlMs)), [CommitCode.REFUSED])
+      deepStrictEqual(codesOf(await store.release(['k'], 'B')), [0])
+      strictEqual((await store.claim(['k'], none, 'C', leaseMs, ttlMs)).codes[0], ClaimCode.IN_PROGRESS)
+    },
+  },
+  {
+    name: 'release(token) → absent: the next delivery claims it again',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      deepStrictEqual(codesOf(await store.release(['k'], 'A')), [1])
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+    },
+  },
+  {
+    name: 'a release of a key whose lease lapsed with no new owner counts as applied (absent is what it wants)',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      await advance(leaseMs + 50)
+      deepStrictEqual(codesOf(await store.release(['k'], 'A')), [1])
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+    },
+  },
+  {
+    name: 'lease expired → another owner claims; the first owner is fenced out of commit, release and renew',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      await advance(leaseMs + 50)
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+      deepStrictEqual(codesOf(await store.commit(['k'], undefined, 'A', ttlMs)), [CommitCode.REFUSED])
+      deepStrictEqual(codesOf(await store.release(['k'], 'A')), [0])
+      deepStrictEqual(codesOf(await store.renew(['k'], 'A', leaseMs, ttlMs)), [0])
+      deepStrictEqual(codesOf(await store.commit(['k'], ['b-result'], 'B', ttlMs)), [CommitCode.COMMITTED])
+      strictEqual((await store.claim(['k'], none, 'C', leaseMs, ttlMs)).results[0], 'b-result')
+    },
+  },
+  {
+    name: 'a commit after the lease lapsed is refused even when nobody re-claimed',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      await advance(leaseMs + 50)
+      deepStrictEqual(codesOf(await store.commit(['k'], undefined, 'A', ttlMs)), [CommitCode.REFUSED])
+    },
+  },
+  {
+    name: 'renew keeps a live lease alive past its first expiry',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      await advance(leaseMs / 2)
+      deepStrictEqual(codesOf(await store.renew(['k'], 'A', leaseMs, ttlMs)), [1])
+      await advance(leaseMs / 2 + 50)
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.IN_PROGRESS)
+    },
+  },
+  {
+    name: 'DONE expires after its TTL: the key is absent again',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      await store.commit(['k'], undefined, 'A', ttlMs)
+      await advance(ttlMs / 2)
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.DONE)
+      await advance(ttlMs / 2 + 100)
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+    },
+  },
+  {
+    name: 'a batch of 1,000 keys mixing every state gets one code per key, in order',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      const keys = Array.from({ length: 1000 }, (_, i) => `key-${i}`)
+      const fps = keys.map(() => undefined)
+      await store.claim(keys.slice(0, 300), fps, 'A', leaseMs, ttlMs)
+      await store.commit(keys.slice(0, 100), undefined, 'A', ttlMs)
+      const codes = codesOf((await store.claim(keys, fps, 'B', leaseMs, ttlMs)).codes)
+      deepStrictEqual(codes, [...keys.slice(0, 100).map(() => ClaimCode.DONE), ...keys.slice(100, 300).map(() => ClaimCode.IN_PROGRESS), ...keys.slice(300).map(() => ClaimCode.CLAIMED)])
+    },
+  },
+  {
+    name: 'inspect reads each state without changing it: absent, in progress (token, fingerprint, lease left), done (result, TTL left)',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['running', 'done'], ['fp-r', 'fp-d'], 'A', leaseMs, ttlMs)
+      await store.commit(['done'], [{ kept: true }], 'A', ttlMs)
+      const [absent, running, done] = await store.inspect(['absent', 'running', 'done'])
+      strictEqual(absent, undefined)
+      ok(running !== undefined && done !== undefined)
+      deepStrictEqual({ ...running, expiresInMs: 0 }, { state: 'in-progress', token: 'A', fingerprint: 'fp-r', result: undefined, expiresInMs: 0 })
+      ok(running.expiresInMs > 0 && running.expiresInMs <= leaseMs, `lease left ${running.expiresInMs} ms, expected (0, ${leaseMs}]`)
+      deepStrictEqual({ ...done, expiresInMs: 0 }, { state: 'done', token: 'A', fingerprint: 'fp-d', result: { kept: true }, expiresInMs: 0 })
+      ok(done.expiresInMs > leaseMs && done.expiresInMs <= ttlMs, `TTL left ${done.expiresInMs} ms, expected (${leaseMs}, ${ttlMs}]`)
+      strictEqual((await store.claim(['running'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.IN_PROGRESS)
+    },
+  },
+  {
+    name: 'inspect answers a lapsed lease as absent, and a key committed with its whole batch as done',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['a', 'b'], [undefined, undefined], 'A', leaseMs, ttlMs)
+      await store.commit(['a', 'b'], undefined, 'A', ttlMs)
+      await store.claim(['lapsing'], none, 'B', leaseMs, ttlMs)
+      await advance(leaseMs + 50)
+      const [a, b, lapsed] = await store.inspect(['a', 'b', 'lapsing'])
+      deepStrictEqual([a?.state, b?.state, lapsed], ['done', 'done', undefined])
+    },
+  },
+  {
+    name: 'forget removes a done or in-progress record (1) so the key is claimed again, and answers 0 for an absent key',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['done', 'running'], [undefined, undefined], 'A', leaseMs, ttlMs)
+      await store.commit(['done'], undefined, 'A', ttlMs)
+      deepStrictEqual(codesOf(await store.forget(['done', 'running', 'absent'])), [1, 1, 0])
+      deepStrictEqual(await store.inspect(['done', 'running']), [undefined, undefined])
+      deepStrictEqual(codesOf((await store.claim(['done', 'running'], [undefined, undefined], 'B', leaseMs, ttlMs)).codes), [ClaimCode.CLAIMED, ClaimCode.CLAIMED])
+    },
+  },
+]
