@@ -12,7 +12,7 @@ import type { Handler, Message, Outcome } from './message.js'
 import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
 import { SqlTransactions, type TransactionWork } from './store/sql/sql-transactions.js'
-import { ThreadStores } from './store/thread-stores.js'
+import { StoreFactory } from './store/store-factory.js'
 
 /** Counts of one shard, or of the whole engine. */
 export interface LayerStats {
@@ -79,7 +79,7 @@ export class Engine {
   private readonly lanes: ShardLane[] = []
   private readonly threads: ActorThread[] = []
   private readonly localActors: ShardActor[] = []
-  private localStores: ThreadStores | undefined
+  private storeFactory: StoreFactory | undefined
   private moduleHandler: Handler | undefined
   private invalidCount = 0
   private closing: Promise<void> | undefined
@@ -108,8 +108,8 @@ export class Engine {
       let port: ActorPort
       let remote
       if (config.threads === 0) {
-        this.localStores ??= new ThreadStores(config.store, this.clock)
-        const actor = new ShardActor(shard, config, this.clock, this.localStores.forShard())
+        this.storeFactory ??= new StoreFactory(config.store, this.clock)
+        const actor = new ShardActor(shard, config, this.clock, this.storeFactory.forShard())
         this.localActors.push(actor)
         port = actor
       } else {
@@ -223,7 +223,7 @@ export class Engine {
       await Promise.all(this.lanes.map((lane) => lane.idle()))
       await Promise.all([
         ...this.threads.map((thread) => thread.close()),
-        Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.localStores?.close()),
+        Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.storeFactory?.close()),
         this.transactions?.close(),
       ])
     })()

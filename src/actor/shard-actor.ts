@@ -47,7 +47,7 @@ export class ShardActor {
     readonly shard: number,
     private readonly config: EngineConfig,
     private readonly clock: Clock,
-    /** This shard's store, perhaps shared with the thread's other shards (ThreadStores); its owner closes it. */
+    /** This shard's store, perhaps shared with the thread's other shards (StoreFactory); its owner closes it. */
     private readonly store: DedupStore,
   ) {
     this.bloom = new BloomFilter({

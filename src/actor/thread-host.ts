@@ -8,7 +8,7 @@ import { systemClock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { loadHandlerModule } from '../handler-module.js'
 import type { Handler } from '../message.js'
-import { ThreadStores } from '../store/thread-stores.js'
+import { StoreFactory } from '../store/store-factory.js'
 import { runBatch } from './batch-cycle.js'
 import type { ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
@@ -19,7 +19,7 @@ export interface ThreadData {
 
 const { config } = workerData as ThreadData
 const actors = new Map<number, ShardActor>()
-const stores = new ThreadStores(config.store, systemClock)
+const stores = new StoreFactory(config.store, systemClock)
 let handler: Promise<Handler> | undefined
 
 function actorOf(shard: number): ShardActor {

@@ -10,7 +10,7 @@ import { resolveRedisStore } from '../../dist/src/store/redis/redis-options.js'
 import { RedisStore } from '../../dist/src/store/redis/redis-store.js'
 import { ClaimCode } from '../../dist/src/store/store.js'
 import { hashTagOf, recordKey } from '../../dist/src/store/redis/redis-records.js'
-import { ThreadStores } from '../../dist/src/store/thread-stores.js'
+import { StoreFactory } from '../../dist/src/store/store-factory.js'
 import { systemClock } from '../../dist/src/clock.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 
@@ -278,8 +278,8 @@ describe('redis calls: the shards of a thread share one store', () => {
   })
 
   it('the shards of a thread share one Redis store, except with requireReplicas (its WAIT blocks a connection)', async () => {
-    const shared = new ThreadStores(resolveRedisStore({ kind: 'redis', url, prefix: prefix() }, 0, []), systemClock)
-    const apart = new ThreadStores(resolveRedisStore({ kind: 'redis', url, prefix: prefix(), requireReplicas: 1 }, 0, []), systemClock)
+    const shared = new StoreFactory(resolveRedisStore({ kind: 'redis', url, prefix: prefix() }, 0, []), systemClock)
+    const apart = new StoreFactory(resolveRedisStore({ kind: 'redis', url, prefix: prefix(), requireReplicas: 1 }, 0, []), systemClock)
     try {
       expect(shared.forShard()).toBe(shared.forShard())
       expect(apart.forShard()).not.toBe(apart.forShard())

@@ -1,6 +1,6 @@
 /**
  * Config → backend, for the three SQL stores: the one place that knows which
- * dialect serves which kind (thread-stores.ts, the transaction helper and
+ * dialect serves which kind (store-factory.ts, the transaction helper and
  * `idem migrate` all come through here).
  */
 import { systemClock, type Clock } from '../../clock.js'

@@ -17,7 +17,7 @@ import type { DedupStore } from './store.js'
  * hold every shard's calls behind it. Every other store is one per shard (a
  * SQL store's pool serves one shard's batches).
  */
-export class ThreadStores {
+export class StoreFactory {
   private shared: RedisStore | undefined
   private readonly all: DedupStore[] = []
 
