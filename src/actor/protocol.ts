@@ -95,8 +95,25 @@ export interface BatchResult {
   shadowRuns: number
 }
 
-export type ThreadTask =
-  | { op: 'ready' }
-  | { op: 'step'; shard: number; settlement: Settlement | undefined; batch: ActorBatch | undefined }
-  | { op: 'renew'; shard: number; token: string }
-  | { op: 'run'; shard: number; batch: ActorBatch; messages: Message[] }
+/**
+ * Every op a worker thread serves: what its request carries besides the op,
+ * and what the thread answers. Requests and replies are keyed by the same op,
+ * so the caller gets the reply of the op it sent and the host (thread-host.ts)
+ * must answer each op with its own reply.
+ */
+export interface ThreadOps {
+  /** Loads the handler module, if one is configured, so a bad module fails createEngine. */
+  ready: { request: {}; reply: true }
+  /** Settles the previous batch and decides the next (ShardActor.step). */
+  step: { request: { shard: number; settlement: Settlement | undefined; batch: ActorBatch | undefined }; reply: StepReply }
+  /** Extends the leases of a batch whose handlers still run; answers with the counters since the last reply. */
+  renew: { request: { shard: number; token: string }; reply: Float64Array }
+  /** The whole batch cycle inside the worker, for a handler module. */
+  run: { request: { shard: number; batch: ActorBatch; messages: Message[] }; reply: BatchResult }
+}
+export type ThreadOp = keyof ThreadOps
+
+/** One request as it crosses the thread: its op and that op's fields. */
+export type ThreadTask<Op extends ThreadOp = ThreadOp> = { [O in Op]: { op: O } & ThreadOps[O]['request'] }[Op]
+
+export type ThreadReply<Op extends ThreadOp> = ThreadOps[Op]['reply']

@@ -3,7 +3,7 @@ import type { EngineConfig } from '../config.js'
 import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { Message } from '../message.js'
 import type { ActorPort } from './batch-cycle.js'
-import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadTask } from './protocol.js'
+import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
 import type { ThreadData } from './thread-host.js'
 import { CommitCode } from '../store/store.js'
 
@@ -53,9 +53,10 @@ export class ActorThread {
     return new RemoteActorPort(this, shard)
   }
 
-  async call<T>(task: ThreadTask): Promise<T> {
+  /** piscina's run() answers `any`: ThreadOps is what ties the reply to the op, and the host is checked against it. */
+  async call<Op extends ThreadOp>(task: ThreadTask<Op>): Promise<ThreadReply<Op>> {
     try {
-      return (await this.pool.run(task)) as T
+      return await this.pool.run(task)
     } catch (error) {
       const message = errorText(error)
       const died = message.startsWith('worker exited')
@@ -109,7 +110,7 @@ export class RemoteActorPort implements ActorPort {
           return undefined
         }
       })
-      const reply: StepReply = await this.thread.call({ op: 'step', shard: this.shard, settlement: { ...settlement!, commitResults: cloneable }, batch })
+      const reply = await this.thread.call({ op: 'step', shard: this.shard, settlement: { ...settlement!, commitResults: cloneable }, batch })
       const committed = reply.settled?.committed
       if (committed !== undefined) for (const k of dropped) if (committed[k] !== CommitCode.REFUSED) committed[k] = CommitCode.RESULT_NOT_SERIALIZABLE
       return reply
