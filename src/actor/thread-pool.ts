@@ -55,11 +55,16 @@ export class ActorThread {
 
   /** piscina's run() answers `any`: ThreadOps is what ties the reply to the op, and the host is checked against it. */
   async call<Op extends ThreadOp>(task: ThreadTask<Op>): Promise<ThreadReply<Op>> {
+    const deathsBefore = this.deaths
     try {
       return await this.pool.run(task)
     } catch (error) {
+      // piscina rejects the tasks of a dead thread with a plain Error whose only mark is its text ("worker
+      // exited with code: N", or the thread's uncaught error); what it reports by structure is the
+      // workerDestroy event, emitted before it rejects them. So a call that fails after a death counted
+      // while it was out lost its thread.
+      const died = this.deaths !== deathsBefore
       const message = errorText(error)
-      const died = message.startsWith('worker exited')
       throw new IdemError(
         died ? ErrorCode.WORKER_DIED : ErrorCode.ACTOR_FAILED,
         died ? `the worker thread hosting shard ${'shard' in task ? task.shard : '?'} died (${message}); its batch was not settled and will be retried` : `actor task failed: ${message}`,
