@@ -2,7 +2,7 @@ import { addCounters, type ActorPort } from './actor/batch-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode } from './actor/protocol.js'
 import { ShardActor } from './actor/shard-actor.js'
 import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
-import { ActorThread } from './actor/thread-pool.js'
+import { ShardThread } from './actor/shard-thread.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
 import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js'
@@ -77,7 +77,7 @@ export class Engine {
   readonly config: EngineConfig
   private readonly router: Router
   private readonly lanes: ShardLane[] = []
-  private readonly threads: ActorThread[] = []
+  private readonly threads: ShardThread[] = []
   private readonly localActors: ShardActor[] = []
   private localStores: ThreadStores | undefined
   private moduleHandler: Handler | undefined
@@ -96,7 +96,7 @@ export class Engine {
     if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
     for (let t = 0; t < config.threads; t++) {
       const shardsHere = Math.ceil((config.shards - t) / config.threads)
-      this.threads.push(new ActorThread(config, shardsHere))
+      this.threads.push(new ShardThread(config, shardsHere))
     }
     try {
       await Promise.all(this.threads.map((thread) => thread.ready()))

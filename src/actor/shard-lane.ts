@@ -1,6 +1,6 @@
 import { addCounters, BatchRound, emptyResult, failureData, identity, type ActorPort, type CycleOptions } from './batch-cycle.js'
 import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
-import type { RemoteActorPort } from './thread-pool.js'
+import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
 import type { Handler, Message, Outcome } from '../message.js'
 import { toOutcome } from '../outcome.js'
