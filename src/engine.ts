@@ -1,5 +1,5 @@
 import { addCounters, type ActorPort } from './actor/batch-cycle.js'
-import { COUNTER_COUNT, Counter, VerdictCode } from './actor/protocol.js'
+import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from './actor/protocol.js'
 import { ShardActor } from './actor/shard-actor.js'
 import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
 import { ShardThread } from './actor/shard-thread.js'
@@ -193,7 +193,7 @@ export class Engine {
   stats(): EngineStats {
     const shards = this.lanes.map((lane) => layerStats(lane.stats.counters, lane.stats.verdicts, lane.stats.shadowRuns))
     const counters = new Float64Array(COUNTER_COUNT)
-    const verdicts = new Float64Array(6)
+    const verdicts = new Float64Array(VERDICT_COUNT)
     let shadowRuns = 0
     for (const lane of this.lanes) {
       addCounters(counters, lane.stats.counters)

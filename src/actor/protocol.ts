@@ -9,6 +9,8 @@ import type { Message } from '../message.js'
 /** Per-message decision of an actor; REPEAT is internal (a second copy in one batch). */
 export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4, REPEAT: 5 } as const
 export type VerdictCode = (typeof VerdictCode)[keyof typeof VerdictCode]
+/** Length of an array indexed by VerdictCode: the codes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
+export const VERDICT_COUNT = Object.keys(VerdictCode).length
 
 /** Indexes into the counters array every reply carries (deltas since the last reply). */
 export const Counter = {
@@ -30,7 +32,8 @@ export const Counter = {
   /** Kept settlements given up (over the bound, or still unapplied at close): their keys wait for their leases. */
   DROPPED_SETTLEMENTS: 10,
 } as const
-export const COUNTER_COUNT = 11
+/** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
+export const COUNTER_COUNT = Object.keys(Counter).length
 
 /** A shard batch as the actor receives it. */
 export interface ActorBatch {

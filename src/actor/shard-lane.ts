@@ -1,5 +1,5 @@
 import { addCounters, BatchRound, emptyResult, failureData, identity, type ActorPort, type CycleOptions } from './batch-cycle.js'
-import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
+import { COUNTER_COUNT, VERDICT_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
 import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
 import type { Handler, Message, Outcome } from '../message.js'
@@ -67,7 +67,7 @@ export class ShardLane {
   private turn: Promise<void> = Promise.resolve()
   /** Settlements sent without waiting for their reply (see drain), until their outcomes are handed out. */
   private readonly detached = new Set<Promise<unknown>>()
-  readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(6), shadowRuns: 0 }
+  readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(VERDICT_COUNT), shadowRuns: 0 }
 
   constructor(
     private readonly port: ActorPort,

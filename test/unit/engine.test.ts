@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from '../../dist/src/actor/protocol.js'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
 import { ManualClock } from '../../dist/src/clock.js'
 import { ErrorCode, IdemError } from '../../dist/src/errors.js'
@@ -224,6 +225,28 @@ describe('engine verdicts (threads: 0)', () => {
     expect(s.totals.bloomPositives).toBeGreaterThanOrEqual(500)
     expect(s.shards[0].verdicts.new + s.shards[1].verdicts.new).toBe(500)
     expect(s.bloom.bytes).toBeGreaterThan(0)
+  })
+})
+
+describe('stats cover every counter and every verdict', () => {
+  const camelCase = (name: string): string => name.toLowerCase().replace(/_(.)/g, (_, letter: string) => letter.toUpperCase())
+  const fromZero = (values: number[]): number[] => values.sort((a, b) => a - b)
+
+  it('Counter and VerdictCode run from 0 without gaps, so the counts derived from them size the arrays', () => {
+    expect(fromZero(Object.values(Counter))).toEqual([...Array(COUNTER_COUNT).keys()])
+    expect(fromZero(Object.values(VerdictCode))).toEqual([...Array(VERDICT_COUNT).keys()])
+  })
+
+  it('each counter and each verdict a lane holds reaches stats() under its own name', async () => {
+    const e = await engine({ shards: 1 })
+    const { counters, verdicts } = e['lanes'][0].stats
+    for (const index of Object.values(Counter)) counters[index] = index + 1
+    for (const code of Object.values(VerdictCode)) verdicts[code] = 100 + code
+    const { verdicts: verdictStats, shadowRuns: _, ...counterStats } = e.stats().totals
+    expect(counterStats).toEqual(Object.fromEntries(Object.entries(Counter).map(([name, index]) => [camelCase(name), index + 1])))
+    // REPEAT is internal: a repeated copy is handed out with the verdict of a later step.
+    const publicVerdicts = Object.entries(VerdictCode).filter(([name]) => name !== 'REPEAT')
+    expect(verdictStats).toEqual(Object.fromEntries(publicVerdicts.map(([name, code]) => [camelCase(name), 100 + code])))
   })
 })
 
