@@ -25,7 +25,7 @@ export interface LayerStats {
   /** Maybe-seen keys the store found absent (includes redeliveries of released keys). */
   bloomFalsePositives: number
   /** Store operations (claims, commits, releases, renewals). On Redis the small ones of one turn share a script call, so round trips are at most this. */
-  storeRoundTrips: number
+  storeOperations: number
   /** Commits, releases or renewals refused because the lease was no longer ours. */
   fencedWrites: number
   bloomRotations: number
@@ -250,7 +250,7 @@ function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): Layer
     bloomNegatives: c[Counter.BLOOM_NEGATIVES],
     bloomPositives: c[Counter.BLOOM_POSITIVES],
     bloomFalsePositives: c[Counter.BLOOM_FALSE_POSITIVES],
-    storeRoundTrips: c[Counter.STORE_ROUND_TRIPS],
+    storeOperations: c[Counter.STORE_OPERATIONS],
     fencedWrites: c[Counter.FENCED_WRITES],
     bloomRotations: c[Counter.BLOOM_ROTATIONS],
     storeRetries: c[Counter.STORE_RETRIES],

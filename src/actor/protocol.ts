@@ -19,7 +19,8 @@ export const Counter = {
   BLOOM_POSITIVES: 2,
   /** Maybe-seen keys the store found absent (includes redeliveries of released keys). */
   BLOOM_FALSE_POSITIVES: 3,
-  STORE_ROUND_TRIPS: 4,
+  /** Claims, commits, releases and renewals sent to the store (a Redis store may send several in one script call). */
+  STORE_OPERATIONS: 4,
   /** Commits, releases and renewals the store refused: the lease was no longer ours. */
   FENCED_WRITES: 5,
   BLOOM_ROTATIONS: 6,

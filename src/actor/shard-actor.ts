@@ -122,7 +122,7 @@ export class ShardActor {
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
-      c[Counter.STORE_ROUND_TRIPS]++
+      c[Counter.STORE_OPERATIONS]++
       let replies
       try {
         replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs, this.config.ttlMs)
@@ -222,7 +222,7 @@ export class ShardActor {
     const { keys, fingerprints } = batch
     const c = this.counters
     if (s.release.length > 0) {
-      c[Counter.STORE_ROUND_TRIPS]++
+      c[Counter.STORE_OPERATIONS]++
       const released = await this.store.release(
         s.release.map((j) => keys[j]),
         s.token,
@@ -232,7 +232,7 @@ export class ShardActor {
     let committed: Uint8Array = new Uint8Array(0)
     if (s.commit.length > 0) {
       const commitKeys = s.commit.map((j) => keys[j])
-      c[Counter.STORE_ROUND_TRIPS]++
+      c[Counter.STORE_OPERATIONS]++
       committed = await this.store.commit(commitKeys, s.commitResults, s.token, this.config.ttlMs)
       const now = this.clock.now()
       for (let k = 0; k < committed.length; k++) {
@@ -247,7 +247,7 @@ export class ShardActor {
   async renew(token: string): Promise<Float64Array> {
     const decided = this.unsettled.get(token)
     if (decided !== undefined) {
-      this.counters[Counter.STORE_ROUND_TRIPS]++
+      this.counters[Counter.STORE_OPERATIONS]++
       const renewed = await this.store.renew(decided.claimed, token, this.config.leaseMs, this.config.ttlMs)
       for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
     }
