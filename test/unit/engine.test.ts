@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from '../../dist/src/actor/protocol.js'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
+import { Router } from '../../dist/src/router.js'
 import { ManualClock } from '../../dist/src/clock.js'
 import { ErrorCode, IdemError } from '../../dist/src/errors.js'
 import type { Message } from '../../dist/src/message.js'
@@ -301,6 +302,14 @@ describe('bad input fails one message, never the batch', () => {
     expect(invalid[9].error?.message).toContain('namespace must not be empty')
     expect(effects.size).toBe(3)
     expect(e.stats().totals.verdicts.invalid).toBe(bad.length)
+  })
+
+  it('Router.route returns the count of invalid messages, each counted once', () => {
+    const router = new Router(4, 1024)
+    const bad: unknown[] = [null, 'just a string', { key: 'fp', fingerprint: 5 }, { key: 'ns', namespace: '' }, { key: '' }, { key: 42 }, { key: 'nul\u0000plain' }]
+    expect(router.route([{ key: 'good', namespace: 'acme' }, ...bad, { key: 'good' }])).toBe(bad.length)
+    expect(router.errors.filter((error) => error !== undefined)).toHaveLength(bad.length)
+    expect(router.route([{ key: 'a' }, { key: 'b' }])).toBe(0)
   })
 
   it('a plain key holding U+0000 is invalid even beside namespaced keys: it never passes for a namespaced one', async () => {
