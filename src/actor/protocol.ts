@@ -48,8 +48,9 @@ export interface Decision {
   verdicts: Uint8Array
   /** Owner token of this batch's claims. */
   token: string
-  /** For DUPLICATE: the stored result; for CONFLICT and IN_FLIGHT: the stored fingerprint. */
+  /** For DUPLICATE: the stored result (undefined when none was kept). */
   results: unknown[]
+  /** For CONFLICT and IN_FLIGHT: the fingerprint the store holds for the key. */
   storedFingerprints: (string | undefined)[]
   counters: Float64Array
   /** Set when the store claim failed after its retries: every key it held is IN_FLIGHT with this error (fail closed). */
