@@ -166,7 +166,7 @@ export class Engine {
       job.remaining++
       this.lanes[shard].push(scopedKeys[i] as string, hashes[2 * i], hashes[2 * i + 1], messages[i], job, i)
     }
-    for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].kick(n === 1)
+    for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].startBatchLoop(n === 1)
     await Promise.all(waits)
     return outcomes as Outcome<R>[]
   }
