@@ -148,7 +148,7 @@ export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult>
           columns: [{ key: 'trips', title: 'round trips / 1,000 msgs' }],
           rows: [
             { label: 'one claim + one commit per message (no batching, no LRU)', values: { trips: 2000 } },
-            { label: 'idem, store operations (one per shard batch and step)', values: { trips: perK(lastEngine.roundTrips) } },
+            { label: 'idem, store operations (one per shard batch and step)', values: { trips: perK(lastEngine.storeOperations) } },
             { label: 'idem, Redis script calls (operations of one turn share a call)', values: { trips: perK(lastEngine.scriptCalls) } },
           ],
           notes: [
@@ -262,7 +262,7 @@ async function idemProcess(stream: Stream, prefix: string): Promise<PeerRun> {
 }
 
 interface EngineRun extends PeerRun {
-  roundTrips: number
+  storeOperations: number
   scriptCalls: number
   lruHits: number
 }
@@ -291,7 +291,7 @@ async function idemBatches(stream: Stream, prefix: string, admin: Redis): Promis
   const totals = engine.stats().totals
   const scriptCalls = (await scriptCallsOf(admin)) - scriptsBefore
   await engine.close()
-  return { rate, effects: effectsOf(seen), roundTrips: totals.storeRoundTrips - before.storeRoundTrips, scriptCalls, lruHits: totals.lruHits - before.lruHits }
+  return { rate, effects: effectsOf(seen), storeOperations: totals.storeOperations - before.storeOperations, scriptCalls, lruHits: totals.lruHits - before.lruHits }
 }
 
 /** Script calls the server has run since its start (EVALSHA and EVAL, the fallback after NOSCRIPT). */

@@ -1,8 +1,8 @@
 import { addCounters, type ActorPort } from './actor/batch-cycle.js'
-import { COUNTER_COUNT, Counter, VerdictCode } from './actor/protocol.js'
+import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from './actor/protocol.js'
 import { ShardActor } from './actor/shard-actor.js'
 import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
-import { ActorThread } from './actor/thread-pool.js'
+import { ShardThread } from './actor/shard-thread.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
 import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js'
@@ -25,7 +25,7 @@ export interface LayerStats {
   /** Maybe-seen keys the store found absent (includes redeliveries of released keys). */
   bloomFalsePositives: number
   /** Store operations (claims, commits, releases, renewals). On Redis the small ones of one turn share a script call, so round trips are at most this. */
-  storeRoundTrips: number
+  storeOperations: number
   /** Commits, releases or renewals refused because the lease was no longer ours. */
   fencedWrites: number
   bloomRotations: number
@@ -77,7 +77,7 @@ export class Engine {
   readonly config: EngineConfig
   private readonly router: Router
   private readonly lanes: ShardLane[] = []
-  private readonly threads: ActorThread[] = []
+  private readonly threads: ShardThread[] = []
   private readonly localActors: ShardActor[] = []
   private storeFactory: StoreFactory | undefined
   private moduleHandler: Handler | undefined
@@ -96,7 +96,7 @@ export class Engine {
     if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
     for (let t = 0; t < config.threads; t++) {
       const shardsHere = Math.ceil((config.shards - t) / config.threads)
-      this.threads.push(new ActorThread(config, shardsHere))
+      this.threads.push(new ShardThread(config, shardsHere))
     }
     try {
       await Promise.all(this.threads.map((thread) => thread.ready()))
@@ -166,7 +166,7 @@ export class Engine {
       job.remaining++
       this.lanes[shard].push(scopedKeys[i] as string, hashes[2 * i], hashes[2 * i + 1], messages[i], job, i)
     }
-    for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].kick(n === 1)
+    for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].startBatchLoop(n === 1)
     await Promise.all(waits)
     return outcomes as Outcome<R>[]
   }
@@ -193,7 +193,7 @@ export class Engine {
   stats(): EngineStats {
     const shards = this.lanes.map((lane) => layerStats(lane.stats.counters, lane.stats.verdicts, lane.stats.shadowRuns))
     const counters = new Float64Array(COUNTER_COUNT)
-    const verdicts = new Float64Array(6)
+    const verdicts = new Float64Array(VERDICT_COUNT)
     let shadowRuns = 0
     for (const lane of this.lanes) {
       addCounters(counters, lane.stats.counters)
@@ -250,7 +250,7 @@ function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): Layer
     bloomNegatives: c[Counter.BLOOM_NEGATIVES],
     bloomPositives: c[Counter.BLOOM_POSITIVES],
     bloomFalsePositives: c[Counter.BLOOM_FALSE_POSITIVES],
-    storeRoundTrips: c[Counter.STORE_ROUND_TRIPS],
+    storeOperations: c[Counter.STORE_OPERATIONS],
     fencedWrites: c[Counter.FENCED_WRITES],
     bloomRotations: c[Counter.BLOOM_ROTATIONS],
     storeRetries: c[Counter.STORE_RETRIES],

@@ -79,11 +79,13 @@ export class Router {
         scoped[i] = ''
       }
     }
-    invalid += this.hasher.hash(scoped, this.shardCount, this.hashes, this.shards, this.status, { allowNul: namespaced })
+    // Not the hasher's own count: it counts again the messages refused above (their placeholder key '' is empty to it).
+    this.hasher.hash(scoped, this.shardCount, this.hashes, this.shards, this.status, { allowNul: namespaced })
     for (let i = 0; i < n; i++) {
       const status = this.status[i]
       if (status === KeyStatus.OK || errors[i] !== undefined) continue
       errors[i] = new IdemError(ErrorCode.INVALID_KEY, keyProblem(status, scoped[i]), keyContext((messages[i] as Message).key))
+      invalid++
     }
     this.scopedKeys = scoped
     this.errors = errors

@@ -227,7 +227,7 @@ export class BatchRound {
  */
 export async function runBatch(port: ActorPort, batch: ActorBatch, invoke: Invoke, options: CycleOptions): Promise<BatchResult> {
   const out = emptyResult(batch.keys.length)
-  let round = new BatchRound(batch, out, identity, options)
+  let round = new BatchRound(batch, out, wholeBatchIndexOf, options)
   for (;;) {
     try {
       round.applyDecision((await port.step(undefined, round.batch)).decision!)
@@ -270,8 +270,8 @@ export function addCounters(into: Float64Array, delta: Float64Array): void {
   for (let k = 0; k < into.length; k++) into[k] += delta[k]
 }
 
-/** Positions of a round are where its outcomes go: a whole batch's first round. */
-export function identity(j: number): number {
+/** indexOf for a round over a whole batch (its first round): position j's outcome goes to j. */
+export function wholeBatchIndexOf(j: number): number {
   return j
 }
 

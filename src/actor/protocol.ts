@@ -9,6 +9,8 @@ import type { Message } from '../message.js'
 /** Per-message decision of an actor; REPEAT is internal (a second copy in one batch). */
 export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4, REPEAT: 5 } as const
 export type VerdictCode = (typeof VerdictCode)[keyof typeof VerdictCode]
+/** Length of an array indexed by VerdictCode: the codes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
+export const VERDICT_COUNT = Object.keys(VerdictCode).length
 
 /** Indexes into the counters array every reply carries (deltas since the last reply). */
 export const Counter = {
@@ -17,7 +19,8 @@ export const Counter = {
   BLOOM_POSITIVES: 2,
   /** Maybe-seen keys the store found absent (includes redeliveries of released keys). */
   BLOOM_FALSE_POSITIVES: 3,
-  STORE_ROUND_TRIPS: 4,
+  /** Claims, commits, releases and renewals sent to the store (a Redis store may send several in one script call). */
+  STORE_OPERATIONS: 4,
   /** Commits, releases and renewals the store refused: the lease was no longer ours. */
   FENCED_WRITES: 5,
   BLOOM_ROTATIONS: 6,
@@ -30,7 +33,8 @@ export const Counter = {
   /** Kept settlements given up (over the bound, or still unapplied at close): their keys wait for their leases. */
   DROPPED_SETTLEMENTS: 10,
 } as const
-export const COUNTER_COUNT = 11
+/** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
+export const COUNTER_COUNT = Object.keys(Counter).length
 
 /** A shard batch as the actor receives it. */
 export interface ActorBatch {
@@ -44,8 +48,9 @@ export interface Decision {
   verdicts: Uint8Array
   /** Owner token of this batch's claims. */
   token: string
-  /** For DUPLICATE: the stored result; for CONFLICT and IN_FLIGHT: the stored fingerprint. */
+  /** For DUPLICATE: the stored result (undefined when none was kept). */
   results: unknown[]
+  /** For CONFLICT and IN_FLIGHT: the fingerprint the store holds for the key. */
   storedFingerprints: (string | undefined)[]
   counters: Float64Array
   /** Set when the store claim failed after its retries: every key it held is IN_FLIGHT with this error (fail closed). */
@@ -95,8 +100,25 @@ export interface BatchResult {
   shadowRuns: number
 }
 
-export type ThreadTask =
-  | { op: 'ready' }
-  | { op: 'step'; shard: number; settlement: Settlement | undefined; batch: ActorBatch | undefined }
-  | { op: 'renew'; shard: number; token: string }
-  | { op: 'run'; shard: number; batch: ActorBatch; messages: Message[] }
+/**
+ * Every op a worker thread serves: what its request carries besides the op,
+ * and what the thread answers. Requests and replies are keyed by the same op,
+ * so the caller gets the reply of the op it sent and the host (thread-host.ts)
+ * must answer each op with its own reply.
+ */
+export interface ThreadOps {
+  /** Loads the handler module, if one is configured, so a bad module fails createEngine. */
+  ready: { request: {}; reply: true }
+  /** Settles the previous batch and decides the next (ShardActor.step). */
+  step: { request: { shard: number; settlement: Settlement | undefined; batch: ActorBatch | undefined }; reply: StepReply }
+  /** Extends the leases of a batch whose handlers still run; answers with the counters since the last reply. */
+  renew: { request: { shard: number; token: string }; reply: Float64Array }
+  /** The whole batch cycle inside the worker, for a handler module. */
+  run: { request: { shard: number; batch: ActorBatch; messages: Message[] }; reply: BatchResult }
+}
+export type ThreadOp = keyof ThreadOps
+
+/** One request as it crosses the thread: its op and that op's fields. */
+export type ThreadTask<Op extends ThreadOp = ThreadOp> = { [O in Op]: { op: O } & ThreadOps[O]['request'] }[Op]
+
+export type ThreadReply<Op extends ThreadOp> = ThreadOps[Op]['reply']

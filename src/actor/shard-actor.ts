@@ -7,7 +7,7 @@ import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './batch-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
-const MAX_UNFINISHED = 1024
+const MAX_UNAPPLIED_SETTLEMENTS = 1024
 
 /** A settled key held in memory: enough to answer a duplicate without I/O. */
 interface Settled {
@@ -30,8 +30,8 @@ export class ShardActor {
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private batches = 0
   private maybeSeen = new Uint8Array(0)
-  /** Decided batches whose claims await settling, by token (one per shard at a time in practice). */
-  private readonly unsettled = new Map<string, { batch: ActorBatch; claimed: string[] }>()
+  /** The claims of each decided batch until it is settled, by owner token (one per shard at a time in practice). */
+  private readonly claimsByToken = new Map<string, { batch: ActorBatch; claimed: string[] }>()
   /**
    * Settlements the store could not take (it was unreachable): retried before
    * the next store call and on a timer. A commit applied late, while the lease
@@ -39,7 +39,7 @@ export class ShardActor {
    * duplicate; a release applied late frees a claim whose reply was lost. An
    * outage longer than the lease lets the commit be refused (fenced) instead.
    */
-  private unfinished: { batch: ActorBatch; settlement: Settlement }[] = []
+  private unappliedSettlements: { batch: ActorBatch; settlement: Settlement }[] = []
   private retryTimer: NodeJS.Timeout | undefined
   private retrying: Promise<void> | undefined
 
@@ -73,7 +73,7 @@ export class ShardActor {
    */
   async step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
     const reply: StepReply = {}
-    if (settlement !== undefined && batch !== undefined && this.store.ordered === true && settlement.release.length === 0 && this.unfinished.length === 0) {
+    if (settlement !== undefined && batch !== undefined && this.store.ordered === true && settlement.release.length === 0 && this.unappliedSettlements.length === 0) {
       ;[reply.settled, reply.decision] = await Promise.all([this.settle(settlement), this.decide(batch)])
       return reply
     }
@@ -89,7 +89,7 @@ export class ShardActor {
    */
   async decide(batch: ActorBatch): Promise<Decision> {
     // Kept settlements first: a late commit must land before this batch claims the same keys.
-    if (this.unfinished.length > 0) await this.retryUnfinished()
+    if (this.unappliedSettlements.length > 0) await this.retryUnapplied()
     const { keys, fingerprints } = batch
     const n = keys.length
     const now = this.clock.now()
@@ -122,7 +122,7 @@ export class ShardActor {
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
-      c[Counter.STORE_ROUND_TRIPS]++
+      c[Counter.STORE_OPERATIONS]++
       let replies
       try {
         replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs, this.config.ttlMs)
@@ -130,7 +130,7 @@ export class ShardActor {
         // Fail closed: no claim, no handler. The LRU's answers above still stand.
         // The call may have claimed keys before its reply was lost: release them when the store is back.
         for (const i of claimIndexes) verdicts[i] = VerdictCode.IN_FLIGHT
-        this.keepUnfinished(batch, { token, commit: [], commitResults: undefined, release: claimIndexes })
+        this.keepUnapplied(batch, { token, commit: [], commitResults: undefined, release: claimIndexes })
         return { verdicts, token, results, storedFingerprints, counters: this.takeCounters(), storeError: failureData(error, 'store claim failed') }
       }
       for (let j = 0; j < claimIndexes.length; j++) {
@@ -157,62 +157,62 @@ export class ShardActor {
         }
       }
     }
-    if (claimed.length > 0) this.unsettled.set(token, { batch, claimed })
+    if (claimed.length > 0) this.claimsByToken.set(token, { batch, claimed })
     return { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
   }
 
   async settle(s: Settlement): Promise<SettleReply> {
-    const decided = this.unsettled.get(s.token)
-    if (decided === undefined) throw new Error(`shard ${this.shard} has no unsettled batch with token ${s.token}`)
-    this.unsettled.delete(s.token)
-    if (this.unfinished.length > 0) await this.retryUnfinished()
+    const decided = this.claimsByToken.get(s.token)
+    if (decided === undefined) throw new Error(`shard ${this.shard} holds no claims under token ${s.token}`)
+    this.claimsByToken.delete(s.token)
+    if (this.unappliedSettlements.length > 0) await this.retryUnapplied()
     try {
       return { committed: await this.applySettlement(s, decided.batch), counters: this.takeCounters() }
     } catch (error) {
-      this.keepUnfinished(decided.batch, s)
+      this.keepUnapplied(decided.batch, s)
       return { committed: new Uint8Array(s.commit.length), counters: this.takeCounters(), storeError: failureData(error, 'store commit/release failed') }
     }
   }
 
-  private keepUnfinished(batch: ActorBatch, settlement: Settlement): void {
+  private keepUnapplied(batch: ActorBatch, settlement: Settlement): void {
     // Bounded memory in a long outage: the oldest is dropped and counted; its
     // keys stay IN_PROGRESS until their lease lapses, and a commit dropped so
     // may let a redelivery run its handler again (stats: droppedSettlements).
-    if (this.unfinished.length >= MAX_UNFINISHED) {
-      this.unfinished.shift()
+    if (this.unappliedSettlements.length >= MAX_UNAPPLIED_SETTLEMENTS) {
+      this.unappliedSettlements.shift()
       this.counters[Counter.DROPPED_SETTLEMENTS]++
     }
-    this.unfinished.push({ batch, settlement })
+    this.unappliedSettlements.push({ batch, settlement })
     this.scheduleRetry()
   }
 
   /** Retries kept settlements on a timer too: a quiet shard must not wait for traffic while leases run out. */
   private scheduleRetry(): void {
-    if (this.retryTimer !== undefined || this.unfinished.length === 0) return
+    if (this.retryTimer !== undefined || this.unappliedSettlements.length === 0) return
     const delay = Math.min(1000, Math.max(20, Math.floor(this.config.leaseMs / 10)))
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined
-      void this.retryUnfinished().then(() => this.scheduleRetry())
+      void this.retryUnapplied().then(() => this.scheduleRetry())
     }, delay)
     this.retryTimer.unref()
   }
 
   /** Applies the kept settlements in order; stops at the first failure (the store is still away). One retry runs at a time. */
-  private retryUnfinished(): Promise<void> {
+  private retryUnapplied(): Promise<void> {
     // Cleared in a later tick by finally(), never before the assignment: a retry that ends at once cannot leave a stale promise here.
-    this.retrying ??= this.applyUnfinished().finally(() => (this.retrying = undefined))
+    this.retrying ??= this.applyUnappliedInOrder().finally(() => (this.retrying = undefined))
     return this.retrying
   }
 
-  private async applyUnfinished(): Promise<void> {
-    while (this.unfinished.length > 0) {
-      const { batch, settlement } = this.unfinished[0]
+  private async applyUnappliedInOrder(): Promise<void> {
+    while (this.unappliedSettlements.length > 0) {
+      const { batch, settlement } = this.unappliedSettlements[0]
       try {
         await this.applySettlement(settlement, batch)
       } catch {
         return
       }
-      this.unfinished.shift()
+      this.unappliedSettlements.shift()
       this.counters[Counter.LATE_SETTLEMENTS]++
     }
   }
@@ -222,7 +222,7 @@ export class ShardActor {
     const { keys, fingerprints } = batch
     const c = this.counters
     if (s.release.length > 0) {
-      c[Counter.STORE_ROUND_TRIPS]++
+      c[Counter.STORE_OPERATIONS]++
       const released = await this.store.release(
         s.release.map((j) => keys[j]),
         s.token,
@@ -232,7 +232,7 @@ export class ShardActor {
     let committed: Uint8Array = new Uint8Array(0)
     if (s.commit.length > 0) {
       const commitKeys = s.commit.map((j) => keys[j])
-      c[Counter.STORE_ROUND_TRIPS]++
+      c[Counter.STORE_OPERATIONS]++
       committed = await this.store.commit(commitKeys, s.commitResults, s.token, this.config.ttlMs)
       const now = this.clock.now()
       for (let k = 0; k < committed.length; k++) {
@@ -245,9 +245,9 @@ export class ShardActor {
 
   /** Extends the leases of a batch whose handlers are still running. */
   async renew(token: string): Promise<Float64Array> {
-    const decided = this.unsettled.get(token)
+    const decided = this.claimsByToken.get(token)
     if (decided !== undefined) {
-      this.counters[Counter.STORE_ROUND_TRIPS]++
+      this.counters[Counter.STORE_OPERATIONS]++
       const renewed = await this.store.renew(decided.claimed, token, this.config.leaseMs, this.config.ttlMs)
       for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
     }
@@ -258,8 +258,8 @@ export class ShardActor {
   async close(): Promise<void> {
     clearTimeout(this.retryTimer)
     this.retryTimer = undefined
-    await this.retryUnfinished()
-    this.counters[Counter.DROPPED_SETTLEMENTS] += this.unfinished.length
+    await this.retryUnapplied()
+    this.counters[Counter.DROPPED_SETTLEMENTS] += this.unappliedSettlements.length
   }
 
   private answerSettled(

@@ -1,6 +1,6 @@
-import { addCounters, BatchRound, emptyResult, failureData, identity, type ActorPort, type CycleOptions } from './batch-cycle.js'
-import { COUNTER_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
-import type { RemoteActorPort } from './thread-pool.js'
+import { addCounters, BatchRound, emptyResult, failureData, wholeBatchIndexOf, type ActorPort, type CycleOptions } from './batch-cycle.js'
+import { COUNTER_COUNT, VERDICT_COUNT, VerdictCode, type ActorBatch, type BatchResult, type Settlement } from './protocol.js'
+import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
 import type { Handler, Message, Outcome } from '../message.js'
 import { toOutcome } from '../outcome.js'
@@ -26,7 +26,7 @@ export interface LaneStats {
 }
 
 /** A batch taken from the mailbox, with where each of its outcomes goes. */
-interface Taken {
+interface AddressedBatch {
   batch: ActorBatch
   messages: Message[]
   jobs: Job[]
@@ -36,9 +36,9 @@ interface Taken {
   decidedOut: boolean
 }
 
-/** A batch whose handlers ran and whose settlement rides with the next step. */
-interface Carried {
-  taken: Taken
+/** A batch whose handlers ran: its settlement rides with the next step. */
+interface HandledBatch {
+  addressed: AddressedBatch
   round: BatchRound
   settlement: Settlement
 }
@@ -62,12 +62,12 @@ export class ShardLane {
   private messages: Message[] = []
   private jobs: Job[] = []
   private slots: number[] = []
-  /** True from kick() until drain() finds the mailbox empty, set and cleared synchronously so no push is missed in between. */
+  /** True from startBatchLoop() until drain() finds the mailbox empty, set and cleared synchronously so no push is missed in between. */
   private running = false
   private turn: Promise<void> = Promise.resolve()
   /** Settlements sent without waiting for their reply (see drain), until their outcomes are handed out. */
   private readonly detached = new Set<Promise<unknown>>()
-  readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(6), shadowRuns: 0 }
+  readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(VERDICT_COUNT), shadowRuns: 0 }
 
   constructor(
     private readonly port: ActorPort,
@@ -88,16 +88,16 @@ export class ShardLane {
 
   /**
    * Starts the batch loop if it is not running; it stops when the mailbox is
-   * empty and all is settled. `alone`: the push was a single message, so the
-   * loop waits out the current turn of the event loop before its first batch:
-   * callers that each send one message (process() with many in flight) mostly
-   * arrive within one turn, and then share a batch and one store call. A
-   * batch does not wait: the wait would add a turn to its latency.
+   * empty and all is settled. `gatherFirst` (the push was a single message):
+   * the loop waits out the current turn of the event loop before its first
+   * batch: callers that each send one message (process() with many in flight)
+   * mostly arrive within one turn, and then share a batch and one store call.
+   * A batch does not wait: the wait would add a turn to its latency.
    */
-  kick(alone: boolean): void {
+  startBatchLoop(gatherFirst: boolean): void {
     if (this.running) return
     this.running = true
-    this.turn = this.drain(alone)
+    this.turn = this.drain(gatherFirst)
   }
 
   /** Resolves when everything queued so far is settled. */
@@ -108,26 +108,26 @@ export class ShardLane {
     }
   }
 
-  private async drain(alone: boolean): Promise<void> {
-    let carried: Carried | undefined
+  private async drain(gatherFirst: boolean): Promise<void> {
+    let handled: HandledBatch | undefined
     try {
-      if (alone) await gather()
+      if (gatherFirst) await gather()
       for (;;) {
         const moduleRun = this.keys.length > 0 && this.remote !== undefined && this.jobs[0].handler === undefined
         if (moduleRun) {
-          if (carried !== undefined) await this.step(carried, undefined)
-          carried = undefined
+          if (handled !== undefined) await this.step(handled, undefined)
+          handled = undefined
           await this.runInWorker(this.take())
           continue
         }
-        if (carried === undefined && this.keys.length === 0) return
-        if (this.keys.length === 0 && this.port.ordered === true && carried!.settlement.release.length === 0) {
+        if (handled === undefined && this.keys.length === 0) return
+        if (this.keys.length === 0 && this.port.ordered === true && handled!.settlement.release.length === 0) {
           // The store applies this commit before any claim made after it, so the lane need not wait for
           // its reply: messages pushed meanwhile go out at once (a new drain) instead of a round trip later.
-          this.detach(this.step(carried, undefined))
+          this.detach(this.step(handled, undefined))
           return
         }
-        carried = await this.step(carried, this.keys.length > 0 ? this.take() : undefined)
+        handled = await this.step(handled, this.keys.length > 0 ? this.take() : undefined)
       }
     } finally {
       // Runs in the same tick as the empty-mailbox check above, so a push after it always finds running false.
@@ -135,16 +135,16 @@ export class ShardLane {
     }
   }
 
-  /** Settles `carried` and decides `next` in one step, then runs next's handlers; returns next if it awaits settling. */
-  private async step(carried: Carried | undefined, next: Taken | undefined): Promise<Carried | undefined> {
-    const round = next === undefined ? undefined : new BatchRound(next.batch, next.out, identity, this.options)
+  /** Settles `handled` and decides `next` in one step, then runs next's handlers; returns next if it awaits settling. */
+  private async step(handled: HandledBatch | undefined, next: AddressedBatch | undefined): Promise<HandledBatch | undefined> {
+    const round = next === undefined ? undefined : new BatchRound(next.batch, next.out, wholeBatchIndexOf, this.options)
     let reply
     try {
-      reply = await this.port.step(carried?.settlement, next?.batch)
+      reply = await this.port.step(handled?.settlement, next?.batch)
     } catch (error) {
-      if (carried !== undefined) {
-        carried.round.failSettlement(failureData(error, 'actor failed while settling', ErrorCode.ACTOR_FAILED))
-        this.deliver(carried.taken)
+      if (handled !== undefined) {
+        handled.round.failSettlement(failureData(error, 'actor failed while settling', ErrorCode.ACTOR_FAILED))
+        this.deliver(handled.addressed)
       }
       if (next !== undefined) {
         round!.failDecision(error)
@@ -152,9 +152,9 @@ export class ShardLane {
       }
       return undefined
     }
-    if (carried !== undefined) {
-      carried.round.applySettled(reply.settled!)
-      this.deliver(carried.taken)
+    if (handled !== undefined) {
+      handled.round.applySettled(reply.settled!)
+      this.deliver(handled.addressed)
     }
     if (next === undefined) return undefined
     round!.applyDecision(reply.decision!)
@@ -163,7 +163,7 @@ export class ShardLane {
     if (round!.claimedCount > 0 && this.options.rollout === 'enforce') this.deliverDecided(next)
     await round!.runHandlers(this.port, (i, context) => (next.jobs[i].handler ?? this.localModuleHandler!)(next.messages[i], context))
     const settlement = round!.settlement()
-    if (settlement !== undefined) return { taken: next, round: round!, settlement }
+    if (settlement !== undefined) return { addressed: next, round: round!, settlement }
     this.deliver(next)
     return undefined
   }
@@ -174,20 +174,20 @@ export class ShardLane {
   }
 
   /** The whole cycle inside the worker, for handler modules: one crossing per batch. */
-  private async runInWorker(taken: Taken): Promise<void> {
+  private async runInWorker(addressed: AddressedBatch): Promise<void> {
     try {
-      taken.out = await this.remote!.run(taken.batch, taken.messages)
+      addressed.out = await this.remote!.run(addressed.batch, addressed.messages)
     } catch (error) {
-      taken.out = failedBatch(taken.batch.keys.length, error)
+      addressed.out = failedBatch(addressed.batch.keys.length, error)
     }
-    this.deliver(taken)
+    this.deliver(addressed)
   }
 
   /**
    * Takes the next batch: at most maxBatch messages, and when the handler
    * module runs in the worker, only a run of messages of one kind.
    */
-  private take(): Taken {
+  private take(): AddressedBatch {
     const limit = Math.min(this.keys.length, this.options.maxBatch)
     let count = limit
     if (this.remote !== undefined) {
@@ -206,42 +206,42 @@ export class ShardLane {
   }
 
   /** Puts copies of a key repeated in the batch back at the head of the mailbox: the next step decides them after the first copy settles. */
-  private requeue(taken: Taken, positions: number[]): void {
+  private requeue(addressed: AddressedBatch, positions: number[]): void {
     if (positions.length === 0) return
-    const { batch } = taken
+    const { batch } = addressed
     this.keys = positions.map((p) => batch.keys[p]).concat(this.keys)
     this.hashes = positions.flatMap((p) => [batch.hashes[2 * p], batch.hashes[2 * p + 1]]).concat(this.hashes)
     this.fingerprints = positions.map((p) => batch.fingerprints[p]).concat(this.fingerprints)
-    this.messages = positions.map((p) => taken.messages[p]).concat(this.messages)
-    this.jobs = positions.map((p) => taken.jobs[p]).concat(this.jobs)
-    this.slots = positions.map((p) => taken.slots[p]).concat(this.slots)
+    this.messages = positions.map((p) => addressed.messages[p]).concat(this.messages)
+    this.jobs = positions.map((p) => addressed.jobs[p]).concat(this.jobs)
+    this.slots = positions.map((p) => addressed.slots[p]).concat(this.slots)
   }
 
   /** Hands out every outcome of the batch not handed out yet, and its counts. */
-  private deliver(taken: Taken): void {
-    const { out } = taken
+  private deliver(addressed: AddressedBatch): void {
+    const { out } = addressed
     addCounters(this.stats.counters, out.counters)
     this.stats.shadowRuns += out.shadowRuns
     for (let i = 0; i < out.verdicts.length; i++) {
       const verdict = out.verdicts[i]
       // REPEAT: requeued, delivered by a later step.
-      if (verdict !== VerdictCode.REPEAT && (verdict === VerdictCode.NEW || !taken.decidedOut)) this.handOut(taken, i)
+      if (verdict !== VerdictCode.REPEAT && (verdict === VerdictCode.NEW || !addressed.decidedOut)) this.handOut(addressed, i)
     }
   }
 
   /** Hands out the outcomes a decision made final: all but NEW (awaiting its commit) and REPEAT. */
-  private deliverDecided(taken: Taken): void {
-    const { verdicts } = taken.out
-    for (let i = 0; i < verdicts.length; i++) if (verdicts[i] !== VerdictCode.NEW && verdicts[i] !== VerdictCode.REPEAT) this.handOut(taken, i)
-    taken.decidedOut = true
+  private deliverDecided(addressed: AddressedBatch): void {
+    const { verdicts } = addressed.out
+    for (let i = 0; i < verdicts.length; i++) if (verdicts[i] !== VerdictCode.NEW && verdicts[i] !== VerdictCode.REPEAT) this.handOut(addressed, i)
+    addressed.decidedOut = true
   }
 
-  private handOut(taken: Taken, i: number): void {
-    const { out, jobs, slots } = taken
+  private handOut(addressed: AddressedBatch, i: number): void {
+    const { out, jobs, slots } = addressed
     const verdict = out.verdicts[i]
     const job = jobs[i]
     this.stats.verdicts[verdict]++
-    const outcome = toOutcome(taken.messages[i].key, verdict, out.results[i], out.errors[i])
+    const outcome = toOutcome(addressed.messages[i].key, verdict, out.results[i], out.errors[i])
     job.outcomes[slots[i]] = outcome
     job.each?.(slots[i], outcome)
     if (--job.remaining === 0) job.done()

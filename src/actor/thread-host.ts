@@ -10,14 +10,14 @@ import { loadHandlerModule } from '../handler-module.js'
 import type { Handler } from '../message.js'
 import { StoreFactory } from '../store/store-factory.js'
 import { runBatch } from './batch-cycle.js'
-import type { ThreadTask } from './protocol.js'
+import type { ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
 
 export interface ThreadData {
   config: EngineConfig
 }
 
-const { config } = workerData as ThreadData
+const { config }: ThreadData = workerData
 const actors = new Map<number, ShardActor>()
 const stores = new StoreFactory(config.store, systemClock)
 let handler: Promise<Handler> | undefined
@@ -37,19 +37,21 @@ function moduleHandler(): Promise<Handler> {
   return handler
 }
 
-export default async function hostTask(task: ThreadTask): Promise<unknown> {
-  switch (task.op) {
-    case 'ready':
-      if (config.handler !== undefined) await moduleHandler()
-      return true
-    case 'step':
-      return actorOf(task.shard).step(task.settlement, task.batch)
-    case 'renew':
-      return actorOf(task.shard).renew(task.token)
-    case 'run': {
-      const handle = await moduleHandler()
-      const { messages } = task
-      return runBatch(actorOf(task.shard), task.batch, (i, context) => handle(messages[i], context), config)
-    }
-  }
+/** Each op's answer, checked against its reply type in ThreadOps. */
+const serve: { [Op in ThreadOp]: (task: ThreadTask<Op>) => Promise<ThreadReply<Op>> } = {
+  async ready() {
+    if (config.handler !== undefined) await moduleHandler()
+    return true
+  },
+  step: (task) => actorOf(task.shard).step(task.settlement, task.batch),
+  renew: (task) => actorOf(task.shard).renew(task.token),
+  async run(task) {
+    const handle = await moduleHandler()
+    const { messages } = task
+    return runBatch(actorOf(task.shard), task.batch, (i, context) => handle(messages[i], context), config)
+  },
+}
+
+export default async function hostTask<Op extends ThreadOp>(task: ThreadTask<Op>): Promise<ThreadReply<Op>> {
+  return serve[task.op](task)
 }

@@ -226,7 +226,7 @@ function summarize(
       bloomNegatives,
       bloomPositives: layer('bloomPositives'),
       bloomFalsePositives,
-      storeRoundTrips: layer('storeRoundTrips'),
+      storeOperations: layer('storeOperations'),
     },
     config: { shards: options.shards, threads: options.threads, store: 'redis' },
     transport: {

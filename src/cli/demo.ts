@@ -33,7 +33,7 @@ export interface DemoSummary {
   /** Time of one processBatch call (the embedded demo). */
   batchLatencyMs?: { p50: number; p99: number }
   /** Summed over every engine (one per consumer process with --redis). */
-  layers: { lruHits: number; storeDuplicates: number; bloomNegatives: number; bloomPositives: number; bloomFalsePositives: number; storeRoundTrips: number }
+  layers: { lruHits: number; storeDuplicates: number; bloomNegatives: number; bloomPositives: number; bloomFalsePositives: number; storeOperations: number }
   config: { shards: number; threads: number; store: string }
   /** With --redis: the run went through BullMQ. */
   transport?: {
@@ -122,7 +122,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       bloomNegatives: t.bloomNegatives,
       bloomPositives: t.bloomPositives,
       bloomFalsePositives: t.bloomFalsePositives,
-      storeRoundTrips: t.storeRoundTrips,
+      storeOperations: t.storeOperations,
     },
     config: { shards: options.shards, threads: options.threads, store: store?.kind === 'sqlite' ? `sqlite:${store.path}` : 'memory' },
   }
@@ -147,7 +147,7 @@ export function formatDemoSummary(s: DemoSummary): string {
       ['bloom: maybe seen', s.layers.bloomPositives],
       ['bloom: false positives (store said new)', s.layers.bloomFalsePositives],
       ['bloom: measured false-positive rate', `${(s.bloomFalsePositiveRate * 100).toFixed(3)}%`],
-      ['store round trips', s.layers.storeRoundTrips],
+      ['store operations', s.layers.storeOperations],
       s.transport === undefined
         ? ['redeliveries / failed', `${s.redeliveries} / ${s.failed}`]
         : ['in-flight retries / stalled / failed jobs', `${s.transport.retriedInFlight} / ${s.transport.stalled} / ${s.failed}`],

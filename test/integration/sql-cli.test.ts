@@ -42,7 +42,7 @@ describe('idem demo --store sqlite:PATH', () => {
     expect(summary.effects).toBe(summary.uniqueKeys)
     expect(summary.lost).toBe(0)
     expect(summary.doubleEffects).toBe(0)
-    expect(summary.layers.storeRoundTrips).toBeGreaterThan(0)
+    expect(summary.layers.storeOperations).toBeGreaterThan(0)
     expect(tablesIn(file).filter((name) => name.startsWith('idem_demo_'))).toEqual([])
   })
 

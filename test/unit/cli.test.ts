@@ -20,7 +20,7 @@ describe('idem demo', () => {
     expect(summary.duplicates).toBe(20_000 - summary.uniqueKeys)
     expect(summary.lost).toBe(0)
     expect(summary.msgsPerSec).toBeGreaterThan(0)
-    expect(Object.keys(summary.layers)).toEqual(expect.arrayContaining(['lruHits', 'bloomNegatives', 'bloomFalsePositives', 'storeRoundTrips']))
+    expect(Object.keys(summary.layers)).toEqual(expect.arrayContaining(['lruHits', 'bloomNegatives', 'bloomFalsePositives', 'storeOperations']))
   })
 
   it('the table names every figure', () => {

@@ -1,5 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
+import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from '../../dist/src/actor/protocol.js'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
+import { Router } from '../../dist/src/router.js'
 import { ManualClock } from '../../dist/src/clock.js'
 import { ErrorCode, IdemError } from '../../dist/src/errors.js'
 import type { Message } from '../../dist/src/message.js'
@@ -227,6 +229,28 @@ describe('engine verdicts (threads: 0)', () => {
   })
 })
 
+describe('stats cover every counter and every verdict', () => {
+  const camelCase = (name: string): string => name.toLowerCase().replace(/_(.)/g, (_, letter: string) => letter.toUpperCase())
+  const fromZero = (values: number[]): number[] => values.sort((a, b) => a - b)
+
+  it('Counter and VerdictCode run from 0 without gaps, so the counts derived from them size the arrays', () => {
+    expect(fromZero(Object.values(Counter))).toEqual([...Array(COUNTER_COUNT).keys()])
+    expect(fromZero(Object.values(VerdictCode))).toEqual([...Array(VERDICT_COUNT).keys()])
+  })
+
+  it('each counter and each verdict a lane holds reaches stats() under its own name', async () => {
+    const e = await engine({ shards: 1 })
+    const { counters, verdicts } = e['lanes'][0].stats
+    for (const index of Object.values(Counter)) counters[index] = index + 1
+    for (const code of Object.values(VerdictCode)) verdicts[code] = 100 + code
+    const { verdicts: verdictStats, shadowRuns: _, ...counterStats } = e.stats().totals
+    expect(counterStats).toEqual(Object.fromEntries(Object.entries(Counter).map(([name, index]) => [camelCase(name), index + 1])))
+    // REPEAT is internal: a repeated copy is handed out with the verdict of a later step.
+    const publicVerdicts = Object.entries(VerdictCode).filter(([name]) => name !== 'REPEAT')
+    expect(verdictStats).toEqual(Object.fromEntries(publicVerdicts.map(([name, code]) => [camelCase(name), 100 + code])))
+  })
+})
+
 describe('lanes never stall', () => {
   // A batch pushed in the tick where a lane's loop finds its mailbox empty must still be processed.
   it.each([0, 1])('threads %i: a queue drained 1024 at a time, 4 batches in flight, settles every message once', async (threads) => {
@@ -278,6 +302,14 @@ describe('bad input fails one message, never the batch', () => {
     expect(invalid[9].error?.message).toContain('namespace must not be empty')
     expect(effects.size).toBe(3)
     expect(e.stats().totals.verdicts.invalid).toBe(bad.length)
+  })
+
+  it('Router.route returns the count of invalid messages, each counted once', () => {
+    const router = new Router(4, 1024)
+    const bad: unknown[] = [null, 'just a string', { key: 'fp', fingerprint: 5 }, { key: 'ns', namespace: '' }, { key: '' }, { key: 42 }, { key: 'nul\u0000plain' }]
+    expect(router.route([{ key: 'good', namespace: 'acme' }, ...bad, { key: 'good' }])).toBe(bad.length)
+    expect(router.errors.filter((error) => error !== undefined)).toHaveLength(bad.length)
+    expect(router.route([{ key: 'a' }, { key: 'b' }])).toBe(0)
   })
 
   it('a plain key holding U+0000 is invalid even beside namespaced keys: it never passes for a namespaced one', async () => {

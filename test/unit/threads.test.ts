@@ -79,6 +79,18 @@ describe('actors in worker threads', () => {
     const after = await e.processBatch([{ key: 'x1' }, { key: 'x2' }])
     expect(after.map((o) => o.verdict)).toEqual(['new', 'new'])
   })
+
+  it('a worker thread killed by an uncaught error is a death too (piscina hands its tasks that error, not "worker exited"): WORKER_DIED', async () => {
+    const e = await engine({ shards: 1, threads: 1, handler: fixture('crash-handler.mjs') })
+    const outs = await e.processBatch([{ key: 'x1' }, { key: 'die' }])
+    for (const out of outs) {
+      expect(out.verdict).toBe('in-flight')
+      expect(out.error?.code).toBe(ErrorCode.WORKER_DIED)
+      expect(out.error?.message).toContain('uncaught in the handler module')
+    }
+    expect(e.stats().workerRestarts).toBe(1)
+    expect((await e.process({ key: 'x1' })).verdict).toBe('new')
+  })
 })
 
 describe('results that cannot cross threads', () => {

@@ -3,25 +3,26 @@ import type { EngineConfig } from '../config.js'
 import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { Message } from '../message.js'
 import type { ActorPort } from './batch-cycle.js'
-import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadTask } from './protocol.js'
+import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
 import type { ThreadData } from './thread-host.js'
 import { CommitCode } from '../store/store.js'
 
 const hostFile = new URL('./thread-host.js', import.meta.url).href
 
 /**
- * One worker thread hosting a fixed set of shards. piscina gives each pool a
+ * One worker thread hosting a fixed set of shards, seen from the main thread
+ * (inside, thread-host.ts serves it). Each has a piscina of its own held to a
  * single thread, so a shard's state always lives in the same thread; when that
  * thread dies piscina starts a new one and the shards rebuild there.
  */
-export class ActorThread {
-  private readonly pool: Piscina
+export class ShardThread {
+  private readonly piscina: Piscina
   private deaths = 0
   private closing = false
 
   constructor(config: EngineConfig, shardsHere: number) {
     const workerData: ThreadData = { config }
-    this.pool = new Piscina({
+    this.piscina = new Piscina({
       filename: hostFile,
       minThreads: 1,
       maxThreads: 1,
@@ -31,7 +32,7 @@ export class ActorThread {
       workerData,
     })
     // piscina replaces a thread that dies (minThreads: 1); each loss outside close() is a restart.
-    this.pool.on('workerDestroy', () => {
+    this.piscina.on('workerDestroy', () => {
       if (!this.closing) this.deaths++
     })
   }
@@ -43,7 +44,7 @@ export class ActorThread {
 
   async ready(): Promise<void> {
     try {
-      await this.pool.run({ op: 'ready' } satisfies ThreadTask)
+      await this.piscina.run({ op: 'ready' } satisfies ThreadTask)
     } catch (error) {
       throw new IdemError(ErrorCode.HANDLER_LOAD_FAILED, errorText(error), { cause: error })
     }
@@ -53,12 +54,18 @@ export class ActorThread {
     return new RemoteActorPort(this, shard)
   }
 
-  async call<T>(task: ThreadTask): Promise<T> {
+  /** piscina's run() answers `any`: ThreadOps is what ties the reply to the op, and the host is checked against it. */
+  async call<Op extends ThreadOp>(task: ThreadTask<Op>): Promise<ThreadReply<Op>> {
+    const deathsBefore = this.deaths
     try {
-      return (await this.pool.run(task)) as T
+      return await this.piscina.run(task)
     } catch (error) {
+      // piscina rejects the tasks of a dead thread with a plain Error whose only mark is its text ("worker
+      // exited with code: N", or the thread's uncaught error); what it reports by structure is the
+      // workerDestroy event, emitted before it rejects them. So a call that fails after a death counted
+      // while it was out lost its thread.
+      const died = this.deaths !== deathsBefore
       const message = errorText(error)
-      const died = message.startsWith('worker exited')
       throw new IdemError(
         died ? ErrorCode.WORKER_DIED : ErrorCode.ACTOR_FAILED,
         died ? `the worker thread hosting shard ${'shard' in task ? task.shard : '?'} died (${message}); its batch was not settled and will be retried` : `actor task failed: ${message}`,
@@ -69,7 +76,7 @@ export class ActorThread {
 
   async close(): Promise<void> {
     this.closing = true
-    await this.pool.destroy()
+    await this.piscina.destroy()
   }
 }
 
@@ -81,7 +88,7 @@ function isCloneError(error: unknown): boolean {
 /** The actor of one shard, seen from the main thread. */
 export class RemoteActorPort implements ActorPort {
   constructor(
-    private readonly thread: ActorThread,
+    private readonly thread: ShardThread,
     private readonly shard: number,
   ) {}
 
@@ -109,7 +116,7 @@ export class RemoteActorPort implements ActorPort {
           return undefined
         }
       })
-      const reply: StepReply = await this.thread.call({ op: 'step', shard: this.shard, settlement: { ...settlement!, commitResults: cloneable }, batch })
+      const reply = await this.thread.call({ op: 'step', shard: this.shard, settlement: { ...settlement!, commitResults: cloneable }, batch })
       const committed = reply.settled?.committed
       if (committed !== undefined) for (const k of dropped) if (committed[k] !== CommitCode.REFUSED) committed[k] = CommitCode.RESULT_NOT_SERIALIZABLE
       return reply
