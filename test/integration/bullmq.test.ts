@@ -491,7 +491,7 @@ describe('options', () => {
     const e = await engine(undefined, { leaseMs: 60_000 })
     const make = (options: Record<string, unknown>) => () => createConsumer({ queue: 'q', connection, engine: e, handler: () => 1, keyOf: () => 'k', ...options } as ConsumerOptions)
     expect(make({ queue: '' })).toThrow('queue: must be a non-empty queue name, got ""')
-    expect(make({ engine: {} })).toThrow('engine: must be an idem Engine (from createEngine), got a object')
+    expect(make({ engine: {} })).toThrow('engine: must be an idem Engine (from createEngine), got {}')
     expect(make({ handler: 'no' })).toThrow('handler: must be a function (job, token) => result, got "no"')
     expect(make({ keyOf: undefined })).toThrow('keyOf: must be a function of the job, got undefined')
     expect(make({ fingerprintOf: 'x' })).toThrow('fingerprintOf: must be a function of the job, got "x"')
