@@ -29,7 +29,7 @@ export type JobAction = (typeof JobAction)[keyof typeof JobAction]
 /** One settled job, as `onSettled` and the consumer's `settled` event report it. */
 export interface JobSettlement {
   jobId: string | undefined
-  /** The key keyOf gave (as a string, for reports); undefined when keyOf threw. */
+  /** The key keyOf gave (as a string, for reports); undefined when keyOf threw, or gave no string before namespaceOf or fingerprintOf threw. */
   key: string | undefined
   /** The engine's verdict; undefined when keyOf, namespaceOf or fingerprintOf threw. */
   verdict: Verdict | undefined
