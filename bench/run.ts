@@ -20,9 +20,10 @@ import { runLruSuite } from './lru.bench.js'
 import { runRedisSuite } from './redis.bench.js'
 import { runStreamsSuite } from './streams.bench.js'
 import { runSqlSuite } from './sql.bench.js'
+import { SUITE_NAMES, benchUsage, type SuiteName } from './suite-names.js'
 import { formatTable, gcSource, isUnclean, lastProgressLine, progress, type SuiteOptions, type SuiteResult } from './report.js'
 
-const suites: Record<string, (options: SuiteOptions) => Promise<SuiteResult>> = {
+const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>> = {
   bloom: runBloomSuite,
   lru: runLruSuite,
   engine: runEngineSuite,
@@ -32,34 +33,22 @@ const suites: Record<string, (options: SuiteOptions) => Promise<SuiteResult>> = 
   bullmq: runBullmqSuite,
 }
 
-const usage = `usage: idem bench [--json] [--quick] [--only ${Object.keys(suites).join(',')}]`
-
+/** Runs the suites; bad flags throw parseArgs' error, which the CLI reports with the usage (exit 2). */
 export async function runBench(args: string[]): Promise<number> {
-  let values: { json?: boolean; quick?: boolean; only?: string; help?: boolean }
-  try {
-    ;({ values } = parseArgs({
-      args,
-      options: {
-        json: { type: 'boolean', default: false },
-        quick: { type: 'boolean', default: false },
-        only: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }))
-  } catch (error) {
-    console.error(`idem bench: ${(error as Error).message}\n${usage}`)
-    return 2
-  }
-  if (values.help === true) {
-    console.log(usage)
-    return 0
-  }
-  const selected = values.only === undefined ? Object.keys(suites) : values.only.split(',').map((s) => s.trim())
+  const { values } = parseArgs({
+    args,
+    options: {
+      json: { type: 'boolean', default: false },
+      quick: { type: 'boolean', default: false },
+      only: { type: 'string' },
+    },
+    strict: true,
+    allowPositionals: false,
+  })
+  const selected = values.only === undefined ? [...SUITE_NAMES] : values.only.split(',').map((s) => s.trim())
   const unknown = selected.filter((name) => !(name in suites))
   if (unknown.length > 0 || selected.length === 0) {
-    console.error(`idem bench: unknown suite ${unknown.map((s) => JSON.stringify(s)).join(', ')}\n${usage}`)
+    console.error(`idem bench: unknown suite ${unknown.map((s) => JSON.stringify(s)).join(', ')}\nusage: ${benchUsage}`)
     return 2
   }
 
@@ -88,7 +77,7 @@ export async function runBench(args: string[]): Promise<number> {
   for (const name of selected) {
     const suiteStarted = performance.now()
     try {
-      results.push(await suites[name]({ quick }))
+      results.push(await suites[name as SuiteName]({ quick }))
     } catch (error) {
       // One broken suite must not hide the others' figures; it fails the run instead.
       console.error(`[${name}] CRASHED:`, error)

@@ -1,7 +1,7 @@
-import { bloomGeometry } from './bloom/bloom-filter.js'
+import { FALSE_POSITIVE_RATES, maxBloomItems } from './bloom/bloom-filter.js'
 import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from './store/redis/redis-options.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
-import { ConfigError } from './errors.js'
+import { OptionReader, quotedChoices } from './validation.js'
 
 /**
  * Which store confirms keys: `memory` (one process, tests), `redis` (shared by
@@ -68,18 +68,12 @@ export interface EngineOptions {
 }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export interface EngineConfig {
-  shards: number
-  threads: number
-  ttlMs: number
-  leaseMs: number
-  bloom: { expectedItems: number; falsePositiveRate: number }
-  lru: { maxKeys: number }
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler'>> & {
+  bloom: Required<NonNullable<EngineOptions['bloom']>>
+  lru: Required<NonNullable<EngineOptions['lru']>>
   store: StoreConfig
-  rollout: 'enforce' | 'shadow'
+  /** The handler module as a path or a URL's href: a URL object does not cross into worker threads. */
   handler?: string
-  maxBatch: number
-  keepResults: boolean
 }
 
 export const defaults = {
@@ -97,95 +91,43 @@ export const defaults = {
 
 const MAX_THREADS = 256
 const MAX_SHARDS = 65_536
+/** The longest ttlMs or leaseMs. */
+export const MAX_DURATION_MS = 2 ** 42
+const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite'] as const
 
 /** Validate once, at start; every bad field is named in one ConfigError. */
 export function resolveConfig(options: unknown = {}): EngineConfig {
-  const problems: string[] = []
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new ConfigError(['options must be an object'])
-  }
-  const o = options as Record<string, unknown>
-  const known = ['shards', 'threads', 'ttlMs', 'leaseMs', 'bloom', 'lru', 'store', 'rollout', 'handler', 'maxBatch', 'keepResults']
-  for (const field of Object.keys(o)) {
-    if (!known.includes(field)) problems.push(`${field}: unknown option (known: ${known.join(', ')})`)
-  }
+  const o = new OptionReader(options)
+  o.onlyKnown([...Object.keys(defaults), 'handler'], 'createEngine')
+  const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
+  const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
+  if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
+  const ttlMs = o.integer('ttlMs', defaults.ttlMs, 1, MAX_DURATION_MS)
+  const leaseMs = o.integer('leaseMs', defaults.leaseMs, 10, MAX_DURATION_MS)
+  const maxBatch = o.integer('maxBatch', defaults.maxBatch, 1, 65_536)
 
-  const integer = (field: string, value: unknown, fallback: number, min: number, max: number): number => {
-    if (value === undefined) return fallback
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      problems.push(`${field}: must be an integer from ${min} to ${max}, got ${show(value)}`)
-      return fallback
-    }
-    return value
-  }
-  const section = (field: string): Record<string, unknown> => {
-    const value = o[field]
-    if (value === undefined) return {}
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-      problems.push(`${field}: must be an object, got ${show(value)}`)
-      return {}
-    }
-    return value as Record<string, unknown>
+  const bloom = o.section('bloom')
+  bloom.onlyKnown(Object.keys(defaults.bloom), 'bloom')
+  const expectedItems = bloom.integer('expectedItems', defaults.bloom.expectedItems, 1, 2 ** 32)
+  const falsePositiveRate = bloom.number('falsePositiveRate', defaults.bloom.falsePositiveRate, FALSE_POSITIVE_RATES)
+  // Each shard has its own filter, sized for its share of the keys.
+  const most = shards * maxBloomItems(falsePositiveRate)
+  if (expectedItems > most) {
+    bloom.mustBe('expectedItems', `at most ${most} at falsePositiveRate ${falsePositiveRate} with ${shards === 1 ? '1 shard' : `${shards} shards`} (each shard's bloom generation holds at most 2^32 bits)`)
   }
 
-  const shards = integer('shards', o.shards, defaults.shards, 1, MAX_SHARDS)
-  const threads = integer('threads', o.threads, defaults.threads, 0, MAX_THREADS)
-  const ttlMs = integer('ttlMs', o.ttlMs, defaults.ttlMs, 1, 2 ** 42)
-  const leaseMs = integer('leaseMs', o.leaseMs, defaults.leaseMs, 10, 2 ** 42)
-  const maxBatch = integer('maxBatch', o.maxBatch, defaults.maxBatch, 1, 65_536)
+  const lru = o.section('lru')
+  lru.onlyKnown(Object.keys(defaults.lru), 'lru')
+  const maxKeys = lru.integer('maxKeys', defaults.lru.maxKeys, 0, 2 ** 30)
 
-  const bloom = section('bloom')
-  const expectedItems = integer('bloom.expectedItems', bloom.expectedItems, defaults.bloom.expectedItems, 1, 2 ** 32)
-  let falsePositiveRate: number = defaults.bloom.falsePositiveRate
-  if (bloom.falsePositiveRate !== undefined) {
-    const rate = bloom.falsePositiveRate
-    if (typeof rate !== 'number' || !(rate > 0 && rate <= 0.5)) {
-      problems.push(`bloom.falsePositiveRate: must be a number in (0, 0.5], got ${show(rate)}`)
-    } else falsePositiveRate = rate
-  }
+  const store = o.has('store') ? readStore(o, threads) : defaults.store
 
-  const lru = section('lru')
-  const maxKeys = integer('lru.maxKeys', lru.maxKeys, defaults.lru.maxKeys, 0, 2 ** 30)
+  const rollout = o.oneOf('rollout', ['enforce', 'shadow'], defaults.rollout)
+  const given = o.value('handler')
+  const handler = given instanceof URL ? given.href : o.has('handler') ? o.string('handler', undefined, 'a module path or a file URL') : undefined
+  const keepResults = o.boolean('keepResults', defaults.keepResults)
 
-  let store: StoreConfig = defaults.store
-  if (o.store !== undefined) {
-    const raw = o.store as Record<string, unknown> | null
-    const kind = typeof raw === 'object' ? raw?.kind : undefined
-    if (kind === 'memory') store = { kind }
-    else if (kind === 'redis') store = resolveRedisStore(raw!, threads, problems)
-    else if (isSqlKind(kind)) store = resolveSqlStore(raw!, threads, problems)
-    else problems.push(`store.kind: must be 'memory', 'redis', 'postgres', 'mysql' or 'sqlite', got ${show(kind)}`)
-  }
-
-  let rollout: EngineConfig['rollout'] = defaults.rollout
-  if (o.rollout !== undefined) {
-    if (o.rollout === 'enforce' || o.rollout === 'shadow') rollout = o.rollout
-    else problems.push(`rollout: must be 'enforce' or 'shadow', got ${show(o.rollout)}`)
-  }
-
-  let handler: string | undefined
-  if (o.handler !== undefined) {
-    if (o.handler instanceof URL) handler = o.handler.href
-    else if (typeof o.handler === 'string' && o.handler.length > 0) handler = o.handler
-    else problems.push(`handler: must be a module path or file URL, got ${show(o.handler)}`)
-  }
-
-  let keepResults: boolean = defaults.keepResults
-  if (o.keepResults !== undefined) {
-    if (typeof o.keepResults === 'boolean') keepResults = o.keepResults
-    else problems.push(`keepResults: must be a boolean, got ${show(o.keepResults)}`)
-  }
-
-  if (problems.length === 0) {
-    try {
-      bloomGeometry(Math.ceil(expectedItems / shards), falsePositiveRate)
-    } catch (error) {
-      for (const problem of (error as ConfigError).problems) problems.push(`bloom (per shard): ${problem}`)
-    }
-  }
-  if (threads > shards) problems.push(`threads: ${threads} threads for ${shards} shards would leave threads idle; use threads <= shards`)
-
-  if (problems.length > 0) throw new ConfigError(problems)
+  o.check()
   return {
     shards,
     threads,
@@ -201,8 +143,14 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   }
 }
 
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+/** The store section: the memory store here, the others by their own modules. */
+function readStore(o: OptionReader, threads: number): StoreConfig {
+  const store = o.section('store', "an object like { kind: 'redis', url }")
+  if (!store.valid) return defaults.store
+  const options = o.value('store') as Record<string, unknown>
+  if (options.kind === 'redis') return resolveRedisStore(options, threads, o.problems)
+  if (isSqlKind(options.kind)) return resolveSqlStore(options, threads, o.problems)
+  if (options.kind === 'memory') store.onlyKnown(['kind'], 'the memory store')
+  else store.mustBe('kind', quotedChoices(STORE_KINDS))
+  return defaults.store
 }

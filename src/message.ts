@@ -1,4 +1,4 @@
-import type { IdemError } from './errors.js'
+import { errorText, ErrorCode, IdemError } from './errors.js'
 
 /** One message as the engine sees it. */
 export interface Message<P = unknown> {
@@ -49,3 +49,44 @@ export interface HandlerContext {
 
 /** A handler: the user's business effect for one message. */
 export type Handler<P = unknown, R = unknown> = (message: Message<P>, context: HandlerContext) => R | Promise<R>
+
+/** How a transport finds the message in what it delivers (a job, a stream entry): the user's functions of it. */
+export interface MessageFunctions<T> {
+  /** The idempotency key. Required. */
+  keyOf: (delivery: T) => unknown
+  /** The tenant or namespace; undefined means none. */
+  namespaceOf?: (delivery: T) => unknown
+  /** The payload digest; undefined sends none. */
+  fingerprintOf?: (delivery: T) => unknown
+}
+
+/**
+ * The message of one delivery, for every transport. A function that throws
+ * fails that delivery alone: INVALID_MESSAGE naming the function and the
+ * delivery (`nameOf`, called only then), with `key` set when keyOf had
+ * answered with a string. What the functions return is not judged here: the
+ * router words a bad key or namespace as for any message (INVALID_KEY).
+ */
+export function messageOf<T, P = never>(delivery: T, functions: MessageFunctions<T>, nameOf: (delivery: T) => string, payload?: P): Message<P> {
+  const key = call('keyOf', functions.keyOf, delivery, nameOf, undefined)
+  const message = { key } as Message<P>
+  if (payload !== undefined) message.payload = payload
+  if (functions.namespaceOf !== undefined) {
+    const namespace = call('namespaceOf', functions.namespaceOf, delivery, nameOf, key)
+    if (namespace !== undefined) message.namespace = namespace as string
+  }
+  if (functions.fingerprintOf !== undefined) {
+    const fingerprint = call('fingerprintOf', functions.fingerprintOf, delivery, nameOf, key)
+    if (fingerprint !== undefined) message.fingerprint = fingerprint as string
+  }
+  return message
+}
+
+function call<T>(name: string, fn: (delivery: T) => unknown, delivery: T, nameOf: (delivery: T) => string, key: unknown): unknown {
+  try {
+    return fn(delivery)
+  } catch (error) {
+    const context = typeof key === 'string' ? { key, cause: error } : { cause: error }
+    throw new IdemError(ErrorCode.INVALID_MESSAGE, `${name} threw for ${nameOf(delivery)}: ${errorText(error)}`, context)
+  }
+}

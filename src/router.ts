@@ -1,6 +1,7 @@
-import { KeyHasher, KeyStatus, MAX_KEY_BYTES } from './bloom/key-hasher.js'
+import { KeyHasher } from './bloom/key-hasher.js'
 import { ErrorCode, IdemError } from './errors.js'
 import type { Message } from './message.js'
+import { invalidKey, KeyStatus, keyStatusOf, mustBe, type BadKeyStatus } from './validation.js'
 
 /**
  * Validates keys and maps each to its shard by a stable hash (jump consistent
@@ -35,19 +36,16 @@ export class Router {
     const scoped: unknown[] = new Array(n)
     const errors: (IdemError | undefined)[] = new Array(n)
     let namespaced = false
-    let invalid = 0
     for (let i = 0; i < n; i++) {
       const message = messages[i] as Message | null
       if (message === null || typeof message !== 'object') {
-        errors[i] = new IdemError(ErrorCode.INVALID_MESSAGE, `message must be an object with a key, got ${message === null ? 'null' : typeof message}`)
-        invalid++
+        errors[i] = new IdemError(ErrorCode.INVALID_MESSAGE, mustBe('message', 'an object with a key', message))
         scoped[i] = ''
         continue
       }
       const { key, namespace, fingerprint } = message
       if (fingerprint !== undefined && typeof fingerprint !== 'string') {
-        errors[i] = new IdemError(ErrorCode.INVALID_MESSAGE, `fingerprint must be a string when given, got ${typeof fingerprint}`, keyContext(key))
-        invalid++
+        errors[i] = new IdemError(ErrorCode.INVALID_MESSAGE, mustBe('fingerprint', 'a string when given', fingerprint), typeof key === 'string' ? { key } : {})
         scoped[i] = ''
         continue
       }
@@ -55,10 +53,9 @@ export class Router {
         scoped[i] = key
         continue
       }
-      const problem = namespaceProblem(namespace) ?? (typeof key === 'string' && key.includes('\0') ? 'key contains U+0000' : undefined)
-      if (problem !== undefined) {
-        errors[i] = new IdemError(ErrorCode.INVALID_KEY, problem, keyContext(key))
-        invalid++
+      const namespaceStatus = keyStatusOf(namespace)
+      if (namespaceStatus !== KeyStatus.OK || (typeof key === 'string' && key.includes('\0'))) {
+        errors[i] = namespaceStatus !== KeyStatus.OK ? invalidKey('namespace', namespaceStatus, namespace, key) : invalidKey('key', KeyStatus.NUL, key)
         scoped[i] = ''
         continue
       }
@@ -74,48 +71,20 @@ export class Router {
       for (let i = 0; i < n; i++) {
         const message = messages[i] as Message
         if (errors[i] !== undefined || message.namespace !== undefined || typeof message.key !== 'string' || !message.key.includes('\0')) continue
-        errors[i] = new IdemError(ErrorCode.INVALID_KEY, 'key contains U+0000', keyContext(message.key))
-        invalid++
+        errors[i] = invalidKey('key', KeyStatus.NUL, message.key)
         scoped[i] = ''
       }
     }
-    // Not the hasher's own count: it counts again the messages refused above (their placeholder key '' is empty to it).
+    // Messages refused above were hashed as '' (EMPTY): the hasher's count would count them twice.
     this.hasher.hash(scoped, this.shardCount, this.hashes, this.shards, this.status, { allowNul: namespaced })
+    let invalid = 0
     for (let i = 0; i < n; i++) {
       const status = this.status[i]
-      if (status === KeyStatus.OK || errors[i] !== undefined) continue
-      errors[i] = new IdemError(ErrorCode.INVALID_KEY, keyProblem(status, scoped[i]), keyContext((messages[i] as Message).key))
-      invalid++
+      if (status !== KeyStatus.OK && errors[i] === undefined) errors[i] = invalidKey('key', status as BadKeyStatus, scoped[i], (messages[i] as Message).key)
+      if (errors[i] !== undefined) invalid++
     }
     this.scopedKeys = scoped
     this.errors = errors
     return invalid
   }
-}
-
-function keyContext(key: unknown): { key?: string } {
-  return typeof key === 'string' ? { key } : {}
-}
-
-function keyProblem(status: number, key: unknown): string {
-  switch (status) {
-    case KeyStatus.NOT_STRING:
-      return `key must be a string, got ${key === null ? 'null' : typeof key}`
-    case KeyStatus.EMPTY:
-      return 'key must not be empty'
-    case KeyStatus.TOO_LONG:
-      return `key is ${Buffer.byteLength(key as string)} UTF-8 bytes (namespace included); the limit is ${MAX_KEY_BYTES}`
-    case KeyStatus.LONE_SURROGATE:
-      return 'key contains a lone surrogate (not well-formed UTF-16)'
-    default:
-      return 'key contains U+0000'
-  }
-}
-
-function namespaceProblem(namespace: unknown): string | undefined {
-  if (typeof namespace !== 'string') return `namespace must be a string when given, got ${namespace === null ? 'null' : typeof namespace}`
-  if (namespace.length === 0) return 'namespace must not be empty when given'
-  if (namespace.includes('\0')) return 'namespace contains U+0000'
-  if (!namespace.isWellFormed()) return 'namespace contains a lone surrogate (not well-formed UTF-16)'
-  return undefined
 }

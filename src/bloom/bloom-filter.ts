@@ -6,15 +6,9 @@
  * its injected clock, each generation spanning one dedup TTL): the filter
  * keeps no time of its own, which keeps it deterministic under test.
  */
-import { ConfigError, ErrorCode, IdemError } from '../errors.js'
-import {
-  DEFAULT_MAX_BATCH_KEYS,
-  KEY_WRITE_ROOM,
-  describeKeyStatus,
-  maxBatchKeysProblems,
-  writeKey,
-  type KeyStatus,
-} from './key-hasher.js'
+import { ErrorCode, IdemError } from '../errors.js'
+import { invalidKey, MAX_KEY_BYTES, OptionReader, type BadKeyStatus, type Interval } from '../validation.js'
+import { readMaxBatchKeys, writeKey } from './key-hasher.js'
 import { instantiateBloom, type BloomInstance } from './wasm.js'
 
 export interface BloomOptions {
@@ -50,19 +44,16 @@ export interface BloomStats {
 const MAX_BITS = 2 ** 32
 const MAX_K = 16
 
-function geometryProblems(expectedItems: number, falsePositiveRate: number): string[] {
-  const problems: string[] = []
-  const itemsValid = Number.isInteger(expectedItems) && expectedItems >= 1
-  const rateValid = typeof falsePositiveRate === 'number' && falsePositiveRate > 0 && falsePositiveRate <= 0.5
-  if (!itemsValid) problems.push(`expectedItems must be an integer >= 1 (got ${String(expectedItems)})`)
-  if (!rateValid) problems.push(`falsePositiveRate must be a number in (0, 0.5] (got ${String(falsePositiveRate)})`)
-  if (itemsValid && rateValid && bitsFor(expectedItems, falsePositiveRate) > MAX_BITS) {
-    problems.push(
-      `expectedItems ${expectedItems} at falsePositiveRate ${falsePositiveRate} needs ` +
-        `${bitsFor(expectedItems, falsePositiveRate)} bits per generation, over the limit of 2^32`,
-    )
-  }
-  return problems
+/** The false-positive rates a filter can be built for. */
+export const FALSE_POSITIVE_RATES: Interval = { above: 0, to: 0.5 }
+
+/** The most items one generation holds at this rate within MAX_BITS. */
+export function maxBloomItems(falsePositiveRate: number): number {
+  // The closed form, then exact against bitsFor's rounding.
+  let items = Math.floor((MAX_BITS * Math.LN2 ** 2) / -Math.log(falsePositiveRate))
+  while (bitsFor(items + 1, falsePositiveRate) <= MAX_BITS) items++
+  while (items > 0 && bitsFor(items, falsePositiveRate) > MAX_BITS) items--
+  return items
 }
 
 /** m = ceil(-n ln p / ln²2), rounded up to whole 64-bit words. */
@@ -70,13 +61,28 @@ function bitsFor(expectedItems: number, falsePositiveRate: number): number {
   return Math.ceil((-expectedItems * Math.log(falsePositiveRate)) / Math.LN2 ** 2 / 64) * 64
 }
 
-/** Size of one generation for n items at rate p; k = round(m/n · ln 2) clamped to [1, 16]. Throws ConfigError on bad input. */
-export function bloomGeometry(expectedItems: number, falsePositiveRate: number): BloomGeometry {
-  const problems = geometryProblems(expectedItems, falsePositiveRate)
-  if (problems.length > 0) throw new ConfigError(problems)
+/** Reads expectedItems and falsePositiveRate, recording what is wrong with them; their geometry when both are good. */
+function readGeometry(options: OptionReader): BloomGeometry | undefined {
+  const before = options.problems.length
+  const expectedItems = options.integer('expectedItems', undefined, 1)
+  const falsePositiveRate = options.number('falsePositiveRate', undefined, FALSE_POSITIVE_RATES)
+  if (options.problems.length > before) return undefined
+  const most = maxBloomItems(falsePositiveRate)
+  if (expectedItems > most) {
+    options.mustBe('expectedItems', `at most ${most} at falsePositiveRate ${falsePositiveRate} (one generation holds at most 2^32 bits)`)
+    return undefined
+  }
   const bits = bitsFor(expectedItems, falsePositiveRate)
   const k = Math.min(MAX_K, Math.max(1, Math.round((bits / expectedItems) * Math.LN2)))
   return { bits, k, bytesPerGeneration: bits / 8 }
+}
+
+/** Size of one generation for n items at rate p; k = round(m/n · ln 2) clamped to [1, 16]. Throws ConfigError on bad input. */
+export function bloomGeometry(expectedItems: number, falsePositiveRate: number): BloomGeometry {
+  const options = new OptionReader({ expectedItems, falsePositiveRate })
+  const geometry = readGeometry(options)
+  options.check()
+  return geometry!
 }
 
 // Snapshot layout, little-endian: the header, then the current and the
@@ -103,13 +109,11 @@ export class BloomFilter {
   readonly #core: BloomInstance
 
   constructor(options: BloomOptions) {
-    const maxBatchKeys = options.maxBatchKeys ?? DEFAULT_MAX_BATCH_KEYS
-    const problems = [
-      ...geometryProblems(options.expectedItems, options.falsePositiveRate),
-      ...maxBatchKeysProblems(maxBatchKeys),
-    ]
-    if (problems.length > 0) throw new ConfigError(problems)
-    const { bits, k, bytesPerGeneration } = bloomGeometry(options.expectedItems, options.falsePositiveRate)
+    const reader = new OptionReader(options)
+    const geometry = readGeometry(reader)
+    const maxBatchKeys = readMaxBatchKeys(reader)
+    reader.check()
+    const { bits, k, bytesPerGeneration } = geometry!
     this.bits = bits
     this.k = k
     this.bytes = 2 * bytesPerGeneration
@@ -119,7 +123,7 @@ export class BloomFilter {
       k,
       maxKeys: maxBatchKeys,
       // The per-key methods pack one key at a time.
-      maxKeyBytes: KEY_WRITE_ROOM,
+      maxKeyBytes: MAX_KEY_BYTES,
     })
   }
 
@@ -207,9 +211,9 @@ export class BloomFilter {
     if (version !== SNAPSHOT_VERSION) throw invalidSnapshot(`version ${version}, expected ${SNAPSHOT_VERSION}`)
     const expectedItems = bytes.readDoubleLE(Header.EXPECTED_ITEMS)
     const falsePositiveRate = bytes.readDoubleLE(Header.FALSE_POSITIVE_RATE)
-    const problems = geometryProblems(expectedItems, falsePositiveRate)
-    if (problems.length > 0) throw invalidSnapshot(problems.join('; '))
-    const geometry = bloomGeometry(expectedItems, falsePositiveRate)
+    const header = new OptionReader({ expectedItems, falsePositiveRate })
+    const geometry = readGeometry(header)
+    if (geometry === undefined) throw invalidSnapshot(header.problems.join('; '))
     const bits = Number(bytes.readBigUInt64LE(Header.BITS))
     const k = bytes.readUInt16LE(Header.K)
     if (bits !== geometry.bits || k !== geometry.k) {
@@ -226,10 +230,7 @@ export class BloomFilter {
   #hashKey(key: string): void {
     const core = this.#core
     const length = writeKey(key, core.keyBytes, 0)
-    if (length < 0) {
-      const reason = describeKeyStatus(-length as KeyStatus)
-      throw new IdemError(ErrorCode.INVALID_KEY, `bloom filter: ${reason}`, typeof key === 'string' ? { key } : {})
-    }
+    if (length < 0) throw invalidKey('key', -length as BadKeyStatus, key)
     core.offsets[0] = 0
     core.offsets[1] = length
     core.exports.hashKeys(1, 0)

@@ -4,63 +4,29 @@
  * hottest path in idem: turning strings into bytes dominates its cost, and the
  * code below is shaped by that (see #packAscii).
  */
-import { ConfigError } from '../errors.js'
+import { KeyStatus, keyStatusOf, MAX_KEY_BYTES, OptionReader } from '../validation.js'
 import { instantiateBloom, type BloomInstance } from './wasm.js'
 
-export const KeyStatus = { OK: 0, NOT_STRING: 1, EMPTY: 2, TOO_LONG: 3, LONE_SURROGATE: 4, NUL: 5 } as const
-export type KeyStatus = (typeof KeyStatus)[keyof typeof KeyStatus]
-
-/** The longest key, in UTF-8 bytes. */
-export const MAX_KEY_BYTES = 1024
-
-/**
- * Room writeKey() needs past its offset: a key of MAX_KEY_BYTES plus 4 bytes,
- * enough for any longer key to overflow visibly (a UTF-8 char is at most 4
- * bytes, and Buffer#write never writes part of one).
- */
-export const KEY_WRITE_ROOM = MAX_KEY_BYTES + 4
+// What a valid key is, and the words for a bad one, are validation.ts's; the hasher reports its statuses.
+export { KeyStatus, MAX_KEY_BYTES }
 
 export const DEFAULT_MAX_BATCH_KEYS = 4096
 /** Bounds the wasm memory a batch reserves (MAX_KEY_BYTES per key: 64 MiB here). */
 const BATCH_KEYS_LIMIT = 65536
 
-const keyStatusReasons: Record<KeyStatus, string> = {
-  [KeyStatus.OK]: 'the key is valid',
-  [KeyStatus.NOT_STRING]: 'the key is not a string',
-  [KeyStatus.EMPTY]: 'the key is empty',
-  [KeyStatus.TOO_LONG]: `the key is longer than ${MAX_KEY_BYTES} UTF-8 bytes`,
-  [KeyStatus.LONE_SURROGATE]: 'the key contains a lone UTF-16 surrogate',
-  // U+0000 separates the parts of namespaced keys; allowing it would let two namespaces collide.
-  [KeyStatus.NUL]: 'the key contains U+0000',
+/** The maxBatchKeys option of the hasher and the bloom filter; a bad one is a problem of the reader. */
+export function readMaxBatchKeys(options: OptionReader): number {
+  return options.integer('maxBatchKeys', DEFAULT_MAX_BATCH_KEYS, 1, BATCH_KEYS_LIMIT)
 }
-
-export function describeKeyStatus(status: KeyStatus): string {
-  return keyStatusReasons[status]
-}
-
-/** The problem with a maxBatchKeys option, if any, as ConfigError lines. */
-export function maxBatchKeysProblems(maxBatchKeys: number): string[] {
-  if (Number.isInteger(maxBatchKeys) && maxBatchKeys >= 1 && maxBatchKeys <= BATCH_KEYS_LIMIT) return []
-  return [`maxBatchKeys must be an integer from 1 to ${BATCH_KEYS_LIMIT} (got ${String(maxBatchKeys)})`]
-}
-
-// String#isWellFormed is ES2024: Node 20 has it, our ES2023 lib types do not.
-const isWellFormed = (key: string): boolean => (key as string & { isWellFormed(): boolean }).isWellFormed()
 
 /**
- * Validates one key and writes its UTF-8 bytes to target[offset..], which
- * needs KEY_WRITE_ROOM bytes. Returns the byte length, or the negated
- * KeyStatus of a bad key.
+ * Validates one key (keyStatusOf) and writes its UTF-8 bytes to
+ * target[offset..], which needs MAX_KEY_BYTES bytes. Returns the byte
+ * length, or the negated KeyStatus of a bad key.
  */
 export function writeKey(key: unknown, target: Buffer, offset: number, allowNul = false): number {
-  if (typeof key !== 'string') return -KeyStatus.NOT_STRING
-  if (key.length === 0) return -KeyStatus.EMPTY
-  // Each UTF-16 unit takes at least one UTF-8 byte.
-  if (key.length > MAX_KEY_BYTES) return -KeyStatus.TOO_LONG
-  if (!isWellFormed(key)) return -KeyStatus.LONE_SURROGATE
-  if (!allowNul && key.indexOf('\0') !== -1) return -KeyStatus.NUL
-  const written = target.write(key, offset, KEY_WRITE_ROOM, 'utf8')
-  return written > MAX_KEY_BYTES ? -KeyStatus.TOO_LONG : written
+  const status = keyStatusOf(key, allowNul)
+  return status === KeyStatus.OK ? target.write(key as string, offset, MAX_KEY_BYTES, 'utf8') : -status
 }
 
 export interface HashOptions {
@@ -86,16 +52,15 @@ export class KeyHasher {
   readonly #maxBatchKeys: number
 
   constructor(options: KeyHasherOptions = {}) {
-    const maxBatchKeys = options.maxBatchKeys ?? DEFAULT_MAX_BATCH_KEYS
-    const problems = maxBatchKeysProblems(maxBatchKeys)
-    if (problems.length > 0) throw new ConfigError(problems)
+    const reader = new OptionReader(options)
+    const maxBatchKeys = readMaxBatchKeys(reader)
+    reader.check()
     this.#maxBatchKeys = maxBatchKeys
     this.#core = instantiateBloom({
       wordsPerGeneration: 0,
       k: 0,
       maxKeys: maxBatchKeys,
-      // The last key may be written with KEY_WRITE_ROOM after (maxBatchKeys - 1) full keys.
-      maxKeyBytes: (maxBatchKeys - 1) * MAX_KEY_BYTES + KEY_WRITE_ROOM,
+      maxKeyBytes: maxBatchKeys * MAX_KEY_BYTES,
     })
   }
 

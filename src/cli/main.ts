@@ -1,18 +1,27 @@
 #!/usr/bin/env node
+import { createRequire } from 'node:module'
 import { constants } from 'node:os'
 import { parseArgs } from 'node:util'
+import { benchUsage } from '../../bench/suite-names.js'
 import { IdemError } from '../errors.js'
 import { defaults as consumerDefaults } from '../transport/bullmq/options.js'
+import { OptionReader } from '../validation.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
 import { migrateUsage, parseStoreFlag } from './migrate.js'
 
-const usage = `usage:
-  idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
-             [--store memory|sqlite:PATH] [--redis URL [--consumers N] [--concurrency N]]
-  idem bench [--json] [--quick]
-  ${migrateUsage}
+interface Command {
+  /** The command line it takes, as the usage shows it. */
+  synopsis: string
+  /** What it does, for `idem --help` and `idem <command> --help`; hidden commands have none. */
+  about?: string
+  run(args: string[]): Promise<number>
+}
 
-  demo   runs a generated stream with duplicates through the engine (memory store,
+const commands: Record<string, Command> = {
+  demo: {
+    synopsis: `idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
+             [--store memory|sqlite:PATH] [--redis URL [--consumers N] [--concurrency N]]`,
+    about: `  demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
          the stream to a fresh queue, --consumers processes (default 2) each run
@@ -23,31 +32,84 @@ const usage = `usage:
          The queue and every key of the run are deleted at the end (bullmq must be
          installed: it is an optional peer dependency).
          --store sqlite:PATH runs the embedded demo on the SQLite store in that file
-         (tables of its own, dropped at the end) instead of the memory store.
-  migrate creates a SQL store's tables and indexes (or checks the ones there), for
-         deployments that create them ahead of the consumers (store.createTables: false).
-  bench  tinybench microbenchmarks: the WASM bloom against bloomfilter and
-         bloom-filters, lru-cache, and the engine end to end (needs the dev dependencies).`
+         (tables of its own, dropped at the end) instead of the memory store.`,
+    run: demo,
+  },
+  bench: {
+    synopsis: benchUsage,
+    about: `  bench  tinybench microbenchmarks: the WASM bloom against bloomfilter and
+         bloom-filters, lru-cache, the engine end to end, and the stores and
+         transports against their peers (needs the dev dependencies). --quick
+         shrinks every workload for a smoke run; --only runs the suites named.`,
+    run: async (args) => (await import('../../bench/run.js')).runBench(args),
+  },
+  migrate: {
+    synopsis: migrateUsage,
+    about: `  migrate creates a SQL store's tables and indexes (or checks the ones there), for
+         deployments that create them ahead of the consumers (store.createTables: false).`,
+    run: async (args) => (await import('./migrate.js')).runMigrate(args),
+  },
+  consume: {
+    // One consumer process of `idem demo --redis`, forked by it with an IPC channel.
+    synopsis: 'idem consume --redis URL --queue NAME --prefix P --effects KEY [--shards N] [--threads N] [--concurrency N] [--expected-keys N]',
+    run: async (args) => (await import('./consume.js')).runConsume(args),
+  },
+}
+
+const shown = Object.values(commands).filter((command) => command.about !== undefined)
+const usage = `usage:
+${shown.map((command) => `  ${command.synopsis}`).join('\n')}
+  idem --version | idem --help | idem <command> --help
+
+${shown.map((command) => command.about).join('\n')}`
+
+function helpOf(command: Command): string {
+  return `usage: ${command.synopsis}${command.about === undefined ? '' : `\n\n${command.about}`}`
+}
+
+/** The version in idem's own package.json (a package may import its own exports by name). */
+function packageVersion(): string {
+  return (createRequire(import.meta.url)('idem/package.json') as { version: string }).version
+}
+
+function isParseArgsError(error: unknown): error is TypeError {
+  return error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')
+}
+
+/** A flag's text as a number when it reads as one, so that a problem line shows 0 for "0" and "two" for "two". */
+function flagValue(value: string | boolean | undefined): unknown {
+  if (typeof value !== 'string' || value.trim() === '') return value
+  const number = Number(value)
+  return Number.isNaN(number) ? value : number
+}
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv
-  if (command === 'demo') return demo(rest)
-  if (command === 'migrate') return (await import('./migrate.js')).runMigrate(rest)
-  if (command === 'consume') {
-    // Hidden: one consumer process of `idem demo --redis`, forked by it.
-    const { runConsume } = await import('./consume.js')
-    return runConsume(rest)
+  const [name, ...rest] = argv
+  if (name === '--version') {
+    console.log(packageVersion())
+    return 0
   }
-  if (command === 'bench') {
-    const { runBench } = await import('../../bench/run.js')
-    return runBench(rest)
-  }
-  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+  if (name === '--help' || name === '-h' || name === 'help') {
     console.log(usage)
-    return command === undefined ? 1 : 0
+    return 0
   }
-  console.error(`idem: unknown command ${JSON.stringify(command)}\n\n${usage}`)
-  return 2
+  const command = name !== undefined && Object.hasOwn(commands, name) ? commands[name] : undefined
+  if (command === undefined) {
+    console.error(`idem: ${name === undefined ? 'no command given' : `unknown command ${JSON.stringify(name)}`}\n\n${usage}`)
+    return 2
+  }
+  // Asked anywhere on the line, as git does: the usage wins over running.
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(helpOf(command))
+    return 0
+  }
+  try {
+    return await command.run(rest)
+  } catch (error) {
+    if (!isParseArgsError(error)) throw error
+    console.error(`idem ${name}: ${error.message}\n\n${helpOf(command)}`)
+    return 2
+  }
 }
 
 async function demo(args: string[]): Promise<number> {
@@ -67,30 +129,22 @@ async function demo(args: string[]): Promise<number> {
     },
     strict: true,
   })
-  const problems: string[] = []
   const viaRedis = values.redis !== undefined
-  for (const flag of ['consumers', 'concurrency'] as const) {
-    if (!viaRedis && values[flag] !== undefined) problems.push(`--${flag}: only with --redis (the in-memory demo has no consumer processes)`)
-  }
   values.messages ??= viaRedis ? '100000' : '1000000'
   values.threads ??= viaRedis ? '0' : String(defaultDemoThreads())
-  values.consumers ??= '2'
-  values.concurrency ??= String(consumerDefaults.concurrency)
-  const int = (name: string, min: number, max: number): number => {
-    const raw = values[name as keyof typeof values] as string
-    const value = Number(raw)
-    if (!Number.isInteger(value) || value < min || value > max) problems.push(`--${name}: must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`)
-    return value
+  const flags = new OptionReader(Object.fromEntries(Object.entries(values).map(([name, value]) => [`--${name}`, flagValue(value)])))
+  const problems = flags.problems
+  for (const flag of ['--consumers', '--concurrency']) {
+    if (!viaRedis && flags.has(flag)) flags.mustBe(flag, 'left out without --redis (the in-memory demo has no consumer processes)')
   }
-  const messages = int('messages', 1, 100_000_000)
-  const shards = int('shards', 1, 1024)
-  const threads = int('threads', 0, 64)
-  const seed = int('seed', 0, 2 ** 32 - 1)
-  const dupRate = Number(values['dup-rate'])
-  if (!(dupRate >= 0 && dupRate < 1)) problems.push(`--dup-rate: must be a number in [0, 1), got ${JSON.stringify(values['dup-rate'])}`)
-  const consumers = int('consumers', 1, 64)
-  const concurrency = int('concurrency', 1, 65_536)
-  if (viaRedis && !/^rediss?:\/\//.test(values.redis!)) problems.push(`--redis: must be a redis:// or rediss:// URL, got ${JSON.stringify(values.redis)}`)
+  const messages = flags.integer('--messages', undefined, 1, 100_000_000)
+  const shards = flags.integer('--shards', undefined, 1, 1024)
+  const threads = flags.integer('--threads', undefined, 0, 64)
+  const seed = flags.integer('--seed', undefined, 0, 2 ** 32 - 1)
+  const dupRate = flags.number('--dup-rate', undefined, { from: 0, below: 1 })
+  const consumers = flags.integer('--consumers', 2, 1, 64)
+  const concurrency = flags.integer('--concurrency', consumerDefaults.concurrency, 1, 65_536)
+  if (viaRedis) flags.string('--redis', undefined, 'a redis:// or rediss:// URL', (url) => /^rediss?:\/\//.test(url))
   const store = values.store === undefined ? undefined : parseStoreFlag(values.store)
   if (typeof store === 'string') problems.push(`--store: ${store}`)
   else if (store !== undefined && store.kind !== 'memory' && store.kind !== 'sqlite') problems.push('--store: the embedded demo runs on memory or sqlite:PATH')
@@ -132,7 +186,6 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     if (error instanceof IdemError) console.error(`idem: ${error.code}: ${error.message}`)
-    else if (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS')) console.error(`idem: ${error.message}\n\n${usage}`)
     else console.error(error)
     finished = true
     process.exitCode = 2

@@ -56,7 +56,7 @@ describe('idem demo --redis (end to end through BullMQ)', () => {
   })
 
   it.each([
-    [['--consumers', '2'], '--consumers: only with --redis'],
+    [['--consumers', '2'], '--consumers: must be left out without --redis (the in-memory demo has no consumer processes), got 2'],
     [['--redis', 'http://127.0.0.1:6379'], '--redis: must be a redis:// or rediss:// URL'],
     [['--redis', url, '--consumers', '0'], '--consumers: must be an integer from 1 to 64'],
   ])('bad flags %j exit 2 with the reason', (args, reason) => {

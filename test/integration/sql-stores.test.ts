@@ -54,7 +54,7 @@ describe.each(kinds)('%s store', (kind) => {
       const long = 'k'.repeat(1025)
       await expect(store.claim(['fine', long], [undefined, undefined], 'tok', 5_000)).rejects.toMatchObject({
         code: ErrorCode.INVALID_KEY,
-        message: "key is 1025 UTF-8 bytes (namespace included); the SQL stores' key column holds 1024",
+        message: `key: must be at most 1024 UTF-8 bytes, got "${'k'.repeat(60)}…" (1025 bytes)`,
       })
       expect(await rowCount(`${options.tablePrefix}records`)).toBe(0) // not even the valid key was written
       const multibyte = 'é'.repeat(513) // 1026 bytes in 513 characters

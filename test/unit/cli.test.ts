@@ -30,9 +30,9 @@ describe('idem demo', () => {
   })
 
   it.each([
-    [['--messages', '0'], '--messages: must be an integer'],
-    [['--dup-rate', '1.5'], '--dup-rate: must be a number in [0, 1)'],
-    [['--threads', 'two'], '--threads: must be an integer'],
+    [['--messages', '0'], '--messages: must be an integer from 1 to 100000000, got 0'],
+    [['--dup-rate', '1.5'], '--dup-rate: must be a number in [0, 1), got 1.5'],
+    [['--threads', 'two'], '--threads: must be an integer from 0 to 64, got "two"'],
     [['--bogus'], "Unknown option '--bogus'"],
   ])('bad flags %j exit 2 with the reason', (args, reason) => {
     const run = idem('demo', ...args)
@@ -43,6 +43,57 @@ describe('idem demo', () => {
   it('an unknown command exits 2 with the usage', () => {
     const run = idem('frobnicate')
     expect(run.code).toBe(2)
+    expect(run.stderr).toContain('idem: unknown command "frobnicate"')
     expect(run.stderr).toContain('usage:')
+  })
+})
+
+describe('idem usage', () => {
+  it.each([
+    ['demo', 'usage: idem demo  [--messages N]'],
+    ['bench', 'usage: idem bench [--json] [--quick] [--only bloom,lru,engine,redis,streams,sql,bullmq]'],
+    ['migrate', 'usage: idem migrate --store postgres://…|mysql://…|sqlite:PATH [--tables N] [--table-prefix P]'],
+    ['consume', 'usage: idem consume --redis URL --queue NAME'],
+  ])('idem %s --help prints its usage on stdout, exit 0', (command, usage) => {
+    for (const flag of ['--help', '-h']) {
+      const run = idem(command, flag)
+      expect(run.stderr).toBe('')
+      expect(run.code).toBe(0)
+      expect(run.stdout.startsWith(usage)).toBe(true)
+    }
+  })
+
+  it('--help after other flags still prints the usage instead of running', () => {
+    const run = idem('demo', '--messages', '5', '--help')
+    expect(run.code).toBe(0)
+    expect(run.stdout).toContain('usage: idem demo')
+  })
+
+  it('idem --help lists every public command, bench with --only; exit 0', () => {
+    const run = idem('--help')
+    expect(run.code).toBe(0)
+    for (const line of ['  idem demo  [', '  idem bench [--json] [--quick] [--only ', '  idem migrate --store', '  idem --version | idem --help | idem <command> --help']) {
+      expect(run.stdout).toContain(line)
+    }
+    expect(run.stdout).not.toContain('idem consume')
+  })
+
+  it('idem --version prints the package version, exit 0', async () => {
+    const { readFile } = await import('node:fs/promises')
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+    const run = idem('--version')
+    expect(run).toEqual({ code: 0, stdout: `${version}\n`, stderr: '' })
+  })
+
+  it.each([
+    [[], 'idem: no command given'],
+    [['migrate', '--bogus'], "idem migrate: Unknown option '--bogus'"],
+    [['bench', '--only', 'nope'], 'idem bench: unknown suite "nope"'],
+    [['bench', '--fast'], "idem bench: Unknown option '--fast'"],
+  ])('bad input %j exits 2 with the reason on stderr', (args, reason) => {
+    const run = idem(...args)
+    expect(run.code).toBe(2)
+    expect(run.stderr).toContain(reason)
+    expect(run.stdout).toBe('')
   })
 })

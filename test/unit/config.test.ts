@@ -21,42 +21,81 @@ describe('config', () => {
     expect(config.store).toEqual({ kind: 'memory' })
   })
 
+  // One case per message: each options object has one bad field, and the test asserts the whole line.
   const cases: [string, unknown, string][] = [
-    ['not an object', 42, 'options must be an object'],
-    ['unknown field', { shard: 4 }, 'shard: unknown option'],
+    ['not an object', 42, 'options: must be an object, got 42'],
+    ['unknown field', { shard: 4 }, 'shard: must be left out (not an option of createEngine; known: shards, threads, ttlMs, leaseMs, bloom, lru, store, rollout, maxBatch, keepResults, handler), got 4'],
     ['shards zero', { shards: 0 }, 'shards: must be an integer from 1 to 65536, got 0'],
-    ['shards fractional', { shards: 1.5 }, 'shards: must be an integer'],
-    ['threads negative', { threads: -1 }, 'threads: must be an integer from 0 to 256'],
-    ['threads more than shards', { shards: 2, threads: 3 }, 'threads: 3 threads for 2 shards'],
-    ['ttlMs string', { ttlMs: '1h' }, 'ttlMs: must be an integer from 1 to'],
-    ['leaseMs too small', { leaseMs: 5 }, 'leaseMs: must be an integer from 10 to'],
-    ['maxBatch zero', { maxBatch: 0 }, 'maxBatch: must be an integer from 1 to 65536'],
+    ['shards fractional', { shards: 1.5 }, 'shards: must be an integer from 1 to 65536, got 1.5'],
+    ['threads negative', { threads: -1 }, 'threads: must be an integer from 0 to 256, got -1'],
+    ['threads more than shards', { shards: 2, threads: 3 }, 'threads: must be at most shards (2), as a thread with no shard would sit idle, got 3'],
+    ['ttlMs string', { ttlMs: '1h' }, 'ttlMs: must be an integer from 1 to 4398046511104, got "1h"'],
+    ['leaseMs too small', { leaseMs: 5 }, 'leaseMs: must be an integer from 10 to 4398046511104, got 5'],
+    ['maxBatch zero', { maxBatch: 0 }, 'maxBatch: must be an integer from 1 to 65536, got 0'],
     ['bloom not an object', { bloom: 5 }, 'bloom: must be an object, got 5'],
-    ['bloom items zero', { bloom: { expectedItems: 0 } }, 'bloom.expectedItems: must be an integer from 1'],
+    ['bloom unknown field', { bloom: { expectedItem: 5 } }, 'bloom.expectedItem: must be left out (not an option of bloom; known: expectedItems, falsePositiveRate), got 5'],
+    ['bloom items zero', { bloom: { expectedItems: 0 } }, 'bloom.expectedItems: must be an integer from 1 to 4294967296, got 0'],
     ['bloom rate one', { bloom: { falsePositiveRate: 1 } }, 'bloom.falsePositiveRate: must be a number in (0, 0.5], got 1'],
     ['bloom rate NaN', { bloom: { falsePositiveRate: Number.NaN } }, 'bloom.falsePositiveRate: must be a number in (0, 0.5], got NaN'],
-    ['bloom too large for one shard', { shards: 1, bloom: { expectedItems: 2 ** 32, falsePositiveRate: 0.0001 } }, 'bloom (per shard): expectedItems 4294967296 at falsePositiveRate 0.0001 needs'],
-    ['lru negative', { lru: { maxKeys: -1 } }, 'lru.maxKeys: must be an integer from 0'],
+    [
+      'bloom too large for one shard',
+      { shards: 1, bloom: { expectedItems: 2 ** 32, falsePositiveRate: 0.0001 } },
+      "bloom.expectedItems: must be at most 224044921 at falsePositiveRate 0.0001 with 1 shard (each shard's bloom generation holds at most 2^32 bits), got 4294967296",
+    ],
+    ['lru an array', { lru: [1, 2] }, 'lru: must be an object, got [1, 2]'],
+    ['lru unknown field', { lru: { size: 5 } }, 'lru.size: must be left out (not an option of lru; known: maxKeys), got 5'],
+    ['lru negative', { lru: { maxKeys: -1 } }, 'lru.maxKeys: must be an integer from 0 to 1073741824, got -1'],
+    ['store not an object', { store: 'redis' }, `store: must be an object like { kind: 'redis', url }, got "redis"`],
     ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory', 'redis', 'postgres', 'mysql' or 'sqlite', got "dynamo"`],
-    ['redis store without a server', { store: { kind: 'redis' } }, 'store: give exactly one of url, cluster or client for the redis store, got none'],
-    ['redis store with two servers', { store: { kind: 'redis', url: 'redis://a', cluster: [{ host: 'b', port: 1 }] } }, 'got url and cluster'],
-    ['redis url not a URL', { store: { kind: 'redis', url: 'localhost:6379' } }, 'store.url: must be a redis:// or rediss:// URL, got "localhost:6379"'],
-    ['redis cluster nodes', { store: { kind: 'redis', cluster: [{ host: 'a' }] } }, 'store.cluster: must be a non-empty array of { host: string, port: number }'],
-    ['redis prefix with a brace', { store: { kind: 'redis', url: 'redis://x', prefix: 'a{b' } }, 'store.prefix: must be a string without {, } or U+0000, got "a{b"'],
-    ['redis hashTags 0', { store: { kind: 'redis', url: 'redis://x', hashTags: 0 } }, 'store.hashTags: must be an integer from 1 to 16384, got 0'],
-    ['redis retries negative', { store: { kind: 'redis', url: 'redis://x', retries: -1 } }, 'store.retries: must be an integer from 0 to 100, got -1'],
-    ['redis unknown option', { store: { kind: 'redis', url: 'redis://x', tls: true } }, 'store.tls: unknown option for the redis store'],
-    ['redis client not a client', { store: { kind: 'redis', client: {} } }, 'store.client: must be an ioredis Redis or Cluster instance'],
-    ['redis requireReplicas on a cluster', { store: { kind: 'redis', cluster: [{ host: 'a', port: 1 }], requireReplicas: 1 } }, 'store.requireReplicas: only with store.url'],
+    ['memory store with options', { store: { kind: 'memory', url: 'redis://x' } }, 'store.url: must be left out (not an option of the memory store; known: kind), got "redis://x"'],
     ['rollout unknown', { rollout: 'log' }, `rollout: must be 'enforce' or 'shadow', got "log"`],
-    ['handler empty', { handler: '' }, 'handler: must be a module path or file URL'],
+    ['handler empty', { handler: '' }, 'handler: must be a module path or a file URL, got ""'],
+    ['handler a number', { handler: 5 }, 'handler: must be a module path or a file URL, got 5'],
     ['keepResults not boolean', { keepResults: 'yes' }, 'keepResults: must be a boolean, got "yes"'],
   ]
   for (const [name, options, message] of cases) {
     it(`refuses ${name}`, () => {
-      expect(problemsOf(options).join('\n')).toContain(message)
+      expect(problemsOf(options)).toEqual([message])
     })
   }
+
+  const redis = (options: Record<string, unknown>) => ({ store: { kind: 'redis', ...options } })
+  const redisCases: [string, unknown, string][] = [
+    ['without a server', redis({}), 'store: must be given exactly one of url, cluster or client for the redis store, got none'],
+    ['with two servers', redis({ url: 'redis://a', cluster: [{ host: 'b', port: 1 }] }), 'store: must be given exactly one of url, cluster or client for the redis store, got url and cluster'],
+    ['url not a URL', redis({ url: 'localhost:6379' }), 'store.url: must be a redis:// or rediss:// URL, got "localhost:6379"'],
+    ['cluster nodes without a port', redis({ cluster: [{ host: 'a' }] }), 'store.cluster: must be a non-empty array of { host: string, port: number }, got [{ host: "a" }]'],
+    ['client not a client', redis({ client: {} }), 'store.client: must be an ioredis Redis or Cluster instance, got {}'],
+    [
+      'client with threads',
+      { shards: 2, threads: 1, ...redis({ client: { defineCommand() {} } }) },
+      'store.client: must be left out with threads > 0, as a client object cannot cross into worker threads (give store.url or store.cluster), got { defineCommand: function defineCommand }',
+    ],
+    ['prefix with a brace', redis({ url: 'redis://x', prefix: 'a{b' }), 'store.prefix: must be a string without {, } or U+0000, got "a{b"'],
+    ['hashTags 0', redis({ url: 'redis://x', hashTags: 0 }), 'store.hashTags: must be an integer from 1 to 16384, got 0'],
+    ['commandTimeoutMs too small', redis({ url: 'redis://x', commandTimeoutMs: 5 }), 'store.commandTimeoutMs: must be an integer from 10 to 600000, got 5'],
+    ['retries negative', redis({ url: 'redis://x', retries: -1 }), 'store.retries: must be an integer from 0 to 100, got -1'],
+    ['retryBackoffMs a string', redis({ url: 'redis://x', retryBackoffMs: '50ms' }), 'store.retryBackoffMs: must be an integer from 0 to 60000, got "50ms"'],
+    ['maxResultBytes fractional', redis({ url: 'redis://x', maxResultBytes: 1.5 }), 'store.maxResultBytes: must be an integer from 0 to 536870912, got 1.5'],
+    ['requireReplicas too many', redis({ url: 'redis://x', requireReplicas: 65 }), 'store.requireReplicas: must be an integer from 0 to 64, got 65'],
+    ['requireReplicas on a cluster', redis({ cluster: [{ host: 'a', port: 1 }], requireReplicas: 1 }), 'store.requireReplicas: must be 0 without store.url, as WAIT counts the replicas of a single primary, got 1'],
+    ['replicaTimeoutMs zero', redis({ url: 'redis://x', replicaTimeoutMs: 0 }), 'store.replicaTimeoutMs: must be an integer from 1 to 600000, got 0'],
+    [
+      'unknown option',
+      redis({ url: 'redis://x', tls: true }),
+      'store.tls: must be left out (not an option of the redis store; known: kind, url, cluster, client, prefix, hashTags, commandTimeoutMs, retries, retryBackoffMs, maxResultBytes, requireReplicas, replicaTimeoutMs), got true',
+    ],
+  ]
+  for (const [name, options, message] of redisCases) {
+    it(`refuses a redis store: ${name}`, () => {
+      expect(problemsOf(options)).toEqual([message])
+    })
+  }
+
+  it('fills the redis store defaults', () => {
+    const filled = { prefix: 'idem:', hashTags: 64, commandTimeoutMs: 1000, retries: 3, retryBackoffMs: 50, maxResultBytes: 65_536, requireReplicas: 0, replicaTimeoutMs: 100 }
+    expect(resolveConfig(redis({ url: 'redis://x' })).store).toEqual({ kind: 'redis', url: 'redis://x', ...filled })
+  })
 
   it('names every bad field in one error', () => {
     const problems = problemsOf({ shards: 0, leaseMs: 1, rollout: 'x', bloom: { falsePositiveRate: 2 } })

@@ -293,13 +293,13 @@ describe('bad input fails one message, never the batch', () => {
       'INVALID_KEY', 'INVALID_KEY', 'INVALID_KEY', 'INVALID_KEY', 'INVALID_KEY', 'INVALID_KEY',
       'INVALID_MESSAGE', 'INVALID_MESSAGE', 'INVALID_MESSAGE', 'INVALID_KEY',
     ])
-    expect(invalid[0].error?.message).toContain('must be a string, got number')
-    expect(invalid[1].error?.message).toContain('must not be empty')
-    expect(invalid[2].error?.message).toContain('1025 UTF-8 bytes')
-    expect(invalid[3].error?.message).toContain('1026 UTF-8 bytes')
+    expect(invalid[0].error?.message).toBe('key: must be a non-empty string, got 42')
+    expect(invalid[1].error?.message).toBe('key: must be a non-empty string, got ""')
+    expect(invalid[2].error?.message).toContain('(1025 bytes)')
+    expect(invalid[3].error?.message).toContain('(1026 bytes)')
     expect(invalid[4].error?.message).toContain('lone surrogate')
     expect(invalid[5].error?.message).toContain('U+0000')
-    expect(invalid[9].error?.message).toContain('namespace must not be empty')
+    expect(invalid[9].error?.message).toBe('namespace: must be a non-empty string, got ""')
     expect(effects.size).toBe(3)
     expect(e.stats().totals.verdicts.invalid).toBe(bad.length)
   })

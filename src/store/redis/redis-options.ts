@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis'
+import { OptionReader, type Filled } from '../../validation.js'
 
 /** `store: { kind: 'redis', … }` as a user writes it. */
 export interface RedisStoreOptions {
@@ -31,59 +32,52 @@ export interface RedisStoreOptions {
   replicaTimeoutMs?: number
 }
 
-/** The options after defaults and validation: every tunable filled in, one server source kept. */
-export type RedisStoreConfig = Pick<RedisStoreOptions, 'kind' | 'url' | 'cluster' | 'client'> &
-  Required<Omit<RedisStoreOptions, 'kind' | 'url' | 'cluster' | 'client'>>
+/** The options after defaults and validation: every tunable filled in, the one server source as given. */
+export type RedisStoreConfig = Filled<RedisStoreOptions, 'kind' | 'url' | 'cluster' | 'client'>
 
-const known = ['kind', 'url', 'cluster', 'client', 'prefix', 'hashTags', 'commandTimeoutMs', 'retries', 'retryBackoffMs', 'maxResultBytes', 'requireReplicas', 'replicaTimeoutMs']
+const redisDefaults = {
+  prefix: 'idem:',
+  hashTags: 64,
+  commandTimeoutMs: 1000,
+  retries: 3,
+  retryBackoffMs: 50,
+  maxResultBytes: 65_536,
+  requireReplicas: 0,
+  replicaTimeoutMs: 100,
+} as const satisfies Omit<RedisStoreConfig, 'kind' | 'url' | 'cluster' | 'client'>
+
+const sources = ['url', 'cluster', 'client']
 
 /** Validates `store` for kind 'redis', pushing one line per bad field. */
-export function resolveRedisStore(o: Record<string, unknown>, threads: number, problems: string[]): RedisStoreConfig {
-  for (const field of Object.keys(o)) if (!known.includes(field)) problems.push(`store.${field}: unknown option for the redis store (known: ${known.join(', ')})`)
-  const integer = (field: string, fallback: number, min: number, max: number): number => {
-    const value = o[field]
-    if (value === undefined) return fallback
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      problems.push(`store.${field}: must be an integer from ${min} to ${max}, got ${typeof value === 'number' ? value : typeof value}`)
-      return fallback
-    }
-    return value
+export function resolveRedisStore(options: Record<string, unknown>, threads: number, problems: string[]): RedisStoreConfig {
+  const o = new OptionReader(options, problems, 'store')
+  o.onlyKnown(['kind', ...sources, ...Object.keys(redisDefaults)], 'the redis store')
+  o.exactlyOne(sources, 'the redis store')
+  if (o.has('url')) o.string('url', undefined, 'a redis:// or rediss:// URL', (url) => /^rediss?:\/\//.test(url))
+  if (o.has('cluster')) {
+    const nodes = o.value('cluster')
+    const valid = Array.isArray(nodes) && nodes.length > 0 && nodes.every((n) => typeof n?.host === 'string' && Number.isInteger(n?.port) && n.port > 0 && n.port < 65536)
+    if (!valid) o.mustBe('cluster', 'a non-empty array of { host: string, port: number }')
   }
-  const sources = ['url', 'cluster', 'client'].filter((f) => o[f] !== undefined)
-  if (sources.length !== 1) problems.push(`store: give exactly one of url, cluster or client for the redis store, got ${sources.length === 0 ? 'none' : sources.join(' and ')}`)
-  if (o.url !== undefined) {
-    const url = o.url
-    if (typeof url !== 'string' || !/^rediss?:\/\//.test(url)) problems.push(`store.url: must be a redis:// or rediss:// URL, got ${JSON.stringify(url)}`)
+  if (o.has('client')) {
+    const client = o.value('client') as { defineCommand?: unknown }
+    if (typeof client?.defineCommand !== 'function') o.mustBe('client', 'an ioredis Redis or Cluster instance')
+    else if (threads > 0) o.mustBe('client', 'left out with threads > 0, as a client object cannot cross into worker threads (give store.url or store.cluster)')
   }
-  if (o.cluster !== undefined) {
-    const nodes = o.cluster
-    const ok = Array.isArray(nodes) && nodes.length > 0 && nodes.every((n) => typeof n?.host === 'string' && Number.isInteger(n?.port) && n.port > 0 && n.port < 65536)
-    if (!ok) problems.push('store.cluster: must be a non-empty array of { host: string, port: number }')
-  }
-  if (o.client !== undefined) {
-    const client = o.client as { defineCommand?: unknown }
-    if (typeof client?.defineCommand !== 'function') problems.push('store.client: must be an ioredis Redis or Cluster instance')
-    else if (threads > 0) problems.push('store.client: a client object cannot cross into worker threads; with threads > 0 give store.url or store.cluster')
-  }
-  let prefix = 'idem:'
-  if (o.prefix !== undefined) {
-    if (typeof o.prefix !== 'string' || /[{}\0]/.test(o.prefix)) problems.push(`store.prefix: must be a string without {, } or U+0000, got ${JSON.stringify(o.prefix)}`)
-    else prefix = o.prefix
-  }
-  const requireReplicas = integer('requireReplicas', 0, 0, 64)
-  if (requireReplicas > 0 && o.url === undefined) problems.push('store.requireReplicas: only with store.url (a single primary and its replicas)')
+  const requireReplicas = o.integer('requireReplicas', redisDefaults.requireReplicas, 0, 64)
+  if (requireReplicas > 0 && !o.has('url')) o.mustBe('requireReplicas', '0 without store.url, as WAIT counts the replicas of a single primary')
   return {
     kind: 'redis',
-    ...(typeof o.url === 'string' ? { url: o.url } : {}),
-    ...(Array.isArray(o.cluster) ? { cluster: o.cluster as { host: string; port: number }[] } : {}),
-    ...(o.client !== undefined ? { client: o.client as Redis | Cluster } : {}),
-    prefix,
-    hashTags: integer('hashTags', 64, 1, 16_384),
-    commandTimeoutMs: integer('commandTimeoutMs', 1000, 10, 600_000),
-    retries: integer('retries', 3, 0, 100),
-    retryBackoffMs: integer('retryBackoffMs', 50, 0, 60_000),
-    maxResultBytes: integer('maxResultBytes', 65_536, 0, 512 * 1024 * 1024),
+    ...(typeof o.value('url') === 'string' ? { url: o.value('url') as string } : {}),
+    ...(Array.isArray(o.value('cluster')) ? { cluster: o.value('cluster') as { host: string; port: number }[] } : {}),
+    ...(o.has('client') ? { client: o.value('client') as Redis | Cluster } : {}),
+    prefix: o.string('prefix', redisDefaults.prefix, 'a string without {, } or U+0000', (prefix) => !/[{}\0]/.test(prefix)),
+    hashTags: o.integer('hashTags', redisDefaults.hashTags, 1, 16_384),
+    commandTimeoutMs: o.integer('commandTimeoutMs', redisDefaults.commandTimeoutMs, 10, 600_000),
+    retries: o.integer('retries', redisDefaults.retries, 0, 100),
+    retryBackoffMs: o.integer('retryBackoffMs', redisDefaults.retryBackoffMs, 0, 60_000),
+    maxResultBytes: o.integer('maxResultBytes', redisDefaults.maxResultBytes, 0, 512 * 1024 * 1024),
     requireReplicas,
-    replicaTimeoutMs: integer('replicaTimeoutMs', 100, 1, 600_000),
+    replicaTimeoutMs: o.integer('replicaTimeoutMs', redisDefaults.replicaTimeoutMs, 1, 600_000),
   }
 }

@@ -3,19 +3,20 @@
  * ahead of the first consumer) and dropping a store's own tables (the demo's
  * and the tests' cleanup). Both refuse tables idem did not create.
  */
-import { ConfigError, ErrorCode, IdemError } from '../../errors.js'
+import { ErrorCode, IdemError } from '../../errors.js'
+import { OptionReader, quotedChoices } from '../../validation.js'
 import { createSqlDialect } from './sql-backends.js'
-import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
+import { isSqlKind, resolveSqlStore, SQL_KINDS, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
 import { allTableNames, metaTableName } from './sql-records.js'
 import { ensureSchema, type SchemaReport } from './sql-schema.js'
 
 /** Validates SQL store options on their own (no engine): a ConfigError naming every bad field. */
 export function resolveSqlStoreOptions(options: SqlStoreOptions): SqlStoreConfig {
-  const raw = options as unknown as Record<string, unknown>
-  if (!isSqlKind(raw?.kind)) throw new ConfigError([`store.kind: must be 'postgres', 'mysql' or 'sqlite', got ${JSON.stringify(raw?.kind)}`])
-  const problems: string[] = []
-  const config = resolveSqlStore(raw, 0, problems)
-  if (problems.length > 0) throw new ConfigError(problems)
+  const store = new OptionReader(options, [], 'store')
+  if (store.valid && !isSqlKind(store.value('kind'))) store.mustBe('kind', quotedChoices(SQL_KINDS))
+  store.check()
+  const config = resolveSqlStore(options as unknown as Record<string, unknown>, 0, store.problems)
+  store.check()
   return config
 }
 

@@ -4,6 +4,7 @@
  * Drivers are optional peer dependencies, so the types of pools and databases
  * a user passes in are structural here (see sql-drivers.ts), never imports.
  */
+import { OptionReader, type Filled } from '../../validation.js'
 import type { MysqlPoolLike, PgPoolLike, SqliteDatabaseLike } from './sql-drivers.js'
 
 /** Options every SQL store shares. */
@@ -97,46 +98,14 @@ export type SqlStoreOptions = PostgresStoreOptions | MysqlStoreOptions | SqliteS
 export type SqlKind = SqlStoreOptions['kind']
 
 /** Shared by every SQL store config after defaults and validation. */
-export interface SqlCommonConfig {
-  tablePrefix: string
-  tables: number
-  createTables: boolean
-  retries: number
-  retryBackoffMs: number
-  maxResultBytes: number
-  sweepIntervalMs: number
-  sweepBatch: number
-}
-
-export interface SqlServerConfig extends SqlCommonConfig {
-  poolSize: number
-  transactionPoolSize: number
-  commandTimeoutMs: number
-}
-
-export interface PostgresStoreConfig extends SqlServerConfig {
-  kind: 'postgres'
-  url?: string
-  pool?: PgPoolLike
-}
-
-export interface MysqlStoreConfig extends SqlServerConfig {
-  kind: 'mysql'
-  url?: string
-  pool?: MysqlPoolLike
-}
-
-export interface SqliteStoreConfig extends SqlCommonConfig {
-  kind: 'sqlite'
-  path?: string
-  database?: SqliteDatabaseLike
-  synchronous: 'full' | 'normal'
-  busyTimeoutMs: number
-}
-
+export type SqlCommonConfig = Required<SqlCommonOptions>
+export type SqlServerConfig = Required<SqlServerOptions>
+export type PostgresStoreConfig = Filled<PostgresStoreOptions, 'kind' | 'url' | 'pool'>
+export type MysqlStoreConfig = Filled<MysqlStoreOptions, 'kind' | 'url' | 'pool'>
+export type SqliteStoreConfig = Filled<SqliteStoreOptions, 'kind' | 'path' | 'database'>
 export type SqlStoreConfig = PostgresStoreConfig | MysqlStoreConfig | SqliteStoreConfig
 
-export const sqlDefaults = {
+const commonDefaults = {
   tablePrefix: 'idem_',
   tables: 1,
   createTables: true,
@@ -145,117 +114,91 @@ export const sqlDefaults = {
   maxResultBytes: 65_536,
   sweepIntervalMs: 10_000,
   sweepBatch: 1_000,
+} as const satisfies SqlCommonConfig
+
+const serverDefaults = {
   poolSize: 2,
   transactionPoolSize: 16,
   commandTimeoutMs: 5_000,
+} as const satisfies Omit<SqlServerConfig, keyof SqlCommonConfig>
+
+const sqliteDefaults = {
   synchronous: 'full',
   busyTimeoutMs: 5_000,
-} as const
+} as const satisfies Omit<SqliteStoreConfig, keyof SqlCommonConfig | 'kind' | 'path' | 'database'>
 
-const common = ['kind', 'tablePrefix', 'tables', 'createTables', 'retries', 'retryBackoffMs', 'maxResultBytes', 'sweepIntervalMs', 'sweepBatch']
-const knownFields: Record<SqlKind, string[]> = {
-  postgres: [...common, 'url', 'pool', 'poolSize', 'transactionPoolSize', 'commandTimeoutMs'],
-  mysql: [...common, 'url', 'pool', 'poolSize', 'transactionPoolSize', 'commandTimeoutMs'],
-  sqlite: [...common, 'path', 'database', 'synchronous', 'busyTimeoutMs'],
-}
+const sourcesOf = { postgres: ['url', 'pool'], mysql: ['url', 'pool'], sqlite: ['path', 'database'] } as const satisfies Record<SqlKind, readonly string[]>
 const urlPattern: Record<'postgres' | 'mysql', RegExp> = { postgres: /^postgres(ql)?:\/\//, mysql: /^(mysql|mariadb):\/\// }
 
 export const TABLE_PREFIX_PATTERN = /^[a-z_][a-z0-9_]{0,39}$/
 export const MAX_TABLES = 1024
 
-/** Validates `store` for a SQL kind, pushing one line per bad field (the pattern of config.ts). */
-export function resolveSqlStore(o: Record<string, unknown>, threads: number, problems: string[]): SqlStoreConfig {
-  const kind = o.kind as SqlKind
-  const known = knownFields[kind]
-  for (const field of Object.keys(o)) if (!known.includes(field)) problems.push(`store.${field}: unknown option for the ${kind} store (known: ${known.join(', ')})`)
-  const integer = (field: string, fallback: number, min: number, max: number): number => {
-    const value = o[field]
-    if (value === undefined) return fallback
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      problems.push(`store.${field}: must be an integer from ${min} to ${max}, got ${show(value)}`)
-      return fallback
-    }
-    return value
-  }
-  let tablePrefix: string = sqlDefaults.tablePrefix
-  if (o.tablePrefix !== undefined) {
-    if (typeof o.tablePrefix !== 'string' || !TABLE_PREFIX_PATTERN.test(o.tablePrefix)) {
-      problems.push(`store.tablePrefix: must be lowercase letters, digits and _, starting with a letter or _, at most 40 characters; got ${show(o.tablePrefix)}`)
-    } else tablePrefix = o.tablePrefix
-  }
-  let createTables: boolean = sqlDefaults.createTables
-  if (o.createTables !== undefined) {
-    if (typeof o.createTables !== 'boolean') problems.push(`store.createTables: must be a boolean, got ${show(o.createTables)}`)
-    else createTables = o.createTables
-  }
+/** Validates `store` for a SQL kind, pushing one line per bad field. */
+export function resolveSqlStore(options: Record<string, unknown>, threads: number, problems: string[]): SqlStoreConfig {
+  const o = new OptionReader(options, problems, 'store')
+  const kind = o.value('kind') as SqlKind
+  const owner = `the ${kind} store`
+  const sources = sourcesOf[kind]
+  const own = kind === 'sqlite' ? sqliteDefaults : serverDefaults
+  o.onlyKnown(['kind', ...sources, ...Object.keys(commonDefaults), ...Object.keys(own)], owner)
+  o.exactlyOne(sources, owner)
   const shared: SqlCommonConfig = {
-    tablePrefix,
-    tables: integer('tables', sqlDefaults.tables, 1, MAX_TABLES),
-    createTables,
-    retries: integer('retries', sqlDefaults.retries, 0, 100),
-    retryBackoffMs: integer('retryBackoffMs', sqlDefaults.retryBackoffMs, 0, 60_000),
-    maxResultBytes: integer('maxResultBytes', sqlDefaults.maxResultBytes, 0, 256 * 1024 * 1024),
-    sweepIntervalMs: integer('sweepIntervalMs', sqlDefaults.sweepIntervalMs, 0, 86_400_000),
-    sweepBatch: integer('sweepBatch', sqlDefaults.sweepBatch, 1, 100_000),
+    tablePrefix: o.string('tablePrefix', commonDefaults.tablePrefix, 'lowercase letters, digits and _, starting with a letter or _, at most 40 characters', (prefix) =>
+      TABLE_PREFIX_PATTERN.test(prefix),
+    ),
+    tables: o.integer('tables', commonDefaults.tables, 1, MAX_TABLES),
+    createTables: o.boolean('createTables', commonDefaults.createTables),
+    retries: o.integer('retries', commonDefaults.retries, 0, 100),
+    retryBackoffMs: o.integer('retryBackoffMs', commonDefaults.retryBackoffMs, 0, 60_000),
+    maxResultBytes: o.integer('maxResultBytes', commonDefaults.maxResultBytes, 0, 256 * 1024 * 1024),
+    sweepIntervalMs: o.integer('sweepIntervalMs', commonDefaults.sweepIntervalMs, 0, 86_400_000),
+    sweepBatch: o.integer('sweepBatch', commonDefaults.sweepBatch, 1, 100_000),
   }
 
   if (kind === 'sqlite') {
-    const sources = ['path', 'database'].filter((f) => o[f] !== undefined)
-    if (sources.length !== 1) problems.push(`store: give exactly one of path or database for the sqlite store, got ${sources.length === 0 ? 'none' : sources.join(' and ')}`)
-    if (o.path !== undefined) {
-      const path = o.path
-      if (typeof path !== 'string' || path.length === 0) problems.push(`store.path: must be a non-empty file path, got ${show(path)}`)
-      else if (path === ':memory:' || path.startsWith('file::memory:')) problems.push("store.path: an in-memory SQLite database is private to one connection and not durable; use store: { kind: 'memory' } instead")
+    if (o.has('path')) {
+      const path = o.string('path', undefined, 'a non-empty file path')
+      // ':memory:' is a valid SQLite name, but the wrong store: nothing would survive the connection.
+      if (path === ':memory:' || path.startsWith('file::memory:')) {
+        o.mustBe('path', "a file, as an in-memory SQLite database is private to one connection and not durable (use store: { kind: 'memory' } instead)")
+      }
     }
-    if (o.database !== undefined) {
-      const db = o.database as { prepare?: unknown; exec?: unknown }
-      if (typeof db?.prepare !== 'function' || typeof db?.exec !== 'function') problems.push('store.database: must be a better-sqlite3 Database')
-      else if (threads > 0) problems.push('store.database: a database object cannot cross into worker threads; with threads > 0 give store.path (each thread opens its own connection)')
-    }
-    let synchronous: 'full' | 'normal' = sqlDefaults.synchronous
-    if (o.synchronous !== undefined) {
-      if (o.synchronous === 'full' || o.synchronous === 'normal') synchronous = o.synchronous
-      else problems.push(`store.synchronous: must be 'full' or 'normal', got ${show(o.synchronous)}`)
+    if (o.has('database')) {
+      const db = o.value('database') as { prepare?: unknown; exec?: unknown }
+      if (typeof db?.prepare !== 'function' || typeof db?.exec !== 'function') o.mustBe('database', 'a better-sqlite3 Database')
+      else if (threads > 0) o.mustBe('database', 'left out with threads > 0, as a database object cannot cross into worker threads (give store.path: each thread opens its own connection)')
     }
     return {
       kind,
-      ...(typeof o.path === 'string' ? { path: o.path } : {}),
-      ...(o.database !== undefined ? { database: o.database as SqliteDatabaseLike } : {}),
+      ...(typeof o.value('path') === 'string' ? { path: o.value('path') as string } : {}),
+      ...(o.has('database') ? { database: o.value('database') as SqliteDatabaseLike } : {}),
       ...shared,
-      synchronous,
-      busyTimeoutMs: integer('busyTimeoutMs', sqlDefaults.busyTimeoutMs, 0, 600_000),
+      synchronous: o.oneOf('synchronous', ['full', 'normal'], sqliteDefaults.synchronous),
+      busyTimeoutMs: o.integer('busyTimeoutMs', sqliteDefaults.busyTimeoutMs, 0, 600_000),
     }
   }
 
-  const sources = ['url', 'pool'].filter((f) => o[f] !== undefined)
-  if (sources.length !== 1) problems.push(`store: give exactly one of url or pool for the ${kind} store, got ${sources.length === 0 ? 'none' : sources.join(' and ')}`)
-  if (o.url !== undefined && (typeof o.url !== 'string' || !urlPattern[kind].test(o.url))) {
-    problems.push(`store.url: must be a ${kind === 'postgres' ? 'postgres:// or postgresql://' : 'mysql:// or mariadb://'} URL, got ${show(o.url)}`)
-  }
-  if (o.pool !== undefined) {
-    const pool = o.pool as { query?: unknown; getConnection?: unknown; connect?: unknown }
+  if (o.has('url')) o.string('url', undefined, `a ${kind === 'postgres' ? 'postgres:// or postgresql://' : 'mysql:// or mariadb://'} URL`, (url) => urlPattern[kind].test(url))
+  if (o.has('pool')) {
+    const pool = o.value('pool') as { query?: unknown; getConnection?: unknown; connect?: unknown }
     const shaped = typeof pool?.query === 'function' && typeof (kind === 'postgres' ? pool.connect : pool.getConnection) === 'function'
-    if (!shaped) problems.push(`store.pool: must be a ${kind === 'postgres' ? 'pg Pool' : 'mysql2 pool'}`)
-    else if (threads > 0) problems.push('store.pool: a pool cannot cross into worker threads; with threads > 0 give store.url (each thread opens its own pool)')
+    if (!shaped) o.mustBe('pool', kind === 'postgres' ? 'a pg Pool' : 'a mysql2 pool')
+    else if (threads > 0) o.mustBe('pool', 'left out with threads > 0, as a pool cannot cross into worker threads (give store.url: each thread opens its own pool)')
   }
   const server: SqlServerConfig = {
     ...shared,
-    poolSize: integer('poolSize', sqlDefaults.poolSize, 1, 1_000),
-    transactionPoolSize: integer('transactionPoolSize', sqlDefaults.transactionPoolSize, 1, 1_000),
-    commandTimeoutMs: integer('commandTimeoutMs', sqlDefaults.commandTimeoutMs, 10, 600_000),
+    poolSize: o.integer('poolSize', serverDefaults.poolSize, 1, 1_000),
+    transactionPoolSize: o.integer('transactionPoolSize', serverDefaults.transactionPoolSize, 1, 1_000),
+    commandTimeoutMs: o.integer('commandTimeoutMs', serverDefaults.commandTimeoutMs, 10, 600_000),
   }
-  const url = typeof o.url === 'string' ? { url: o.url } : {}
-  if (kind === 'postgres') return { kind, ...url, ...(o.pool !== undefined ? { pool: o.pool as PgPoolLike } : {}), ...server }
-  return { kind, ...url, ...(o.pool !== undefined ? { pool: o.pool as MysqlPoolLike } : {}), ...server }
+  const url = typeof o.value('url') === 'string' ? { url: o.value('url') as string } : {}
+  if (kind === 'postgres') return { kind, ...url, ...(o.has('pool') ? { pool: o.value('pool') as PgPoolLike } : {}), ...server }
+  return { kind, ...url, ...(o.has('pool') ? { pool: o.value('pool') as MysqlPoolLike } : {}), ...server }
 }
 
 /** The store kinds this folder implements. */
-export function isSqlKind(kind: unknown): kind is SqlKind {
-  return kind === 'postgres' || kind === 'mysql' || kind === 'sqlite'
-}
+export const SQL_KINDS = Object.keys(sourcesOf) as SqlKind[]
 
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+export function isSqlKind(kind: unknown): kind is SqlKind {
+  return SQL_KINDS.includes(kind as SqlKind)
 }

@@ -3,8 +3,8 @@
  * stores and the transaction helper: the key column's bytes, the table a key
  * lives in (values are JSON text, encoded by the store base: record-codec.ts).
  */
-import { MAX_KEY_BYTES } from '../../bloom/key-hasher.js'
 import { ErrorCode, IdemError } from '../../errors.js'
+import { invalidKey, KeyStatus, keyStatusOf, MAX_KEY_BYTES } from '../../validation.js'
 import { KeyState } from '../record-state.js'
 import { MAX_TOKEN_BYTES } from '../store-base.js'
 
@@ -24,9 +24,6 @@ export const RowState = { IN_PROGRESS: KeyState.IN_PROGRESS, DONE: KeyState.DONE
 /** Version of the table layout below; a store refuses a schema with any other. */
 export const SCHEMA_VERSION = 1
 
-// String#isWellFormed is ES2024: Node 20 has it, our ES2023 lib types do not.
-const isWellFormed = (key: string): boolean => (key as string & { isWellFormed(): boolean }).isWellFormed()
-
 /**
  * The key column's value: the store key's UTF-8 bytes ("key", or "namespace
  * U+0000 key" as the router scoped it). Binary, so the comparison is exact
@@ -34,14 +31,10 @@ const isWellFormed = (key: string): boolean => (key as string & { isWellFormed()
  * column cannot hold is refused before anything is written.
  */
 export function keyBytes(key: string): Buffer {
-  if (typeof key !== 'string' || key.length === 0) throw new IdemError(ErrorCode.INVALID_KEY, `key must be a non-empty string, got ${typeof key === 'string' ? 'an empty string' : typeof key}`)
-  // A lone surrogate would be written as U+FFFD, so two different keys could share a record.
-  if (!isWellFormed(key)) throw new IdemError(ErrorCode.INVALID_KEY, 'key contains a lone surrogate (not well-formed UTF-16)', { key })
-  const bytes = Buffer.from(key, 'utf8')
-  if (bytes.length > KEY_COLUMN_BYTES) {
-    throw new IdemError(ErrorCode.INVALID_KEY, `key is ${bytes.length} UTF-8 bytes (namespace included); the SQL stores' key column holds ${KEY_COLUMN_BYTES}`, { key })
-  }
-  return bytes
+  // allowNul: a store key may be "namespace U+0000 key", joined by the router.
+  const status = keyStatusOf(key, true)
+  if (status !== KeyStatus.OK) throw invalidKey('key', status, key)
+  return Buffer.from(key, 'utf8')
 }
 
 /**

@@ -25,13 +25,14 @@
  * A lost COMMIT reply is settled by the same rule: DONE or not, never half.
  */
 import { systemClock, type Clock } from '../../clock.js'
-import { ErrorCode, IdemError } from '../../errors.js'
+import { defaults as engineDefaults, MAX_DURATION_MS } from '../../config.js'
 import type { Handler, HandlerContext, Message } from '../../message.js'
 import { ensureSqlReady } from './sql-store.js'
 import type { DoneRecord, SqlDialect } from './sql-dialect.js'
-import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
+import { isSqlKind, resolveSqlStore, SQL_KINDS, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
 import { keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
 import { encodeResult } from '../record-codec.js'
+import { fieldsOf, OptionReader, quotedChoices } from '../../validation.js'
 import { createSqlDialect } from './sql-backends.js'
 
 /**
@@ -106,13 +107,14 @@ export class SqlTransactions {
  * ttlMs. Close it when done; it owns the pool it opens from a url.
  */
 export function sqlTransactions(options: SqlTransactionOptions): SqlTransactions {
-  const store = options?.store as unknown as Record<string, unknown> | undefined
-  if (!isSqlKind(store?.kind)) throw new IdemError(ErrorCode.INVALID_CONFIG, `sqlTransactions needs a SQL store (kind 'postgres', 'mysql' or 'sqlite'), got ${JSON.stringify(store?.kind)}`)
-  const problems: string[] = []
-  const config = resolveSqlStore(store!, 0, problems)
-  const ttlMs = options.ttlMs ?? 86_400_000
-  if (!Number.isInteger(ttlMs) || ttlMs < 1) problems.push(`ttlMs: must be a positive integer, got ${String(options.ttlMs)}`)
-  if (options.keepResults !== undefined && typeof options.keepResults !== 'boolean') problems.push('keepResults: must be a boolean')
-  if (problems.length > 0) throw new IdemError(ErrorCode.INVALID_CONFIG, `invalid sqlTransactions options:\n  - ${problems.join('\n  - ')}`)
-  return new SqlTransactions(config, ttlMs, options.keepResults ?? true)
+  const o = new OptionReader(options)
+  o.onlyKnown(fieldsOf<SqlTransactionOptions>({ store: true, ttlMs: true, keepResults: true }), 'sqlTransactions')
+  const store = o.section('store')
+  const kind = store.value('kind')
+  if (store.valid && !isSqlKind(kind)) store.mustBe('kind', `${quotedChoices(SQL_KINDS)}, as sqlTransactions needs a SQL store`)
+  const config = isSqlKind(kind) ? resolveSqlStore(o.value('store') as Record<string, unknown>, 0, o.problems) : undefined
+  const ttlMs = o.integer('ttlMs', engineDefaults.ttlMs, 1, MAX_DURATION_MS)
+  const keepResults = o.boolean('keepResults', engineDefaults.keepResults)
+  o.check()
+  return new SqlTransactions(config!, ttlMs, keepResults)
 }

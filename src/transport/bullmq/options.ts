@@ -1,7 +1,8 @@
 import type { ConnectionOptions, Job, WorkerOptions } from 'bullmq'
 import type { Engine } from '../../engine.js'
-import { ConfigError, type ErrorCode } from '../../errors.js'
+import type { ErrorCode } from '../../errors.js'
 import type { HandlerContext, Verdict } from '../../message.js'
+import { fieldsOf, isEngine, mustBe, OptionReader, type Filled } from '../../validation.js'
 
 /**
  * The user's BullMQ processor: the business effect of one job. BullMQ's three
@@ -28,7 +29,7 @@ export type JobAction = (typeof JobAction)[keyof typeof JobAction]
 /** One settled job, as `onSettled` and the consumer's `settled` event report it. */
 export interface JobSettlement {
   jobId: string | undefined
-  /** The key keyOf gave (as a string, for reports); undefined when keyOf threw. */
+  /** The key keyOf gave (as a string, for reports); undefined when keyOf threw, or gave no string before namespaceOf or fingerprintOf threw. */
   key: string | undefined
   /** The engine's verdict; undefined when keyOf, namespaceOf or fingerprintOf threw. */
   verdict: Verdict | undefined
@@ -104,12 +105,8 @@ export interface ConsumerOptions<D = unknown, R = unknown> extends IdemProcessor
 }
 
 /** Processor options after defaults and validation. */
-export interface ProcessorConfig<D> {
-  keyOf: (job: Job<D>) => unknown
-  fingerprintOf?: (job: Job<D>) => unknown
-  namespaceOf?: (job: Job<D>) => unknown
-  inFlightDelay: { initialMs: number; maxMs: number }
-  onSettled?: (settlement: JobSettlement) => void
+export type ProcessorConfig<D> = Filled<Omit<IdemProcessorOptions<D>, 'inFlightDelay'>, 'fingerprintOf' | 'namespaceOf' | 'onSettled'> & {
+  inFlightDelay: Required<NonNullable<IdemProcessorOptions<D>['inFlightDelay']>>
 }
 
 export const defaults = {
@@ -121,40 +118,25 @@ export const defaults = {
 
 /** Validates the idem part of the options, pushing one line per bad field. */
 export function resolveProcessorOptions<D>(engine: unknown, handler: unknown, options: unknown, problems: string[]): ProcessorConfig<D> {
-  if (!isEngine(engine)) problems.push(`engine: must be an idem Engine (from createEngine), got ${show(engine)}`)
-  if (typeof handler !== 'function') problems.push(`handler: must be a function (job, token) => result, got ${show(handler)}`)
-  if (options === null || typeof options !== 'object') {
-    problems.push(`options: must be an object with at least keyOf, got ${show(options)}`)
-    return { keyOf: () => undefined, inFlightDelay: { ...defaults.inFlightDelay } }
-  }
-  const o = options as Record<string, unknown>
-  const fn = (field: string, required: boolean): void => {
-    const value = o[field]
-    if (value === undefined && !required) return
-    if (typeof value !== 'function') problems.push(`${field}: must be a function of the job, got ${show(value)}`)
-  }
-  fn('keyOf', true)
-  fn('fingerprintOf', false)
-  fn('namespaceOf', false)
-  fn('onSettled', false)
+  if (!isEngine(engine)) problems.push(mustBe('engine', 'an idem Engine (from createEngine)', engine))
+  if (typeof handler !== 'function') problems.push(mustBe('handler', 'a function (job, token) => result', handler))
+  const o = new OptionReader(options, problems, undefined, 'an object with at least keyOf')
+  const ofJob = 'a function of the job'
+  const keyOf = o.function<ProcessorConfig<D>['keyOf']>('keyOf', ofJob, o.valid)
+  const fingerprintOf = o.function<ProcessorConfig<D>['fingerprintOf']>('fingerprintOf', ofJob, false)
+  const namespaceOf = o.function<ProcessorConfig<D>['namespaceOf']>('namespaceOf', ofJob, false)
+  const onSettled = o.function<ProcessorConfig<D>['onSettled']>('onSettled', 'a function of the settlement', false)
 
-  let initialMs: number = defaults.inFlightDelay.initialMs
-  let maxMs: number = defaults.inFlightDelay.maxMs
-  if (o.inFlightDelay !== undefined) {
-    const d = o.inFlightDelay as Record<string, unknown> | null
-    if (d === null || typeof d !== 'object') problems.push(`inFlightDelay: must be an object { initialMs?, maxMs? }, got ${show(d)}`)
-    else {
-      initialMs = integer(problems, 'inFlightDelay.initialMs', d.initialMs, initialMs, 1, 3_600_000)
-      maxMs = integer(problems, 'inFlightDelay.maxMs', d.maxMs, Math.max(maxMs, initialMs), 1, 3_600_000)
-      if (maxMs < initialMs) problems.push(`inFlightDelay.maxMs: must be at least inFlightDelay.initialMs (${initialMs}), got ${maxMs}`)
-    }
-  }
+  const delay = o.section('inFlightDelay', 'an object { initialMs?, maxMs? }')
+  const initialMs = delay.integer('initialMs', defaults.inFlightDelay.initialMs, 1, 3_600_000)
+  const maxMs = delay.integer('maxMs', Math.max(defaults.inFlightDelay.maxMs, initialMs), 1, 3_600_000)
+  if (maxMs < initialMs) delay.mustBe('maxMs', `at least inFlightDelay.initialMs (${initialMs})`)
   return {
-    keyOf: o.keyOf as ProcessorConfig<D>['keyOf'],
-    ...(o.fingerprintOf === undefined ? {} : { fingerprintOf: o.fingerprintOf as ProcessorConfig<D>['fingerprintOf'] }),
-    ...(o.namespaceOf === undefined ? {} : { namespaceOf: o.namespaceOf as ProcessorConfig<D>['namespaceOf'] }),
+    keyOf: keyOf ?? (() => undefined),
+    ...(fingerprintOf === undefined ? {} : { fingerprintOf }),
+    ...(namespaceOf === undefined ? {} : { namespaceOf }),
     inFlightDelay: { initialMs, maxMs },
-    ...(o.onSettled === undefined ? {} : { onSettled: o.onSettled as ProcessorConfig<D>['onSettled'] }),
+    ...(onSettled === undefined ? {} : { onSettled }),
   }
 }
 
@@ -168,55 +150,45 @@ export interface ConsumerConfig<D, R> {
   worker: WorkerOptions
 }
 
-const idemFields = ['queue', 'engine', 'handler', 'keyOf', 'fingerprintOf', 'namespaceOf', 'inFlightDelay', 'onSettled', 'progressIntervalMs']
+/** The options createConsumer takes for itself; every other one is BullMQ's and goes to its Worker. */
+const idemFields = fieldsOf<IdemProcessorOptions & Pick<ConsumerOptions, 'queue' | 'engine' | 'handler' | 'progressIntervalMs'>>({
+  queue: true,
+  engine: true,
+  handler: true,
+  keyOf: true,
+  fingerprintOf: true,
+  namespaceOf: true,
+  inFlightDelay: true,
+  onSettled: true,
+  progressIntervalMs: true,
+})
 
 /** Validates createConsumer's options once; throws one ConfigError naming every bad field. */
 export function resolveConsumerOptions<D, R>(options: ConsumerOptions<D, R>): ConsumerConfig<D, R> {
-  const problems: string[] = []
-  if (options === null || typeof options !== 'object') throw new ConfigError([`options: must be an object, got ${show(options)}`])
-  const o = options as unknown as Record<string, unknown>
-  const processor = resolveProcessorOptions<D>(o.engine, o.handler, o, problems)
-  if (typeof o.queue !== 'string' || o.queue.length === 0) problems.push(`queue: must be a non-empty queue name, got ${show(o.queue)}`)
-  if (o.connection === null || typeof o.connection !== 'object') problems.push(`connection: must be BullMQ connection options or an ioredis client, got ${show(o.connection)}`)
-  const concurrency = integer(problems, 'concurrency', o.concurrency, defaults.concurrency, 1, 65_536)
-  const leaseMs = isEngine(o.engine) ? o.engine.config.leaseMs : 0
-  const lockDuration = integer(problems, 'lockDuration', o.lockDuration, Math.max(defaults.lockDurationMs, leaseMs), 1, 2 ** 31 - 1)
-  if (lockDuration < leaseMs) {
-    problems.push(`lockDuration: must be at least the engine's leaseMs (${leaseMs}) so a stalled job is redelivered only after its claim lapsed, got ${lockDuration}`)
-  }
-  const progressIntervalMs = integer(problems, 'progressIntervalMs', o.progressIntervalMs, defaults.progressIntervalMs, 10, 3_600_000)
-  if (problems.length > 0) throw new ConfigError(problems)
+  const o = new OptionReader(options)
+  o.check()
+  const processor = resolveProcessorOptions<D>(o.value('engine'), o.value('handler'), options, o.problems)
+  const queue = o.string('queue', undefined, 'a non-empty queue name')
+  const connection = o.value('connection')
+  if (connection === null || typeof connection !== 'object') o.mustBe('connection', 'BullMQ connection options or an ioredis client')
+  const concurrency = o.integer('concurrency', defaults.concurrency, 1, 65_536)
+  const engine = o.value('engine')
+  const leaseMs = isEngine(engine) ? engine.config.leaseMs : 0
+  const lockDuration = o.integer('lockDuration', Math.max(defaults.lockDurationMs, leaseMs), 1, 2 ** 31 - 1)
+  if (lockDuration < leaseMs) o.mustBe('lockDuration', `at least the engine's leaseMs (${leaseMs}), so that a stalled job is redelivered only after its claim lapsed`)
+  const progressIntervalMs = o.integer('progressIntervalMs', defaults.progressIntervalMs, 10, 3_600_000)
+  o.check()
 
   const worker: Record<string, unknown> = {}
-  for (const [field, value] of Object.entries(o)) if (!idemFields.includes(field)) worker[field] = value
+  for (const [field, value] of Object.entries(options)) if (!idemFields.includes(field)) worker[field] = value
   worker.concurrency = concurrency
   worker.lockDuration = lockDuration
   return {
-    queue: o.queue as string,
-    engine: o.engine as Engine,
-    handler: o.handler as JobHandler<D, R>,
+    queue,
+    engine: engine as Engine,
+    handler: o.value('handler') as JobHandler<D, R>,
     processor,
     progressIntervalMs,
     worker: worker as unknown as WorkerOptions,
   }
-}
-
-function isEngine(value: unknown): value is Engine {
-  const e = value as Engine | null | undefined
-  return typeof e?.process === 'function' && typeof e.config?.leaseMs === 'number'
-}
-
-function integer(problems: string[], field: string, value: unknown, fallback: number, min: number, max: number): number {
-  if (value === undefined) return fallback
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    problems.push(`${field}: must be an integer from ${min} to ${max}, got ${show(value)}`)
-    return fallback
-  }
-  return value
-}
-
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
 }

@@ -1,7 +1,7 @@
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq'
 import type { Engine } from '../../engine.js'
-import { ConfigError, errorText, ErrorCode, IdemError } from '../../errors.js'
-import { Verdict, type Message, type Outcome } from '../../message.js'
+import { ConfigError, ErrorCode, IdemError } from '../../errors.js'
+import { messageOf, Verdict, type Message, type Outcome } from '../../message.js'
 import { settleOf, Settle } from '../../outcome.js'
 import { JobBatcher } from './job-batcher.js'
 import { JobAction, resolveProcessorOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement, type ProcessorConfig } from './options.js'
@@ -109,10 +109,10 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
     const started = performance.now()
     let message: Message
     try {
-      message = messageOf(job, config)
+      message = messageOf(job, config, jobName)
     } catch (error) {
-      settle(job, started, (error as KeyOfError).key, JobAction.REJECTED, undefined, ErrorCode.INVALID_MESSAGE)
-      throw rejection(ErrorCode.INVALID_MESSAGE, errorText(error))
+      settle(job, started, (error as IdemError).key, JobAction.REJECTED, undefined, ErrorCode.INVALID_MESSAGE)
+      throw rejection(ErrorCode.INVALID_MESSAGE, (error as IdemError).message)
     }
 
     // The handler's own error object: rethrown as is, so BullMQ records the
@@ -158,37 +158,9 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
   return Object.assign(processor, { stats: (): ProcessorStats => ({ ...stats }) })
 }
 
-/** keyOf, namespaceOf or fingerprintOf threw: the message names which; `key` is set when keyOf had answered. */
-class KeyOfError extends Error {
-  constructor(
-    message: string,
-    readonly key: unknown,
-    cause: unknown,
-  ) {
-    super(message, { cause })
-  }
-}
-
-function messageOf<D>(job: Job<D>, config: ProcessorConfig<D>): Message {
-  let key: unknown
-  const call = (name: string, fn: (job: Job<D>) => unknown): unknown => {
-    try {
-      return fn(job)
-    } catch (error) {
-      throw new KeyOfError(`${name} threw for job ${job.id}: ${errorText(error)}`, key, error)
-    }
-  }
-  key = call('keyOf', config.keyOf)
-  const message = { key } as Message
-  if (config.namespaceOf !== undefined) {
-    const namespace = call('namespaceOf', config.namespaceOf)
-    if (namespace !== undefined) message.namespace = namespace as string
-  }
-  if (config.fingerprintOf !== undefined) {
-    const fingerprint = call('fingerprintOf', config.fingerprintOf)
-    if (fingerprint !== undefined) message.fingerprint = fingerprint as string
-  }
-  return message
+/** How a failed job is named in the message of a keyOf (namespaceOf, fingerprintOf) that threw. */
+function jobName(job: Job): string {
+  return `job ${job.id}`
 }
 
 /**

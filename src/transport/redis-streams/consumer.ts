@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { replyKind } from '../../store/redis/redis-errors.js'
-import type { HandlerContext, Message, Outcome } from '../../message.js'
+import { messageOf, type HandlerContext, type Message, type Outcome } from '../../message.js'
 import { invalidOutcome } from '../../outcome.js'
 import type { DeadLetter, StreamEntry } from './entry.js'
 import { deadLetterReason, EntryAction, entryActionOf, exhausted } from './entry-action.js'
@@ -238,13 +238,16 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
       const messages: Message<StreamEntry>[] = []
       const positions: number[] = []
       entries.forEach((entry, i) => {
-        const message = this.messageOf(entry)
-        if (message instanceof IdemError) outcomes[i] = invalidOutcome(undefined, message)
-        else {
-          if (typeof message.key === 'string') keys[i] = message.key
-          messages.push(message)
-          positions.push(i)
+        let message: Message<StreamEntry>
+        try {
+          message = messageOf(entry, this.config, entryName, entry)
+        } catch (error) {
+          outcomes[i] = invalidOutcome(undefined, error as IdemError)
+          return
         }
+        if (typeof message.key === 'string') keys[i] = message.key
+        messages.push(message)
+        positions.push(i)
       })
       let decided: Outcome[]
       try {
@@ -270,31 +273,6 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
     const entry = message.payload!
     if (exhausted(entry.deliveries, this.config.maxDeliveries)) throw new IdemError(ErrorCode.DELIVERIES_EXHAUSTED, 'out of deliveries: not run')
     return this.config.handler(entry, context)
-  }
-
-  private messageOf(entry: StreamEntry): Message<StreamEntry> | IdemError {
-    const { keyOf, namespaceOf, fingerprintOf } = this.config
-    const call = (name: string, fn: (entry: StreamEntry) => unknown): unknown => {
-      try {
-        return fn(entry)
-      } catch (error) {
-        throw new IdemError(ErrorCode.INVALID_MESSAGE, `${name} threw for entry ${entry.id}: ${errorText(error)}`, { cause: error })
-      }
-    }
-    try {
-      const message = { key: call('keyOf', keyOf), payload: entry } as Message<StreamEntry>
-      if (namespaceOf !== undefined) {
-        const namespace = call('namespaceOf', namespaceOf)
-        if (namespace !== undefined) message.namespace = namespace as string
-      }
-      if (fingerprintOf !== undefined) {
-        const fingerprint = call('fingerprintOf', fingerprintOf)
-        if (fingerprint !== undefined) message.fingerprint = fingerprint as string
-      }
-      return message
-    } catch (error) {
-      return error as IdemError
-    }
   }
 
   private async settle(entries: StreamEntry[], outcomes: Outcome[], keys: (string | undefined)[]): Promise<void> {
@@ -408,4 +386,9 @@ function backoff(attempt: number): number {
  */
 export function createStreamConsumer<R = unknown>(options: StreamConsumerOptions<R>): StreamConsumer<R> {
   return new StreamConsumer(options)
+}
+
+/** How a dead-lettered entry is named in the message of a keyOf (namespaceOf, fingerprintOf) that threw. */
+function entryName(entry: StreamEntry): string {
+  return `entry ${entry.id}`
 }

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis'
 import type { Engine } from '../../engine.js'
-import { ConfigError } from '../../errors.js'
 import type { HandlerContext } from '../../message.js'
+import { fieldsOf, isEngine, OptionReader, show, type Filled } from '../../validation.js'
 import type { StreamEntry } from './entry.js'
 
 /** The business effect of one entry. Runs once per idempotency key, however often the entry (or a copy) is delivered. */
@@ -89,27 +89,7 @@ export interface StreamConsumerOptions<R = unknown> {
 }
 
 /** Options after defaults and validation. */
-export interface StreamConsumerConfig<R> {
-  stream: string
-  group: string
-  consumer: string
-  engine: Engine
-  handler: StreamHandler<R>
-  keyOf: (entry: StreamEntry) => unknown
-  fingerprintOf?: (entry: StreamEntry) => unknown
-  namespaceOf?: (entry: StreamEntry) => unknown
-  connection: string | Redis
-  count: number
-  batchesInFlight: number
-  blockMs: number
-  claimIdleMs: number
-  reclaimIntervalMs: number
-  maxDeliveries: number
-  retryDelayMs: number
-  inFlightDelayMs: number
-  deadLetterStream: string
-  startId: string
-}
+export type StreamConsumerConfig<R> = Filled<StreamConsumerOptions<R>, 'fingerprintOf' | 'namespaceOf'>
 
 export const defaults = {
   count: 256,
@@ -123,88 +103,79 @@ export const defaults = {
   startId: '0',
 } as const
 
-const known = [
-  'stream', 'group', 'consumer', 'engine', 'handler', 'keyOf', 'fingerprintOf', 'namespaceOf', 'connection', 'count', 'batchesInFlight',
-  'blockMs', 'claimIdleMs', 'reclaimIntervalMs', 'maxDeliveries', 'retryDelayMs', 'inFlightDelayMs', 'deadLetterStream', 'startId',
-]
+const known = fieldsOf<StreamConsumerOptions>({
+  stream: true,
+  group: true,
+  consumer: true,
+  engine: true,
+  handler: true,
+  keyOf: true,
+  fingerprintOf: true,
+  namespaceOf: true,
+  connection: true,
+  count: true,
+  batchesInFlight: true,
+  blockMs: true,
+  claimIdleMs: true,
+  reclaimIntervalMs: true,
+  maxDeliveries: true,
+  retryDelayMs: true,
+  inFlightDelayMs: true,
+  deadLetterStream: true,
+  startId: true,
+})
 
 const MAX_MS = 2 ** 31 - 1
 
 /** Validates createStreamConsumer's options once; throws one ConfigError naming every bad field. */
 export function resolveStreamConsumerOptions<R>(options: StreamConsumerOptions<R>): StreamConsumerConfig<R> {
-  if (options === null || typeof options !== 'object') throw new ConfigError([`options: must be an object, got ${show(options)}`])
-  const o = options as unknown as Record<string, unknown>
-  const problems: string[] = []
-  for (const field of Object.keys(o)) if (!known.includes(field)) problems.push(`${field}: unknown option (known: ${known.join(', ')})`)
+  const o = new OptionReader(options)
+  o.check()
+  o.onlyKnown(known, 'createStreamConsumer')
 
-  const name = (field: string): string => {
-    const value = o[field]
-    if (typeof value !== 'string' || value.length === 0) problems.push(`${field}: must be a non-empty string, got ${show(value)}`)
-    return value as string
-  }
-  const fn = (field: string, required: boolean, shape: string): void => {
-    const value = o[field]
-    if (value === undefined && !required) return
-    if (typeof value !== 'function') problems.push(`${field}: must be a function ${shape}, got ${show(value)}`)
-  }
-  const integer = (field: string, fallback: number, min: number, max: number): number => {
-    const value = o[field]
-    if (value === undefined) return fallback
-    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-      problems.push(`${field}: must be an integer from ${min} to ${max}, got ${show(value)}`)
-      return fallback
-    }
-    return value
-  }
+  const stream = o.string('stream', undefined, 'a non-empty string')
+  const group = o.string('group', undefined, 'a non-empty string')
+  const consumer = o.string('consumer', undefined, 'a non-empty string')
+  const engine = o.value('engine')
+  if (!isEngine(engine)) o.mustBe('engine', 'an idem Engine (from createEngine)')
+  const ofEntry = 'a function of the entry'
+  const handler = o.function<StreamHandler<R>>('handler', 'a function (entry, context) => result', true)
+  const keyOf = o.function<StreamConsumerConfig<R>['keyOf']>('keyOf', `${ofEntry} ({ id, fields, deliveries })`, true)
+  const fingerprintOf = o.function<StreamConsumerConfig<R>['fingerprintOf']>('fingerprintOf', ofEntry, false)
+  const namespaceOf = o.function<StreamConsumerConfig<R>['namespaceOf']>('namespaceOf', ofEntry, false)
 
-  const stream = name('stream')
-  const group = name('group')
-  const consumer = name('consumer')
-  const engine = o.engine
-  const isEngine = typeof (engine as Engine | null)?.processBatch === 'function' && typeof (engine as Engine).config?.leaseMs === 'number'
-  if (!isEngine) problems.push(`engine: must be an idem Engine (from createEngine), got ${show(engine)}`)
-  fn('handler', true, '(entry, context) => result')
-  fn('keyOf', true, 'of the entry ({ id, fields, deliveries })')
-  fn('fingerprintOf', false, 'of the entry')
-  fn('namespaceOf', false, 'of the entry')
-
-  const connection = resolveConnection(o.connection, isEngine ? (engine as Engine) : undefined, problems)
-  const count = integer('count', defaults.count, 1, 65_536)
-  const batchesInFlight = integer('batchesInFlight', defaults.batchesInFlight, 1, 64)
-  const blockMs = integer('blockMs', defaults.blockMs, 1, MAX_MS)
-  const leaseMs = isEngine ? (engine as Engine).config.leaseMs : 0
-  const claimIdleMs = integer('claimIdleMs', Math.max(defaults.claimIdleMs, 2 * leaseMs), 1, MAX_MS)
-  if (o.claimIdleMs !== undefined && claimIdleMs < leaseMs) {
-    problems.push(`claimIdleMs: must be at least the engine's leaseMs (${leaseMs}): a dead consumer's claims lapse only after leaseMs, so its entries taken over sooner would find their keys in flight; got ${claimIdleMs}`)
+  const connection = resolveConnection(o, isEngine(engine) ? engine : undefined)
+  const count = o.integer('count', defaults.count, 1, 65_536)
+  const batchesInFlight = o.integer('batchesInFlight', defaults.batchesInFlight, 1, 64)
+  const blockMs = o.integer('blockMs', defaults.blockMs, 1, MAX_MS)
+  const leaseMs = isEngine(engine) ? engine.config.leaseMs : 0
+  const claimIdleMs = o.integer('claimIdleMs', Math.max(defaults.claimIdleMs, 2 * leaseMs), 1, MAX_MS)
+  if (o.has('claimIdleMs') && claimIdleMs < leaseMs) {
+    o.mustBe(
+      'claimIdleMs',
+      `at least the engine's leaseMs (${leaseMs}), as a dead consumer's claims lapse only after leaseMs, so its entries taken over sooner would find their keys in flight`,
+    )
   }
-  const reclaimIntervalMs = integer('reclaimIntervalMs', defaults.reclaimIntervalMs, 10, MAX_MS)
-  const maxDeliveries = integer('maxDeliveries', defaults.maxDeliveries, 1, 1_000_000)
-  const retryDelayMs = integer('retryDelayMs', Math.min(defaults.retryDelayMs, claimIdleMs), 0, MAX_MS)
-  if (retryDelayMs > claimIdleMs) problems.push(`retryDelayMs: must be at most claimIdleMs (${claimIdleMs}), got ${retryDelayMs}`)
-  const inFlightDelayMs = integer('inFlightDelayMs', Math.min(defaults.inFlightDelayMs, claimIdleMs), 0, MAX_MS)
-  if (inFlightDelayMs > claimIdleMs) problems.push(`inFlightDelayMs: must be at most claimIdleMs (${claimIdleMs}), got ${inFlightDelayMs}`)
-
-  let deadLetterStream = `${stream}:dead`
-  if (o.deadLetterStream !== undefined) {
-    deadLetterStream = name('deadLetterStream')
-    if (deadLetterStream === stream) problems.push(`deadLetterStream: must differ from stream ${show(stream)}`)
-  }
-  let startId: string = defaults.startId
-  if (o.startId !== undefined) {
-    if (typeof o.startId !== 'string' || !/^(\$|0|\d+(-\d+)?)$/.test(o.startId)) problems.push(`startId: must be '0', '$' or a stream id like '1718000000000-0', got ${show(o.startId)}`)
-    else startId = o.startId
-  }
-  if (problems.length > 0) throw new ConfigError(problems)
+  const reclaimIntervalMs = o.integer('reclaimIntervalMs', defaults.reclaimIntervalMs, 10, MAX_MS)
+  const maxDeliveries = o.integer('maxDeliveries', defaults.maxDeliveries, 1, 1_000_000)
+  const retryDelayMs = o.integer('retryDelayMs', Math.min(defaults.retryDelayMs, claimIdleMs), 0, MAX_MS)
+  if (retryDelayMs > claimIdleMs) o.mustBe('retryDelayMs', `at most claimIdleMs (${claimIdleMs})`)
+  const inFlightDelayMs = o.integer('inFlightDelayMs', Math.min(defaults.inFlightDelayMs, claimIdleMs), 0, MAX_MS)
+  if (inFlightDelayMs > claimIdleMs) o.mustBe('inFlightDelayMs', `at most claimIdleMs (${claimIdleMs})`)
+  const deadLetterStream = o.string('deadLetterStream', `${stream}:dead`, 'a non-empty string')
+  if (deadLetterStream === stream) o.mustBe('deadLetterStream', `other than stream (${show(stream)})`)
+  const startId = o.string('startId', defaults.startId, "'0', '$' or a stream id like '1718000000000-0'", (id) => /^(\$|0|\d+(-\d+)?)$/.test(id))
+  o.check()
 
   return {
     stream,
     group,
     consumer,
     engine: engine as Engine,
-    handler: o.handler as StreamHandler<R>,
-    keyOf: o.keyOf as StreamConsumerConfig<R>['keyOf'],
-    ...(o.fingerprintOf === undefined ? {} : { fingerprintOf: o.fingerprintOf as StreamConsumerConfig<R>['fingerprintOf'] }),
-    ...(o.namespaceOf === undefined ? {} : { namespaceOf: o.namespaceOf as StreamConsumerConfig<R>['namespaceOf'] }),
+    handler: handler!,
+    keyOf: keyOf!,
+    ...(fingerprintOf === undefined ? {} : { fingerprintOf }),
+    ...(namespaceOf === undefined ? {} : { namespaceOf }),
     connection: connection!,
     count,
     batchesInFlight,
@@ -219,27 +190,19 @@ export function resolveStreamConsumerOptions<R>(options: StreamConsumerOptions<R
   }
 }
 
-function resolveConnection(value: unknown, engine: Engine | undefined, problems: string[]): string | Redis | undefined {
+function resolveConnection(o: OptionReader, engine: Engine | undefined): string | Redis | undefined {
+  const value = o.value('connection')
   if (value === undefined) {
     if (engine === undefined) return undefined
     const store = engine.config.store
     if (store.kind === 'redis' && store.url !== undefined) return store.url
     if (store.kind === 'redis' && store.client !== undefined && !store.client.isCluster) return store.client as Redis
-    problems.push(`connection: required: the engine's store (${store.kind === 'redis' ? 'a Redis Cluster' : store.kind}) names no single Redis to read the stream from`)
+    o.mustBe('connection', `given, as the engine's store (${store.kind === 'redis' ? 'a Redis Cluster' : store.kind}) names no single Redis to read the stream from`)
     return undefined
   }
-  if (typeof value === 'string') {
-    if (!/^rediss?:\/\//.test(value)) problems.push(`connection: must be a redis:// or rediss:// URL, got ${show(value)}`)
-    return value
-  }
+  if (typeof value === 'string') return o.string('connection', undefined, 'a redis:// or rediss:// URL', (url) => /^rediss?:\/\//.test(url))
   const client = value as Partial<Redis> | null
-  if (typeof client?.duplicate !== 'function' || typeof client.call !== 'function') problems.push(`connection: must be a redis:// URL or an ioredis Redis client, got ${show(value)}`)
-  else if (client.isCluster === true) problems.push('connection: a Redis Cluster client is not supported by the streams transport; give a single Redis')
+  if (typeof client?.duplicate !== 'function' || typeof client.call !== 'function') o.mustBe('connection', 'a redis:// URL or an ioredis Redis client')
+  else if (client.isCluster === true) o.mustBe('connection', 'a single Redis, as the streams transport does not read from a Redis Cluster')
   return value as Redis
-}
-
-function show(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value)
-  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
-  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
 }
