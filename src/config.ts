@@ -1,5 +1,6 @@
 import { FALSE_POSITIVE_RATES, maxBloomItems } from './bloom/bloom-filter.js'
 import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from './store/redis/redis-options.js'
+import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
 import { OptionReader, quotedChoices } from './validation.js'
 
@@ -8,8 +9,19 @@ import { OptionReader, quotedChoices } from './validation.js'
  * every consumer), or a SQL store — `postgres`, `mysql`, `sqlite` — whose
  * transaction helper commits the dedup record with the business writes.
  */
-export type StoreOptions = { kind: 'memory' } | RedisStoreOptions | SqlStoreOptions
-export type StoreConfig = { kind: 'memory' } | RedisStoreConfig | SqlStoreConfig
+export type StoreOptions = { kind: 'memory' } | RedisStoreOptions | SqlStoreOptions | CustomStoreOptions
+export type StoreConfig = { kind: 'memory' } | RedisStoreConfig | SqlStoreConfig | CustomStoreOptions
+
+/**
+ * A store of your own (`idem/store`: extend StoreBase, prove it with
+ * storeConformanceCases). `create` makes the store of each shard; the engine
+ * closes each at close(). threads: 0 only: a function cannot cross into a
+ * worker thread.
+ */
+export interface CustomStoreOptions {
+  kind: 'custom'
+  create: (shard: number) => DedupStore
+}
 
 /** Options of `createEngine`. Every field is optional; the defaults suit one process. */
 export interface EngineOptions {
@@ -93,7 +105,7 @@ const MAX_THREADS = 256
 const MAX_SHARDS = 65_536
 /** The longest ttlMs or leaseMs. */
 export const MAX_DURATION_MS = 2 ** 42
-const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite'] as const
+const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite', 'custom'] as const
 
 /** Validate once, at start; every bad field is named in one ConfigError. */
 export function resolveConfig(options: unknown = {}): EngineConfig {
@@ -150,7 +162,12 @@ function readStore(o: OptionReader, threads: number): StoreConfig {
   const options = o.value('store') as Record<string, unknown>
   if (options.kind === 'redis') return resolveRedisStore(options, threads, o.problems)
   if (isSqlKind(options.kind)) return resolveSqlStore(options, threads, o.problems)
-  if (options.kind === 'memory') store.onlyKnown(['kind'], 'the memory store')
+  if (options.kind === 'custom') {
+    store.onlyKnown(['kind', 'create'], 'a custom store')
+    const create = store.function<CustomStoreOptions['create']>('create', 'a function (shard) => store', true)
+    if (create !== undefined && threads > 0) store.mustBe('create', 'given with threads: 0 only (a function cannot cross into a worker thread)')
+    if (create !== undefined && threads === 0) return { kind: 'custom', create }
+  } else if (options.kind === 'memory') store.onlyKnown(['kind'], 'the memory store')
   else store.mustBe('kind', quotedChoices(STORE_KINDS))
   return defaults.store
 }

@@ -109,7 +109,7 @@ export class Engine {
       let remote
       if (config.threads === 0) {
         this.storeFactory ??= new StoreFactory(config.store, this.clock)
-        const actor = new ShardActor(shard, config, this.clock, this.storeFactory.forShard())
+        const actor = new ShardActor(shard, config, this.clock, this.storeFactory.forShard(shard))
         this.localActors.push(actor)
         port = actor
       } else {
@@ -183,7 +183,7 @@ export class Engine {
   /** The handler transaction() runs: for processBatch, or a transport that takes a handler. */
   transactional<P, R, Tx = any>(work: TransactionWork<P, R, Tx>): Handler<P, R> {
     const { store, ttlMs, keepResults } = this.config
-    if (store.kind === 'memory' || store.kind === 'redis') {
+    if (store.kind === 'memory' || store.kind === 'redis' || store.kind === 'custom') {
       throw new IdemError(ErrorCode.INVALID_CONFIG, `transactions need a SQL store (postgres, mysql or sqlite); this engine's store is ${store.kind}`)
     }
     this.transactions ??= new SqlTransactions(store, ttlMs, keepResults, this.clock)

@@ -25,7 +25,7 @@ let handler: Promise<Handler> | undefined
 function actorOf(shard: number): ShardActor {
   let actor = actors.get(shard)
   if (actor === undefined) {
-    actor = new ShardActor(shard, config, systemClock, stores.forShard())
+    actor = new ShardActor(shard, config, systemClock, stores.forShard(shard))
     actors.set(shard, actor)
   }
   return actor

@@ -4,6 +4,8 @@ import { MemoryStore } from './memory-store.js'
 import { RedisStore } from './redis/redis-store.js'
 import { createSqlStore } from './sql/sql-backends.js'
 import type { DedupStore } from './store.js'
+import { ConfigError } from '../errors.js'
+import { mustBe } from '../validation.js'
 
 /**
  * The stores of the shard actors of one thread, as the config names them.
@@ -26,8 +28,9 @@ export class StoreFactory {
     private readonly clock: Clock,
   ) {}
 
-  forShard(): DedupStore {
+  forShard(shard: number): DedupStore {
     const { config } = this
+    if (config.kind === 'custom') return this.kept(customStore(config.create, shard))
     if (config.kind === 'redis' && config.requireReplicas === 0) return (this.shared ??= this.kept(new RedisStore(config)))
     if (config.kind === 'redis') return this.kept(new RedisStore(config))
     if (config.kind === 'memory') return this.kept(new MemoryStore(this.clock))
@@ -43,4 +46,14 @@ export class StoreFactory {
     this.all.push(store)
     return store
   }
+}
+
+const storeMethods = ['claim', 'commit', 'release', 'renew', 'inspect', 'forget', 'close'] as const
+
+/** The store a custom `create` made, checked once: a missing method would otherwise fail the first batch that needs it. */
+function customStore(create: (shard: number) => DedupStore, shard: number): DedupStore {
+  const store = create(shard)
+  const missing = storeMethods.filter((method) => typeof (store as unknown as Record<string, unknown> | null)?.[method] !== 'function')
+  if (missing.length > 0) throw new ConfigError([mustBe('store.create', `a function returning a store with ${storeMethods.join(', ')} (extend StoreBase from idem/store); for shard ${shard} it returned one without ${missing.join(', ')}`, store)])
+  return store
 }

@@ -281,8 +281,8 @@ describe('redis calls: the shards of a thread share one store', () => {
     const shared = new StoreFactory(resolveRedisStore({ kind: 'redis', url, prefix: prefix() }, 0, []), systemClock)
     const apart = new StoreFactory(resolveRedisStore({ kind: 'redis', url, prefix: prefix(), requireReplicas: 1 }, 0, []), systemClock)
     try {
-      expect(shared.forShard()).toBe(shared.forShard())
-      expect(apart.forShard()).not.toBe(apart.forShard())
+      expect(shared.forShard(0)).toBe(shared.forShard(1))
+      expect(apart.forShard(0)).not.toBe(apart.forShard(1))
     } finally {
       await Promise.all([shared.close(), apart.close()])
     }
