@@ -16,15 +16,6 @@ afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()))
 })
 
-function thrown(run: () => unknown): unknown {
-  try {
-    run()
-  } catch (error) {
-    return error
-  }
-  throw new Error('expected a throw')
-}
-
 describe('MemoryQueue through the main entry', () => {
   it('is the built transport', () => {
     expect(import.meta.resolve('idem')).toMatch(/\/dist\/src\/index\.js$/)
@@ -166,9 +157,10 @@ describe('MemoryQueue options', () => {
     ['maxAttempts', { maxAttempts: 2.5 }],
     ['retryDelayMs', { retryDelayMs: -1 }],
   ])('refuses a bad %s %o with a ConfigError naming it', (field, options) => {
-    const error = thrown(() => new MemoryQueue(options))
-    expect(error).toBeInstanceOf(ConfigError)
-    expect((error as ConfigError).problems).toEqual([expect.stringMatching(new RegExp(`^${field}: must be an integer from \\d+ to \\d+, got `))])
+    expect(() => new MemoryQueue(options)).toThrow(ConfigError)
+    expect(() => new MemoryQueue(options)).toThrow(
+      expect.objectContaining({ problems: [expect.stringMatching(new RegExp(`^${field}: must be an integer from \\d+ to \\d+, got `))] }),
+    )
   })
 
   it.each<[string, object]>([
