@@ -30,6 +30,15 @@
  * variant (Cyrillic and an emoji: two-byte strings, surrogate pairs) takes
  * its per-key UTF-8 path.
  *
+ * The public entry, idem/bloom (KeyBloomFilter), is measured on the traffic
+ * its users have rather than on one key shape: keys parsed out of JSON bodies,
+ * of mixed shapes and lengths, 30% of them repeats spread through the stream
+ * (json-traffic.ts), once ASCII only and once with 2% CJK keys. Its batch and
+ * per-key calls run beside the engine's internal path and bloomfilter, in the
+ * same interleaved rounds. With CJK keys nearly every batch holds one, which
+ * sends the whole batch down the per-key UTF-8 path: the two tables show what
+ * that costs.
+ *
  * Also checked, outside the timed passes: no false negatives (every filled key
  * asked again, as a new string, through both idem paths: a batched/per-key
  * hashing mismatch would show here), the false-positive rate at design load
@@ -39,10 +48,12 @@
 import bloomFilters from 'bloom-filters'
 import { BloomFilter as JsBloomFilter } from 'bloomfilter'
 import { BloomFilter, bloomGeometry } from '../src/bloom/bloom-filter.js'
+import { KeyBloomFilter } from '../src/bloom/index.js'
 import { KeyHasher } from '../src/bloom/key-hasher.js'
 import { KeySpace, type KeyAlphabet } from './fresh-keys.js'
+import { JsonTraffic } from './json-traffic.js'
 import { measureRounds, type PassCase, type PassRate } from './passes.js'
-import { formatPercent, gcNote, progress, settleHeap, shortRate, withRatios, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { formatPercent, gcNote, progress, settleHeap, shortRate, withRatios, type BenchTable, type Check, type Column, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 
 const SUITE = 'bloom'
 const FALSE_POSITIVE_RATE = 0.01
@@ -51,6 +62,15 @@ const BATCH_KEYS = 1024
 const BASELINE = 'bloomfilter 1.1.0'
 const SLOW_PEER = 'bloom-filters 3.0.4'
 const BATCHED = 'idem wasm, batched 1024'
+const PUBLIC_BATCHED = `idem/bloom testAndAddBatch(${BATCH_KEYS})`
+const PUBLIC_PER_KEY = 'idem/bloom testAndAdd, per key'
+const ENGINE_PATH = `engine path: KeyHasher + testAndAddHashes(${BATCH_KEYS})`
+const DUP_RATE = 0.3
+const CJK_SHARE = 0.02
+const USER_TRAFFIC: readonly UserTraffic[] = [
+  { name: 'ASCII only', cjkShare: 0 },
+  { name: `${CJK_SHARE * 100}% CJK`, cjkShare: CJK_SHARE },
+]
 const TARGET_SPEEDUP = 4
 const MEMORY_TOLERANCE = 0.05
 
@@ -92,26 +112,8 @@ export async function runBloomSuite(options: SuiteOptions): Promise<SuiteResult>
         title: `bloom dedup test-and-add, ${alphabet} keys (${space.keyBytes} UTF-8 bytes), m = ${bits.toLocaleString('en-US')} bits, k = ${k}: keys/s`,
         baseline: BASELINE,
         ratioOf: 'keysPerSecond',
-        columns: [
-          { key: 'keysPerPass', title: 'keys/pass' },
-          { key: 'passes', title: 'passes' },
-          { key: 'medianPassMs', title: 'median pass ms' },
-          { key: 'slowest', title: 'slowest round' },
-          { key: 'fastest', title: 'fastest round' },
-          { key: 'keysPerSecond', title: 'keys/s (median)' },
-        ],
-        rows: rates.map((rate) => ({
-          label: rate.name,
-          values: {
-            keysPerPass: rate.name === SLOW_PEER ? sizes.slowPeerKeys : sizes.designLoad,
-            passes: rate.passes,
-            medianPassMs: rate.medianPassMs,
-            slowest: rate.slowestRound,
-            fastest: rate.fastestRound,
-            keysPerSecond: rate.perSecond,
-          },
-          raw: { roundRates: rate.rounds, checksum: rate.checksum },
-        })),
+        columns: RATE_COLUMNS,
+        rows: rates.map((rate) => rateRow(rate, rate.name === SLOW_PEER ? sizes.slowPeerKeys : sizes.designLoad)),
         notes: [
           `one pass: an empty filter filled to design load with fresh keys (the same texts for every contender); ${sizes.warmupPasses} warmup passes each, then ${sizes.rounds} interleaved rounds`,
           'keys/s: median over rounds of keys per pass / pass time; bloom-filters passes use fewer keys (it runs ~40k keys/s), its rate is still per key',
@@ -127,6 +129,20 @@ export async function runBloomSuite(options: SuiteOptions): Promise<SuiteResult>
       met: batched / peer >= TARGET_SPEEDUP,
     })
   }
+
+  const publicBatchedRates: number[] = []
+  for (const traffic of USER_TRAFFIC) {
+    const measured = await measureUserTraffic(traffic, sizes)
+    tables.push(measured.table)
+    checks.push(...measured.checks)
+    publicBatchedRates.push(measured.publicBatched)
+  }
+  const [asciiOnly, withCjk] = publicBatchedRates
+  tables[tables.length - 1].notes!.push(
+    `one non-ASCII key in a batch sends the whole batch down KeyHasher's per-key UTF-8 path, and at ${CJK_SHARE * 100}% CJK keys nearly every ` +
+      `${BATCH_KEYS}-key batch holds one (all but (1 - ${CJK_SHARE})^${BATCH_KEYS} ≈ ${((1 - CJK_SHARE) ** BATCH_KEYS).toExponential(0)} of them): ` +
+      `${PUBLIC_BATCHED} ran ${(asciiOnly / withCjk).toFixed(2)}× faster on the ASCII-only stream (${shortRate(asciiOnly)} vs ${shortRate(withCjk)} keys/s)`,
+  )
 
   const accuracy = measureAccuracy(sizes, bits, k)
   tables.push(accuracy.table)
@@ -149,13 +165,9 @@ async function measureThroughput(alphabet: KeyAlphabet, sizes: Sizes, bits: numb
 
   {
     const space = keysOf()
-    const hasher = new KeyHasher({ maxBatchKeys: BATCH_KEYS })
     const filter = idemFilter(n)
     assertGeometry('idem', filter.bits, filter.k, bits, k)
-    const hashes = new Uint32Array(2 * BATCH_KEYS)
-    const shards = new Uint32Array(BATCH_KEYS)
-    const status = new Uint8Array(BATCH_KEYS)
-    const maybeSeen = new Uint8Array(BATCH_KEYS)
+    const testAndAdd = engineTestAndAdd(filter)
     let batches: string[][] = []
     cases.push({
       name: BATCHED,
@@ -164,15 +176,7 @@ async function measureThroughput(alphabet: KeyAlphabet, sizes: Sizes, bits: numb
         filter.clear()
         batches = inBatches(space.fresh(n), BATCH_KEYS)
       },
-      pass: () => {
-        let seen = 0
-        for (const batch of batches) {
-          // shardCount 0: no jump hash, the bloom work alone (the engine's router adds it).
-          if (hasher.hash(batch, 0, hashes, shards, status) !== 0) throw new Error('KeyHasher rejected a bench key')
-          seen += filter.testAndAddHashes(hashes, batch.length, maybeSeen)
-        }
-        return seen
-      },
+      pass: () => testAndAdd(batches),
     })
   }
   {
@@ -251,6 +255,135 @@ async function measureThroughput(alphabet: KeyAlphabet, sizes: Sizes, bits: numb
   })
 }
 
+interface UserTraffic {
+  name: string
+  cjkShare: number
+}
+
+/**
+ * The public entry on the traffic its users have: keys parsed from JSON
+ * bodies, mixed shapes, 30% repeats spread through the stream, once ASCII
+ * only and once with some CJK keys (json-traffic.ts). One pass: an empty
+ * filter sized for the pass's distinct keys at 1%, then every message's key
+ * through it; each contender gets its own copy of the same traffic.
+ * Contenders: the public batch and per-key calls, the engine's internal path
+ * (what the public batch call adds on top of it: checking, a result array per
+ * batch), and bloomfilter's test-then-add at the same m and k.
+ */
+async function measureUserTraffic(traffic: UserTraffic, sizes: Sizes): Promise<{ table: BenchTable; checks: Check[]; publicBatched: number }> {
+  const messages = sizes.designLoad
+  const expectedItems = Math.round(messages * (1 - DUP_RATE))
+  const { bits, k } = bloomGeometry(expectedItems, FALSE_POSITIVE_RATE)
+  const cases: PassCase[] = []
+  /** Keys and repeats each contender was given, warmup passes included (its checksum counts those too). */
+  const given = new Map<string, { keys: number; repeats: number }>()
+  const contender = (name: string, beforePass: () => void, pass: (keys: string[], batches: string[][]) => number): void => {
+    const source = new JsonTraffic({ cjkShare: traffic.cjkShare, dupRate: DUP_RATE, seed: 23 })
+    const total = { keys: 0, repeats: 0 }
+    given.set(name, total)
+    let keys: string[] = []
+    let batches: string[][] = []
+    cases.push({
+      name,
+      unitsPerPass: messages,
+      beforePass: () => {
+        beforePass()
+        const next = source.next(messages)
+        keys = next.keys
+        batches = inBatches(keys, BATCH_KEYS)
+        total.keys += messages
+        total.repeats += next.repeats
+      },
+      pass: () => pass(keys, batches),
+    })
+  }
+
+  const publicOptions = { expectedItems, falsePositiveRate: FALSE_POSITIVE_RATE, maxBatchKeys: BATCH_KEYS }
+  const batchedFilter = new KeyBloomFilter(publicOptions)
+  assertGeometry(PUBLIC_BATCHED, batchedFilter.stats().bits, batchedFilter.stats().k, bits, k)
+  contender(
+    PUBLIC_BATCHED,
+    () => batchedFilter.clear(),
+    (_, batches) => {
+      let seen = 0
+      for (const batch of batches) {
+        const maybeSeen = batchedFilter.testAndAddBatch(batch)
+        for (let i = 0; i < maybeSeen.length; i++) seen += maybeSeen[i]
+      }
+      return seen
+    },
+  )
+  const perKeyFilter = new KeyBloomFilter(publicOptions)
+  contender(
+    PUBLIC_PER_KEY,
+    () => perKeyFilter.clear(),
+    (keys) => {
+      let seen = 0
+      for (const key of keys) if (perKeyFilter.testAndAdd(key)) seen++
+      return seen
+    },
+  )
+  const engineFilter = idemFilter(expectedItems)
+  const engineBatches = engineTestAndAdd(engineFilter)
+  contender(
+    ENGINE_PATH,
+    () => engineFilter.clear(),
+    (_, batches) => engineBatches(batches),
+  )
+  let peer = new JsBloomFilter(bits, k)
+  assertGeometry(BASELINE, peer.m, peer.k, bits, k)
+  contender(
+    BASELINE,
+    () => (peer = new JsBloomFilter(bits, k)),
+    (keys) => {
+      let seen = 0
+      for (const key of keys) {
+        if (peer.test(key)) seen++
+        else peer.add(key)
+      }
+      return seen
+    },
+  )
+
+  progress(SUITE, `JSON traffic, ${traffic.name}: ${messages.toLocaleString('en-US')} messages per pass, ${DUP_RATE * 100}% repeats, filter for ${expectedItems.toLocaleString('en-US')} keys…`)
+  const rates = await measureRounds(cases, {
+    warmupPasses: sizes.warmupPasses,
+    rounds: sizes.rounds,
+    passesPerRound: 1,
+    onRound: (round, roundRates) =>
+      progress(SUITE, `  ${traffic.name} round ${round + 1}/${sizes.rounds}: ${roundRates.map((r) => `${r.name} ${shortRate(r.perSecond)}`).join(', ')} keys/s`),
+  })
+
+  // Every repeat is a key the filter holds, so maybe seen = repeats + false positives among first deliveries.
+  const falsePositives = (rate: PassRate) => rate.checksum - given.get(rate.name)!.repeats
+  const firstDeliveries = (rate: PassRate) => given.get(rate.name)!.keys - given.get(rate.name)!.repeats
+  const idemRates = rates.filter((rate) => rate.name !== BASELINE)
+  const checks: Check[] = [
+    {
+      name: `idem/bloom, JSON traffic ${traffic.name}: no repeat missed`,
+      ok: rates.every((rate) => falsePositives(rate) >= 0),
+      detail: rates.map((rate) => `${rate.name}: ${rate.checksum.toLocaleString('en-US')} maybe seen for ${given.get(rate.name)!.repeats.toLocaleString('en-US')} repeats`).join('; '),
+    },
+    {
+      name: `idem/bloom, JSON traffic ${traffic.name}: batch, per-key and engine path answer alike`,
+      ok: idemRates.every((rate) => rate.checksum === idemRates[0].checksum),
+      detail: idemRates.map((rate) => `${rate.name}: ${rate.checksum.toLocaleString('en-US')}`).join(', '),
+    },
+  ]
+  const table = withRatios({
+    title: `idem/bloom on JSON-parsed keys, ${traffic.name} (mixed shapes 10–56 bytes, ${DUP_RATE * 100}% repeats), m = ${bits.toLocaleString('en-US')} bits, k = ${k}: keys/s`,
+    baseline: BASELINE,
+    ratioOf: 'keysPerSecond',
+    columns: [...RATE_COLUMNS, { key: 'firstFalsePositives', title: 'FP among first deliveries', format: formatPercent(3) }],
+    rows: rates.map((rate) => rateRow(rate, messages, { firstFalsePositives: falsePositives(rate) / firstDeliveries(rate) })),
+    notes: [
+      `one pass: ${messages.toLocaleString('en-US')} messages decoded by JSON.parse, through an empty filter sized for the pass's ~${expectedItems.toLocaleString('en-US')} distinct keys; ${sizes.warmupPasses} warmup passes each, then ${sizes.rounds} interleaved rounds (median shown)`,
+      `FP among first deliveries: maybe-seen answers beyond the repeats, over the filter's filling life (so below the 1% it reaches at design load)`,
+    ],
+  })
+  return { table, checks, publicBatched: rates.find((rate) => rate.name === PUBLIC_BATCHED)!.perSecond }
+}
+
 interface Accuracy {
   label: string
   filled: number
@@ -276,12 +409,12 @@ function measureAccuracy(sizes: Sizes, bits: number, k: number): { table: BenchT
     progress(SUITE, `accuracy, ${alphabet}: fill ${n.toLocaleString('en-US')} keys, ask them again, probe ${sizes.probes.toLocaleString('en-US')} never-seen keys…`)
     {
       const filter = idemFilter(n)
-      const hasher = new KeyHasher({ maxBatchKeys: BATCH_KEYS })
+      const testAndAdd = engineTestAndAdd(filter)
       const first = space.reserve(n)
       const filled = space.decode(n, (i) => first + i)
-      batchedTestAndAdd(hasher, filter, filled)
+      testAndAdd(inBatches(filled, BATCH_KEYS))
       const again = space.decode(n, (i) => first + i)
-      const batchedMisses = n - batchedTestAndAdd(hasher, filter, again)
+      const batchedMisses = n - testAndAdd(inBatches(again, BATCH_KEYS))
       const copies = space.decode(n, (i) => first + i)
       let perKeyMisses = 0
       for (const key of copies) if (!filter.has(key)) perKeyMisses++
@@ -412,18 +545,52 @@ function idemFilter(n: number): BloomFilter {
   return new BloomFilter({ expectedItems: n, falsePositiveRate: FALSE_POSITIVE_RATE, maxBatchKeys: BATCH_KEYS })
 }
 
-/** Returns the maybe-seen count. */
-function batchedTestAndAdd(hasher: KeyHasher, filter: BloomFilter, keys: string[]): number {
+/**
+ * The engine's path over batches of at most BATCH_KEYS keys: KeyHasher packs
+ * and hashes a batch in one wasm call, then the filter tests and adds the
+ * hashes in another. The returned function gives the maybe-seen count.
+ */
+function engineTestAndAdd(filter: BloomFilter): (batches: readonly string[][]) => number {
+  const hasher = new KeyHasher({ maxBatchKeys: BATCH_KEYS })
   const hashes = new Uint32Array(2 * BATCH_KEYS)
   const shards = new Uint32Array(BATCH_KEYS)
   const status = new Uint8Array(BATCH_KEYS)
   const maybeSeen = new Uint8Array(BATCH_KEYS)
-  let seen = 0
-  for (const batch of inBatches(keys, BATCH_KEYS)) {
-    if (hasher.hash(batch, 0, hashes, shards, status) !== 0) throw new Error('KeyHasher rejected a bench key')
-    seen += filter.testAndAddHashes(hashes, batch.length, maybeSeen)
+  return (batches) => {
+    let seen = 0
+    for (const batch of batches) {
+      // shardCount 0: no jump hash, the bloom work alone (the engine's router adds it).
+      if (hasher.hash(batch, 0, hashes, shards, status) !== 0) throw new Error('KeyHasher rejected a bench key')
+      seen += filter.testAndAddHashes(hashes, batch.length, maybeSeen)
+    }
+    return seen
   }
-  return seen
+}
+
+const RATE_COLUMNS: Column[] = [
+  { key: 'keysPerPass', title: 'keys/pass' },
+  { key: 'passes', title: 'passes' },
+  { key: 'medianPassMs', title: 'median pass ms' },
+  { key: 'slowest', title: 'slowest round' },
+  { key: 'fastest', title: 'fastest round' },
+  { key: 'keysPerSecond', title: 'keys/s (median)' },
+]
+
+/** One contender's row under RATE_COLUMNS (and any extra columns the table adds). */
+function rateRow(rate: PassRate, keysPerPass: number, extra: Record<string, number | string> = {}): Row {
+  return {
+    label: rate.name,
+    values: {
+      keysPerPass,
+      passes: rate.passes,
+      medianPassMs: rate.medianPassMs,
+      slowest: rate.slowestRound,
+      fastest: rate.fastestRound,
+      keysPerSecond: rate.perSecond,
+      ...extra,
+    },
+    raw: { roundRates: rate.rounds, checksum: rate.checksum },
+  }
 }
 
 function inBatches<T>(items: T[], size: number): T[][] {

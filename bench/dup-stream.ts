@@ -10,22 +10,34 @@ export interface DupStream {
   unique: number
 }
 
+/** Key ids in arrival order (0, 1, 2, … for first deliveries) and how many distinct ones they hold. */
+export interface DupIds {
+  ids: number[]
+  unique: number
+}
+
 /**
- * `dupRate` of the keys repeat an earlier one: half a recent key (a producer
+ * `dupRate` of the ids repeat an earlier one: half a recent id (a producer
  * resend), half an old one drawn uniformly (a late redelivery). Deterministic per seed.
  */
-export function dupStream(count: number, seed: number, dupRate: number): DupStream {
+export function dupIds(count: number, seed: number, dupRate: number): DupIds {
   let state = (seed + 1) * 0x9e3779b9
   const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
-  const keys: string[] = []
+  const ids: number[] = []
   let unique = 0
   for (let i = 0; i < count; i++) {
     if (unique > 0 && random() < dupRate) {
       const back = random() < 0.5 ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
-      keys.push(`order-${unique - back}-padding-to-look-like-a-real-key`)
-    } else keys.push(`order-${unique++}-padding-to-look-like-a-real-key`)
+      ids.push(unique - back)
+    } else ids.push(unique++)
   }
-  return { keys, unique }
+  return { ids, unique }
+}
+
+/** dupIds as keys. */
+export function dupStream(count: number, seed: number, dupRate: number): DupStream {
+  const { ids, unique } = dupIds(count, seed, dupRate)
+  return { keys: ids.map((id) => `order-${id}-padding-to-look-like-a-real-key`), unique }
 }
 
 /** CPU time per item, in µs: this Node process's (user + system) and the Redis server's (INFO cpu). */

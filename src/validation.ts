@@ -271,7 +271,7 @@ const keyRules: Record<BadKeyStatus, string> = {
  * for a namespaced message, the key joined to its namespace. `key` is the
  * message's own key, kept on the error when it is a string.
  */
-export function invalidKey(field: 'key' | 'namespace', status: BadKeyStatus, value: unknown, key: unknown = value): IdemError {
+export function invalidKey(field: string, status: BadKeyStatus, value: unknown, key: unknown = value): IdemError {
   let rule = keyRules[status]
   let shown = show(value)
   if (status === KeyStatus.TOO_LONG) {

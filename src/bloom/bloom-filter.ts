@@ -96,7 +96,7 @@ const SNAPSHOT_VERSION = 1
 const HEADER_BYTES = 32
 const Header = { MAGIC: 0, VERSION: 4, K: 6, BITS: 8, EXPECTED_ITEMS: 16, FALSE_POSITIVE_RATE: 24 } as const
 
-function invalidSnapshot(reason: string): IdemError {
+export function invalidSnapshot(reason: string): IdemError {
   return new IdemError(ErrorCode.BLOOM_SNAPSHOT_INVALID, `bloom snapshot refused: ${reason}`)
 }
 
@@ -133,17 +133,12 @@ export class BloomFilter {
    * adds every key, and returns the maybe-seen count.
    */
   testAndAddHashes(hashes: Uint32Array, n: number, maybeSeen: Uint8Array): number {
-    if (hashes.length < 2 * n || maybeSeen.length < n) throw new RangeError(`arrays too short for ${n} hashes`)
-    const core = this.#core
-    const batch = this.#options.maxBatchKeys
-    let count = 0
-    for (let start = 0; start < n; start += batch) {
-      const end = Math.min(n, start + batch)
-      core.hashes.set(hashes.subarray(2 * start, 2 * end))
-      count += core.exports.testAndAdd(end - start)
-      maybeSeen.set(core.results.subarray(0, end - start), start)
-    }
-    return count
+    return this.#probeHashes(hashes, n, maybeSeen, true)
+  }
+
+  /** testAndAddHashes without the add: asks, changes nothing. */
+  testHashes(hashes: Uint32Array, n: number, maybeSeen: Uint8Array): number {
+    return this.#probeHashes(hashes, n, maybeSeen, false)
   }
 
   /** true if the key was maybe seen (then confirm with the store); adds it either way. */
@@ -225,6 +220,20 @@ export class BloomFilter {
     filter.#core.generation(0).set(bytes.subarray(HEADER_BYTES, HEADER_BYTES + filter.bytes / 2))
     filter.#core.generation(1).set(bytes.subarray(HEADER_BYTES + filter.bytes / 2))
     return filter
+  }
+
+  #probeHashes(hashes: Uint32Array, n: number, maybeSeen: Uint8Array, add: boolean): number {
+    if (hashes.length < 2 * n || maybeSeen.length < n) throw new RangeError(`arrays too short for ${n} hashes`)
+    const core = this.#core
+    const batch = this.#options.maxBatchKeys
+    let count = 0
+    for (let start = 0; start < n; start += batch) {
+      const end = Math.min(n, start + batch)
+      core.hashes.set(hashes.subarray(2 * start, 2 * end))
+      count += add ? core.exports.testAndAdd(end - start) : core.exports.test(end - start)
+      maybeSeen.set(core.results.subarray(0, end - start), start)
+    }
+    return count
   }
 
   #hashKey(key: string): void {

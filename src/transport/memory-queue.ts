@@ -1,17 +1,42 @@
+/**
+ * The in-memory transport: a queue with a broker's delivery semantics, for
+ * the demo and for users' tests (exported from the main entry). It keeps the
+ * rules every transport keeps through settleOf (src/outcome.ts): a message is
+ * acked only once its outcome is final, a retry uses an attempt, waiting for
+ * another owner or for the store does not, and what can never succeed lands
+ * in `failed` with its reason. Time is real (Date.now, setTimeout): retry
+ * delays are short, and tests wait on consumeMemoryQueue, not on the clock.
+ */
 import type { Engine } from '../engine.js'
+import { ConfigError } from '../errors.js'
 import type { Handler, Message, Outcome } from '../message.js'
 import { settleOf, Settle } from '../outcome.js'
 
 export interface MemoryQueueOptions {
-  /** Deliveries of one message before it lands in the failed set. @default 5 */
+  /**
+   * Deliveries of a message that may end in a retry (its handler threw, its
+   * commit was refused) before it lands in `failed`. Deliveries that end
+   * waiting (another owner holds the key, the store did not answer) use none,
+   * as on BullMQ and Redis Streams.
+   * @default 5
+   */
   maxAttempts?: number
-  /** Delay before an in-flight or failed message is delivered again, in ms. @default 10 */
+  /** Delay before a retried or waiting message is delivered again, in ms. @default 10 */
   retryDelayMs?: number
 }
 
-export interface FailedMessage<P> {
+/** One hand-out of a message by take(); give it back to settle() with its outcome. */
+export interface MemoryDelivery<P = unknown> {
+  readonly message: Message<P>
+  /** Deliveries so far that used an attempt, this one included. */
+  readonly attempts: number
+}
+
+export interface FailedMessage<P = unknown> {
   message: Message<P>
-  /** The error code and message of the last outcome. */
+  /** The last outcome: conflict, invalid, or the retry that used the last attempt. */
+  outcome: Outcome
+  /** `CODE: message` of the outcome's error. */
   reason: string
   attempts: number
 }
@@ -21,115 +46,184 @@ interface Delivery<P> {
   attempts: number
 }
 
+interface Delayed<P> {
+  due: number
+  delivery: Delivery<P>
+}
+
+const DEFAULT_MAX_ATTEMPTS = 5
+const DEFAULT_RETRY_DELAY_MS = 10
+
 /**
- * An in-process queue with a real queue's delivery semantics, for the demo and
- * tests: at-least-once, ack only after the outcome is settled, in-flight and
- * failed messages redelivered after a delay, poison messages parked in `failed`.
+ * An in-process queue with a real queue's delivery semantics: at-least-once,
+ * ack only after the outcome is settled, retried and waiting messages
+ * delivered again after a delay, poison messages parked in `failed`. A
+ * delivery taken and never settled is not handed out again (there is no
+ * visibility timeout): settle every delivery you take.
  */
 export class MemoryQueue<P = unknown> {
-  readonly failed: FailedMessage<P>[] = []
-  acked = 0
-  redeliveries = 0
-  private ready: Delivery<P>[] = []
-  private head = 0
-  private delayed: { due: number; delivery: Delivery<P> }[] = []
-  private readonly maxAttempts: number
-  private readonly retryDelayMs: number
+  readonly #failed: FailedMessage<P>[] = []
+  #acked = 0
+  #redeliveries = 0
+  #ready: Delivery<P>[] = []
+  #head = 0
+  #delayed: Delayed<P>[] = []
+  readonly #maxAttempts: number
+  readonly #retryDelayMs: number
 
+  /** Throws ConfigError (INVALID_CONFIG) naming every bad option. */
   constructor(options: MemoryQueueOptions = {}) {
-    this.maxAttempts = options.maxAttempts ?? 5
-    this.retryDelayMs = options.retryDelayMs ?? 10
+    const problems = [
+      ...integerProblems('maxAttempts', options.maxAttempts, 1, 2 ** 31),
+      ...integerProblems('retryDelayMs', options.retryDelayMs, 0, 2 ** 31),
+    ]
+    if (problems.length > 0) throw new ConfigError(problems)
+    this.#maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS
+    this.#retryDelayMs = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS
   }
 
   add(message: Message<P>): void {
-    this.ready.push({ message, attempts: 0 })
+    this.#ready.push({ message, attempts: 0 })
+  }
+
+  /** Messages acked: their key is done (handler ran and committed, or a duplicate). */
+  get acked(): number {
+    return this.#acked
+  }
+
+  /** Deliveries handed back to be delivered again, retried or waiting. */
+  get redeliveries(): number {
+    return this.#redeliveries
+  }
+
+  /** Messages that will not be delivered again, with why, in the order they failed. */
+  get failed(): readonly FailedMessage<P>[] {
+    return this.#failed
   }
 
   /** Messages waiting, now or after a retry delay. */
   get waiting(): number {
-    return this.ready.length - this.head + this.delayed.length
+    return this.#ready.length - this.#head + this.#delayed.length
   }
 
   /** Takes up to `max` deliverable messages. */
-  take(max: number): Delivery<P>[] {
-    this.promoteDue(Date.now())
-    const end = Math.min(this.ready.length, this.head + max)
-    const batch = this.ready.slice(this.head, end)
-    this.head = end
-    if (this.head > 65_536 && this.head * 2 > this.ready.length) {
-      this.ready = this.ready.slice(this.head)
-      this.head = 0
+  take(max: number): MemoryDelivery<P>[] {
+    this.#promoteDue(Date.now())
+    const end = Math.min(this.#ready.length, this.#head + max)
+    const batch = this.#ready.slice(this.#head, end)
+    this.#head = end
+    if (this.#head > 65_536 && this.#head * 2 > this.#ready.length) {
+      this.#ready = this.#ready.slice(this.#head)
+      this.#head = 0
     }
     for (const delivery of batch) delivery.attempts++
     return batch
   }
 
-  /** Acks, retries or fails each delivery by its outcome. */
-  settle(deliveries: Delivery<P>[], outcomes: Outcome[]): void {
-    const now = Date.now()
-    for (let i = 0; i < deliveries.length; i++) {
-      const outcome = outcomes[i]
-      const delivery = deliveries[i]
-      const settle = settleOf(outcome)
-      if (settle === Settle.DONE) this.acked++
-      else if (settle !== Settle.REJECT && delivery.attempts < this.maxAttempts) {
-        this.redeliveries++
-        this.delayed.push({ due: now + this.retryDelayMs, delivery })
-      } else {
-        this.failed.push({ message: delivery.message, reason: `${outcome.error?.code}: ${outcome.error?.message}`, attempts: delivery.attempts })
-      }
+  /** Acks, redelivers or fails one delivery by its outcome (settleOf); returns which. */
+  settle(delivery: MemoryDelivery<P>, outcome: Outcome): Settle {
+    const settle = settleOf(outcome)
+    const taken = delivery as Delivery<P>
+    if (settle === Settle.DONE) {
+      this.#acked++
+      return settle
     }
+    // Waiting is not the message's fault: the attempt is given back.
+    if (settle === Settle.WAIT) taken.attempts--
+    if (settle === Settle.WAIT || (settle === Settle.RETRY && taken.attempts < this.#maxAttempts)) {
+      this.#redeliveries++
+      this.#delayed.push({ due: Date.now() + this.#retryDelayMs, delivery: taken })
+    } else {
+      this.#failed.push({ message: taken.message, outcome, reason: `${outcome.error?.code}: ${outcome.error?.message}`, attempts: taken.attempts })
+    }
+    return settle
   }
 
   /** When the next delayed message becomes deliverable (ms from now), or undefined. */
   nextDueIn(): number | undefined {
-    if (this.delayed.length === 0) return undefined
+    if (this.#delayed.length === 0) return undefined
     let due = Infinity
-    for (const entry of this.delayed) due = Math.min(due, entry.due)
+    for (const entry of this.#delayed) due = Math.min(due, entry.due)
     return Math.max(0, due - Date.now())
   }
 
-  private promoteDue(now: number): void {
-    if (this.delayed.length === 0) return
-    const still: typeof this.delayed = []
-    for (const entry of this.delayed) {
-      if (entry.due <= now) this.ready.push(entry.delivery)
+  #promoteDue(now: number): void {
+    if (this.#delayed.length === 0) return
+    const still: Delayed<P>[] = []
+    for (const entry of this.#delayed) {
+      if (entry.due <= now) this.#ready.push(entry.delivery)
       else still.push(entry)
     }
-    this.delayed = still
+    this.#delayed = still
   }
 }
 
-export interface ConsumeOptions {
-  /** Messages per processBatch call. @default 1024 */
+export interface ConsumeMemoryQueueOptions {
+  /** Messages per processBatch call (1–65536). @default 1024 */
   batchSize?: number
-  /** processBatch calls in flight at once, so routing overlaps the actors' work. @default 4 */
+  /** processBatch calls in flight at once, so routing overlaps the actors' work (1–1024). @default 4 */
   batchesInFlight?: number
   /** Called after each batch with its size and duration in ms. */
   onBatch?: (size: number, ms: number) => void
+  /**
+   * Stops taking deliveries when aborted; the batches in flight still settle,
+   * then the promise resolves. For a test whose messages may wait forever
+   * (a store that stays down): `signal: AbortSignal.timeout(2000)`.
+   */
+  signal?: AbortSignal
 }
 
-/** Drains the queue through the engine until nothing is waiting. */
-export async function consumeMemoryQueue<P>(queue: MemoryQueue<P>, engine: Engine, handler: Handler<P>, options: ConsumeOptions = {}): Promise<void> {
+/**
+ * Drains the queue through the engine until nothing is waiting (or `signal`
+ * aborts). Each message is settled as soon as its own outcome is final (a
+ * duplicate is acked without waiting for the handlers of its batch), as the
+ * other transports do (DESIGN.md §4.8).
+ */
+export async function consumeMemoryQueue<P>(queue: MemoryQueue<P>, engine: Engine, handler: Handler<P>, options: ConsumeMemoryQueueOptions = {}): Promise<void> {
+  const problems = [
+    ...integerProblems('batchSize', options.batchSize, 1, 65_536),
+    ...integerProblems('batchesInFlight', options.batchesInFlight, 1, 1024),
+  ]
+  if (problems.length > 0) throw new ConfigError(problems)
   const batchSize = options.batchSize ?? 1024
   const inFlight = options.batchesInFlight ?? 4
+  const { signal } = options
   const worker = async (): Promise<void> => {
-    for (;;) {
+    while (signal?.aborted !== true) {
       const deliveries = queue.take(batchSize)
       if (deliveries.length === 0) {
         const due = queue.nextDueIn()
         if (due === undefined) return
-        await new Promise((resolve) => setTimeout(resolve, due))
+        await pause(due, signal)
         continue
       }
       const started = performance.now()
-      const outcomes = await engine.processBatch(
+      await engine.submit(
         deliveries.map((d) => d.message),
         handler,
+        (i, outcome) => queue.settle(deliveries[i], outcome),
       )
-      queue.settle(deliveries, outcomes)
       options.onBatch?.(deliveries.length, performance.now() - started)
     }
   }
   await Promise.all(Array.from({ length: inFlight }, worker))
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+// One pattern with config.ts's options (`field: must be …, got …`); both move to the shared validation module.
+function integerProblems(field: string, value: number | undefined, min: number, max: number): string[] {
+  if (value === undefined || (Number.isInteger(value) && value >= min && value <= max)) return []
+  return [`${field}: must be an integer from ${min} to ${max}, got ${String(value)}`]
 }

@@ -46,7 +46,7 @@ describe('config', () => {
     ['lru unknown field', { lru: { size: 5 } }, 'lru.size: must be left out (not an option of lru; known: maxKeys), got 5'],
     ['lru negative', { lru: { maxKeys: -1 } }, 'lru.maxKeys: must be an integer from 0 to 1073741824, got -1'],
     ['store not an object', { store: 'redis' }, `store: must be an object like { kind: 'redis', url }, got "redis"`],
-    ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory', 'redis', 'postgres', 'mysql' or 'sqlite', got "dynamo"`],
+    ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory', 'redis', 'postgres', 'mysql', 'sqlite' or 'custom', got "dynamo"`],
     ['memory store with options', { store: { kind: 'memory', url: 'redis://x' } }, 'store.url: must be left out (not an option of the memory store; known: kind), got "redis://x"'],
     ['rollout unknown', { rollout: 'log' }, `rollout: must be 'enforce' or 'shadow', got "log"`],
     ['handler empty', { handler: '' }, 'handler: must be a module path or a file URL, got ""'],
