@@ -13,6 +13,7 @@ import { ConfigError, ErrorCode, type IdemError } from '../../dist/src/errors.js
 import { createStreamConsumer, entryActionOf, EntryAction, type DeadLetter, type StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../../dist/src/transport/redis-streams/index.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { startProxy } from '../support/tcp-proxy.js'
+import { waitFor } from '../support/wait-for.js'
 
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
@@ -50,14 +51,6 @@ afterEach(async () => {
   for (const scope of scopes.splice(0)) await deleteKeysUnder(redis, scope)
 })
 afterAll(() => redis.disconnect())
-
-async function waitFor(what: string, predicate: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 async function add(stream: string, entries: Record<string, string>[]): Promise<string[]> {
   const pipeline = redis.pipeline()
