@@ -1,7 +1,10 @@
 /**
  * Fault test 1 of the Redis/BullMQ issue: three consumer processes on one
- * queue, one SIGKILLed and restarted every ~2 s while 100,000 jobs with 30%
- * duplicates go through. Counts every effect per key in Redis at the end.
+ * queue, one SIGKILLed and restarted at each tenth of the unique keys done
+ * (9 kills, each consumer in turn) while 100,000 jobs with 30% duplicates go
+ * through. Counts every effect per key in Redis at the end. Bounded by count
+ * and progress: kills come at points of progress, not on a timer, and the run
+ * fails only when jobs stop settling for STALL_MS.
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -10,6 +13,7 @@ import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
+import { FAULT_TEST_TIMEOUT_MS, untilDone } from '../support/progress.js'
 
 const url = 'redis://127.0.0.1:6379'
 const MESSAGES = 100_000
@@ -18,8 +22,7 @@ const CONSUMERS = 3
 const CONCURRENCY = 64
 const LEASE_MS = 3_000
 const LOCK_MS = 4_000
-const KILL_EVERY_MS = 2_000
-const DEADLINE_MS = 240_000
+const KILLS = 9
 
 const fixture = fileURLToPath(new URL('../support/fixtures/kill-consumer.mjs', import.meta.url))
 const redis = new Redis(url)
@@ -49,7 +52,7 @@ function startConsumer(): Promise<ChildProcess> {
 }
 
 describe('BullMQ consumers SIGKILLed mid-run', () => {
-  it('three consumers, one killed and restarted every ~2 s: lost 0, double effects within kills × in-flight per consumer', async () => {
+  it(`three consumers, one killed and restarted at each tenth of the keys done (${KILLS} kills): lost 0, double effects within kills × in-flight per consumer`, async () => {
     const queue = new Queue(queueName, { connection: { url } })
     // 30% duplicates: resends of recent keys and late copies of old ones, as producers retry.
     const keys: string[] = []
@@ -68,26 +71,22 @@ describe('BullMQ consumers SIGKILLed mid-run', () => {
 
     let kills = 0
     const started = Date.now()
-    let settled = false
-    const killer = (async () => {
-      while (!settled) {
-        await new Promise((resolve) => setTimeout(resolve, KILL_EVERY_MS))
-        if (settled) break
-        const victim = kills % CONSUMERS
-        consumers[victim].kill('SIGKILL')
-        kills++
-        consumers[victim] = await startConsumer()
-      }
-    })()
     let counts: Record<string, number> = {}
-    while (Date.now() - started < DEADLINE_MS) {
+    // Jobs not yet completed or failed; completed jobs are removed, so this only falls, and MESSAGES - left is the progress.
+    const left = async (): Promise<number> => {
       counts = await queue.getJobCounts('wait', 'active', 'delayed', 'failed', 'prioritized', 'waiting-children')
-      const left = Object.entries(counts).filter(([state]) => state !== 'failed').reduce((sum, [, n]) => sum + n, 0)
-      if (left === 0) break
-      await new Promise((resolve) => setTimeout(resolve, 500))
+      return Object.entries(counts).filter(([state]) => state !== 'failed').reduce((sum, [, n]) => sum + n, 0)
     }
-    settled = true
-    await killer
+    const progress = async () => MESSAGES - (await left())
+    for (let k = 1; k <= KILLS; k++) {
+      const at = Math.floor((k * UNIQUE) / (KILLS + 1))
+      await untilDone({ what: `${at} keys done before kill ${k}`, done: async () => (await redis.hlen(effectsKey)) >= at, progress, pollMs: 50 })
+      const victim = (k - 1) % CONSUMERS
+      consumers[victim].kill('SIGKILL')
+      kills++
+      consumers[victim] = await startConsumer()
+    }
+    await untilDone({ what: 'every job settled', done: async () => (await left()) === 0, progress, pollMs: 500 })
     await queue.close()
 
     const effects = await redis.hgetall(effectsKey)
@@ -99,9 +98,9 @@ describe('BullMQ consumers SIGKILLed mid-run', () => {
       `SIGKILL test: ${MESSAGES} jobs, ${UNIQUE} unique keys, ${kills} kills in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
         `effects ${perKey.reduce((a, b) => a + b, 0)}, lost ${lost}, double effects ${doubles} (bound ${kills} kills × ${CONCURRENCY} in flight = ${bound}), failed jobs ${counts.failed}`,
     )
-    expect(kills).toBeGreaterThan(0)
+    expect(kills).toBe(KILLS)
     expect(counts.failed).toBe(0)
     expect(lost).toBe(0)
     expect(doubles).toBeLessThanOrEqual(bound)
-  }, DEADLINE_MS + 60_000)
+  }, FAULT_TEST_TIMEOUT_MS)
 })

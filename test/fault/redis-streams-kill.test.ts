@@ -5,7 +5,9 @@
  * the dead one held can only come back through XAUTOCLAIM. 40,000 entries
  * with 30% duplicates and one malformed entry. Effects are counted per key in
  * Redis (HINCRBY in the handler) and checked at the end, with the pending
- * list of every consumer name, dead or alive.
+ * list of every consumer name, dead or alive. Bounded by count and progress:
+ * the run fails only when effects, then settled entries, stop growing for
+ * STALL_MS, never because a loaded machine is slower.
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -13,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
+import { FAULT_TEST_TIMEOUT_MS, STALL_MS, untilDone } from '../support/progress.js'
 
 const url = 'redis://127.0.0.1:6379'
 const ENTRIES = 40_000
@@ -24,7 +27,6 @@ const IN_FLIGHT_PER_CONSUMER = COUNT * BATCHES_IN_FLIGHT
 const LEASE_MS = 1_000
 const CLAIM_IDLE_MS = 2_000
 const KILL_AT = [0.2, 0.45, 0.7]
-const DEADLINE_MS = 120_000
 
 const fixture = fileURLToPath(new URL('../support/fixtures/streams-consumer.mjs', import.meta.url))
 const redis = new Redis(url)
@@ -59,7 +61,7 @@ function startConsumer(name: string): Promise<Child> {
     if (message.stats !== undefined) handle.stats = message.stats
   })
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`consumer ${name} not ready after 15 s`)), 15_000)
+    const timer = setTimeout(() => reject(new Error(`consumer ${name} not ready after ${STALL_MS / 1000} s`)), STALL_MS)
     child.once('message', () => {
       clearTimeout(timer)
       resolve(handle)
@@ -71,7 +73,7 @@ function startConsumer(name: string): Promise<Child> {
 /** Asks a consumer to close; resolves with its final stats and errors. */
 function closeConsumer(child: Child): Promise<{ stats: Record<string, number>; errors: string[] }> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`consumer ${child.name} did not close within 30 s`)), 30_000)
+    const timer = setTimeout(() => reject(new Error(`consumer ${child.name} did not close within ${STALL_MS / 1000} s`)), STALL_MS)
     child.process.on('message', (message: { closed?: boolean; stats: Record<string, number>; errors: string[] }) => {
       if (message.closed !== true) return
       clearTimeout(timer)
@@ -120,23 +122,25 @@ describe('Redis Streams consumers SIGKILLed mid-run', () => {
     const survivor = await startConsumer('survivor')
     let victim = await startConsumer(`victim-${generation}`)
     const killed: { name: string; pendingAtKill: number; stats: Record<string, number> }[] = []
+    const effectCount = () => redis.hlen(effectsKey)
     for (const fraction of KILL_AT) {
-      while ((await redis.hlen(effectsKey)) < fraction * UNIQUE) {
-        if (Date.now() - started > DEADLINE_MS) throw new Error(`no progress to ${fraction * 100}% of the keys within the deadline`)
-        await new Promise((resolve) => setTimeout(resolve, 20))
-      }
+      await untilDone({ what: `${fraction * 100}% of the keys done`, done: async () => (await effectCount()) >= fraction * UNIQUE, progress: effectCount, pollMs: 20 })
       victim.process.kill('SIGKILL')
       await new Promise<void>((resolve) => (victim.process.exitCode !== null || victim.process.signalCode !== null ? resolve() : victim.process.once('exit', () => resolve())))
       killed.push({ name: victim.name, pendingAtKill: await pendingOf(victim.name), stats: victim.stats })
       victim = await startConsumer(`victim-${++generation}`)
     }
 
+    // Entries read but not acked (pending) plus entries not read (lag) only fall: reads move lag to pending, acks and dead letters remove.
     let state = await groupState()
-    while (Date.now() - started < DEADLINE_MS) {
-      state = await groupState()
-      if (state.pending === 0 && state.lag === 0) break
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    }
+    await untilDone({
+      what: 'every entry acked',
+      done: async () => ((state = await groupState()), state.pending === 0 && state.lag === 0),
+      progress: async () => {
+        const { pending, lag } = await groupState()
+        return ENTRIES + 1 - pending - lag
+      },
+    })
     const seconds = (Date.now() - started) / 1000
     const [last, first] = await Promise.all([closeConsumer(victim), closeConsumer(survivor)])
 
@@ -168,5 +172,5 @@ describe('Redis Streams consumers SIGKILLed mid-run', () => {
     expect(letter).toMatchObject({ id: malformedId, code: 'INVALID_KEY' })
     expect(JSON.parse(letter.fields)).toEqual({ amount: '10', note: 'no key field' })
     expect(first.errors.filter((e) => !e.startsWith('TRANSPORT_FAILED'))).toEqual([])
-  }, DEADLINE_MS + 60_000)
+  }, FAULT_TEST_TIMEOUT_MS)
 })

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
+import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 
 const url = 'redis://127.0.0.1:6379'
 const fixture = fileURLToPath(new URL('../support/fixtures/bullmq-consumer.mjs', import.meta.url))
@@ -19,8 +20,7 @@ afterAll(async () => {
   const queue = new Queue(queueName, { connection: { url } })
   await queue.obliterate({ force: true }).catch(() => {})
   await queue.close()
-  const keys = await redis.keys(`${prefix}*`)
-  if (keys.length > 0) await redis.del(...keys)
+  await deleteKeysUnder(redis, prefix)
   redis.disconnect()
 })
 

@@ -5,7 +5,9 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
 import { ConfigError } from '../../dist/src/errors.js'
 import { createConsumer, idemProcessor, jobActionOf, type Consumer, type ConsumerOptions } from '../../dist/src/transport/bullmq/index.js'
+import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { startProxy } from '../support/tcp-proxy.js'
+import { waitFor } from '../support/wait-for.js'
 
 // Every test owns a random queue and a random store prefix on the shared Redis,
 // and deletes both afterwards: the database is never flushed.
@@ -45,20 +47,9 @@ afterEach(async () => {
     await q.obliterate({ force: true })
     await q.close()
   }
-  for (const p of prefixes.splice(0)) {
-    const keys = await redis.keys(`${p}*`)
-    if (keys.length > 0) await redis.del(...keys)
-  }
+  for (const p of prefixes.splice(0)) await deleteKeysUnder(redis, p)
 })
 afterAll(() => redis.disconnect())
-
-async function waitFor(what: string, predicate: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 /** Waits until every job of the queue is completed or failed, then returns them by id. */
 async function settled(q: Queue, total: number, timeoutMs = 15_000): Promise<Map<string, { state: string; job: Job }>> {

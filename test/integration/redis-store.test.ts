@@ -33,10 +33,7 @@ afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()))
 })
 afterAll(async () => {
-  for (const p of prefixes) {
-    const keys = await redis.keys(`${p}*`)
-    if (keys.length > 0) await redis.del(...keys)
-  }
+  for (const p of prefixes) await deleteKeysUnder(redis, p)
   redis.disconnect()
 })
 

@@ -72,15 +72,15 @@ describe.each(kinds)('%s store', (kind) => {
       let options: SqlStoreOptions
       if (kind === 'postgres') {
         const pool = new pg.Pool({ connectionString: PG_URL, max: 2 })
-        options = { ...kit.store(), url: undefined, pool }
+        options = { kind, tablePrefix: kit.store().tablePrefix, pool }
         await pool.end()
       } else if (kind === 'mysql') {
         const pool = mysqlPromise.createPool({ uri: MYSQL_URL, connectionLimit: 2 })
-        options = { ...kit.store(), url: undefined, pool }
+        options = { kind, tablePrefix: kit.store().tablePrefix, pool }
         await pool.end()
       } else {
         const database = new Database(kit.file!)
-        options = { ...kit.store(), path: undefined, database }
+        options = { kind, tablePrefix: kit.store().tablePrefix, database }
         database.close()
       }
       const e = await engine({ store: options })

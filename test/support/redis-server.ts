@@ -174,6 +174,50 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   }
 }
 
+/**
+ * Waits until `replica` is linked to `primary` and the primary streams to it.
+ * master_link_status:up on the replica is not enough: after a diskless full
+ * sync, Redis 7.0 holds the command stream until the replica's first
+ * REPLCONF ACK (sent once a second), so writes made in that second are not
+ * on the replica yet. A probe write, then the primary's view of the
+ * replica's acknowledged offset, proves the stream flows.
+ */
+export async function waitForReplicaLink(primary: { port: number }, replica: { port: number }, timeoutMs = READY_TIMEOUT_MS): Promise<void> {
+  const up = async () => (await redisCli(replica.port, ['INFO', 'replication'])).includes('master_link_status:up')
+  if (!(await pollUntil(up, timeoutMs, () => false))) throw new Error(`replica on port ${replica.port} did not link to its primary within ${timeoutMs} ms`)
+  await redisCli(primary.port, ['SET', 'test:replica-link-probe', String(replica.port)])
+  const written = Number(/master_repl_offset:(\d+)/.exec(await redisCli(primary.port, ['INFO', 'replication']))![1])
+  const acked = async () => {
+    const line = new RegExp(`slave\\d+:ip=[^,]+,port=${replica.port},state=online,offset=(\\d+)`).exec(await redisCli(primary.port, ['INFO', 'replication']))
+    return line !== null && Number(line[1]) >= written
+  }
+  if (!(await pollUntil(acked, timeoutMs, () => false))) throw new Error(`primary on port ${primary.port} did not stream to its replica on port ${replica.port} within ${timeoutMs} ms`)
+}
+
+/**
+ * A replica of `primary` (`--replicaof`), returned once the primary streams
+ * to it. The primary is told to start the full sync at once
+ * (repl-diskless-sync-delay 0) instead of waiting its default 5 s for more
+ * replicas to join.
+ */
+export async function startReplica(primary: { port: number }, options: StartRedisOptions = {}): Promise<RedisProcess> {
+  await redisCli(primary.port, ['CONFIG', 'SET', 'repl-diskless-sync-delay', '0'])
+  const replica = await startRedis({ ...options, args: ['--replicaof', HOST, String(primary.port), ...(options.args ?? [])] })
+  try {
+    await waitForReplicaLink(primary, replica)
+  } catch (error) {
+    await replica.stop()
+    throw error
+  }
+  return replica
+}
+
+/** Makes a replica a primary of its own (REPLICAOF NO ONE): the manual failover a Sentinel would do. */
+export async function promote(replica: { port: number }): Promise<void> {
+  const reply = await redisCli(replica.port, ['REPLICAOF', 'NO', 'ONE'])
+  if (reply !== 'OK') throw new Error(`REPLICAOF NO ONE on port ${replica.port} answered ${reply}`)
+}
+
 export async function startCluster(masters = 3): Promise<RedisCluster> {
   // Pin the bus port: the default port + 10000 can be taken, or above 65535 for a high ephemeral port.
   const ports = await freePorts(masters * 2)

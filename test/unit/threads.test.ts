@@ -38,7 +38,7 @@ describe('actors in worker threads', () => {
 
   it('a handler module runs inside the worker threads, results come back, throws are released', async () => {
     const e = await engine({ shards: 4, threads: 2, handler: fixture('double-handler.mjs') })
-    const outs = await e.processBatch([{ key: 'a', payload: 21 }, { key: 'b', payload: 'boom' }, { key: 'a', payload: 21 }])
+    const outs = await e.processBatch<number | string, unknown>([{ key: 'a', payload: 21 }, { key: 'b', payload: 'boom' }, { key: 'a', payload: 21 }])
     expect(outs[0]).toMatchObject({ verdict: 'new', result: { doubled: 42 } })
     expect((outs[0].result as { threadId: number }).threadId).toBeGreaterThan(0)
     expect(outs[1].verdict).toBe('new')
