@@ -3,9 +3,13 @@ import { KeyState, stateOf, type KeyRecord } from './record-state.js'
 import { plainValues, StoreBase, type GroupClaim, type KeyGroup, type StoredRecord } from './store-base.js'
 import { ClaimCode } from './store.js'
 
-/** Expired records are swept this many at a time, every this many claims, so no call pays for the whole map. */
+/**
+ * Expired records are swept in slices, every this many claims, so no call pays
+ * for the whole map. A slice visits twice as many records as were claimed since
+ * the last one: new keys are appended behind the cursor, and a cursor no faster
+ * than they arrive would never reach the end and start over.
+ */
 const SWEEP_EVERY = 4096
-const SWEEP_BATCH = 4096
 
 /**
  * The whole state machine in a Map, for tests and single-process use. Not
@@ -122,9 +126,10 @@ export class MemoryStore extends StoreBase {
   }
 
   private sweep(now: number): void {
+    const slice = 2 * this.claimsSinceSweep
     this.claimsSinceSweep = 0
     this.sweepCursor ??= this.records.entries()
-    for (let i = 0; i < SWEEP_BATCH; i++) {
+    for (let i = 0; i < slice; i++) {
       const next = this.sweepCursor.next()
       if (next.done) {
         this.sweepCursor = undefined

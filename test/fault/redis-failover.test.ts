@@ -104,8 +104,7 @@ async function failover(requireReplicas: 0 | 1, lagging: boolean): Promise<Failo
   cleanups.push(() => replica.stop())
   const prefix = `t:${randomUUID()}:`
   const engineOn = async (server: RedisProcess): Promise<Engine> => {
-    // WAIT blocks up to replicaTimeoutMs, and the client's commandTimeoutMs must outlast it: a WAIT cut by the
-    // command timeout comes back as STORE_FAILED with its claims left in place (see the README's failover figures).
+    // WAIT blocks up to replicaTimeoutMs, which must stay under commandTimeoutMs (the config refuses it otherwise).
     const store = { kind: 'redis' as const, url: server.url, prefix, hashTags: HASH_TAGS, requireReplicas, replicaTimeoutMs: 500, commandTimeoutMs: 2_000, retries: 1, retryBackoffMs: 20 }
     const engine = await createEngine({ shards: 4, leaseMs: LEASE_MS, lru: { maxKeys: 0 }, store })
     cleanups.push(() => engine.close())
@@ -283,6 +282,8 @@ describe('Redis failover: primary SIGKILLed under a stream of claims, replica pr
     console.log(summary(1, true, report))
     expectInvariants(report)
     expect(report.lostClaims).toEqual([])
+    // Commits wait for the replica too: no key acknowledged as done on the old primary runs again on the promoted one.
+    expect(report.doneLost).toEqual([])
     // Cut off, the old primary's claims were refused (no handler ran for them) instead of acknowledged.
     expect(report.codesOld[ErrorCode.REPLICA_SHORTFALL]).toBeGreaterThanOrEqual(BATCHES_IN_FLIGHT)
     // Before the promoted replica had a replica: every claim refused with REPLICA_SHORTFALL, no handler ran, no duplicate.

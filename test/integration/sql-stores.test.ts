@@ -52,7 +52,7 @@ describe.each(kinds)('%s store', (kind) => {
       closers.push(() => store.close())
       await store.open()
       const long = 'k'.repeat(1025)
-      await expect(store.claim(['fine', long], [undefined, undefined], 'tok', 5_000)).rejects.toMatchObject({
+      await expect(store.claim(['fine', long], [undefined, undefined], 'tok', 5_000, 60_000)).rejects.toMatchObject({
         code: ErrorCode.INVALID_KEY,
         message: `key: must be at most 1024 UTF-8 bytes, got "${'k'.repeat(60)}…" (1025 bytes)`,
       })
@@ -209,9 +209,9 @@ describe.each(kinds)('%s store', (kind) => {
     closers.push(() => store.close())
     const expiring = Array.from({ length: 250 }, (_, i) => `old-${i}`)
     const live = Array.from({ length: 30 }, (_, i) => `live-${i}`)
-    await store.claim(expiring, expiring.map(() => undefined), 'A', 60_000)
+    await store.claim(expiring, expiring.map(() => undefined), 'A', 60_000, 60_000)
     await store.commit(expiring, undefined, 'A', 200)
-    await store.claim(live, live.map(() => undefined), 'A', 60_000)
+    await store.claim(live, live.map(() => undefined), 'A', 60_000, 60_000)
     await store.commit(live, undefined, 'A', 600_000)
     if (clock !== undefined) clock.advance(500)
     else await sleep(500)
@@ -219,7 +219,7 @@ describe.each(kinds)('%s store', (kind) => {
     expect(await rowCount(table)).toBe(280)
     expect([await store.sweepOnce(), await store.sweepOnce(), await store.sweepOnce(), await store.sweepOnce()]).toEqual([100, 100, 50, 0])
     expect(await rowCount(table)).toBe(30)
-    expect(Array.from((await store.claim(live, live.map(() => undefined), 'B', 1000)).codes).every((c) => c === ClaimCode.DONE)).toBe(true)
+    expect(Array.from((await store.claim(live, live.map(() => undefined), 'B', 1000, 60_000)).codes).every((c) => c === ClaimCode.DONE)).toBe(true)
   })
 
   if (kind === 'postgres') {

@@ -79,6 +79,11 @@ describe('config', () => {
     ['maxResultBytes fractional', redis({ url: 'redis://x', maxResultBytes: 1.5 }), 'store.maxResultBytes: must be an integer from 0 to 536870912, got 1.5'],
     ['requireReplicas too many', redis({ url: 'redis://x', requireReplicas: 65 }), 'store.requireReplicas: must be an integer from 0 to 64, got 65'],
     ['requireReplicas on a cluster', redis({ cluster: [{ host: 'a', port: 1 }], requireReplicas: 1 }), 'store.requireReplicas: must be 0 without store.url, as WAIT counts the replicas of a single primary, got 1'],
+    [
+      'a WAIT longer than the command timeout',
+      redis({ url: 'redis://x', requireReplicas: 1, replicaTimeoutMs: 1000, commandTimeoutMs: 1000 }),
+      'store.replicaTimeoutMs: must be less than store.commandTimeoutMs (1000), as WAIT runs under the command timeout, got 1000',
+    ],
     ['replicaTimeoutMs zero', redis({ url: 'redis://x', replicaTimeoutMs: 0 }), 'store.replicaTimeoutMs: must be an integer from 1 to 600000, got 0'],
     [
       'unknown option',

@@ -66,6 +66,10 @@ export function resolveRedisStore(options: Record<string, unknown>, threads: num
   }
   const requireReplicas = o.integer('requireReplicas', redisDefaults.requireReplicas, 0, 64)
   if (requireReplicas > 0 && !o.has('url')) o.mustBe('requireReplicas', '0 without store.url, as WAIT counts the replicas of a single primary')
+  const commandTimeoutMs = o.integer('commandTimeoutMs', redisDefaults.commandTimeoutMs, 10, 600_000)
+  const replicaTimeoutMs = o.integer('replicaTimeoutMs', redisDefaults.replicaTimeoutMs, 1, 600_000)
+  // WAIT runs under the command timeout: a longer wait would be cut off as a failed call instead of answering the shortfall.
+  if (requireReplicas > 0 && replicaTimeoutMs >= commandTimeoutMs) o.mustBe('replicaTimeoutMs', `less than store.commandTimeoutMs (${commandTimeoutMs}), as WAIT runs under the command timeout`)
   return {
     kind: 'redis',
     ...(typeof o.value('url') === 'string' ? { url: o.value('url') as string } : {}),
@@ -73,11 +77,11 @@ export function resolveRedisStore(options: Record<string, unknown>, threads: num
     ...(o.has('client') ? { client: o.value('client') as Redis | Cluster } : {}),
     prefix: o.string('prefix', redisDefaults.prefix, 'a string without {, } or U+0000', (prefix) => !/[{}\0]/.test(prefix)),
     hashTags: o.integer('hashTags', redisDefaults.hashTags, 1, 16_384),
-    commandTimeoutMs: o.integer('commandTimeoutMs', redisDefaults.commandTimeoutMs, 10, 600_000),
+    commandTimeoutMs,
     retries: o.integer('retries', redisDefaults.retries, 0, 100),
     retryBackoffMs: o.integer('retryBackoffMs', redisDefaults.retryBackoffMs, 0, 60_000),
     maxResultBytes: o.integer('maxResultBytes', redisDefaults.maxResultBytes, 0, 512 * 1024 * 1024),
     requireReplicas,
-    replicaTimeoutMs: o.integer('replicaTimeoutMs', redisDefaults.replicaTimeoutMs, 1, 600_000),
+    replicaTimeoutMs,
   }
 }

@@ -126,9 +126,19 @@ export class RedisStore extends StoreBase<TagGroup> {
     return replies
   }
 
+  /**
+   * With requireReplicas, a commit is durable once the replicas hold it too:
+   * until then its outcome (and so its ack) waits, and a shortfall fails the
+   * commit, which the actor keeps and applies again (a commit this token
+   * already applied answers committed), so no ack outruns replication.
+   */
   override async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
     const committed = await super.commit(keys, results, token, ttlMs)
     this.settled(token, keys.length)
+    if (this.config.requireReplicas > 0) {
+      const shortfall = await this.replicaShortfall('commits', 'the commit is applied again before its messages are acked')
+      if (shortfall !== undefined) throw shortfall
+    }
     return committed
   }
 
@@ -308,25 +318,33 @@ export class RedisStore extends StoreBase<TagGroup> {
 
   /**
    * WAIT on the connection that wrote the claims: a failover to a replica that
-   * never got them would let a second owner claim the same keys. A shortfall
-   * releases this batch's claims and fails it with its own code.
+   * never got them would let a second owner claim the same keys. A shortfall,
+   * or a WAIT that failed, releases this batch's claims (so they do not hold
+   * their keys until the lease lapses) and fails the batch: no handler runs.
    */
   private async awaitReplicas(keys: readonly string[], codes: Uint8Array, token: string): Promise<void> {
+    const shortfall = await this.replicaShortfall('claims', 'released them, retry later')
+    if (shortfall === undefined) return
+    const claimed = this.group(keys, [...codes.keys()].filter((i) => codes[i] === ClaimCode.CLAIMED))[0]
+    this.claimedPerToken.delete(token)
+    await this.send('release', claimed, token, [token, this.recordKeys(claimed, keys)]).catch(() => {})
+    throw shortfall
+  }
+
+  /**
+   * WAIT for requireReplicas replicas to hold what this connection wrote;
+   * the error that says why they do not, or undefined when they do.
+   */
+  private async replicaShortfall(what: 'claims' | 'commits', then: string): Promise<IdemError | undefined> {
     const { requireReplicas, replicaTimeoutMs } = this.config
     let acknowledged: number
     try {
       acknowledged = (await (this.client as Redis).wait(requireReplicas, replicaTimeoutMs)) as number
     } catch (error) {
-      throw new IdemError(ErrorCode.STORE_FAILED, `redis WAIT failed: ${errorText(error)}`, { cause: error })
+      return new IdemError(ErrorCode.STORE_FAILED, `redis WAIT after ${what} failed: ${errorText(error)}; ${then}`, { cause: error })
     }
-    if (acknowledged >= requireReplicas) return
-    const claimed = this.group(keys, [...codes.keys()].filter((i) => codes[i] === ClaimCode.CLAIMED))[0]
-    this.claimedPerToken.delete(token)
-    await this.send('release', claimed, token, [token, this.recordKeys(claimed, keys)]).catch(() => {})
-    throw new IdemError(
-      ErrorCode.REPLICA_SHORTFALL,
-      `claims reached ${acknowledged} of the ${requireReplicas} required replicas within ${replicaTimeoutMs} ms; released them, retry later`,
-    )
+    if (acknowledged >= requireReplicas) return undefined
+    return new IdemError(ErrorCode.REPLICA_SHORTFALL, `${what} reached ${acknowledged} of the ${requireReplicas} required replicas within ${replicaTimeoutMs} ms; ${then}`)
   }
 }
 
