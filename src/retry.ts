@@ -9,7 +9,9 @@ export interface RetryPolicy {
 export interface RetryHooks {
   /** An error no retry can fix (a closed pool, a refused schema): returned as the error to throw now. */
   permanent?(error: unknown): Error | undefined
-  /** Called before each wait, e.g. to count retries or to forget a schema check. */
+  /** Called on every failed attempt, the last one too, e.g. to forget what the failure made stale (a schema check). */
+  onFailure?(error: unknown): void
+  /** Called before each wait, e.g. to count retries. */
   onRetry?(error: unknown, attempt: number): void
   /** The error to throw once every attempt failed. */
   exhausted(error: unknown, attempts: number): Error
@@ -26,6 +28,7 @@ export async function withRetries<T>(run: () => Promise<T>, policy: RetryPolicy,
     try {
       return await run()
     } catch (error) {
+      hooks.onFailure?.(error)
       const permanent = hooks.permanent?.(error)
       if (permanent !== undefined) throw permanent
       if (attempt >= policy.retries) throw hooks.exhausted(error, attempt + 1)

@@ -110,14 +110,14 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
   protected abstract inspectGroup(g: G, keys: readonly string[]): Promise<(StoredRecord | undefined)[]>
   protected abstract forgetGroup(g: G, keys: readonly string[]): Promise<Uint8Array>
   protected abstract closeBackend(): Promise<void>
-  /** Runs before every attempt: connect, check the schema or the server. Returns nothing once ready, so a ready store pays no await. */
+  /** Runs before every attempt: connect, check the schema or the server. May return nothing when there is nothing to wait for, which spares the call an await. */
   protected prepare(): Promise<void> | void {}
   /** A failure no retry can fix, as the error to report now. */
   protected permanent(_error: unknown): IdemError | undefined {
     return undefined
   }
-  /** Called before a retry: a backend may forget what the failure made stale (a schema check). */
-  protected onRetry(_error: unknown): void {}
+  /** Called on every failed attempt, the last one too: a backend may forget what the failure made stale (a schema check). */
+  protected onFailure(_error: unknown): void {}
   /** The failure as a readable text, with the driver's code when it has one. */
   protected errorText(error: unknown): string {
     return errorText(error)
@@ -235,9 +235,9 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
           if (permanent !== undefined) this.health.failures++
           return permanent
         },
-        onRetry: (error) => {
+        onFailure: (error) => this.onFailure(error),
+        onRetry: () => {
           this.health.retries++
-          this.onRetry(error)
         },
         exhausted: (error, attempts) => {
           this.health.failures++

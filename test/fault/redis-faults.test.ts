@@ -88,7 +88,7 @@ describe('requireReplicas', () => {
     cleanups.push(() => replica.stop())
 
     const prefix = `t:${randomUUID()}:`
-    const one = await engineOn({ url: primary.url, prefix, requireReplicas: 1, replicaTimeoutMs: 1000 })
+    const one = await engineOn({ url: primary.url, prefix, requireReplicas: 1, replicaTimeoutMs: 1000, commandTimeoutMs: 2000 })
     expect((await one.process({ key: 'a' }, () => 1)).verdict).toBe('new')
 
     const two = await engineOn({ url: primary.url, prefix, requireReplicas: 2, replicaTimeoutMs: 100 })

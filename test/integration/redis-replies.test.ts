@@ -11,6 +11,7 @@ import { resolveRedisStore } from '../../dist/src/store/redis/redis-options.js'
 import { recordKey, hashTagOf } from '../../dist/src/store/redis/redis-records.js'
 import { RedisStore } from '../../dist/src/store/redis/redis-store.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
+import { startRedis } from '../support/redis-server.js'
 
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
@@ -51,6 +52,30 @@ describe('redis store: the server and its replies', () => {
     expect(s.health).toEqual({ retries: 0, failures: 1 })
     expect(await redis.exists(recordKey(prefix, hashTagOf('k', 64), 'k'))).toBe(0)
     client.disconnect()
+  })
+
+  it('a user the server will not answer INFO (ACL -info) is let through, and concurrent first calls share one version check', async () => {
+    const server = await startRedis()
+    try {
+      const admin = new Redis(server.url)
+      await admin.call('ACL', 'SETUSER', 'idem', 'on', 'nopass', '~*', '&*', '+@all', '-info')
+      const limited = new RedisStore(resolveRedisStore({ kind: 'redis', url: server.url.replace('redis://', 'redis://idem@'), prefix: 'p:', retries: 0 }, 0, []))
+      const claims = await Promise.all(Array.from({ length: 16 }, (_, i) => limited.claim([`k${i}`], [undefined], `T${i}`, 1_000, 10_000)))
+      expect(claims.map((c) => c.codes[0])).toEqual(Array.from({ length: 16 }, () => 0))
+      await limited.close()
+
+      await admin.call('CONFIG', 'RESETSTAT')
+      const full = new RedisStore(resolveRedisStore({ kind: 'redis', url: server.url, prefix: 'q:' }, 0, []))
+      await Promise.all(Array.from({ length: 16 }, (_, i) => full.claim([`k${i}`], [undefined], `T${i}`, 1_000, 10_000)))
+      await full.claim(['last'], [undefined], 'L', 1_000, 10_000)
+      const stats = String(await admin.info('commandstats'))
+      // Two INFO in all: ioredis's ready check of the store's new connection, and one version check for 17 calls.
+      expect(/cmdstat_info:calls=(\d+)/.exec(stats)?.[1]).toBe('2')
+      await full.close()
+      admin.disconnect()
+    } finally {
+      await server.stop()
+    }
   })
 
   it('the server on this machine (7.0 or later) is accepted', async () => {

@@ -13,7 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { ManualClock } from '../../dist/src/clock.js'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
 import { ErrorCode, IdemError } from '../../dist/src/errors.js'
-import { migrateSqlStore, resolveSqlStoreOptions } from '../../dist/src/store/sql/sql-admin.js'
+import { dropSqlTables, migrateSqlStore, resolveSqlStoreOptions } from '../../dist/src/store/sql/sql-admin.js'
 import { createSqlStore } from '../../dist/src/store/sql/sql-backends.js'
 import { statementsFor } from '../../dist/src/store/sql/postgres-store.js'
 import { keyBytes, recordsTableName, tableIndexOf } from '../../dist/src/store/sql/sql-records.js'
@@ -111,6 +111,16 @@ describe.each(kinds)('%s store', (kind) => {
   })
 
   describe('schema', () => {
+    it('tables dropped under a running store with retries: 0: the failed call makes the store check its schema again, and the next call recreates it', async () => {
+      const options = kit.store({ retries: 0 })
+      const store = createSqlStore(resolveSqlStoreOptions(options))
+      closers.push(() => store.close())
+      expect(Array.from((await store.claim(['a'], [undefined], 'A', 5_000, 60_000)).codes)).toEqual([ClaimCode.CLAIMED])
+      await dropSqlTables(options)
+      await expect(store.claim(['b'], [undefined], 'B', 5_000, 60_000)).rejects.toMatchObject({ code: ErrorCode.STORE_FAILED })
+      expect(Array.from((await store.claim(['b'], [undefined], 'B', 5_000, 60_000)).codes)).toEqual([ClaimCode.CLAIMED])
+    })
+
     it('creates its tables and index on first use, records its layout, and a second engine uses them as they are', async () => {
       const options = kit.store()
       const e = await engine({ store: options })

@@ -86,6 +86,8 @@ export class RedisStore extends StoreBase<TagGroup> {
   private readonly claimedPerToken = new Map<string, number>()
   private queued: Queued[] = []
   private versionChecked = false
+  /** The one version check under way: calls made before it answers share it. */
+  private versionCheck: Promise<void> | undefined
 
   constructor(private readonly config: RedisStoreConfig) {
     super({ name: 'redis', retries: config.retries, retryBackoffMs: config.retryBackoffMs, maxResultBytes: config.maxResultBytes, values: jsonValues })
@@ -230,12 +232,25 @@ export class RedisStore extends StoreBase<TagGroup> {
   }
 
   protected override prepare(): Promise<void> | void {
-    if (!this.versionChecked) return this.checkVersion()
+    if (this.versionChecked) return
+    this.versionCheck ??= this.checkVersion().finally(() => (this.versionCheck = undefined))
+    return this.versionCheck
   }
 
-  /** Refuses a Redis older than 7 at the first call: its claims would all fail. */
+  /**
+   * Refuses a Redis older than 7 at the first call: its claims would all fail.
+   * A server that will not say (an ACL user without INFO, a renamed command)
+   * is let through: a claim on a server too old then fails on its own syntax.
+   */
   private async checkVersion(): Promise<void> {
-    const info = String(await this.client.info('server'))
+    let info: string
+    try {
+      info = String(await this.client.info('server'))
+    } catch (error) {
+      if (!/^(NOPERM|ERR unknown command)/.test(errorText(error))) throw error
+      this.versionChecked = true
+      return
+    }
     const version = /redis_version:([\d.]+)/.exec(info)?.[1] ?? 'unknown'
     if (Number.parseInt(version, 10) < MIN_REDIS_MAJOR) {
       throw new IdemError(ErrorCode.STORE_UNSUPPORTED, `the redis store needs Redis ${MIN_REDIS_MAJOR}.0 or later (claims use SET … NX … GET); this server is Redis ${version}`)

@@ -112,7 +112,7 @@ export class SqlStore extends StoreBase<TableGroup> {
     return this.dialect.permanent(error)
   }
 
-  protected override onRetry(error: unknown): void {
+  protected override onFailure(error: unknown): void {
     if (this.dialect.isMissingTable(error)) forgetSchema(this.config)
   }
 
