@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../dist/src/config.js'
-import { ConfigError, ErrorCode } from '../../dist/src/errors.js'
+import { problemsOf } from '../support/config-problems.js'
 
-function problemsOf(options: unknown): readonly string[] {
-  try {
-    resolveConfig(options)
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError)
-    expect((error as ConfigError).code).toBe(ErrorCode.INVALID_CONFIG)
-    return (error as ConfigError).problems
-  }
-  throw new Error('expected a ConfigError')
-}
 
 describe('config', () => {
   it('fills defaults', () => {

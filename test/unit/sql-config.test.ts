@@ -1,20 +1,11 @@
 /** The SQL stores' options: defaults, and one test per validation message (the pattern of config.test.ts). */
 import { describe, expect, it } from 'vitest'
 import { resolveConfig } from '../../dist/src/config.js'
-import { ConfigError, ErrorCode } from '../../dist/src/errors.js'
+import { ConfigError } from '../../dist/src/errors.js'
+import { problemsOf } from '../support/config-problems.js'
 import { resolveSqlStoreOptions } from '../../dist/src/store/sql/sql-admin.js'
 import { sqlTransactions } from '../../dist/src/store/sql/sql-transactions.js'
 
-function problemsOf(options: unknown): readonly string[] {
-  try {
-    resolveConfig(options)
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError)
-    expect((error as ConfigError).code).toBe(ErrorCode.INVALID_CONFIG)
-    return (error as ConfigError).problems
-  }
-  throw new Error('expected a ConfigError')
-}
 
 const fakePgPool = { query() {}, connect() {}, end() {} }
 const fakeMysqlPool = { query() {}, getConnection() {}, end() {} }
