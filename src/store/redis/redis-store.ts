@@ -123,7 +123,7 @@ export class RedisStore extends StoreBase<TagGroup> {
     const replies = await super.claim(keys, fingerprints, token, leaseMs, ttlMs)
     let claimed = 0
     for (let i = 0; i < replies.codes.length; i++) if (replies.codes[i] === ClaimCode.CLAIMED) claimed++
-    if (claimed > 0) this.opened(token, claimed)
+    if (claimed > 0) this.countClaimed(token, claimed)
     if (claimed > 0 && this.config.requireReplicas > 0) await this.awaitReplicas(keys, replies.codes, token)
     return replies
   }
@@ -136,7 +136,7 @@ export class RedisStore extends StoreBase<TagGroup> {
    */
   override async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
     const committed = await super.commit(keys, results, token, ttlMs)
-    this.settled(token, keys.length)
+    this.countSettled(token, keys.length)
     if (this.config.requireReplicas > 0) {
       const shortfall = await this.replicaShortfall('commits', 'the commit is applied again before its messages are acked')
       if (shortfall !== undefined) throw shortfall
@@ -146,7 +146,7 @@ export class RedisStore extends StoreBase<TagGroup> {
 
   override async release(keys: readonly string[], token: string): Promise<Uint8Array> {
     const released = await super.release(keys, token)
-    this.settled(token, keys.length)
+    this.countSettled(token, keys.length)
     return released
   }
 
@@ -268,12 +268,12 @@ export class RedisStore extends StoreBase<TagGroup> {
     return pack(g, (i) => recordKey(prefix, g.tag ?? hashTagOf(keys[i], hashTags), keys[i]))
   }
 
-  private opened(token: string, claimed: number): void {
+  private countClaimed(token: string, claimed: number): void {
     this.claimedPerToken.set(token, claimed)
     if (this.claimedPerToken.size > MAX_OPEN_TOKENS) this.claimedPerToken.delete(this.claimedPerToken.keys().next().value as string)
   }
 
-  private settled(token: string, keys: number): void {
+  private countSettled(token: string, keys: number): void {
     const left = (this.claimedPerToken.get(token) ?? 0) - keys
     if (left > 0) this.claimedPerToken.set(token, left)
     else this.claimedPerToken.delete(token)
