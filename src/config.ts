@@ -103,8 +103,10 @@ export const defaults = {
 
 const MAX_THREADS = 256
 const MAX_SHARDS = 65_536
-/** The longest ttlMs or leaseMs. */
+/** The longest ttlMs. */
 export const MAX_DURATION_MS = 2 ** 42
+/** The longest leaseMs: a lease is renewed on a timer, and Node's timers hold at most 2^31 - 1 ms. */
+export const MAX_LEASE_MS = 2 ** 31 - 1
 const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite', 'custom'] as const
 
 /** Validate once, at start; every bad field is named in one ConfigError. */
@@ -115,7 +117,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
   const ttlMs = o.integer('ttlMs', defaults.ttlMs, 1, MAX_DURATION_MS)
-  const leaseMs = o.integer('leaseMs', defaults.leaseMs, 10, MAX_DURATION_MS)
+  const leaseMs = o.integer('leaseMs', defaults.leaseMs, 10, MAX_LEASE_MS)
   const maxBatch = o.integer('maxBatch', defaults.maxBatch, 1, 65_536)
 
   const bloom = o.section('bloom')

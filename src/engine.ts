@@ -236,7 +236,7 @@ export class Engine {
     for (let i = 0; i < messages.length; i++) {
       const error = errors[i]
       if (error === undefined) continue
-      outcomes[i] = invalidOutcome((messages[i] as Message | null)?.key, error)
+      outcomes[i] = invalidOutcome(readableKey(messages[i]), error)
       each?.(i, outcomes[i])
       count++
     }
@@ -269,3 +269,12 @@ function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): Layer
 }
 
 function noop(): void {}
+
+/** The key of an invalid message for its outcome, or undefined when reading it throws (a getter, a Proxy): the router already said why. */
+function readableKey(message: unknown): unknown {
+  try {
+    return (message as Message | null)?.key
+  } catch {
+    return undefined
+  }
+}

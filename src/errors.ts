@@ -17,6 +17,8 @@ export const ErrorCode = {
   STORE_FAILED: 'STORE_FAILED',
   /** The store's server is a version idem cannot run on (Redis before 7.0). */
   STORE_UNSUPPORTED: 'STORE_UNSUPPORTED',
+  /** The store's server may lose records on its own (a Redis that evicts keys): refused unless allowed explicitly. */
+  STORE_UNSAFE: 'STORE_UNSAFE',
   RESULT_TOO_LARGE: 'RESULT_TOO_LARGE',
   RESULT_NOT_SERIALIZABLE: 'RESULT_NOT_SERIALIZABLE',
   REPLICA_SHORTFALL: 'REPLICA_SHORTFALL',

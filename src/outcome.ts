@@ -13,7 +13,16 @@ export function toOutcome(key: string, code: number, result: unknown, error: Err
 }
 
 export function invalidOutcome(key: unknown, error: IdemError): Outcome {
-  return { key: typeof key === 'string' ? key : String(key), verdict: Verdict.INVALID, error }
+  return { key: typeof key === 'string' ? key : textOf(key), verdict: Verdict.INVALID, error }
+}
+
+/** A non-string key as text; an object whose conversion throws reads as its type. */
+function textOf(key: unknown): string {
+  try {
+    return String(key)
+  } catch {
+    return typeof key
+  }
 }
 
 /** What a transport does with a message, by its outcome (DESIGN.md §3): each transport maps these to its own calls. */

@@ -1,5 +1,5 @@
 import { KeyHasher } from './bloom/key-hasher.js'
-import { ErrorCode, IdemError } from './errors.js'
+import { ErrorCode, errorText, IdemError } from './errors.js'
 import type { Message } from './message.js'
 import { invalidKey, KeyStatus, keyStatusOf, mustBe, type BadKeyStatus } from './validation.js'
 
@@ -43,7 +43,16 @@ export class Router {
         scoped[i] = ''
         continue
       }
-      const { key, namespace, fingerprint } = message
+      let key: unknown, namespace: unknown, fingerprint: unknown
+      try {
+        ;({ key, namespace, fingerprint } = message)
+      } catch (error) {
+        // A getter that throws, or a Proxy that refuses: this message is invalid, the batch goes on.
+        // The message is not shown: showing it would read it again.
+        errors[i] = new IdemError(ErrorCode.INVALID_MESSAGE, `message: must be an object whose key, namespace and fingerprint can be read, got one whose reading threw: ${errorText(error)}`, { cause: error })
+        scoped[i] = ''
+        continue
+      }
       if (fingerprint !== undefined && typeof fingerprint !== 'string') {
         errors[i] = new IdemError(ErrorCode.INVALID_MESSAGE, mustBe('fingerprint', 'a string when given', fingerprint), typeof key === 'string' ? { key } : {})
         scoped[i] = ''

@@ -5,12 +5,23 @@
  */
 import { CommitCode } from './store.js'
 
+/**
+ * Values JSON would turn into something else without a word: a Map or Set
+ * into `{}`, a function or symbol inside an object into nothing. A result
+ * holding one is not kept (RESULT_NOT_SERIALIZABLE) rather than kept wrong.
+ */
+function refuseLossy(_key: string, value: unknown): unknown {
+  if (value instanceof Map || value instanceof Set || typeof value === 'function' || typeof value === 'symbol') throw new TypeError('not JSON')
+  return value
+}
+
 /** JSON of a result under the cap (null for none), or the CommitCode that says why it is not kept. */
 export function encodeResult(result: unknown, maxBytes: number): string | null | CommitCode {
   if (result === undefined) return null
   let json: string | undefined
   try {
-    json = JSON.stringify(result)
+    // A plain string or number needs no replacer: the common results pay nothing for it.
+    json = typeof result === 'object' && result !== null ? JSON.stringify(result, refuseLossy) : JSON.stringify(result)
   } catch {
     return CommitCode.RESULT_NOT_SERIALIZABLE
   }

@@ -78,6 +78,28 @@ describe('redis store: the server and its replies', () => {
     }
   })
 
+  it.each(['allkeys-lru', 'volatile-lru', 'volatile-ttl'])('a server with maxmemory-policy %s is refused with STORE_UNSAFE naming the policy and the fix, and nothing is written; allowEviction: true accepts it', async (policy) => {
+    const server = await startRedis({ args: ['--maxmemory', '64mb', '--maxmemory-policy', policy] })
+    const admin = new Redis(server.url)
+    try {
+      const refusing = new RedisStore(resolveRedisStore({ kind: 'redis', url: server.url, prefix: 'p:', retries: 2, retryBackoffMs: 1 }, 0, []))
+      const error = await failure(refusing.claim(['k'], [undefined], 'A', 1_000, 10_000))
+      expect(error.code).toBe(ErrorCode.STORE_UNSAFE)
+      expect(error.message).toBe(
+        `the redis store refuses a server with maxmemory-policy ${policy}: an evicted record lets a settled key run again, and an evicted lease lets a second owner in; set maxmemory-policy noeviction on the server, or store.allowEviction: true to accept the risk`,
+      )
+      expect(refusing.health).toEqual({ retries: 0, failures: 1 })
+      expect(await admin.dbsize()).toBe(0)
+      await refusing.close()
+      const accepting = new RedisStore(resolveRedisStore({ kind: 'redis', url: server.url, prefix: 'p:', allowEviction: true }, 0, []))
+      expect(Array.from((await accepting.claim(['k'], [undefined], 'A', 1_000, 10_000)).codes)).toEqual([0])
+      await accepting.close()
+    } finally {
+      admin.disconnect()
+      await server.stop()
+    }
+  })
+
   it('the server on this machine (7.0 or later) is accepted', async () => {
     const { store: s } = store()
     expect(Array.from((await s.claim(['k'], [undefined], 'A', 1_000, 10_000)).codes)).toEqual([0])

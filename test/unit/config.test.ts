@@ -20,7 +20,8 @@ describe('config', () => {
     ['threads negative', { threads: -1 }, 'threads: must be an integer from 0 to 256, got -1'],
     ['threads more than shards', { shards: 2, threads: 3 }, 'threads: must be at most shards (2), as a thread with no shard would sit idle, got 3'],
     ['ttlMs string', { ttlMs: '1h' }, 'ttlMs: must be an integer from 1 to 4398046511104, got "1h"'],
-    ['leaseMs too small', { leaseMs: 5 }, 'leaseMs: must be an integer from 10 to 4398046511104, got 5'],
+    ['leaseMs too small', { leaseMs: 5 }, 'leaseMs: must be an integer from 10 to 2147483647, got 5'],
+    ['leaseMs past what a renewal timer holds', { leaseMs: 2 ** 31 }, 'leaseMs: must be an integer from 10 to 2147483647, got 2147483648'],
     ['maxBatch zero', { maxBatch: 0 }, 'maxBatch: must be an integer from 1 to 65536, got 0'],
     ['bloom not an object', { bloom: 5 }, 'bloom: must be an object, got 5'],
     ['bloom unknown field', { bloom: { expectedItem: 5 } }, 'bloom.expectedItem: must be left out (not an option of bloom; known: expectedItems, falsePositiveRate), got 5'],
@@ -69,6 +70,12 @@ describe('config', () => {
     ['maxResultBytes fractional', redis({ url: 'redis://x', maxResultBytes: 1.5 }), 'store.maxResultBytes: must be an integer from 0 to 536870912, got 1.5'],
     ['requireReplicas too many', redis({ url: 'redis://x', requireReplicas: 65 }), 'store.requireReplicas: must be an integer from 0 to 64, got 65'],
     ['requireReplicas on a cluster', redis({ cluster: [{ host: 'a', port: 1 }], requireReplicas: 1 }), 'store.requireReplicas: must be 0 without store.url, as WAIT counts the replicas of a single primary, got 1'],
+    ['allowEviction not a boolean', redis({ url: 'redis://x', allowEviction: 'yes' }), 'store.allowEviction: must be a boolean, got "yes"'],
+    [
+      'a client with keyPrefix (its records would land outside it)',
+      redis({ client: { defineCommand() {}, options: { keyPrefix: 'app:' } } }),
+      'store.client: must be a client without keyPrefix (it has "app:"; give idem\'s own store.prefix instead), got { defineCommand: function defineCommand, options: { keyPrefi…',
+    ],
     [
       'a WAIT longer than the command timeout',
       redis({ url: 'redis://x', requireReplicas: 1, replicaTimeoutMs: 1000, commandTimeoutMs: 1000 }),
@@ -78,7 +85,7 @@ describe('config', () => {
     [
       'unknown option',
       redis({ url: 'redis://x', tls: true }),
-      'store.tls: must be left out (not an option of the redis store; known: kind, url, cluster, client, prefix, hashTags, commandTimeoutMs, retries, retryBackoffMs, maxResultBytes, requireReplicas, replicaTimeoutMs), got true',
+      'store.tls: must be left out (not an option of the redis store; known: kind, url, cluster, client, prefix, hashTags, commandTimeoutMs, retries, retryBackoffMs, maxResultBytes, requireReplicas, replicaTimeoutMs, allowEviction), got true',
     ],
   ]
   for (const [name, options, message] of redisCases) {
@@ -88,7 +95,7 @@ describe('config', () => {
   }
 
   it('fills the redis store defaults', () => {
-    const filled = { prefix: 'idem:', hashTags: 64, commandTimeoutMs: 1000, retries: 3, retryBackoffMs: 50, maxResultBytes: 65_536, requireReplicas: 0, replicaTimeoutMs: 100 }
+    const filled = { prefix: 'idem:', hashTags: 64, commandTimeoutMs: 1000, retries: 3, retryBackoffMs: 50, maxResultBytes: 65_536, requireReplicas: 0, replicaTimeoutMs: 100, allowEviction: false }
     expect(resolveConfig(redis({ url: 'redis://x' })).store).toEqual({ kind: 'redis', url: 'redis://x', ...filled })
   })
 

@@ -30,6 +30,12 @@ export interface RedisStoreOptions {
   requireReplicas?: number
   /** How long WAIT may take. @default 100 */
   replicaTimeoutMs?: number
+  /**
+   * Accept a server whose maxmemory-policy evicts keys. An evicted DONE record
+   * lets a settled key run again, an evicted lease lets a second owner in: the
+   * store refuses such a server (STORE_UNSAFE) unless this is true. @default false
+   */
+  allowEviction?: boolean
 }
 
 /** The options after defaults and validation: every tunable filled in, the one server source as given. */
@@ -44,6 +50,7 @@ const redisDefaults = {
   maxResultBytes: 65_536,
   requireReplicas: 0,
   replicaTimeoutMs: 100,
+  allowEviction: false,
 } as const satisfies Omit<RedisStoreConfig, 'kind' | 'url' | 'cluster' | 'client'>
 
 const sources = ['url', 'cluster', 'client']
@@ -60,8 +67,11 @@ export function resolveRedisStore(options: Record<string, unknown>, threads: num
     if (!valid) o.mustBe('cluster', 'a non-empty array of { host: string, port: number }')
   }
   if (o.has('client')) {
-    const client = o.value('client') as { defineCommand?: unknown }
+    const client = o.value('client') as { defineCommand?: unknown; options?: { keyPrefix?: unknown; redisOptions?: { keyPrefix?: unknown } } }
+    const keyPrefix = client?.options?.keyPrefix ?? client?.options?.redisOptions?.keyPrefix
     if (typeof client?.defineCommand !== 'function') o.mustBe('client', 'an ioredis Redis or Cluster instance')
+    // ioredis prefixes declared keys but not the record keys idem packs into one argument: records would land outside the prefix.
+    else if (typeof keyPrefix === 'string' && keyPrefix !== '') o.mustBe('client', `a client without keyPrefix (it has ${JSON.stringify(keyPrefix)}; give idem's own store.prefix instead)`)
     else if (threads > 0) o.mustBe('client', 'left out with threads > 0, as a client object cannot cross into worker threads (give store.url or store.cluster)')
   }
   const requireReplicas = o.integer('requireReplicas', redisDefaults.requireReplicas, 0, 64)
@@ -83,5 +93,6 @@ export function resolveRedisStore(options: Record<string, unknown>, threads: num
     maxResultBytes: o.integer('maxResultBytes', redisDefaults.maxResultBytes, 0, 512 * 1024 * 1024),
     requireReplicas,
     replicaTimeoutMs,
+    allowEviction: o.boolean('allowEviction', redisDefaults.allowEviction),
   }
 }

@@ -85,9 +85,9 @@ export class RedisStore extends StoreBase<TagGroup> {
   /** Per token: claimed keys not yet committed or released. */
   private readonly claimedPerToken = new Map<string, number>()
   private queued: Queued[] = []
-  private versionChecked = false
-  /** The one version check under way: calls made before it answers share it. */
-  private versionCheck: Promise<void> | undefined
+  private serverChecked = false
+  /** The one server check under way: calls made before it answers share it. */
+  private serverCheck: Promise<void> | undefined
 
   constructor(private readonly config: RedisStoreConfig) {
     super({ name: 'redis', retries: config.retries, retryBackoffMs: config.retryBackoffMs, maxResultBytes: config.maxResultBytes, values: jsonValues })
@@ -232,30 +232,40 @@ export class RedisStore extends StoreBase<TagGroup> {
   }
 
   protected override prepare(): Promise<void> | void {
-    if (this.versionChecked) return
-    this.versionCheck ??= this.checkVersion().finally(() => (this.versionCheck = undefined))
-    return this.versionCheck
+    if (this.serverChecked) return
+    this.serverCheck ??= this.checkServer().finally(() => (this.serverCheck = undefined))
+    return this.serverCheck
   }
 
   /**
-   * Refuses a Redis older than 7 at the first call: its claims would all fail.
-   * A server that will not say (an ACL user without INFO, a renamed command)
-   * is let through: a claim on a server too old then fails on its own syntax.
+   * Refuses, at the first call, a server idem cannot trust: Redis older than 7
+   * (its claims would all fail), and one whose maxmemory-policy evicts keys
+   * (an evicted DONE record lets a settled key run again, an evicted lease
+   * lets a second owner in) unless allowEviction says so. A server that will
+   * not say (an ACL user without INFO, a renamed command) is let through: a
+   * claim on a server too old then fails on its own syntax.
    */
-  private async checkVersion(): Promise<void> {
+  private async checkServer(): Promise<void> {
     let info: string
     try {
-      info = String(await this.client.info('server'))
+      info = String(await this.client.info())
     } catch (error) {
       if (!/^(NOPERM|ERR unknown command)/.test(errorText(error))) throw error
-      this.versionChecked = true
+      this.serverChecked = true
       return
     }
     const version = /redis_version:([\d.]+)/.exec(info)?.[1] ?? 'unknown'
     if (Number.parseInt(version, 10) < MIN_REDIS_MAJOR) {
       throw new IdemError(ErrorCode.STORE_UNSUPPORTED, `the redis store needs Redis ${MIN_REDIS_MAJOR}.0 or later (claims use SET … NX … GET); this server is Redis ${version}`)
     }
-    this.versionChecked = true
+    const policy = /maxmemory_policy:(\S+)/.exec(info)?.[1]
+    if (policy !== undefined && policy !== 'noeviction' && !this.config.allowEviction) {
+      throw new IdemError(
+        ErrorCode.STORE_UNSAFE,
+        `the redis store refuses a server with maxmemory-policy ${policy}: an evicted record lets a settled key run again, and an evicted lease lets a second owner in; set maxmemory-policy noeviction on the server, or store.allowEviction: true to accept the risk`,
+      )
+    }
+    this.serverChecked = true
   }
 
   protected override permanent(error: unknown): IdemError | undefined {
