@@ -89,7 +89,9 @@ export interface StorePolicy {
 /** Owner tokens are written into records: at most this many bytes, no NUL or newline (the Redis record's separators). */
 export const MAX_TOKEN_BYTES = 255
 
-type Operation = 'claim' | 'commit' | 'release' | 'renew' | 'inspect' | 'forget'
+/** The operations of the store contract, one primitive each. */
+export const storeOperations = ['claim', 'commit', 'release', 'renew', 'inspect', 'forget'] as const
+export type StoreOperation = (typeof storeOperations)[number]
 
 export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupStore {
   readonly health: StoreHealth = { retries: 0, failures: 0 }
@@ -220,7 +222,7 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
   }
 
   /** One operation, all its groups, retried as a whole. */
-  private run<T>(operation: Operation, call: () => Promise<T>): Promise<T> {
+  private run<T>(operation: StoreOperation, call: () => Promise<T>): Promise<T> {
     const { name, retries, retryBackoffMs } = this.policy
     return withRetries(
       async () => {

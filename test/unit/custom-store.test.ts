@@ -70,7 +70,11 @@ class MapStore extends StoreBase {
   }
 
   protected async renewGroup(g: KeyGroup, keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
-    return this.fenced(g, keys, (row) => row !== undefined && !row.done && row.token === token && (row.expiresAt = this.clock.now() + leaseMs) > 0)
+    return this.fenced(g, keys, (row) => {
+      if (row === undefined || row.done || row.token !== token) return false
+      row.expiresAt = this.clock.now() + leaseMs
+      return true
+    })
   }
 
   protected async inspectGroup(g: KeyGroup, keys: readonly string[]): Promise<(StoredRecord | undefined)[]> {
@@ -81,7 +85,10 @@ class MapStore extends StoreBase {
   }
 
   protected async forgetGroup(g: KeyGroup, keys: readonly string[]): Promise<Uint8Array> {
-    return this.fenced(g, keys, (row, key) => this.rows.delete(key) && row !== undefined)
+    return this.fenced(g, keys, (row, key) => {
+      this.rows.delete(key)
+      return row !== undefined
+    })
   }
 
   protected async closeBackend(): Promise<void> {

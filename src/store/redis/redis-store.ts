@@ -1,22 +1,20 @@
 import { Cluster, Redis } from 'ioredis'
 import { ErrorCode, IdemError, errorText } from '../../errors.js'
-import { jsonValues, StoreBase, type GroupClaim, type KeyGroup, type StoredRecord } from '../store-base.js'
+import { jsonValues, StoreBase, storeOperations, type GroupClaim, type KeyGroup, type StoredRecord, type StoreOperation } from '../store-base.js'
 import { ClaimCode } from '../store.js'
 import type { RedisStoreConfig } from './redis-options.js'
 import { hashTagOf, readRecord, recordKey } from './redis-records.js'
 import { permanentRedisError } from './redis-errors.js'
 import { defineScripts, readLua } from './script-loader.js'
 
-type Operation = 'claim' | 'commit' | 'release' | 'renew' | 'inspect' | 'forget'
-/** In this order: forget calls inspect, so inspect comes first. */
-const operations: readonly Operation[] = ['claim', 'commit', 'release', 'renew', 'inspect', 'forget']
 /**
  * One script: each operation's file becomes a local function, and batch.lua
  * runs a list of them in one call.
  */
 const batchLua = [
   readLua(import.meta.url, 'split-keys.lua'),
-  ...operations.map((operation) => `local function ${operation}(KEYS, ARGV)\n${readLua(import.meta.url, `${operation}.lua`)}\nend`),
+  // In storeOperations' order: forget calls inspect, so inspect comes first.
+  ...storeOperations.map((operation) => `local function ${operation}(KEYS, ARGV)\n${readLua(import.meta.url, `${operation}.lua`)}\nend`),
   readLua(import.meta.url, 'batch.lua'),
 ].join('\n')
 
@@ -32,7 +30,7 @@ function onlyReply(replies: Replies): Reply {
 
 /** An operation waiting for the turn's batch call. */
 interface Queued {
-  operation: Operation
+  operation: StoreOperation
   leaseKey: string
   args: string[]
   keys: number
@@ -297,7 +295,7 @@ export class RedisStore extends StoreBase<TagGroup> {
    * together, small ones sharing a call (MERGE_KEYS): one connection, so the
    * server applies them in the order they were made, as separate calls would be.
    */
-  private send(operation: Operation, g: TagGroup, token: string, args: string[], keys = g.positions.length): Promise<Reply> {
+  private send(operation: StoreOperation, g: TagGroup, token: string, args: string[], keys = g.positions.length): Promise<Reply> {
     const leaseKey = g.leasePrefix + token
     if (this.isCluster) return this.client.idemBatch(1, leaseKey, '1', operation, leaseKey, String(args.length), ...args).then(onlyReply)
     return new Promise<Reply>((resolve, reject) => {
