@@ -3,6 +3,7 @@ import type { StoreConfig } from '../config.js'
 import { MemoryStore } from './memory-store.js'
 import { RedisStore } from './redis/redis-store.js'
 import { createSqlStore } from './sql/sql-backends.js'
+import { storeOperations } from './store-base.js'
 import type { DedupStore } from './store.js'
 import { ConfigError } from '../errors.js'
 import { mustBe } from '../validation.js'
@@ -48,7 +49,7 @@ export class StoreFactory {
   }
 }
 
-const storeMethods = ['claim', 'commit', 'release', 'renew', 'inspect', 'forget', 'close'] as const
+const storeMethods = [...storeOperations, 'close'] as const
 
 /** The store a custom `create` made, checked once: a missing method would otherwise fail the first batch that needs it. */
 function customStore(create: (shard: number) => DedupStore, shard: number): DedupStore {
