@@ -73,8 +73,15 @@ export interface EngineOptions {
    * or on the main thread when threads is 0. A function passed to process() wins.
    */
   handler?: string | URL
-  /** Most messages one shard actor takes from its mailbox at once. @default 1024 */
+  /** Most messages one shard actor takes from its mailbox at once (one store call). @default 1024 */
   maxBatch?: number
+  /**
+   * Most messages one shard holds at once between its mailbox and their
+   * outcomes: being decided, run or settled. Handlers of one shard run
+   * concurrently up to this bound, and each message settles when its own
+   * handler ends. @default 2048
+   */
+  maxInFlightPerShard?: number
   /** Keep handler results with DONE records and return them with `duplicate` verdicts. @default true */
   keepResults?: boolean
 }
@@ -98,6 +105,7 @@ export const defaults = {
   store: { kind: 'memory' },
   rollout: 'enforce',
   maxBatch: 1024,
+  maxInFlightPerShard: 2048,
   keepResults: true,
 } as const satisfies Omit<EngineConfig, 'handler'>
 
@@ -119,6 +127,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const ttlMs = o.integer('ttlMs', defaults.ttlMs, 1, MAX_DURATION_MS)
   const leaseMs = o.integer('leaseMs', defaults.leaseMs, 10, MAX_LEASE_MS)
   const maxBatch = o.integer('maxBatch', defaults.maxBatch, 1, 65_536)
+  const maxInFlightPerShard = o.integer('maxInFlightPerShard', defaults.maxInFlightPerShard, 1, 2 ** 20)
 
   const bloom = o.section('bloom')
   bloom.onlyKnown(Object.keys(defaults.bloom), 'bloom')
@@ -153,6 +162,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     rollout,
     ...(handler === undefined ? {} : { handler }),
     maxBatch,
+    maxInFlightPerShard,
     keepResults,
   }
 }

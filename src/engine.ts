@@ -1,6 +1,6 @@
-import { addCounters, type ActorPort } from './actor/batch-cycle.js'
 import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from './actor/protocol.js'
 import { ShardActor } from './actor/shard-actor.js'
+import { addCounters, type ActorPort } from './actor/shard-cycle.js'
 import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
 import { ShardThread } from './actor/shard-thread.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
@@ -149,7 +149,7 @@ export class Engine {
     if (n === 0) return outcomes as Outcome<R>[]
     const router = this.router
     if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes, each)
-    const { hashes, shards, scopedKeys, errors } = router
+    const { hashes, shards, keys, scopedKeys, fingerprints, errors } = router
 
     const jobs: (Job | undefined)[] = new Array(this.config.shards)
     const waits: Promise<void>[] = []
@@ -158,15 +158,15 @@ export class Engine {
       const shard = shards[i]
       let job = jobs[shard]
       if (job === undefined) {
-        job = { outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each }
+        job = { keys, outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each }
         const created = job
         waits.push(new Promise<void>((resolve) => (created.done = resolve)))
         jobs[shard] = job
       }
       job.remaining++
-      this.lanes[shard].push(scopedKeys[i] as string, hashes[2 * i], hashes[2 * i + 1], messages[i], job, i)
+      this.lanes[shard].push(scopedKeys[i] as string, hashes[2 * i], hashes[2 * i + 1], fingerprints[i], messages[i], job, i)
     }
-    for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].startBatchLoop(n === 1)
+    for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].start(n === 1)
     await Promise.all(waits)
     return outcomes as Outcome<R>[]
   }
@@ -191,17 +191,16 @@ export class Engine {
   }
 
   stats(): EngineStats {
-    const shards = this.lanes.map((lane) => layerStats(lane.stats.counters, lane.stats.verdicts, lane.stats.shadowRuns))
+    for (const lane of this.lanes) lane.takeCounters()
+    const shards = this.lanes.map((lane) => layerStats(lane.stats.counters, lane.stats.verdicts))
     const counters = new Float64Array(COUNTER_COUNT)
     const verdicts = new Float64Array(VERDICT_COUNT)
-    let shadowRuns = 0
     for (const lane of this.lanes) {
       addCounters(counters, lane.stats.counters)
       addCounters(verdicts, lane.stats.verdicts)
-      shadowRuns += lane.stats.shadowRuns
     }
     verdicts[VerdictCode.INVALID] += this.invalidCount
-    const totals = layerStats(counters, verdicts, shadowRuns)
+    const totals = layerStats(counters, verdicts)
     const geometry = bloomGeometry(Math.ceil(this.config.bloom.expectedItems / this.config.shards), this.config.bloom.falsePositiveRate)
     const judged = totals.bloomFalsePositives + totals.bloomNegatives
     return {
@@ -244,7 +243,7 @@ export class Engine {
   }
 }
 
-function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): LayerStats {
+function layerStats(c: Float64Array, v: Float64Array): LayerStats {
   return {
     lruHits: c[Counter.LRU_HITS],
     bloomNegatives: c[Counter.BLOOM_NEGATIVES],
@@ -257,7 +256,7 @@ function layerStats(c: Float64Array, v: Float64Array, shadowRuns: number): Layer
     storeFailures: c[Counter.STORE_FAILURES],
     lateSettlements: c[Counter.LATE_SETTLEMENTS],
     droppedSettlements: c[Counter.DROPPED_SETTLEMENTS],
-    shadowRuns,
+    shadowRuns: c[Counter.SHADOW_RUNS],
     verdicts: {
       new: v[VerdictCode.NEW],
       duplicate: v[VerdictCode.DUPLICATE],

@@ -13,8 +13,12 @@ export class Router {
   hashes = new Uint32Array(0)
   shards = new Uint32Array(0)
   private status = new Uint8Array(0)
+  /** Per message of the last route(): the key as given, read once (a getter is not read twice). */
+  keys: string[] = []
   /** Per message of the last route(): the key the store sees (namespace-scoped). */
   scopedKeys: unknown[] = []
+  /** Per message of the last route(): its fingerprint, read once. */
+  fingerprints: (string | undefined)[] = []
   /** Per message of the last route(): why it is invalid, or undefined. */
   errors: (IdemError | undefined)[] = []
 
@@ -34,6 +38,8 @@ export class Router {
       this.status = new Uint8Array(n)
     }
     const scoped: unknown[] = new Array(n)
+    const keys: string[] = new Array(n)
+    const fingerprints: (string | undefined)[] = new Array(n)
     const errors: (IdemError | undefined)[] = new Array(n)
     let namespaced = false
     for (let i = 0; i < n; i++) {
@@ -58,6 +64,8 @@ export class Router {
         scoped[i] = ''
         continue
       }
+      keys[i] = key as string
+      fingerprints[i] = fingerprint
       if (namespace === undefined) {
         scoped[i] = key
         continue
@@ -92,7 +100,9 @@ export class Router {
       if (status !== KeyStatus.OK && errors[i] === undefined) errors[i] = invalidKey('key', status as BadKeyStatus, scoped[i], (messages[i] as Message).key)
       if (errors[i] !== undefined) invalid++
     }
+    this.keys = keys
     this.scopedKeys = scoped
+    this.fingerprints = fingerprints
     this.errors = errors
     return invalid
   }

@@ -6,8 +6,8 @@
 import type { ErrorCode } from '../errors.js'
 import type { Message } from '../message.js'
 
-/** Per-message decision of an actor; REPEAT is internal (a second copy in one batch). */
-export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4, REPEAT: 5 } as const
+/** Per-message decision of an actor. */
+export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4 } as const
 export type VerdictCode = (typeof VerdictCode)[keyof typeof VerdictCode]
 /** Length of an array indexed by VerdictCode: the codes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const VERDICT_COUNT = Object.keys(VerdictCode).length
@@ -32,6 +32,8 @@ export const Counter = {
   LATE_SETTLEMENTS: 9,
   /** Kept settlements given up (over the bound, or still unapplied at close): their keys wait for their leases. */
   DROPPED_SETTLEMENTS: 10,
+  /** Handlers run in shadow rollout that enforce would have skipped (counted by the cycle, not the actor). */
+  SHADOW_RUNS: 11,
 } as const
 /** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const COUNTER_COUNT = Object.keys(Counter).length
@@ -58,8 +60,10 @@ export interface Decision {
 }
 
 /**
- * How a decided batch ended, by positions in that batch: the actor kept its
- * claimed keys under the token, so keys do not cross the thread boundary twice.
+ * The handlers of one decided batch that ended since the last step, by
+ * positions in that batch: the actor kept its claimed keys under the token, so
+ * keys do not cross the thread boundary twice. A batch is settled piece by
+ * piece, each message as soon as its own handler ends.
  */
 export interface Settlement {
   token: string
@@ -71,9 +75,9 @@ export interface Settlement {
   release: number[]
 }
 
-/** The answer to one step: the previous batch settled, the next one decided. */
+/** The answer to one step: each settlement applied (same order), the next batch decided. */
 export interface StepReply {
-  settled?: SettleReply
+  settled: SettleReply[]
   decision?: Decision
 }
 
@@ -91,13 +95,12 @@ export interface ErrorData {
   message: string
 }
 
-/** What a batch cycle produced, per message. */
+/** The outcomes of a run inside a worker, per message, with the shard's counts since its last reply. */
 export interface BatchResult {
   verdicts: Uint8Array
   results: unknown[]
   errors: (ErrorData | undefined)[]
   counters: Float64Array
-  shadowRuns: number
 }
 
 /**
@@ -109,11 +112,11 @@ export interface BatchResult {
 export interface ThreadOps {
   /** Loads the handler module, if one is configured, so a bad module fails createEngine. */
   ready: { request: {}; reply: true }
-  /** Settles the previous batch and decides the next (ShardActor.step). */
-  step: { request: { shard: number; settlement: Settlement | undefined; batch: ActorBatch | undefined }; reply: StepReply }
-  /** Extends the leases of a batch whose handlers still run; answers with the counters since the last reply. */
-  renew: { request: { shard: number; token: string }; reply: Float64Array }
-  /** The whole batch cycle inside the worker, for a handler module. */
+  /** Settles the handlers that ended and decides the next batch (ShardActor.step). */
+  step: { request: { shard: number; settlements: Settlement[]; batch: ActorBatch | undefined }; reply: StepReply }
+  /** Extends the lease of every claim of the shard not settled yet; answers with the counters since the last reply. */
+  renew: { request: { shard: number }; reply: Float64Array }
+  /** Messages for the handler module, into the shard's cycle inside the worker; answers when each has its outcome. */
   run: { request: { shard: number; batch: ActorBatch; messages: Message[] }; reply: BatchResult }
 }
 export type ThreadOp = keyof ThreadOps

@@ -4,10 +4,17 @@ import { BloomFilter } from '../bloom/bloom-filter.js'
 import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
-import { failureData } from './batch-cycle.js'
+import { failureData } from './shard-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNAPPLIED_SETTLEMENTS = 1024
+
+/** The claims of one decided batch: which positions are still open (claimed, not settled). */
+interface Claims {
+  batch: ActorBatch
+  open: Uint8Array
+  openCount: number
+}
 
 /** A settled key held in memory: enough to answer a duplicate without I/O. */
 interface Settled {
@@ -18,8 +25,9 @@ interface Settled {
 
 /**
  * One shard's actor: its LRU of settled keys, its bloom filter and its store
- * slice. Single-threaded by construction; the lane that feeds it runs one
- * batch at a time, so no key of this shard is ever claimed twice at once here.
+ * slice. Single-threaded by construction; the cycle that feeds it (shard-cycle.ts)
+ * sends a key again only once its earlier copy is settled, so no key of this
+ * shard is ever claimed twice at once here.
  */
 export class ShardActor {
   private readonly bloom: BloomFilter
@@ -29,9 +37,8 @@ export class ShardActor {
   /** Tokens must never repeat across restarts of this shard, or a stale owner could pass as a live one. */
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private batches = 0
-  private maybeSeen = new Uint8Array(0)
-  /** The claims of each decided batch until it is settled, by owner token (one per shard at a time in practice). */
-  private readonly claimsByToken = new Map<string, { batch: ActorBatch; claimed: string[] }>()
+  /** The claims of each decided batch until every one is settled, by owner token: renewals cover the open ones. */
+  private readonly claimsByToken = new Map<string, Claims>()
   /**
    * Settlements the store could not take (it was unreachable): retried before
    * the next store call and on a timer. A commit applied late, while the lease
@@ -60,26 +67,14 @@ export class ShardActor {
     this.generationStartedAt = clock.now()
   }
 
-  get ordered(): boolean {
-    return this.store.ordered === true
-  }
-
   /**
-   * Settles the previous batch, then decides the next: in this order, so a key
-   * repeated across them is already DONE. A store that applies calls in the
-   * order they are sent gets the claim right behind the commit, without
-   * waiting for the commit's reply: one round trip instead of two. Releases
-   * and kept settlements must be applied first, so they take the slow path.
+   * Applies the settlements and decides the next batch at once: the cycle
+   * never sends a key for a decision while an earlier copy of it is unsettled,
+   * so the two cannot touch the same key.
    */
-  async step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
-    const reply: StepReply = {}
-    if (settlement !== undefined && batch !== undefined && this.store.ordered === true && settlement.release.length === 0 && this.unappliedSettlements.length === 0) {
-      ;[reply.settled, reply.decision] = await Promise.all([this.settle(settlement), this.decide(batch)])
-      return reply
-    }
-    if (settlement !== undefined) reply.settled = await this.settle(settlement)
-    if (batch !== undefined) reply.decision = await this.decide(batch)
-    return reply
+  async step(settlements: Settlement[], batch: ActorBatch | undefined): Promise<StepReply> {
+    const [settled, decision] = await Promise.all([Promise.all(settlements.map((s) => this.settle(s))), batch === undefined ? undefined : this.decide(batch)])
+    return decision === undefined ? { settled } : { settled, decision }
   }
 
   /**
@@ -94,8 +89,8 @@ export class ShardActor {
     const n = keys.length
     const now = this.clock.now()
     this.rotateBloom(now)
-    if (this.maybeSeen.length < n) this.maybeSeen = new Uint8Array(Math.max(n, this.config.maxBatch))
-    const maybeSeen = this.maybeSeen
+    // One per decision: the cycle may have two decisions out at once, and this one is read again after the store's reply.
+    const maybeSeen = new Uint8Array(n)
     const positives = this.bloom.testAndAddHashes(batch.hashes, n, maybeSeen)
     const c = this.counters
     c[Counter.BLOOM_POSITIVES] += positives
@@ -118,7 +113,7 @@ export class ShardActor {
     }
 
     const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
-    const claimed: string[] = []
+    let claims: Claims | undefined
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
@@ -138,7 +133,9 @@ export class ShardActor {
         switch (replies.codes[j]) {
           case ClaimCode.CLAIMED:
             verdicts[i] = VerdictCode.NEW
-            claimed.push(keys[i])
+            claims ??= { batch, open: new Uint8Array(n), openCount: 0 }
+            claims.open[i] = 1
+            claims.openCount++
             if (maybeSeen[i] === 1) c[Counter.BLOOM_FALSE_POSITIVES]++
             break
           case ClaimCode.DONE:
@@ -152,19 +149,27 @@ export class ShardActor {
             storedFingerprints[i] = replies.fingerprints[j]
             break
           case ClaimCode.REPEAT:
-            verdicts[i] = VerdictCode.REPEAT
+            // The cycle sends each key once per batch; a store answering REPEAT holds the claim under an earlier copy.
+            verdicts[i] = VerdictCode.IN_FLIGHT
             break
         }
       }
     }
-    if (claimed.length > 0) this.claimsByToken.set(token, { batch, claimed })
+    if (claims !== undefined) this.claimsByToken.set(token, claims)
     return { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
   }
 
-  async settle(s: Settlement): Promise<SettleReply> {
+  private async settle(s: Settlement): Promise<SettleReply> {
     const decided = this.claimsByToken.get(s.token)
     if (decided === undefined) throw new Error(`shard ${this.shard} holds no claims under token ${s.token}`)
-    this.claimsByToken.delete(s.token)
+    for (const positions of [s.commit, s.release]) {
+      for (const j of positions) {
+        if (decided.open[j] !== 1) throw new Error(`shard ${this.shard}: position ${j} of token ${s.token} is not an open claim`)
+        decided.open[j] = 0
+      }
+    }
+    decided.openCount -= s.commit.length + s.release.length
+    if (decided.openCount === 0) this.claimsByToken.delete(s.token)
     if (this.unappliedSettlements.length > 0) await this.retryUnapplied()
     try {
       return { committed: await this.applySettlement(s, decided.batch), counters: this.takeCounters() }
@@ -243,14 +248,20 @@ export class ShardActor {
     return committed
   }
 
-  /** Extends the leases of a batch whose handlers are still running. */
-  async renew(token: string): Promise<Float64Array> {
-    const decided = this.claimsByToken.get(token)
-    if (decided !== undefined) {
+  /** Extends the lease of every open claim, one store call per decided batch (a Redis store sends those of one turn together). */
+  async renew(): Promise<Float64Array> {
+    const calls: Promise<void>[] = []
+    for (const [token, { batch, open }] of this.claimsByToken) {
+      const keys: string[] = []
+      for (let j = 0; j < open.length; j++) if (open[j] === 1) keys.push(batch.keys[j])
       this.counters[Counter.STORE_OPERATIONS]++
-      const renewed = await this.store.renew(decided.claimed, token, this.config.leaseMs, this.config.ttlMs)
-      for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
+      calls.push(
+        this.store.renew(keys, token, this.config.leaseMs, this.config.ttlMs).then((renewed) => {
+          for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
+        }),
+      )
     }
+    await Promise.all(calls)
     return this.takeCounters()
   }
 

@@ -2,10 +2,11 @@ import { Piscina } from 'piscina'
 import type { EngineConfig } from '../config.js'
 import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { Message } from '../message.js'
-import type { ActorPort } from './batch-cycle.js'
+import type { ActorPort } from './shard-cycle.js'
 import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
 import type { ThreadData } from './thread-host.js'
 import { CommitCode } from '../store/store.js'
+import { MAX_RUNS_IN_FLIGHT } from './shard-lane.js'
 
 const hostFile = new URL('./thread-host.js', import.meta.url).href
 
@@ -27,8 +28,8 @@ export class ShardThread {
       minThreads: 1,
       maxThreads: 1,
       idleTimeout: Number.POSITIVE_INFINITY,
-      // One batch in flight per shard, plus its lease renewals.
-      concurrentTasksPerWorker: Math.max(1, shardsHere) * 2,
+      // Per shard: one step and one renewal from the main thread's cycle, and the module runs a lane keeps in flight.
+      concurrentTasksPerWorker: Math.max(1, shardsHere) * (2 + MAX_RUNS_IN_FLIGHT),
       workerData,
     })
     // piscina replaces a thread that dies (minThreads: 1); each loss outside close() is a restart.
@@ -100,34 +101,34 @@ export class RemoteActorPort implements ActorPort {
    * RESULT_NOT_SERIALIZABLE; postMessage refuses before sending, so nothing
    * reached the worker the first time.
    */
-  async step(settlement: Settlement | undefined, batch: ActorBatch | undefined): Promise<StepReply> {
+  async step(settlements: Settlement[], batch: ActorBatch | undefined): Promise<StepReply> {
     try {
-      return await this.thread.call({ op: 'step', shard: this.shard, settlement, batch })
+      return await this.thread.call({ op: 'step', shard: this.shard, settlements, batch })
     } catch (error) {
-      const results = settlement?.commitResults
-      if (results === undefined || !isCloneError(error)) throw error
-      const dropped: number[] = []
-      const cloneable = results.map((result, k) => {
+      if (!isCloneError(error)) throw error
+      const dropped = settlements.map(() => [] as number[])
+      const cloneable = settlements.map((settlement, s) => ({ ...settlement, commitResults: settlement.commitResults?.map((result, k) => {
         try {
           structuredClone(result)
           return result
         } catch {
-          dropped.push(k)
+          dropped[s].push(k)
           return undefined
         }
+      }) }))
+      const reply = await this.thread.call({ op: 'step', shard: this.shard, settlements: cloneable, batch })
+      reply.settled.forEach(({ committed }, s) => {
+        for (const k of dropped[s]) if (committed[k] !== CommitCode.REFUSED) committed[k] = CommitCode.RESULT_NOT_SERIALIZABLE
       })
-      const reply = await this.thread.call({ op: 'step', shard: this.shard, settlement: { ...settlement!, commitResults: cloneable }, batch })
-      const committed = reply.settled?.committed
-      if (committed !== undefined) for (const k of dropped) if (committed[k] !== CommitCode.REFUSED) committed[k] = CommitCode.RESULT_NOT_SERIALIZABLE
       return reply
     }
   }
 
-  renew(token: string): Promise<Float64Array> {
-    return this.thread.call({ op: 'renew', shard: this.shard, token })
+  renew(): Promise<Float64Array> {
+    return this.thread.call({ op: 'renew', shard: this.shard })
   }
 
-  /** The whole batch cycle inside the worker, for handler modules: one crossing per batch. */
+  /** Messages for the handler module, run by the shard's cycle inside the worker: one crossing per run. */
   run(batch: ActorBatch, messages: Message[]): Promise<BatchResult> {
     return this.thread.call({ op: 'run', shard: this.shard, batch, messages })
   }

@@ -7,11 +7,11 @@ import { workerData } from 'piscina'
 import { systemClock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { loadHandlerModule } from '../handler-module.js'
-import type { Handler } from '../message.js'
+import type { Handler, Message } from '../message.js'
 import { StoreFactory } from '../store/store-factory.js'
-import { runBatch } from './batch-cycle.js'
-import type { ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
+import { COUNTER_COUNT, type ActorBatch, type BatchResult, type ThreadOp, type ThreadReply, type ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
+import { CycleEntry, ShardCycle } from './shard-cycle.js'
 
 export interface ThreadData {
   config: EngineConfig
@@ -19,6 +19,8 @@ export interface ThreadData {
 
 const { config }: ThreadData = workerData
 const actors = new Map<number, ShardActor>()
+/** The cycle of each shard that runs the handler module here. */
+const cycles = new Map<number, ShardCycle<ModuleRun>>()
 const stores = new StoreFactory(config.store, systemClock)
 let handler: Promise<Handler> | undefined
 
@@ -30,6 +32,42 @@ function actorOf(shard: number): ShardActor {
   }
   return actor
 }
+
+/** One run op: its outcomes, filled as they become final. */
+interface ModuleRun {
+  out: BatchResult
+  remaining: number
+  done: () => void
+}
+
+function cycleOf(shard: number): ShardCycle<ModuleRun> {
+  let cycle = cycles.get(shard)
+  if (cycle === undefined) {
+    cycle = new ShardCycle<ModuleRun>(actorOf(shard), config, ({ owner, slot, verdict, result, error }) => {
+      owner.out.verdicts[slot] = verdict
+      owner.out.results[slot] = result
+      owner.out.errors[slot] = error
+      if (--owner.remaining === 0) owner.done()
+    })
+    cycles.set(shard, cycle)
+  }
+  return cycle
+}
+
+async function runModule(shard: number, batch: ActorBatch, messages: Message[]): Promise<BatchResult> {
+  const handle = await moduleHandler()
+  const n = batch.keys.length
+  const cycle = cycleOf(shard)
+  const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
+  const finished = new Promise<void>((resolve) => (run.done = resolve))
+  for (let j = 0; j < n; j++) cycle.push(new CycleEntry(batch.keys[j], batch.hashes[2 * j], batch.hashes[2 * j + 1], batch.fingerprints[j], messages[j], handle, run, j))
+  cycle.kick()
+  await finished
+  run.out.counters = cycle.takeCounters()
+  return run.out
+}
+
+function noop(): void {}
 
 function moduleHandler(): Promise<Handler> {
   if (config.handler === undefined) throw new Error('no handler module configured')
@@ -43,13 +81,9 @@ const serve: { [Op in ThreadOp]: (task: ThreadTask<Op>) => Promise<ThreadReply<O
     if (config.handler !== undefined) await moduleHandler()
     return true
   },
-  step: (task) => actorOf(task.shard).step(task.settlement, task.batch),
-  renew: (task) => actorOf(task.shard).renew(task.token),
-  async run(task) {
-    const handle = await moduleHandler()
-    const { messages } = task
-    return runBatch(actorOf(task.shard), task.batch, (i, context) => handle(messages[i], context), config)
-  },
+  step: (task) => actorOf(task.shard).step(task.settlements, task.batch),
+  renew: (task) => actorOf(task.shard).renew(),
+  run: (task) => runModule(task.shard, task.batch, task.messages),
 }
 
 export default async function hostTask<Op extends ThreadOp>(task: ThreadTask<Op>): Promise<ThreadReply<Op>> {

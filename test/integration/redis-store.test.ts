@@ -285,23 +285,26 @@ describe('redis calls: the shards of a thread share one store', () => {
     }
   })
 
-  it('a message that arrives while a commit is on its way is claimed at once, behind the commit, and is a duplicate', async () => {
-    // The commit's reply is held back 100 ms: the lane must not wait for it before claiming the next message.
+  it('a message that arrives while a commit is on its way is claimed at once, beside the commit; a copy of the committing key waits for it and is a duplicate', async () => {
+    // The commit's reply is held back 100 ms: the shard must not wait for it before claiming the next message.
     const { client, calls } = await recordedClient((operations) => (operations.includes('commit') ? 100 : 0))
     try {
       const e = await createEngine({ shards: 1, lru: { maxKeys: 0 }, store: { kind: 'redis', client, prefix: prefix() } })
-      let effects = 0
-      let second: Promise<unknown> | undefined
-      const handler = (): void => {
-        effects++
-        // After this turn: the lane has sent the commit and stopped.
-        setImmediate(() => (second = e.process({ key: 'k' }, handler)))
+      const effects: string[] = []
+      let later: Promise<unknown>[] = []
+      const handler = (m: { key: string }): void => {
+        effects.push(m.key)
+        // After this turn: the shard has sent the commit of k.
+        if (m.key === 'k') setImmediate(() => (later = [e.process({ key: 'other' }, handler), e.process({ key: 'k' }, handler)]))
       }
       const first = await e.process({ key: 'k' }, handler)
+      await new Promise((resolve) => setImmediate(resolve))
+      const [other, copy] = await Promise.all(later)
       await e.close()
       expect(first).toEqual({ key: 'k', verdict: 'new' })
-      expect(await second).toEqual({ key: 'k', verdict: 'duplicate' })
-      expect(effects).toBe(1)
+      expect(other).toEqual({ key: 'other', verdict: 'new' })
+      expect(copy).toEqual({ key: 'k', verdict: 'duplicate' })
+      expect(effects).toEqual(['k', 'other'])
       const commit = calls.find((c) => c.operations.includes('commit'))!
       const secondClaim = calls.filter((c) => c.operations.includes('claim'))[1]
       expect(secondClaim.sent).toBeLessThan(commit.replied!)

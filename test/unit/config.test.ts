@@ -6,7 +6,7 @@ import { problemsOf } from '../support/config-problems.js'
 describe('config', () => {
   it('fills defaults', () => {
     const config = resolveConfig({})
-    expect(config).toMatchObject({ shards: 8, threads: 0, ttlMs: 86_400_000, leaseMs: 30_000, rollout: 'enforce', maxBatch: 1024, keepResults: true })
+    expect(config).toMatchObject({ shards: 8, threads: 0, ttlMs: 86_400_000, leaseMs: 30_000, rollout: 'enforce', maxBatch: 1024, maxInFlightPerShard: 2048, keepResults: true })
     expect(config.bloom).toEqual({ expectedItems: 1_000_000, falsePositiveRate: 0.01 })
     expect(config.store).toEqual({ kind: 'memory' })
   })
@@ -14,7 +14,7 @@ describe('config', () => {
   // One case per message: each options object has one bad field, and the test asserts the whole line.
   const cases: [string, unknown, string][] = [
     ['not an object', 42, 'options: must be an object, got 42'],
-    ['unknown field', { shard: 4 }, 'shard: must be left out (not an option of createEngine; known: shards, threads, ttlMs, leaseMs, bloom, lru, store, rollout, maxBatch, keepResults, handler), got 4'],
+    ['unknown field', { shard: 4 }, 'shard: must be left out (not an option of createEngine; known: shards, threads, ttlMs, leaseMs, bloom, lru, store, rollout, maxBatch, maxInFlightPerShard, keepResults, handler), got 4'],
     ['shards zero', { shards: 0 }, 'shards: must be an integer from 1 to 65536, got 0'],
     ['shards fractional', { shards: 1.5 }, 'shards: must be an integer from 1 to 65536, got 1.5'],
     ['threads negative', { threads: -1 }, 'threads: must be an integer from 0 to 256, got -1'],
@@ -23,6 +23,7 @@ describe('config', () => {
     ['leaseMs too small', { leaseMs: 5 }, 'leaseMs: must be an integer from 10 to 2147483647, got 5'],
     ['leaseMs past what a renewal timer holds', { leaseMs: 2 ** 31 }, 'leaseMs: must be an integer from 10 to 2147483647, got 2147483648'],
     ['maxBatch zero', { maxBatch: 0 }, 'maxBatch: must be an integer from 1 to 65536, got 0'],
+    ['maxInFlightPerShard zero', { maxInFlightPerShard: 0 }, 'maxInFlightPerShard: must be an integer from 1 to 1048576, got 0'],
     ['bloom not an object', { bloom: 5 }, 'bloom: must be an object, got 5'],
     ['bloom unknown field', { bloom: { expectedItem: 5 } }, 'bloom.expectedItem: must be left out (not an option of bloom; known: expectedItems, falsePositiveRate), got 5'],
     ['bloom items zero', { bloom: { expectedItems: 0 } }, 'bloom.expectedItems: must be an integer from 1 to 4294967296, got 0'],

@@ -1,0 +1,425 @@
+import { errorText, ErrorCode, IdemError } from '../errors.js'
+import type { Handler, HandlerContext, Message } from '../message.js'
+import { CommitCode } from '../store/store.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type SettleReply, type Settlement, type StepReply } from './protocol.js'
+
+/**
+ * The actor seen by whoever drives a shard's cycle, on its own thread or
+ * across a worker boundary.
+ */
+export interface ActorPort {
+  /** Settles the handlers that ended and decides the next batch, in one crossing. */
+  step(settlements: Settlement[], batch: ActorBatch | undefined): Promise<StepReply>
+  /** Extends the lease of every claim of the shard that is not settled yet. */
+  renew(): Promise<Float64Array>
+}
+
+/**
+ * Steps a shard keeps out at once. Two: what ends or arrives while one step is
+ * out goes at once in the next, instead of a round trip later, and a third
+ * gathers what ends meanwhile (the group commit). Their keys never overlap (a
+ * key is in one step at a time), so they need no order between them.
+ */
+const STEPS_IN_FLIGHT = 2
+
+export interface CycleOptions {
+  leaseMs: number
+  rollout: 'enforce' | 'shadow'
+  keepResults: boolean
+  maxBatch: number
+  /** Most messages of one shard between its mailbox and their outcomes (deciding, running or settling). */
+  maxInFlightPerShard: number
+}
+
+/** One message on its way through a shard's cycle, and its outcome once final. */
+export class CycleEntry<T = unknown> {
+  verdict: VerdictCode = VerdictCode.NEW
+  result: unknown = undefined
+  error: ErrorData | undefined = undefined
+  /** The claim: its decided batch's token and this message's position in that batch. */
+  token = ''
+  position = 0
+  /** Whether the handler returned (commit) rather than threw (release). */
+  returned = false
+
+  constructor(
+    readonly key: string,
+    readonly hashLo: number,
+    readonly hashHi: number,
+    /** As the router read it once: a getter is not read twice. */
+    readonly fingerprint: string | undefined,
+    readonly message: Message,
+    readonly handler: Handler,
+    /** Where the outcome goes: a call's job on the main thread, a run's result in a worker. */
+    readonly owner: T,
+    readonly slot: number,
+  ) {}
+}
+
+/**
+ * One shard's mailbox and the cycle that drives it (DESIGN.md §4.8). Each step
+ * sends, in one crossing to the actor, the settlements of the handlers that
+ * ended since the last step and the next batch taken from the mailbox; while
+ * it is out, handlers keep running and ending. So a message is settled as soon
+ * as its own handler ends, batching serves store round trips only, and no
+ * handler waits for another key's. Per-key order: a copy of a key that is
+ * being decided, run or settled waits for that key alone.
+ *
+ * Leases: every claim is renewed from its decision until its settlement, on one
+ * timer per shard, and handlers that return no promise are run in slices that
+ * let the timer fire (issue 17: a run of synchronous handlers cannot starve it).
+ */
+export class ShardCycle<T = unknown> {
+  private mailbox: CycleEntry<T>[] = []
+  private head = 0
+  /** Keys taken and not final yet, with the later copies that arrived meanwhile. */
+  private readonly busy = new Map<string, CycleEntry<T>[] | undefined>()
+  /** Claimed messages whose handler has not started yet (synchronous handlers run in slices). */
+  private toRun: CycleEntry<T>[] = []
+  private runHead = 0
+  private runScheduled = false
+  /** Handlers that ended since the last step. */
+  private ended: CycleEntry<T>[] = []
+  private inFlight = 0
+  /** Claimed and not settled: the renewal timer runs while this is above 0. */
+  private claimsOpen = 0
+  private renewal: NodeJS.Timeout | undefined
+  private stepsOut = 0
+  private scheduled = false
+  private idleWaiters: (() => void)[] = []
+  /** Counts since the last takeCounters(), indexed by Counter. */
+  private counters = new Float64Array(COUNTER_COUNT)
+  private readonly sliceMs: number
+
+  constructor(
+    private readonly port: ActorPort,
+    private readonly options: CycleOptions,
+    /** Gets each entry once its outcome is final; must not throw. */
+    private readonly deliver: (entry: CycleEntry<T>) => void,
+  ) {
+    // Long enough that trivial handlers never pay for a yield, short enough that renewals (every leaseMs/3) keep their pace.
+    this.sliceMs = Math.max(1, Math.min(50, options.leaseMs / 10))
+  }
+
+  push(entry: CycleEntry<T>): void {
+    this.mailbox.push(entry)
+  }
+
+  /**
+   * Starts a step if none is out. `gatherFirst` (a single message was pushed)
+   * waits out the current turn of the event loop first: callers that each send
+   * one message mostly arrive within one turn, and then share a batch.
+   */
+  kick(gatherFirst = false): void {
+    if (this.stepsOut >= STEPS_IN_FLIGHT || this.scheduled) return
+    this.scheduled = true
+    if (gatherFirst) setImmediate(this.loop)
+    else queueMicrotask(this.loop)
+  }
+
+  /** Resolves once every message pushed so far has its outcome. */
+  idle(): Promise<void> {
+    if (this.isIdle()) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  /** The counts since the last call, zeroed here. */
+  takeCounters(): Float64Array {
+    const taken = this.counters
+    this.counters = new Float64Array(COUNTER_COUNT)
+    return taken
+  }
+
+  private isIdle(): boolean {
+    return this.inFlight === 0 && this.head === this.mailbox.length && this.stepsOut === 0
+  }
+
+  private readonly loop = (): void => {
+    this.scheduled = false
+    while (this.stepsOut < STEPS_IN_FLIGHT && (this.ended.length > 0 || (this.head < this.mailbox.length && this.inFlight < this.options.maxInFlightPerShard))) {
+      this.stepsOut++
+      // A throw past step()'s own handling is a bug: the step still ends, and the rejection surfaces.
+      void this.step().then(this.stepDone, (error: unknown) => {
+        this.stepDone()
+        throw error
+      })
+    }
+  }
+
+  private readonly stepDone = (): void => {
+    this.stepsOut--
+    this.loop()
+    if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve()
+  }
+
+  private async step(): Promise<void> {
+    const ended = this.ended
+    this.ended = []
+    const settling = settlementsOf(ended, this.options.keepResults)
+    const taken = this.take()
+    const batch = taken.length === 0 ? undefined : actorBatchOf(taken)
+    let reply: StepReply
+    try {
+      reply = await this.port.step(
+        settling.map((s) => s.settlement),
+        batch,
+      )
+    } catch (error) {
+      const data = failureData(error, 'actor failed', ErrorCode.ACTOR_FAILED)
+      for (const { entries } of settling) this.settleFailed(entries, data)
+      for (const entry of taken) this.finish(entry, VerdictCode.IN_FLIGHT, data)
+      return
+    }
+    for (let s = 0; s < settling.length; s++) this.applySettled(settling[s].entries, reply.settled[s])
+    if (reply.decision !== undefined) this.applyDecision(taken, reply.decision)
+  }
+
+  /** Takes the next batch: up to maxBatch messages within the in-flight bound, each key at most once. */
+  private take(): CycleEntry<T>[] {
+    const limit = Math.min(this.options.maxBatch, this.options.maxInFlightPerShard - this.inFlight)
+    const taken: CycleEntry<T>[] = []
+    const { mailbox, busy } = this
+    while (this.head < mailbox.length && taken.length < limit) {
+      const entry = mailbox[this.head++]
+      if (busy.has(entry.key)) {
+        const waiting = busy.get(entry.key)
+        if (waiting === undefined) busy.set(entry.key, [entry])
+        else waiting.push(entry)
+        continue
+      }
+      busy.set(entry.key, undefined)
+      taken.push(entry)
+    }
+    this.inFlight += taken.length
+    if (this.head === mailbox.length) {
+      this.mailbox = []
+      this.head = 0
+    } else if (this.head > 4096 && this.head * 2 > mailbox.length) {
+      this.mailbox = mailbox.slice(this.head)
+      this.head = 0
+    }
+    return taken
+  }
+
+  private applyDecision(taken: CycleEntry<T>[], decision: Decision): void {
+    addCounters(this.counters, decision.counters)
+    const shadow = this.options.rollout === 'shadow'
+    let claimed = 0
+    for (let j = 0; j < taken.length; j++) {
+      const entry = taken[j]
+      const verdict = decision.verdicts[j] as VerdictCode
+      if (verdict === VerdictCode.NEW) {
+        entry.token = decision.token
+        entry.position = j
+        this.toRun.push(entry)
+        claimed++
+        continue
+      }
+      let error: ErrorData | undefined
+      if (verdict === VerdictCode.CONFLICT) {
+        error = {
+          code: ErrorCode.CONFLICT,
+          message: `key ${JSON.stringify(entry.key)} was processed with fingerprint ${JSON.stringify(decision.storedFingerprints[j])}; this message has ${JSON.stringify(entry.fingerprint)}`,
+        }
+      } else if (verdict === VerdictCode.IN_FLIGHT) {
+        error = decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(entry.key)} is being processed by another owner; retry later` }
+      }
+      if (shadow) this.runShadow(entry, verdict, decision.results[j], error)
+      else this.finish(entry, verdict, error, decision.results[j])
+    }
+    if (claimed > 0) {
+      this.claimsOpen += claimed
+      this.renewal ??= setInterval(this.renew, Math.max(1, Math.floor(this.options.leaseMs / 3)))
+      this.runHandlers()
+    }
+  }
+
+  /** Starts the claimed handlers; when synchronous ones have held the thread for a slice, the rest wait a turn. */
+  private readonly runHandlers = (): void => {
+    this.runScheduled = false
+    const started = performance.now()
+    const { toRun } = this
+    while (this.runHead < toRun.length) {
+      this.runHandler(toRun[this.runHead++])
+      if ((this.runHead & 7) === 0 && this.runHead < toRun.length && performance.now() - started > this.sliceMs) {
+        this.runScheduled = true
+        setImmediate(this.runHandlers)
+        return
+      }
+    }
+    this.toRun = []
+    this.runHead = 0
+  }
+
+  private runHandler(entry: CycleEntry<T>): void {
+    const context: HandlerContext = { claim: { token: entry.token, storeKey: entry.key } }
+    let value: unknown
+    try {
+      value = entry.handler(entry.message, context)
+    } catch (error) {
+      return this.handlerEnded(entry, false, error)
+    }
+    if (isPromiseLike(value)) {
+      Promise.resolve(value).then(
+        (result) => this.handlerEnded(entry, true, result),
+        (error: unknown) => this.handlerEnded(entry, false, error),
+      )
+    } else this.handlerEnded(entry, true, value)
+  }
+
+  private handlerEnded(entry: CycleEntry<T>, returned: boolean, value: unknown): void {
+    entry.returned = returned
+    if (returned) entry.result = value
+    else {
+      // LEASE_LOST keeps its code (the SQL transaction helper's lease lost before COMMIT: rolled back, run again).
+      // Any other error, an IdemError too, is the handler's: transports act on the code, and a thrown
+      // RESULT_TOO_LARGE or STORE_FAILED must not pass for a settled key or a commit awaiting the store.
+      const code = value instanceof IdemError && value.code === ErrorCode.LEASE_LOST ? ErrorCode.LEASE_LOST : ErrorCode.HANDLER_FAILED
+      entry.error = { code, message: `handler failed for key ${JSON.stringify(entry.key)}: ${errorText(value)}` }
+    }
+    this.ended.push(entry)
+    this.kick()
+  }
+
+  /** A refused commit means the lease lapsed: the effect happened, but the key is not DONE. */
+  private applySettled(entries: SettlingEntries<T>, reply: SettleReply): void {
+    addCounters(this.counters, reply.counters)
+    if (reply.storeError !== undefined) return this.settleFailed(entries, reply.storeError)
+    this.closeClaims(entries.commit.length + entries.release.length)
+    for (let k = 0; k < entries.commit.length; k++) {
+      const entry = entries.commit[k]
+      const key = JSON.stringify(entry.key)
+      let error: ErrorData | undefined
+      switch (reply.committed[k]) {
+        case CommitCode.REFUSED:
+          error = { code: ErrorCode.LEASE_LOST, message: `handler finished for key ${key} but its lease had lapsed and the commit was refused; another owner may run it` }
+          break
+        case CommitCode.RESULT_TOO_LARGE:
+          error = { code: ErrorCode.RESULT_TOO_LARGE, message: `key ${key} is done, but its result is over the store's maxResultBytes and was not kept` }
+          break
+        case CommitCode.RESULT_NOT_SERIALIZABLE:
+          error = { code: ErrorCode.RESULT_NOT_SERIALIZABLE, message: `key ${key} is done, but its result could not be serialized (JSON for the store, structured clone across threads) and was not kept` }
+      }
+      this.finish(entry, VerdictCode.NEW, error, entry.result)
+    }
+    for (const entry of entries.release) this.finish(entry, VerdictCode.NEW, entry.error, undefined)
+  }
+
+  /** The settlement did not reach the store: commits carry why (the actor retries them), releases keep the handler's error. */
+  private settleFailed(entries: SettlingEntries<T>, data: ErrorData): void {
+    this.closeClaims(entries.commit.length + entries.release.length)
+    for (const entry of entries.commit) this.finish(entry, VerdictCode.NEW, data, entry.result)
+    for (const entry of entries.release) this.finish(entry, VerdictCode.NEW, entry.error ?? data, undefined)
+  }
+
+  private closeClaims(count: number): void {
+    this.claimsOpen -= count
+    if (this.claimsOpen === 0 && this.renewal !== undefined) {
+      clearInterval(this.renewal)
+      this.renewal = undefined
+    }
+  }
+
+  private readonly renew = (): void => {
+    this.port.renew().then(
+      (counters) => addCounters(this.counters, counters),
+      noop, // a failed renewal shows up as a refused commit (LEASE_LOST) later
+    )
+  }
+
+  /** Shadow rollout: the handler runs anyway, and the decided outcome is given once it ends. */
+  private runShadow(entry: CycleEntry<T>, verdict: VerdictCode, result: unknown, error: ErrorData | undefined): void {
+    this.counters[Counter.SHADOW_RUNS]++
+    const done = (): void => {
+      this.finish(entry, verdict, error, result)
+      this.kick()
+    }
+    try {
+      const value = entry.handler(entry.message, {})
+      if (isPromiseLike(value)) return void Promise.resolve(value).then(done, done)
+    } catch {
+      // Shadow runs change nothing in the store; their failures are the handler's own business.
+    }
+    done()
+  }
+
+  /** The entry's outcome is final: hand it out, and let the next copy of its key go. */
+  private finish(entry: CycleEntry<T>, verdict: VerdictCode, error: ErrorData | undefined, result?: unknown): void {
+    entry.verdict = verdict
+    entry.error = error
+    entry.result = result
+    this.inFlight--
+    const waiting = this.busy.get(entry.key)
+    this.busy.delete(entry.key)
+    if (waiting !== undefined) this.requeue(waiting)
+    this.deliver(entry)
+  }
+
+  /** Later copies of a key go back to the head of the mailbox, in their order: they arrived before what is queued. */
+  private requeue(waiting: CycleEntry<T>[]): void {
+    if (this.head >= waiting.length) {
+      this.head -= waiting.length
+      for (let k = 0; k < waiting.length; k++) this.mailbox[this.head + k] = waiting[k]
+    } else {
+      this.mailbox = waiting.concat(this.mailbox.slice(this.head))
+      this.head = 0
+    }
+  }
+}
+
+interface SettlingEntries<T> {
+  commit: CycleEntry<T>[]
+  release: CycleEntry<T>[]
+}
+
+/** Groups ended handlers by the batch (token) they were claimed in: one settlement per token. */
+function settlementsOf<T>(ended: CycleEntry<T>[], keepResults: boolean): { settlement: Settlement; entries: SettlingEntries<T> }[] {
+  const byToken = new Map<string, { settlement: Settlement; entries: SettlingEntries<T> }>()
+  for (const entry of ended) {
+    let group = byToken.get(entry.token)
+    if (group === undefined) {
+      group = { settlement: { token: entry.token, commit: [], commitResults: keepResults ? [] : undefined, release: [] }, entries: { commit: [], release: [] } }
+      byToken.set(entry.token, group)
+    }
+    if (entry.returned) {
+      group.settlement.commit.push(entry.position)
+      group.settlement.commitResults?.push(entry.result)
+      group.entries.commit.push(entry)
+    } else {
+      group.settlement.release.push(entry.position)
+      group.entries.release.push(entry)
+    }
+  }
+  return [...byToken.values()]
+}
+
+function actorBatchOf<T>(taken: CycleEntry<T>[]): ActorBatch {
+  const n = taken.length
+  const keys: string[] = new Array(n)
+  const fingerprints: (string | undefined)[] = new Array(n)
+  const hashes = new Uint32Array(2 * n)
+  for (let j = 0; j < n; j++) {
+    const entry = taken[j]
+    keys[j] = entry.key
+    fingerprints[j] = entry.fingerprint
+    hashes[2 * j] = entry.hashLo
+    hashes[2 * j + 1] = entry.hashHi
+  }
+  return { keys, hashes, fingerprints }
+}
+
+/** An error as data: an IdemError keeps its code, anything else gets `code` and says `what` failed. */
+export function failureData(error: unknown, what: string, code: ErrorCode = ErrorCode.STORE_FAILED): ErrorData {
+  if (error instanceof IdemError) return { code: error.code, message: error.message }
+  return { code, message: `${what}: ${errorText(error)}` }
+}
+
+export function addCounters(into: Float64Array, delta: Float64Array): void {
+  for (let k = 0; k < into.length; k++) into[k] += delta[k]
+}
+
+function noop(): void {}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null)?.then === 'function'
+}
