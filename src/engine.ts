@@ -1,6 +1,7 @@
 import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from './actor/protocol.js'
 import { ShardActor } from './actor/shard-actor.js'
-import { addCounters, type ActorPort } from './actor/shard-cycle.js'
+import { addCounters, type ActorPort, type CommitRide } from './actor/shard-cycle.js'
+import type { Redis } from 'ioredis'
 import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
 import { ShardThread } from './actor/shard-thread.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
@@ -137,7 +138,7 @@ export class Engine {
    * for the commit of a new key batched with it), then the promise resolves
    * with all of them.
    */
-  async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined): Promise<Outcome<R>[]> {
+  async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {
     if (this.closing !== undefined) throw new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closed; create a new one to process more messages')
     if (!Array.isArray(messages)) throw new IdemError(ErrorCode.INVALID_MESSAGE, `processBatch takes an array of messages, got ${typeof messages}`)
     if (handler !== undefined && typeof handler !== 'function') throw new IdemError(ErrorCode.NO_HANDLER, `handler must be a function, got ${typeof handler}`)
@@ -158,7 +159,7 @@ export class Engine {
       const shard = shards[i]
       let job = jobs[shard]
       if (job === undefined) {
-        job = { keys, outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each }
+        job = { keys, outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each, ride }
         const created = job
         waits.push(new Promise<void>((resolve) => (created.done = resolve)))
         jobs[shard] = job
@@ -169,6 +170,15 @@ export class Engine {
     for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].start(n === 1)
     await Promise.all(waits)
     return outcomes as Outcome<R>[]
+  }
+
+  /**
+   * @internal Whether a transport may carry this engine's commits on `client`
+   * (submit's `ride`): actors on the main thread, each on a Redis store that
+   * can send its commits on that connection (RedisStore.canCommitOn).
+   */
+  canCommitOn(client: Redis): boolean {
+    return this.config.threads === 0 && this.localActors.every((actor) => actor.canCommitOn(client))
   }
 
   /**

@@ -5,6 +5,7 @@
  */
 import type { ErrorCode } from '../errors.js'
 import type { Message } from '../message.js'
+import type { CommitCode } from '../store/store.js'
 
 /** Per-message decision of an actor. */
 export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4 } as const
@@ -87,6 +88,12 @@ export interface SettleReply {
   counters: Float64Array
   /** Set when the commit or release call failed after its retries: nothing is known settled. */
   storeError?: ErrorData
+}
+
+/** How a commit sent on a transport's connection ended (ShardActor.commitOn), with the counts since the last reply. */
+export interface RiddenCommit {
+  code: CommitCode
+  counters: Float64Array
 }
 
 /** An error as data: IdemErrors do not survive structured clone as their class. */

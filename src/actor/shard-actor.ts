@@ -3,9 +3,11 @@ import { LRUCache } from 'lru-cache'
 import { BloomFilter } from '../bloom/bloom-filter.js'
 import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
+import type { Redis } from 'ioredis'
+import { RedisStore } from '../store/redis/redis-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './shard-cycle.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Settlement, type SettleReply, type StepReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNAPPLIED_SETTLEMENTS = 1024
 
@@ -62,7 +64,8 @@ export class ShardActor {
       falsePositiveRate: config.bloom.falsePositiveRate,
       maxBatchKeys: config.maxBatch,
     })
-    const lruMax = Math.ceil(config.lru.maxKeys / config.shards)
+    // The memory store answers from memory already: an LRU in front of it would only hold a second copy of its records.
+    const lruMax = config.store.kind === 'memory' ? 0 : Math.ceil(config.lru.maxKeys / config.shards)
     this.settled = lruMax > 0 ? new LRUCache<string, Settled>({ max: lruMax }) : undefined
     this.generationStartedAt = clock.now()
   }
@@ -263,6 +266,38 @@ export class ShardActor {
     }
     await Promise.all(calls)
     return this.takeCounters()
+  }
+
+  /**
+   * Commits one claim on `client` (RedisStore.commitOn) before returning: a
+   * transport that then completes the message on the same connection has
+   * Redis apply the commit first. A commit that fails is kept and applied
+   * again through the store, like any settlement the store could not take.
+   */
+  commitOn(client: Redis, token: string, position: number, result: unknown): Promise<RiddenCommit> {
+    const decided = this.claimsByToken.get(token)
+    if (decided === undefined || decided.open[position] !== 1) throw new Error(`shard ${this.shard}: position ${position} of token ${token} is not an open claim`)
+    decided.open[position] = 0
+    if (--decided.openCount === 0) this.claimsByToken.delete(token)
+    const key = decided.batch.keys[position]
+    const results = this.config.keepResults ? [result] : undefined
+    this.counters[Counter.STORE_OPERATIONS]++
+    return (this.store as RedisStore).commitOn(client, [key], results, token, this.config.ttlMs).then(
+      ([code]) => {
+        if (code === CommitCode.REFUSED) this.counters[Counter.FENCED_WRITES]++
+        else this.remember(key, decided.batch.fingerprints[position], code === CommitCode.COMMITTED ? result : undefined, this.clock.now())
+        return { code: code as CommitCode, counters: this.takeCounters() }
+      },
+      (error: unknown) => {
+        this.keepUnapplied(decided.batch, { token, commit: [position], commitResults: results, release: [] })
+        throw error
+      },
+    )
+  }
+
+  /** Whether commitOn(client) may be used: this actor's store is a Redis store that can send its commits on `client`. */
+  canCommitOn(client: Redis): boolean {
+    return this.store instanceof RedisStore && this.store.canCommitOn(client)
   }
 
   /** Applies what it can of the kept settlements (the store's own retries bound the wait); the store stays open for its owner to close. */

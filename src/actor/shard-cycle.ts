@@ -1,7 +1,8 @@
 import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { Handler, HandlerContext, Message } from '../message.js'
+import type { Redis } from 'ioredis'
 import { CommitCode } from '../store/store.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type SettleReply, type Settlement, type StepReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type RiddenCommit, type SettleReply, type Settlement, type StepReply } from './protocol.js'
 
 /**
  * The actor seen by whoever drives a shard's cycle, on its own thread or
@@ -12,6 +13,20 @@ export interface ActorPort {
   step(settlements: Settlement[], batch: ActorBatch | undefined): Promise<StepReply>
   /** Extends the lease of every claim of the shard that is not settled yet. */
   renew(): Promise<Float64Array>
+  /** Commits one claim on a transport's connection before returning (ShardActor.commitOn); actors on this thread only. */
+  commitOn?(client: Redis, token: string, position: number, result: unknown): Promise<RiddenCommit>
+}
+
+/**
+ * A transport's offer to carry the commits of its messages (BullMQ: the
+ * Worker's connection, which completes the job next). The commit is written on
+ * `client` when the handler returns and the outcome is handed out at once, so
+ * Redis applies the commit, then the completion, with no round trip between.
+ */
+export interface CommitRide {
+  client: Redis
+  /** A ridden commit refused (LEASE_LOST) or failed (applied again later) after its outcome was handed out; `slot` is the message's index in its call. */
+  unconfirmed(slot: number, error: ErrorData): void
 }
 
 /**
@@ -41,6 +56,8 @@ export class CycleEntry<T = unknown> {
   position = 0
   /** Whether the handler returned (commit) rather than threw (release). */
   returned = false
+  /** Set when the transport carries this message's commit. */
+  ride: CommitRide | undefined = undefined
 
   constructor(
     readonly key: string,
@@ -72,8 +89,13 @@ export class CycleEntry<T = unknown> {
 export class ShardCycle<T = unknown> {
   private mailbox: CycleEntry<T>[] = []
   private head = 0
-  /** Keys taken and not final yet, with the later copies that arrived meanwhile. */
-  private readonly busy = new Map<string, CycleEntry<T>[] | undefined>()
+  /**
+   * Keys taken and not final yet, with the later copies that arrived meanwhile,
+   * by the low 32 bits of the key's hash: no string is hashed again, and two
+   * keys that share them only make the later one wait its turn (rare: at most
+   * maxInFlightPerShard keys are here at once).
+   */
+  private readonly busy = new Map<number, CycleEntry<T>[] | undefined>()
   /** Claimed messages whose handler has not started yet (synchronous handlers run in slices). */
   private toRun: CycleEntry<T>[] = []
   private runHead = 0
@@ -149,6 +171,10 @@ export class ShardCycle<T = unknown> {
   private readonly stepDone = (): void => {
     this.stepsOut--
     this.loop()
+    this.resolveIdle()
+  }
+
+  private resolveIdle(): void {
     if (this.isIdle()) for (const resolve of this.idleWaiters.splice(0)) resolve()
   }
 
@@ -181,13 +207,13 @@ export class ShardCycle<T = unknown> {
     const { mailbox, busy } = this
     while (this.head < mailbox.length && taken.length < limit) {
       const entry = mailbox[this.head++]
-      if (busy.has(entry.key)) {
-        const waiting = busy.get(entry.key)
-        if (waiting === undefined) busy.set(entry.key, [entry])
+      if (busy.has(entry.hashLo)) {
+        const waiting = busy.get(entry.hashLo)
+        if (waiting === undefined) busy.set(entry.hashLo, [entry])
         else waiting.push(entry)
         continue
       }
-      busy.set(entry.key, undefined)
+      busy.set(entry.hashLo, undefined)
       taken.push(entry)
     }
     this.inFlight += taken.length
@@ -268,6 +294,7 @@ export class ShardCycle<T = unknown> {
   }
 
   private handlerEnded(entry: CycleEntry<T>, returned: boolean, value: unknown): void {
+    if (returned && entry.ride !== undefined) return this.rideCommit(entry, entry.ride, value)
     entry.returned = returned
     if (returned) entry.result = value
     else {
@@ -281,6 +308,34 @@ export class ShardCycle<T = unknown> {
     this.kick()
   }
 
+  /**
+   * The commit goes out now on the transport's connection and the outcome is
+   * handed out without its reply; the key stays busy until the reply, so a
+   * later copy sees the commit. What the reply says can no longer change the
+   * outcome: a refusal or a failure is reported to the transport.
+   */
+  private rideCommit(entry: CycleEntry<T>, ride: CommitRide, result: unknown): void {
+    const committing = this.port.commitOn!(ride.client, entry.token, entry.position, result)
+    this.closeClaims(1)
+    entry.verdict = VerdictCode.NEW
+    entry.result = result
+    entry.error = undefined
+    this.deliver(entry)
+    committing
+      .then(
+        ({ code, counters }) => {
+          addCounters(this.counters, counters)
+          if (code === CommitCode.REFUSED) ride.unconfirmed(entry.slot, leaseLost(entry.key))
+        },
+        (error: unknown) => ride.unconfirmed(entry.slot, failureData(error, 'commit on the transport connection failed (applied again through the store)')),
+      )
+      .then(() => {
+        this.release(entry)
+        this.kick()
+        this.resolveIdle()
+      })
+  }
+
   /** A refused commit means the lease lapsed: the effect happened, but the key is not DONE. */
   private applySettled(entries: SettlingEntries<T>, reply: SettleReply): void {
     addCounters(this.counters, reply.counters)
@@ -292,7 +347,7 @@ export class ShardCycle<T = unknown> {
       let error: ErrorData | undefined
       switch (reply.committed[k]) {
         case CommitCode.REFUSED:
-          error = { code: ErrorCode.LEASE_LOST, message: `handler finished for key ${key} but its lease had lapsed and the commit was refused; another owner may run it` }
+          error = leaseLost(entry.key)
           break
         case CommitCode.RESULT_TOO_LARGE:
           error = { code: ErrorCode.RESULT_TOO_LARGE, message: `key ${key} is done, but its result is over the store's maxResultBytes and was not kept` }
@@ -333,6 +388,7 @@ export class ShardCycle<T = unknown> {
     const done = (): void => {
       this.finish(entry, verdict, error, result)
       this.kick()
+      this.resolveIdle()
     }
     try {
       const value = entry.handler(entry.message, {})
@@ -343,16 +399,21 @@ export class ShardCycle<T = unknown> {
     done()
   }
 
-  /** The entry's outcome is final: hand it out, and let the next copy of its key go. */
+  /** The entry's outcome is final: let the next copy of its key go, and hand it out. */
   private finish(entry: CycleEntry<T>, verdict: VerdictCode, error: ErrorData | undefined, result?: unknown): void {
     entry.verdict = verdict
     entry.error = error
     entry.result = result
-    this.inFlight--
-    const waiting = this.busy.get(entry.key)
-    this.busy.delete(entry.key)
-    if (waiting !== undefined) this.requeue(waiting)
+    this.release(entry)
     this.deliver(entry)
+  }
+
+  /** The entry leaves the shard: it no longer counts in flight, and the next copy of its key may go. */
+  private release(entry: CycleEntry<T>): void {
+    this.inFlight--
+    const waiting = this.busy.get(entry.hashLo)
+    this.busy.delete(entry.hashLo)
+    if (waiting !== undefined) this.requeue(waiting)
   }
 
   /** Later copies of a key go back to the head of the mailbox, in their order: they arrived before what is queued. */
@@ -406,6 +467,10 @@ function actorBatchOf<T>(taken: CycleEntry<T>[]): ActorBatch {
     hashes[2 * j + 1] = entry.hashHi
   }
   return { keys, hashes, fingerprints }
+}
+
+function leaseLost(key: string): ErrorData {
+  return { code: ErrorCode.LEASE_LOST, message: `handler finished for key ${JSON.stringify(key)} but its lease had lapsed and the commit was refused; another owner may run it` }
 }
 
 /** An error as data: an IdemError keeps its code, anything else gets `code` and says `what` failed. */

@@ -1,4 +1,4 @@
-import { addCounters, CycleEntry, failureData, ShardCycle, type ActorPort, type CycleOptions } from './shard-cycle.js'
+import { addCounters, CycleEntry, failureData, ShardCycle, type ActorPort, type CommitRide, type CycleOptions } from './shard-cycle.js'
 import { COUNTER_COUNT, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData } from './protocol.js'
 import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
@@ -18,6 +18,8 @@ export interface Job {
   /** A function handler runs on the main thread; undefined means the configured handler module. */
   handler: Handler | undefined
   each: OnOutcome | undefined
+  /** Set when the transport carries the commits of this call's messages (engine.canCommitOn said yes). */
+  ride: CommitRide | undefined
 }
 
 export interface LaneStats {
@@ -68,7 +70,11 @@ export class ShardLane {
 
   push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number): void {
     if (job.handler === undefined && this.remote !== undefined) this.forward.push({ key, hashLo, hashHi, fingerprint, message, job, slot })
-    else this.cycle.push(new CycleEntry(key, hashLo, hashHi, fingerprint, message, job.handler ?? this.localModuleHandler!, job, slot))
+    else {
+      const entry = new CycleEntry(key, hashLo, hashHi, fingerprint, message, job.handler ?? this.localModuleHandler!, job, slot)
+      entry.ride = job.ride
+      this.cycle.push(entry)
+    }
   }
 
   /** Starts work on what was pushed; `gatherFirst` when a single message was: see ShardCycle.kick. */

@@ -155,6 +155,20 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
   }
 
   async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    return this.commitThrough(keys, results, token, (groups, encoded) => this.run('commit', () => Promise.all(groups.map((g) => this.commitGroup(g, keys, encoded, token, ttlMs)))))
+  }
+
+  /**
+   * A commit's encoding and scatter around `send`, which writes the groups: the
+   * store's own retried calls (commit), or a backend's other way to send one
+   * (RedisStore.commitOn). `send` is called synchronously.
+   */
+  protected async commitThrough(
+    keys: readonly string[],
+    results: readonly unknown[] | undefined,
+    token: string,
+    send: (groups: G[], encoded: readonly unknown[] | undefined) => Promise<Uint8Array[]>,
+  ): Promise<Uint8Array> {
     checkToken(token)
     const n = keys.length
     const kept = new Uint8Array(n).fill(CommitCode.COMMITTED)
@@ -172,7 +186,7 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
       }
     }
     const groups = this.group(keys, allPositions(n))
-    const answers = await this.run('commit', () => Promise.all(groups.map((g) => this.commitGroup(g, keys, encoded, token, ttlMs))))
+    const answers = await send(groups, encoded)
     return scatter(n, groups, answers, (i, applied) => (applied ? kept[i] : CommitCode.REFUSED))
   }
 

@@ -4,7 +4,10 @@
  * (9 kills, each consumer in turn) while 100,000 jobs with 30% duplicates go
  * through. Counts every effect per key in Redis at the end. Bounded by count
  * and progress: kills come at points of progress, not on a timer, and the run
- * fails only when jobs stop settling for STALL_MS.
+ * fails only when jobs stop settling for STALL_MS. Commits ride the Worker's
+ * connection, so a job completes without waiting for its commit's reply; at
+ * the end, a fresh engine finds every key DONE: no kill left a completed job
+ * without its record (Redis applied each commit before its completion).
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -12,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
+import { createEngine } from '../../dist/src/engine.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { FAULT_TEST_TIMEOUT_MS, untilDone } from '../support/progress.js'
 
@@ -46,7 +50,7 @@ function startConsumer(): Promise<ChildProcess> {
   children.add(child)
   child.on('exit', () => children.delete(child))
   return new Promise((resolve, reject) => {
-    child.once('message', () => resolve(child))
+    child.once('message', (ready: { commitsRide: boolean }) => (ready.commitsRide ? resolve(child) : reject(new Error('commits do not ride the Worker connection'))))
     child.once('exit', (code, signal) => reject(new Error(`consumer exited before it was ready (${code ?? signal})`)))
   })
 }
@@ -98,9 +102,25 @@ describe('BullMQ consumers SIGKILLed mid-run', () => {
       `SIGKILL test: ${MESSAGES} jobs, ${UNIQUE} unique keys, ${kills} kills in ${((Date.now() - started) / 1000).toFixed(1)} s; ` +
         `effects ${perKey.reduce((a, b) => a + b, 0)}, lost ${lost}, double effects ${doubles} (bound ${kills} kills × ${CONCURRENCY} in flight = ${bound}), failed jobs ${counts.failed}`,
     )
+    // Every job is completed and every key has had its effect: each key must now be DONE in the store.
+    const check = await createEngine({ shards: 4, lru: { maxKeys: 0 }, store: { kind: 'redis', url, prefix } })
+    let withoutRecord = 0
+    try {
+      for (let i = 0; i < UNIQUE; i += 5_000) {
+        const outcomes = await check.processBatch(
+          Array.from({ length: Math.min(5_000, UNIQUE - i) }, (_, j) => ({ key: `order-${i + j}` })),
+          () => void withoutRecord++,
+        )
+        withoutRecord += outcomes.filter((o) => o.verdict === 'in-flight').length
+      }
+    } finally {
+      await check.close()
+    }
+    console.log(`SIGKILL test: keys completed without a DONE record: ${withoutRecord} of ${UNIQUE}`)
     expect(kills).toBe(KILLS)
     expect(counts.failed).toBe(0)
     expect(lost).toBe(0)
     expect(doubles).toBeLessThanOrEqual(bound)
+    expect(withoutRecord).toBe(0)
   }, FAULT_TEST_TIMEOUT_MS)
 })

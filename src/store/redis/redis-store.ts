@@ -188,13 +188,53 @@ export class RedisStore extends StoreBase<TagGroup> {
   }
 
   protected async commitGroup(g: TagGroup, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    const { args, keyCount } = this.commitArgs(g, keys, results, token, ttlMs)
+    return flags(await this.send('commit', g, token, args, keyCount))
+  }
+
+  /**
+   * Whether commitOn(client) keeps its promise: a single Redis (a cluster
+   * routes by slot, on connections of its own), no requireReplicas (whose WAIT
+   * must follow the commit on the connection that wrote it), and `client`
+   * connected to this store's server and database without a keyPrefix.
+   */
+  canCommitOn(client: Redis): boolean {
+    const mine = (this.client as Redis).options
+    const theirs = client.options
+    if (this.isCluster || this.config.requireReplicas > 0 || (theirs.keyPrefix ?? '') !== '') return false
+    return mine.host === theirs.host && mine.port === theirs.port && (mine.db ?? 0) === (theirs.db ?? 0) && mine.path === theirs.path
+  }
+
+  /**
+   * Commits on `client`, another connection to this store's server (a BullMQ
+   * Worker's), written before this call returns and with no retry: whatever
+   * that client sends next, Redis applies after this commit. A failure is the
+   * caller's to apply again through commit().
+   */
+  commitOn(client: Redis, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
+    defineScripts(client, { idemBatch: { lua: batchLua } })
+    const scripted = client as Redis & ScriptClient
+    const committed = this.commitThrough(keys, results, token, (groups, encoded) =>
+      Promise.all(
+        groups.map((g) => {
+          const { args } = this.commitArgs(g, keys, encoded, token, ttlMs)
+          const leaseKey = g.leasePrefix + token
+          return scripted.idemBatch(1, leaseKey, '1', 'commit', leaseKey, String(args.length), ...args).then((replies) => flags(onlyReply(replies)))
+        }),
+      ),
+    )
+    this.countSettled(token, keys.length)
+    return committed
+  }
+
+  private commitArgs(g: TagGroup, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): { args: string[]; keyCount: number } {
     // Every key the token holds, none with a result to keep: the lease record alone turns DONE
     // (per group: the commit holds every key the token claimed, so each group holds all of its tag's).
     const all = this.claimedPerToken.get(token) === keys.length && (results === undefined || g.positions.every((i) => results[i] === null))
     const args = all
       ? [token, String(ttlMs), 'all', String(g.positions.length)]
       : [token, String(ttlMs), 'each', this.recordKeys(g, keys), pack(g, (i) => (results?.[i] as string | null | undefined) ?? '')]
-    return flags(await this.send('commit', g, token, args, all ? 1 : g.positions.length))
+    return { args, keyCount: all ? 1 : g.positions.length }
   }
 
   protected async releaseGroup(g: TagGroup, keys: readonly string[], token: string): Promise<Uint8Array> {

@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events'
-import { Worker } from 'bullmq'
-import { idemProcessor, type IdemProcessor, type ProcessorStats } from './processor.js'
-import { resolveConsumerOptions, type ConsumerOptions, type JobSettlement } from './options.js'
+import { RedisQueueBackend, Worker } from 'bullmq'
+import { Redis } from 'ioredis'
+import { idemProcessor, warnUnconfirmed, type IdemProcessor, type ProcessorStats } from './processor.js'
+import { resolveConsumerOptions, type ConsumerOptions, type JobSettlement, type UnconfirmedCommit } from './options.js'
 
 /** A consumer's counts: the processor's, plus what its Worker saw. */
 export interface ConsumerStats extends ProcessorStats {
@@ -16,6 +17,8 @@ export interface ConsumerEvents {
   progress: [stats: ConsumerStats]
   /** Once per settled job. */
   settled: [settlement: JobSettlement]
+  /** A job completed before its commit's reply whose commit was then refused or failed (README, BullMQ). Without a listener or an onCommitUnconfirmed option, a process warning. */
+  commitUnconfirmed: [commit: UnconfirmedCommit]
   /** The Worker's errors; only emitted when someone listens (they are counted either way). */
   error: [error: Error]
 }
@@ -32,11 +35,13 @@ export class Consumer<D = unknown, R = unknown> extends EventEmitter<ConsumerEve
   private settledSinceProgress = 0
   private readonly timer: NodeJS.Timeout
   private closing: Promise<void> | undefined
+  /** Whether commits ride the Worker's connection (README, BullMQ): known once the Worker has connected. */
+  commitsRide = false
 
   constructor(options: ConsumerOptions<D, R>) {
     super()
     const config = resolveConsumerOptions(options)
-    const onSettled = config.processor.onSettled
+    const { onSettled, onCommitUnconfirmed } = config.processor
     this.processor = idemProcessor<D, R>(config.engine, config.handler, {
       ...config.processor,
       onSettled: (settlement) => {
@@ -44,8 +49,20 @@ export class Consumer<D = unknown, R = unknown> extends EventEmitter<ConsumerEve
         onSettled?.(settlement)
         if (this.listenerCount('settled') > 0) this.emit('settled', settlement)
       },
+      onCommitUnconfirmed: (commit) => {
+        if (onCommitUnconfirmed === undefined && this.listenerCount('commitUnconfirmed') === 0) return warnUnconfirmed(commit)
+        onCommitUnconfirmed?.(commit)
+        this.emit('commitUnconfirmed', commit)
+      },
     })
     this.worker = new Worker<D, R | undefined>(config.queue, this.processor, config.worker)
+    // The connection BullMQ completes jobs on (RedisQueueBackend.client): commits ride it when the engine's store is on the same Redis.
+    if (this.worker.backend instanceof RedisQueueBackend) {
+      this.worker.backend.client.then(
+        (client) => void (this.commitsRide = client instanceof Redis && this.processor.carryCommitsOn(client)),
+        () => {}, // a Worker that cannot connect reports it through its own error event; commits then stay awaited
+      )
+    }
     this.worker.on('stalled', () => void this.stalled++)
     this.worker.on('error', (error) => {
       this.workerErrors++

@@ -5,4 +5,4 @@
  */
 export { idemProcessor, jobActionOf, type IdemProcessor, type ProcessorStats } from './processor.js'
 export { createConsumer, Consumer, type ConsumerStats, type ConsumerEvents } from './consumer.js'
-export { JobAction, type ConsumerOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement } from './options.js'
+export { JobAction, type ConsumerOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement, type UnconfirmedCommit } from './options.js'

@@ -1,13 +1,19 @@
+import type { Redis } from 'ioredis'
+import type { CommitRide } from '../../actor/shard-cycle.js'
+import type { ErrorData } from '../../actor/protocol.js'
 import type { Engine } from '../../engine.js'
 import type { HandlerContext, Message, Outcome } from '../../message.js'
 
 type RunJob = (context: HandlerContext) => unknown
+/** Told when a commit that rode the Worker's connection was refused or failed after the job's outcome was handed out. */
+export type OnUnconfirmed = (error: ErrorData) => void
 
 interface Pending {
   message: Message
   run: RunJob
   resolve: (outcome: Outcome) => void
   reject: (error: unknown) => void
+  unconfirmed: OnUnconfirmed
 }
 
 /**
@@ -32,12 +38,25 @@ interface Pending {
 export class JobBatcher {
   private pending: Pending[] = []
   private scheduled = false
+  /** The Worker's connection, once known and when the engine can commit on it (carryCommitsOn). */
+  private client: Redis | undefined
 
   constructor(private readonly engine: Engine) {}
 
-  process(message: Message, run: RunJob): Promise<Outcome> {
+  /**
+   * From now on, commits ride `client`, the connection the Worker completes
+   * jobs on, when the engine's store is on its server (engine.canCommitOn):
+   * Redis then applies a job's commit before its completion, and the job does
+   * not wait for the commit's reply. Answers whether they do.
+   */
+  carryCommitsOn(client: Redis): boolean {
+    this.client = this.engine.canCommitOn(client) ? client : undefined
+    return this.client !== undefined
+  }
+
+  process(message: Message, run: RunJob, unconfirmed: OnUnconfirmed): Promise<Outcome> {
     return new Promise<Outcome>((resolve, reject) => {
-      this.pending.push({ message, run, resolve, reject })
+      this.pending.push({ message, run, resolve, reject, unconfirmed })
       if (this.scheduled) return
       this.scheduled = true
       setImmediate(this.flush)
@@ -50,11 +69,13 @@ export class JobBatcher {
     this.pending = []
     // The messages are the batcher's own (built per job by the processor): marking them costs no copy.
     const messages = batch.map((p, i) => ((p.message.payload = i), p.message))
+    const ride: CommitRide | undefined = this.client === undefined ? undefined : { client: this.client, unconfirmed: (i, error) => batch[i].unconfirmed(error) }
     // Each job settles as soon as its outcome is final: a duplicate does not hold its BullMQ slot while the batch's new keys commit.
     this.engine.submit(
       messages,
       (message, context) => batch[message.payload as number].run(context),
       (i, outcome) => batch[i].resolve(outcome),
+      ride,
     ).catch((error: unknown) => {
       for (const p of batch) p.reject(error)
     })

@@ -40,6 +40,14 @@ export interface JobSettlement {
   ms: number
 }
 
+/** A job completed before its commit's reply, whose commit was then refused or failed (README, BullMQ). */
+export interface UnconfirmedCommit {
+  jobId: string | undefined
+  key: string
+  code: ErrorCode
+  message: string
+}
+
 /** Options of `idemProcessor`, and the idem part of `createConsumer`'s options. */
 export interface IdemProcessorOptions<D = unknown> {
   /**
@@ -70,6 +78,13 @@ export interface IdemProcessorOptions<D = unknown> {
   inFlightDelay?: { initialMs?: number; maxMs?: number }
   /** Called once per settled job (counting, metrics, logs). Keep it cheap: it runs on every job. What it throws is ignored: it never changes what becomes of the job. */
   onSettled?: (settlement: JobSettlement) => void
+  /**
+   * Called for a job completed before its commit's reply (the commit rode the
+   * Worker's connection, see README "BullMQ") whose commit was then refused
+   * (LEASE_LOST) or failed (STORE_FAILED: applied again through the store).
+   * Without it, each is a process warning (code IDEM_COMMIT_UNCONFIRMED).
+   */
+  onCommitUnconfirmed?: (commit: UnconfirmedCommit) => void
 }
 
 /** Options of `createConsumer`: the idem options, plus any BullMQ WorkerOptions (passed through). */
@@ -105,7 +120,7 @@ export interface ConsumerOptions<D = unknown, R = unknown> extends IdemProcessor
 }
 
 /** Processor options after defaults and validation. */
-export type ProcessorConfig<D> = Filled<Omit<IdemProcessorOptions<D>, 'inFlightDelay'>, 'fingerprintOf' | 'namespaceOf' | 'onSettled'> & {
+export type ProcessorConfig<D> = Filled<Omit<IdemProcessorOptions<D>, 'inFlightDelay'>, 'fingerprintOf' | 'namespaceOf' | 'onSettled' | 'onCommitUnconfirmed'> & {
   inFlightDelay: Required<NonNullable<IdemProcessorOptions<D>['inFlightDelay']>>
 }
 
@@ -126,6 +141,7 @@ export function resolveProcessorOptions<D>(engine: unknown, handler: unknown, op
   const fingerprintOf = o.function<ProcessorConfig<D>['fingerprintOf']>('fingerprintOf', ofJob, false)
   const namespaceOf = o.function<ProcessorConfig<D>['namespaceOf']>('namespaceOf', ofJob, false)
   const onSettled = o.function<ProcessorConfig<D>['onSettled']>('onSettled', 'a function of the settlement', false)
+  const onCommitUnconfirmed = o.function<ProcessorConfig<D>['onCommitUnconfirmed']>('onCommitUnconfirmed', 'a function of the unconfirmed commit', false)
 
   const delay = o.section('inFlightDelay', 'an object { initialMs?, maxMs? }')
   const initialMs = delay.integer('initialMs', defaults.inFlightDelay.initialMs, 1, 3_600_000)
@@ -137,6 +153,7 @@ export function resolveProcessorOptions<D>(engine: unknown, handler: unknown, op
     ...(namespaceOf === undefined ? {} : { namespaceOf }),
     inFlightDelay: { initialMs, maxMs },
     ...(onSettled === undefined ? {} : { onSettled }),
+    ...(onCommitUnconfirmed === undefined ? {} : { onCommitUnconfirmed }),
   }
 }
 
@@ -160,6 +177,7 @@ const idemFields = fieldsOf<IdemProcessorOptions & Pick<ConsumerOptions, 'queue'
   namespaceOf: true,
   inFlightDelay: true,
   onSettled: true,
+  onCommitUnconfirmed: true,
   progressIntervalMs: true,
 })
 

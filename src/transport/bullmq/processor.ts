@@ -1,10 +1,12 @@
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq'
+import type { Redis } from 'ioredis'
+import type { ErrorData } from '../../actor/protocol.js'
 import type { Engine } from '../../engine.js'
 import { ConfigError, ErrorCode, IdemError } from '../../errors.js'
 import { messageOf, Verdict, type Message, type Outcome } from '../../message.js'
 import { settleOf, Settle } from '../../outcome.js'
 import { JobBatcher } from './job-batcher.js'
-import { JobAction, resolveProcessorOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement, type ProcessorConfig } from './options.js'
+import { JobAction, resolveProcessorOptions, type IdemProcessorOptions, type JobHandler, type JobSettlement, type ProcessorConfig, type UnconfirmedCommit } from './options.js'
 
 /** Counts of one processor (or consumer), by what happened to each job. */
 export interface ProcessorStats {
@@ -24,16 +26,31 @@ export interface ProcessorStats {
   settleErrors: number
   /** Jobs this processor failed or handed back to BullMQ's attempts: rejected, handler errors and LEASE_LOST. */
   failed: number
+  /**
+   * Completed jobs whose commit rode the Worker's connection and was then
+   * refused (LEASE_LOST: another owner may run the key again) or failed (applied
+   * again through the store). Each is also reported to onCommitUnconfirmed.
+   */
+  commitsUnconfirmed: number
 }
+
 
 /** A BullMQ processor made idempotent, with its counts. */
 export interface IdemProcessor<D = unknown, R = unknown> {
   (job: Job<D>, token?: string, signal?: AbortSignal): Promise<R | undefined>
   stats(): ProcessorStats
+  /**
+   * Lets commits ride `client`, the connection the Worker completes jobs on
+   * (`await worker.client`), when the engine's Redis store is on the same
+   * server: a job then completes without waiting for its commit's reply, and
+   * Redis applies the commit first. createConsumer does this by itself.
+   * Answers whether commits ride.
+   */
+  carryCommitsOn(client: Redis): boolean
 }
 
 export function emptyStats(): ProcessorStats {
-  return { completed: 0, new: 0, duplicates: 0, retriedInFlight: 0, rejected: 0, handlerErrors: 0, settleErrors: 0, failed: 0 }
+  return { completed: 0, new: 0, duplicates: 0, retriedInFlight: 0, rejected: 0, handlerErrors: 0, settleErrors: 0, failed: 0, commitsUnconfirmed: 0 }
 }
 
 /** What becomes of a job, by settleOf (src/outcome.ts): the one place that decides it for every transport. */
@@ -66,7 +83,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
   const config = resolveProcessorOptions<D>(engine, handler, options, problems)
   if (problems.length > 0) throw new ConfigError(problems)
   const stats = emptyStats()
-  const { onSettled } = config
+  const { onSettled, onCommitUnconfirmed } = config
   const batcher = new JobBatcher(engine)
 
   const settle = (job: Job<D>, started: number, key: unknown, action: JobAction, outcome: Outcome | undefined, code: ErrorCode | undefined): void => {
@@ -119,15 +136,31 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
     // user's message and stack, and a user's UnrecoverableError stays unrecoverable.
     let handlerError: { error: unknown } | undefined
     let outcome: Outcome
-    try {
-      outcome = await batcher.process(message, async (context) => {
+    const unconfirmed = (error: ErrorData): void => {
+      stats.commitsUnconfirmed++
+      const report: UnconfirmedCommit = { jobId: job.id, key: message.key, code: error.code, message: error.message }
+      if (onCommitUnconfirmed === undefined) warnUnconfirmed(report)
+      else {
         try {
-          return await handler(job, token, signal, context)
-        } catch (error) {
-          handlerError = { error }
-          throw error
+          onCommitUnconfirmed(report)
+        } catch {
+          // A reporting callback cannot change a job that is completed already.
         }
-      })
+      }
+    }
+    try {
+      outcome = await batcher.process(
+        message,
+        async (context) => {
+          try {
+            return await handler(job, token, signal, context)
+          } catch (error) {
+            handlerError = { error }
+            throw error
+          }
+        },
+        unconfirmed,
+      )
     } catch (error) {
       // The engine refused the call itself (ENGINE_CLOSED: a consumer outliving its engine); no claim was made.
       settle(job, started, message.key, JobAction.THROWN, undefined, error instanceof IdemError ? error.code : undefined)
@@ -155,7 +188,12 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
   // parameter: declare it exactly when the user's handler does.
   const processor =
     handler.length >= 3 ? (job: Job<D>, token?: string, signal?: AbortSignal) => run(job, token, signal) : (job: Job<D>, token?: string) => run(job, token, undefined)
-  return Object.assign(processor, { stats: (): ProcessorStats => ({ ...stats }) })
+  return Object.assign(processor, { stats: (): ProcessorStats => ({ ...stats }), carryCommitsOn: (client: Redis) => batcher.carryCommitsOn(client) })
+}
+
+/** An unconfirmed commit nobody listens for is still reported: a process warning. */
+export function warnUnconfirmed(commit: UnconfirmedCommit): void {
+  process.emitWarning(`job ${commit.jobId} (key ${JSON.stringify(commit.key)}) completed, but ${commit.code}: ${commit.message}`, { code: 'IDEM_COMMIT_UNCONFIRMED' })
 }
 
 /** How a failed job is named in the message of a keyOf (namespaceOf, fingerprintOf) that threw. */
