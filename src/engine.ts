@@ -6,14 +6,18 @@ import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
 import { ShardThread } from './actor/shard-thread.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
-import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js'
-import { ErrorCode, IdemError } from './errors.js'
+import { MAX_LEASE_MS, resolveConfig, type EngineConfig, type EngineOptions } from './config.js'
+import { ConfigError, ErrorCode, IdemError } from './errors.js'
+import { OptionReader } from './validation.js'
 import { loadHandlerModule } from './handler-module.js'
 import type { Handler, Message, Outcome } from './message.js'
 import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
 import { SqlTransactions, type TransactionWork } from './store/sql/sql-transactions.js'
 import { StoreFactory } from './store/store-factory.js'
+
+/** How long close() waits for queued work by default. */
+const DEFAULT_CLOSE_TIMEOUT_MS = 30_000
 
 /** Counts of one shard, or of the whole engine. */
 export interface LayerStats {
@@ -84,6 +88,8 @@ export class Engine {
   private moduleHandler: Handler | undefined
   private invalidCount = 0
   private closing: Promise<void> | undefined
+  /** Aborted by close(): every handler's context.signal. */
+  private readonly closeSignal = new AbortController()
   private transactions: SqlTransactions | undefined
 
   constructor(config: EngineConfig, private readonly clock: Clock) {
@@ -117,7 +123,7 @@ export class Engine {
         remote = this.threads[shard % config.threads].portOf(shard)
         port = remote
       }
-      this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config))
+      this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal))
     }
   }
 
@@ -226,17 +232,40 @@ export class Engine {
     }
   }
 
-  /** Lets queued work finish, then stops threads and stores. Safe to call twice. */
-  close(): Promise<void> {
-    this.closing ??= (async () => {
-      await Promise.all(this.lanes.map((lane) => lane.idle()))
-      await Promise.all([
-        ...this.threads.map((thread) => thread.close()),
-        Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.storeFactory?.close()),
-        this.transactions?.close(),
-      ])
-    })()
+  /**
+   * Stops taking messages, aborts the signal every running handler got, and
+   * lets what is queued finish, for at most `timeoutMs`. At that deadline every
+   * message still without an outcome gets one with ENGINE_CLOSED (in-flight,
+   * or new with the error for a handler still running: its claim is left to
+   * lapse, counted in droppedSettlements), so no caller waits longer. Then
+   * stops threads and stores, within the same bound. Safe to call twice.
+   */
+  close(options: { timeoutMs?: number } = {}): Promise<void> {
+    let timeoutMs: number
+    try {
+      timeoutMs = closeTimeoutOf(options)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    this.closing ??= this.closeWithin(timeoutMs)
     return this.closing
+  }
+
+  private async closeWithin(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    this.closeSignal.abort(new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closing'))
+    const drained = await beforeDeadline(Promise.all(this.lanes.map((lane) => lane.idle())), deadline)
+    if (!drained) {
+      const error = { code: ErrorCode.ENGINE_CLOSED, message: `the engine closed after waiting ${timeoutMs} ms (close timeoutMs) before this message had its outcome; a claim it held is left to lapse, and a redelivery after that runs it` }
+      for (const lane of this.lanes) lane.abandon(error)
+    }
+    const stopped = Promise.all([
+      ...this.threads.map((thread) => thread.close()),
+      Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.storeFactory?.close()),
+      this.transactions?.close(),
+    ])
+    // Stores and threads get what is left of the bound (at least a second to say goodbye to a server).
+    await beforeDeadline(stopped, Math.max(deadline, Date.now() + 1000))
   }
 
   private settleInvalid(messages: readonly unknown[], outcomes: Outcome[], each: OnOutcome | undefined): number {
@@ -278,6 +307,25 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
 }
 
 function noop(): void {}
+
+/** close()'s bound, checked like every option. */
+function closeTimeoutOf(options: unknown): number {
+  const problems: string[] = []
+  const timeoutMs = new OptionReader(options, problems).integer('timeoutMs', DEFAULT_CLOSE_TIMEOUT_MS, 0, MAX_LEASE_MS)
+  if (problems.length > 0) throw new ConfigError(problems)
+  return timeoutMs
+}
+
+/** Whether `work` ended before `deadline` (ms since the epoch); it is not stopped either way. */
+async function beforeDeadline(work: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadline - Date.now()), false)))
+  try {
+    return await Promise.race([work.then(() => true), late])
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 /** The key of an invalid message for its outcome, or undefined when reading it throws (a getter, a Proxy): the router already said why. */
 function readableKey(message: unknown): unknown {

@@ -45,6 +45,12 @@ export interface HandlerContext {
    * runs of duplicates, which hold no claim.
    */
   claim?: { token: string; storeKey: string }
+  /**
+   * Aborted when the engine is closing (close()): a long handler should stop
+   * and throw, so its claim is released and a redelivery runs it again. A
+   * handler module in a worker thread gets none.
+   */
+  signal?: AbortSignal
 }
 
 /** A handler: the user's business effect for one message. */

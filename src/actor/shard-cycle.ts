@@ -58,6 +58,10 @@ export class CycleEntry<T = unknown> {
   returned = false
   /** Set when the transport carries this message's commit. */
   ride: CommitRide | undefined = undefined
+  /** Its outcome was handed out (a ridden commit's entry stays in flight until the commit's reply). */
+  handedOut = false
+  /** Later messages of the same key (or hash) that wait for this one. */
+  waiting: CycleEntry<T>[] | undefined = undefined
 
   constructor(
     readonly key: string,
@@ -95,7 +99,7 @@ export class ShardCycle<T = unknown> {
    * keys that share them only make the later one wait its turn (rare: at most
    * maxInFlightPerShard keys are here at once).
    */
-  private readonly busy = new Map<number, CycleEntry<T>[] | undefined>()
+  private readonly busy = new Map<number, CycleEntry<T>>()
   /** Claimed messages whose handler has not started yet (synchronous handlers run in slices). */
   private toRun: CycleEntry<T>[] = []
   private runHead = 0
@@ -112,12 +116,16 @@ export class ShardCycle<T = unknown> {
   /** Counts since the last takeCounters(), indexed by Counter. */
   private counters = new Float64Array(COUNTER_COUNT)
   private readonly sliceMs: number
+  /** Set by abandon(): whatever ends later is ignored, every outcome was given. */
+  private abandoned = false
 
   constructor(
     private readonly port: ActorPort,
     private readonly options: CycleOptions,
     /** Gets each entry once its outcome is final; must not throw. */
     private readonly deliver: (entry: CycleEntry<T>) => void,
+    /** Given to every handler in its context: aborted when the engine closes. */
+    private readonly signal?: AbortSignal,
   ) {
     // Long enough that trivial handlers never pay for a yield, short enough that renewals (every leaseMs/3) keep their pace.
     this.sliceMs = Math.max(1, Math.min(50, options.leaseMs / 10))
@@ -133,7 +141,7 @@ export class ShardCycle<T = unknown> {
    * one message mostly arrive within one turn, and then share a batch.
    */
   kick(gatherFirst = false): void {
-    if (this.stepsOut >= STEPS_IN_FLIGHT || this.scheduled) return
+    if (this.stepsOut >= STEPS_IN_FLIGHT || this.scheduled || this.abandoned) return
     this.scheduled = true
     if (gatherFirst) setImmediate(this.loop)
     else queueMicrotask(this.loop)
@@ -143,6 +151,36 @@ export class ShardCycle<T = unknown> {
   idle(): Promise<void> {
     if (this.isIdle()) return Promise.resolve()
     return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  /**
+   * Gives up (a bounded close at its deadline): every message without an
+   * outcome gets one now, with `error`: in-flight for those not claimed, new
+   * with the error for claimed ones (their handler may still run; their claims
+   * are left to lapse, and each counts as a dropped settlement). Whatever ends
+   * later changes nothing.
+   */
+  abandon(error: ErrorData): void {
+    if (this.abandoned) return
+    this.abandoned = true
+    const unsent = this.mailbox.slice(this.head)
+    for (const holder of this.busy.values()) {
+      if (!holder.handedOut) {
+        const claimed = holder.token !== ''
+        if (claimed) this.counters[Counter.DROPPED_SETTLEMENTS]++
+        this.handOut(holder, claimed ? VerdictCode.NEW : VerdictCode.IN_FLIGHT, error)
+      }
+      if (holder.waiting !== undefined) unsent.push(...holder.waiting)
+    }
+    for (const entry of unsent) this.handOut(entry, VerdictCode.IN_FLIGHT, error)
+    this.mailbox = []
+    this.head = 0
+    this.toRun = []
+    this.ended = []
+    this.busy.clear()
+    this.inFlight = 0
+    this.closeClaims(this.claimsOpen)
+    for (const resolve of this.idleWaiters.splice(0)) resolve()
   }
 
   /** The counts since the last call, zeroed here. */
@@ -158,7 +196,7 @@ export class ShardCycle<T = unknown> {
 
   private readonly loop = (): void => {
     this.scheduled = false
-    while (this.stepsOut < STEPS_IN_FLIGHT && (this.ended.length > 0 || (this.head < this.mailbox.length && this.inFlight < this.options.maxInFlightPerShard))) {
+    while (!this.abandoned && this.stepsOut < STEPS_IN_FLIGHT && (this.ended.length > 0 || (this.head < this.mailbox.length && this.inFlight < this.options.maxInFlightPerShard))) {
       this.stepsOut++
       // A throw past step()'s own handling is a bug: the step still ends, and the rejection surfaces.
       void this.step().then(this.stepDone, (error: unknown) => {
@@ -191,11 +229,13 @@ export class ShardCycle<T = unknown> {
         batch,
       )
     } catch (error) {
+      if (this.abandoned) return
       const data = failureData(error, 'actor failed', ErrorCode.ACTOR_FAILED)
       for (const { entries } of settling) this.settleFailed(entries, data)
       for (const entry of taken) this.finish(entry, VerdictCode.IN_FLIGHT, data)
       return
     }
+    if (this.abandoned) return
     for (let s = 0; s < settling.length; s++) this.applySettled(settling[s].entries, reply.settled[s])
     if (reply.decision !== undefined) this.applyDecision(taken, reply.decision)
   }
@@ -207,13 +247,12 @@ export class ShardCycle<T = unknown> {
     const { mailbox, busy } = this
     while (this.head < mailbox.length && taken.length < limit) {
       const entry = mailbox[this.head++]
-      if (busy.has(entry.hashLo)) {
-        const waiting = busy.get(entry.hashLo)
-        if (waiting === undefined) busy.set(entry.hashLo, [entry])
-        else waiting.push(entry)
+      const holder = busy.get(entry.hashLo)
+      if (holder !== undefined) {
+        ;(holder.waiting ??= []).push(entry)
         continue
       }
-      busy.set(entry.hashLo, undefined)
+      busy.set(entry.hashLo, entry)
       taken.push(entry)
     }
     this.inFlight += taken.length
@@ -263,6 +302,7 @@ export class ShardCycle<T = unknown> {
   /** Starts the claimed handlers; when synchronous ones have held the thread for a slice, the rest wait a turn. */
   private readonly runHandlers = (): void => {
     this.runScheduled = false
+    if (this.abandoned) return
     const started = performance.now()
     const { toRun } = this
     while (this.runHead < toRun.length) {
@@ -278,7 +318,7 @@ export class ShardCycle<T = unknown> {
   }
 
   private runHandler(entry: CycleEntry<T>): void {
-    const context: HandlerContext = { claim: { token: entry.token, storeKey: entry.key } }
+    const context: HandlerContext = { claim: { token: entry.token, storeKey: entry.key }, signal: this.signal }
     let value: unknown
     try {
       value = entry.handler(entry.message, context)
@@ -294,6 +334,7 @@ export class ShardCycle<T = unknown> {
   }
 
   private handlerEnded(entry: CycleEntry<T>, returned: boolean, value: unknown): void {
+    if (this.abandoned) return
     if (returned && entry.ride !== undefined) return this.rideCommit(entry, entry.ride, value)
     entry.returned = returned
     if (returned) entry.result = value
@@ -317,10 +358,7 @@ export class ShardCycle<T = unknown> {
   private rideCommit(entry: CycleEntry<T>, ride: CommitRide, result: unknown): void {
     const committing = this.port.commitOn!(ride.client, entry.token, entry.position, result)
     this.closeClaims(1)
-    entry.verdict = VerdictCode.NEW
-    entry.result = result
-    entry.error = undefined
-    this.deliver(entry)
+    this.handOut(entry, VerdictCode.NEW, undefined, result)
     committing
       .then(
         ({ code, counters }) => {
@@ -330,6 +368,7 @@ export class ShardCycle<T = unknown> {
         (error: unknown) => ride.unconfirmed(entry.slot, failureData(error, 'commit on the transport connection failed (applied again through the store)')),
       )
       .then(() => {
+        if (this.abandoned) return
         this.release(entry)
         this.kick()
         this.resolveIdle()
@@ -386,12 +425,13 @@ export class ShardCycle<T = unknown> {
   private runShadow(entry: CycleEntry<T>, verdict: VerdictCode, result: unknown, error: ErrorData | undefined): void {
     this.counters[Counter.SHADOW_RUNS]++
     const done = (): void => {
+      if (this.abandoned) return
       this.finish(entry, verdict, error, result)
       this.kick()
       this.resolveIdle()
     }
     try {
-      const value = entry.handler(entry.message, {})
+      const value = entry.handler(entry.message, { signal: this.signal })
       if (isPromiseLike(value)) return void Promise.resolve(value).then(done, done)
     } catch {
       // Shadow runs change nothing in the store; their failures are the handler's own business.
@@ -401,19 +441,24 @@ export class ShardCycle<T = unknown> {
 
   /** The entry's outcome is final: let the next copy of its key go, and hand it out. */
   private finish(entry: CycleEntry<T>, verdict: VerdictCode, error: ErrorData | undefined, result?: unknown): void {
+    this.release(entry)
+    this.handOut(entry, verdict, error, result)
+  }
+
+  private handOut(entry: CycleEntry<T>, verdict: VerdictCode, error: ErrorData | undefined, result?: unknown): void {
     entry.verdict = verdict
     entry.error = error
     entry.result = result
-    this.release(entry)
+    entry.handedOut = true
     this.deliver(entry)
   }
 
   /** The entry leaves the shard: it no longer counts in flight, and the next copy of its key may go. */
   private release(entry: CycleEntry<T>): void {
     this.inFlight--
-    const waiting = this.busy.get(entry.hashLo)
     this.busy.delete(entry.hashLo)
-    if (waiting !== undefined) this.requeue(waiting)
+    if (entry.waiting !== undefined) this.requeue(entry.waiting)
+    entry.waiting = undefined
   }
 
   /** Later copies of a key go back to the head of the mailbox, in their order: they arrived before what is queued. */

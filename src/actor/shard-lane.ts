@@ -55,7 +55,10 @@ export class ShardLane {
   /** Messages for the worker's handler module, not yet sent. */
   private forward: Forwarded[] = []
   private readonly runs = new Set<Promise<void>>()
+  /** The module runs in flight, for abandon(). */
+  private readonly sent = new Set<Forwarded[]>()
   private forwardScheduled = false
+  private abandoned = false
   readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(VERDICT_COUNT) }
 
   constructor(
@@ -64,8 +67,9 @@ export class ShardLane {
     private readonly remote: RemoteActorPort | undefined,
     private readonly localModuleHandler: Handler | undefined,
     private readonly options: CycleOptions,
+    signal: AbortSignal,
   ) {
-    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error))
+    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error), signal)
   }
 
   push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number): void {
@@ -98,6 +102,15 @@ export class ShardLane {
     this.takeCounters()
   }
 
+  /** Gives every message without an outcome one now, with `error` (ShardCycle.abandon); what ends later is ignored. */
+  abandon(error: ErrorData): void {
+    this.abandoned = true
+    this.cycle.abandon(error)
+    for (const m of this.forward.splice(0)) this.handOut(m.job, m.slot, VerdictCode.IN_FLIGHT, undefined, error)
+    for (const run of this.sent) for (const m of run) this.handOut(m.job, m.slot, VerdictCode.IN_FLIGHT, undefined, error)
+    this.sent.clear()
+  }
+
   /** Brings the cycle's counts into the stats. */
   takeCounters(): void {
     addCounters(this.stats.counters, this.cycle.takeCounters())
@@ -105,6 +118,7 @@ export class ShardLane {
 
   private readonly sendRuns = (): void => {
     this.forwardScheduled = false
+    if (this.abandoned) return
     const { maxBatch } = this.options
     while (this.forward.length > 0 && this.runs.size < MAX_RUNS_IN_FLIGHT) {
       const run = this.sendRun(this.forward.splice(0, maxBatch))
@@ -127,16 +141,19 @@ export class ShardLane {
       hashes[2 * j + 1] = sent[j].hashHi
     }
     let out: BatchResult
+    this.sent.add(sent)
     try {
       out = await this.remote!.run(
         { keys: sent.map((m) => m.key), hashes, fingerprints: sent.map((m) => m.fingerprint) },
         sent.map((m) => m.message),
       )
     } catch (error) {
+      if (!this.sent.delete(sent)) return
       const data = failureData(error, 'actor failed', ErrorCode.ACTOR_FAILED)
       for (const m of sent) this.handOut(m.job, m.slot, VerdictCode.IN_FLIGHT, undefined, data)
       return
     }
+    if (!this.sent.delete(sent)) return
     addCounters(this.stats.counters, out.counters)
     for (let j = 0; j < n; j++) {
       const m = sent[j]

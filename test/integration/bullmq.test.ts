@@ -238,8 +238,10 @@ describe('idemProcessor: verdict → job state', () => {
     expect(action('new', 'LEASE_LOST')).toBe('thrown')
     expect(action('new', 'STORE_FAILED')).toBe('delayed')
     expect(action('new', 'WORKER_DIED')).toBe('delayed')
+    // A close that gave up on a running handler: its claim lapses, the redelivery runs it; no attempt used.
+    expect(action('new', 'ENGINE_CLOSED')).toBe('delayed')
     expect(action('duplicate')).toBe('completed')
-    for (const code of ['IN_FLIGHT', 'STORE_FAILED', 'REPLICA_SHORTFALL']) expect(action('in-flight', code)).toBe('delayed')
+    for (const code of ['IN_FLIGHT', 'STORE_FAILED', 'REPLICA_SHORTFALL', 'ENGINE_CLOSED']) expect(action('in-flight', code)).toBe('delayed')
     // A thread death uses an attempt: a job whose handler module kills its thread ends failed, not in a loop.
     expect(action('in-flight', 'WORKER_DIED')).toBe('thrown')
     expect(action('conflict', 'CONFLICT')).toBe('rejected')

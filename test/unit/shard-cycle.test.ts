@@ -142,3 +142,58 @@ describe.each([0, 1])('shard cycle, threads %i', (threads) => {
     expect(effects).toBe(1024)
   }, 60_000)
 })
+
+describe('bounded close', () => {
+  it.each([0, 1])('threads %i: a handler that never settles: close({ timeoutMs }) returns within its bound, its caller gets ENGINE_CLOSED, its signal was aborted, unrelated keys of its shard settled', async (threads) => {
+    const e = await createEngine({ shards: 1, threads })
+    let signal: AbortSignal | undefined
+    const stuck = e.process({ key: 'stuck' }, (_m, context) => {
+      signal = context.signal
+      return new Promise(() => {})
+    })
+    const others = await e.processBatch(Array.from({ length: 8 }, (_, i) => ({ key: `other-${i}` })), async () => 'ok')
+    expect(others.every((o) => o.verdict === 'new' && o.result === 'ok')).toBe(true)
+    const started = performance.now()
+    await e.close({ timeoutMs: 300 })
+    const took = performance.now() - started
+    const outcome = await stuck
+    expect(outcome.verdict).toBe('new')
+    expect(outcome.error?.code).toBe('ENGINE_CLOSED')
+    expect(signal?.aborted).toBe(true)
+    expect(e.stats().totals.droppedSettlements).toBe(1)
+    // Bounded: the deadline, plus at most the second the stores and threads get to stop.
+    expect(took).toBeLessThan(300 + 1000 + 500)
+    console.log(`bounded close, threads ${threads}: returned in ${took.toFixed(0)} ms (timeoutMs 300); stuck handler's caller got ${outcome.error?.code}; 8 of 8 unrelated keys settled; droppedSettlements 1`)
+  })
+
+  it('messages still in the mailbox at the deadline get in-flight with ENGINE_CLOSED; no handler runs for them', async () => {
+    const e = await createEngine({ shards: 1, maxInFlightPerShard: 1 })
+    let runs = 0
+    const outcomes = e.processBatch(Array.from({ length: 5 }, (_, i) => ({ key: `k-${i}` })), () => {
+      runs++
+      return new Promise(() => {})
+    })
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    await e.close({ timeoutMs: 100 })
+    const verdicts = (await outcomes).map((o) => `${o.verdict}:${o.error?.code}`)
+    expect(verdicts).toEqual(['new:ENGINE_CLOSED', ...Array(4).fill('in-flight:ENGINE_CLOSED')])
+    expect(runs).toBe(1)
+  })
+
+  it('a bad timeoutMs is a ConfigError naming it; the engine stays open', async () => {
+    const e = await engine({})
+    await expect(e.close({ timeoutMs: -1 })).rejects.toThrow('timeoutMs: must be an integer from 0 to 2147483647, got -1')
+    expect((await e.process({ key: 'still-open' }, () => 'ok')).verdict).toBe('new')
+  })
+})
+
+describe('re-entrant calls', () => {
+  it('a handler that awaits engine.process() of another key on the same engine completes: 20 of 20, 8 shards, no deadlock', async () => {
+    const e = await engine({ shards: 8 })
+    const outcomes = await e.processBatch(
+      Array.from({ length: 20 }, (_, i) => ({ key: `outer-${i}` })),
+      async (m: Message) => (await e.process({ key: `inner-${m.key}` }, async () => 'inner')).verdict,
+    )
+    expect(outcomes.map((o) => o.result)).toEqual(Array(20).fill('new'))
+  })
+})
