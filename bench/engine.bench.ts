@@ -1,5 +1,5 @@
 /**
- * Engine suite: idem end to end (router, shard actors, bloom, LRU, memory
+ * Engine suite: idem end to end (router, shard actors, bloom, memory
  * store, handler, commit), as a consumer drives it.
  *
  * Compared:
@@ -18,16 +18,18 @@
  * object, as a redelivery off the wire is (fresh-keys.ts: reused string
  * objects carry V8's cached hash and looked 1.6–2.4× faster). Half the
  * duplicates repeat one of the last 1,000 keys (producer retries, redelivery
- * after a consumer restart: the LRU answers), half an old key drawn uniformly
- * (late redelivery: the bloom says maybe-seen and the store confirms).
+ * after a consumer restart), half an old key drawn uniformly (late
+ * redelivery); the bloom says maybe-seen and the memory store answers (no LRU
+ * stands in front of a store that is itself in memory).
  *
  * Each run uses a new engine (shards 8, memory store, bloom sized for the
- * run's unique keys at 1%, LRU 100k keys), warmed up with a smaller stream of
+ * run's unique keys at 1%), warmed up with a smaller stream of
  * other keys so V8 has compiled the hot paths in every thread before the clock
  * starts; msgs/s is stream length / wall time of the timed stream, reported
  * as the median of 3 runs. Every run checks that every unique key had exactly
  * one effect (handler effect counter, or the module's returned payload.n), and
- * re-submits any in-flight verdict as a queue would redeliver it.
+ * re-submits any in-flight verdict as a queue would redeliver it. The target
+ * line also gives a bare JS Set test-and-add over the same fresh strings.
  */
 import { fileURLToPath } from 'node:url'
 import { availableParallelism } from 'node:os'
@@ -43,7 +45,6 @@ const BATCH = 1024
 const IN_FLIGHT_BATCHES = 4
 const RUNS = 3
 const SHARDS = 8
-const LRU_KEYS = 100_000
 const RECENT_WINDOW = 1_000
 const TARGET_MSGS_PER_SECOND = 1_000_000
 const TARGET_THREAD_SPEEDUP = 1.5
@@ -107,6 +108,7 @@ export async function runEngineSuite(options: SuiteOptions): Promise<SuiteResult
   tables.push(scenarioTable(`engine, trivial function handler, ${pct(DUP_RATE)} duplicates, memory store, ${SHARDS} shards: msgs/s`, trivial, 'threads 0', cores))
   const measured = trivial.filter((t) => t.runs.length > 0).map((t) => ({ threads: t.scenario.threads, rate: medianRate(t) }))
   const best = [...measured].sort((a, b) => b.rate - a.rate)[0]
+  const setRate = setBaseline(trivial[0].scenario, checks)
   targets.push({
     name: `engine msgs/s, trivial function handler, ${pct(DUP_RATE)} duplicates`,
     goal: `>= ${TARGET_MSGS_PER_SECOND.toLocaleString('en-US')} msgs/s`,
@@ -115,7 +117,7 @@ export async function runEngineSuite(options: SuiteOptions): Promise<SuiteResult
         ? 'no run completed'
         : `${Math.round(best.rate).toLocaleString('en-US')} msgs/s at threads ${best.threads} (the best; ${trivial
             .map((t) => `threads ${t.scenario.threads}: ${t.runs.length === 0 ? 'FAILED' : Math.round(medianRate(t)).toLocaleString('en-US')}`)
-            .join(', ')})`,
+            .join(', ')}); a bare JS Set test-and-add over the same fresh strings: ${Math.round(setRate).toLocaleString('en-US')} msgs/s, idem at ${((best.rate / setRate) * 100).toFixed(1)}% of it`,
     met: best !== undefined && best.rate >= TARGET_MSGS_PER_SECOND,
   })
 
@@ -135,6 +137,35 @@ export async function runEngineSuite(options: SuiteOptions): Promise<SuiteResult
     met: two / one >= TARGET_THREAD_SPEEDUP,
   })
   return { suite: SUITE, tables, checks, targets }
+}
+
+/**
+ * The floor under any dedup of this stream: a JS Set test-and-add over the
+ * same keys as new strings (the threads 0 runs' streams, rebuilt), no store,
+ * no handler. Median msgs/s of RUNS runs.
+ */
+function setBaseline(scenario: Scenario, checks: Check[]): number {
+  const rates: number[] = []
+  let wrong = 0
+  for (let run = 0; run < RUNS; run++) {
+    const space = new KeySpace('ascii', 1000 * (scenario.threads + 1) + run)
+    buildStream(space, scenario.warmupMessages, run + 17)
+    const timed = buildStream(space, scenario.messages, run + 1)
+    settleHeap()
+    const seen = new Set<string>()
+    let effects = 0
+    const started = performance.now()
+    for (const message of timed.messages) {
+      if (seen.has(message.key)) continue
+      seen.add(message.key)
+      effects++
+    }
+    rates.push(timed.messages.length / ((performance.now() - started) / 1000))
+    if (effects !== timed.uniqueKeys) wrong++
+  }
+  checks.push({ name: 'bare Set baseline: effects == unique keys in every run', ok: wrong === 0, detail: `${RUNS} runs, ${wrong} wrong` })
+  progress(SUITE, `bare Set test-and-add: ${Math.round(median(rates)).toLocaleString('en-US')} msgs/s`)
+  return median(rates)
 }
 
 function medianRate(result: ScenarioResult): number {
@@ -231,7 +262,6 @@ async function runOnce(scenario: Scenario, warm: Stream, timed: Stream): Promise
     shards: SHARDS,
     threads: scenario.threads,
     bloom: { expectedItems: warm.uniqueKeys + timed.uniqueKeys, falsePositiveRate: 0.01 },
-    lru: { maxKeys: LRU_KEYS },
     ...(scenario.kind === 'module' ? { handler: burnCpuModule } : {}),
   })
   const handler = scenario.kind === 'function' ? countEffect : undefined

@@ -208,8 +208,8 @@ describe('engine verdicts (threads: 0)', () => {
     const handler = (_m: Message, context: unknown) => void contexts.push(context)
     await e.process({ key: 'k', namespace: 'tenant' }, handler)
     await e.process({ key: 'k', namespace: 'tenant' }, handler)
-    expect(contexts[0]).toEqual({ claim: { token: expect.stringMatching(/\S+/), storeKey: 'tenant\0k' } })
-    expect(contexts[1]).toEqual({})
+    expect(contexts[0]).toEqual({ claim: { token: expect.stringMatching(/\S+/), storeKey: 'tenant\0k' }, signal: expect.any(AbortSignal) })
+    expect(contexts[1]).toEqual({ signal: expect.any(AbortSignal) })
   })
 
   it('stats count each layer', async () => {
