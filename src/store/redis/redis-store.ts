@@ -83,6 +83,8 @@ export class RedisStore extends StoreBase<TagGroup> {
   /** Per token: claimed keys not yet committed or released. */
   private readonly claimedPerToken = new Map<string, number>()
   private queued: Queued[] = []
+  /** Commits waiting for their microtask to go out on a transport's connection (commitOn). */
+  private readonly riding = new Map<Redis, Queued[]>()
   private serverChecked = false
   /** The one server check under way: calls made before it answers share it. */
   private serverCheck: Promise<void> | undefined
@@ -212,19 +214,37 @@ export class RedisStore extends StoreBase<TagGroup> {
    * caller's to apply again through commit().
    */
   commitOn(client: Redis, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
-    defineScripts(client, { idemBatch: { lua: batchLua } })
-    const scripted = client as Redis & ScriptClient
     const committed = this.commitThrough(keys, results, token, (groups, encoded) =>
       Promise.all(
         groups.map((g) => {
           const { args } = this.commitArgs(g, keys, encoded, token, ttlMs)
-          const leaseKey = g.leasePrefix + token
-          return scripted.idemBatch(1, leaseKey, '1', 'commit', leaseKey, String(args.length), ...args).then((replies) => flags(onlyReply(replies)))
+          return new Promise<Reply>((resolve, reject) => this.rideOn(client, { operation: 'commit', leaseKey: g.leasePrefix + token, args, keys: 1, resolve, reject })).then(flags)
         }),
       ),
     )
     this.countSettled(token, keys.length)
     return committed
+  }
+
+  /**
+   * Queues a commit for `client` and sends the queue as one script call in a
+   * microtask queued with the first of them. Microtasks run in order, so the
+   * call is written before anything the caller does after handing out the
+   * outcome (a BullMQ completion takes several microtasks to reach the wire):
+   * the commits of the handlers that end in one turn share one call and still
+   * go first.
+   */
+  private rideOn(client: Redis, call: Queued): void {
+    let queued = this.riding.get(client)
+    if (queued === undefined) {
+      this.riding.set(client, (queued = []))
+      queueMicrotask(() => {
+        this.riding.delete(client)
+        defineScripts(client, { idemBatch: { lua: batchLua } })
+        this.sendMerged(queued!, client as Redis & ScriptClient)
+      })
+    }
+    queued.push(call)
   }
 
   private commitArgs(g: TagGroup, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): { args: string[]; keyCount: number } {
@@ -361,10 +381,10 @@ export class RedisStore extends StoreBase<TagGroup> {
     if (call.length > 0) this.sendMerged(call)
   }
 
-  private sendMerged(calls: Queued[]): void {
+  private sendMerged(calls: Queued[], client: ScriptClient = this.client): void {
     const argv = [String(calls.length)]
     for (const { operation, leaseKey, args } of calls) argv.push(operation, leaseKey, String(args.length), ...args)
-    this.client.idemBatch(1, calls[0].leaseKey, ...argv).then(
+    client.idemBatch(1, calls[0].leaseKey, ...argv).then(
       (replies) => {
         // An operation that raised an error (batch.lua caught it) fails alone: the others were applied.
         for (let k = 0; k < calls.length; k++) {
