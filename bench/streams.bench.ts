@@ -6,22 +6,40 @@
  * IDEM_BENCH_REDIS (default redis://127.0.0.1:6379) under a fresh key prefix,
  * deleted afterwards.
  *
- * Rows, each pair with the same COUNT per read and the same batches in flight
- * (the next read sent while earlier batches are handled and acked):
- *   - raw vs idem with the transport's defaults (COUNT 256, 2 in flight): the target;
- *   - raw vs idem at COUNT 1024, 4 in flight: what larger batches buy both;
- *   - engine.processBatch alone on the same keys, no stream: the dedup cost
- *     without reads and acks, to show where the time goes.
+ * Each row is a pair run on the same stream with the same handler, the same
+ * COUNT per read and the same batches in flight (the next read sent while
+ * earlier batches are handled and acked; a batch holds its place until its
+ * last handler has returned and it is acked, on both sides), and prints
+ * idem/raw. Rows: the transport's defaults, and COUNT 1024 with 4 in flight
+ * (what a user measured as better than the defaults). IDEM_BENCH_STREAMS_GRID
+ * replaces them with a sweep, e.g. "64x1,64x2,256x4,1024x8" (COUNT x batches
+ * in flight): how the defaults were chosen. The trivial table also has the
+ * engine alone (processBatch at the defaults' COUNT and in-flight, no
+ * stream): the dedup cost without reads and acks, to show where the time goes.
  *
- * Workload: one stream of 200,000 entries (40,000 with --quick), each
- * `key <~45 bytes> payload <64 bytes>`, 30% duplicates (half a resend of one
+ * Two handlers, each on its own stream:
+ *   - trivial: parses the entry's JSON body and counts the effect; the
+ *     consumer's own cost is all there is to see. 200,000 entries.
+ *   - I/O: the same, then awaits 5–60 ms (setTimeout), as a call to a
+ *     database or an API does; the delay of entry n is the same seeded draw
+ *     on both sides. Bound by waits rather than CPU, so 50,000 entries are
+ *     enough (a run at COUNT 64, 1 in flight still takes a minute).
+ * --quick takes a fifth of each.
+ *
+ * Workload: entries `body <JSON>`, `{"key":…,"n":…}`, with the keys of
+ * json-traffic.ts: mixed shapes and lengths (UUIDs, short ids, long paths),
+ * some CJK, and 30% duplicates spread through the stream (half a resend of one
  * of the last 100 keys, which the LRU answers; half a late copy of an old
- * key, which the store confirms). Every run fills a new stream, then each
- * consumer reads all of it in its own consumer group of that stream, so all
- * see the same entries from Redis. The order of the rows alternates from run to
- * run so that no row always runs on a warmer or busier Redis. msgs/s = entries
- * / wall time from the consumer's start until its last entry is acked; median
- * of 3 runs.
+ * key, which the store confirms). Both sides get the key by JSON.parse of the
+ * body read off the wire, so every key is a fresh string no one has hashed,
+ * as in production; idem parses it twice for a new key (keyOf, then the
+ * handler), as its users would. Every run fills new streams, then each
+ * consumer reads all of one in its own consumer group, so all see the same
+ * entries from Redis. The order of the rows alternates from run to run so
+ * that no row always runs on a warmer or busier Redis. msgs/s = entries / wall
+ * time from the consumer's start until its last entry is acked; the ratio of
+ * a row is the median of its runs' own idem/raw ratios (the two sides of a
+ * run are seconds apart, and share the machine's drift).
  *
  * The handler counts effects per key: the raw consumer runs it for every entry
  * (that is what no dedup means), idem once per unique key; both are checked.
@@ -30,48 +48,93 @@
  * work) is CPU taken from the reads and acks too.
  */
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { createEngine } from '../src/engine.js'
 import type { Message } from '../src/message.js'
 import { createStreamConsumer } from '../src/transport/redis-streams/index.js'
-import type { StreamEntry } from '../src/transport/redis-streams/entry.js'
-import { markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { entriesOfRead, type StreamEntry } from '../src/transport/redis-streams/entry.js'
+import { defaults } from '../src/transport/redis-streams/options.js'
+import { formatRatio, markUnclean, median, progress, shortRate, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
-import { cpuMeter, dupStream, type CpuPerItem } from './dup-stream.js'
+import { cpuMeter, type CpuPerItem } from './dup-stream.js'
+import { seededRandom } from './fresh-keys.js'
+import { JsonTraffic } from './json-traffic.js'
 import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'streams'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
 const RUNS = 3
 const DUP_RATE = 0.3
+/** A few CJK keys, as a service with some Chinese and Japanese tenants has. */
+const CJK_SHARE = 0.1
 const SHARDS = 8
-const TARGET_RATIO = 0.8
 /** No entry acked for this long means a consumer is stuck, not slow. */
 const STALL_MS = 30_000
+/** Shortest and longest simulated I/O, in ms. */
+const IO_MS = [5, 60] as const
 
-interface Variant {
-  label: string
+interface Setting {
   count: number
   batchesInFlight: number
 }
 
-const RAW: Variant = { label: 'raw XREADGROUP/XACK, no dedup, COUNT 256, 2 batches in flight', count: 256, batchesInFlight: 2 }
-const IDEM: Variant = { label: 'idem createStreamConsumer, defaults (COUNT 256, 2 batches in flight)', count: 256, batchesInFlight: 2 }
-const RAW_WIDE: Variant = { label: 'raw XREADGROUP/XACK, no dedup, COUNT 1024, 4 batches in flight', count: 1024, batchesInFlight: 4 }
-const IDEM_WIDE: Variant = { label: 'idem createStreamConsumer, COUNT 1024, 4 batches in flight', count: 1024, batchesInFlight: 4 }
-/** Not a stream consumer: the engine alone on the same keys, to show what dedup costs without reads and acks. */
-const ENGINE_ONLY: Variant = { label: 'engine.processBatch alone, same keys, no stream (1024 per call, 4 in flight)', count: 1024, batchesInFlight: 4 }
+const DEFAULTS: Setting = { count: defaults.count, batchesInFlight: defaults.batchesInFlight }
+const WIDE: Setting = { count: 1024, batchesInFlight: 4 }
+
+type HandlerKind = 'trivial' | 'io'
+
+interface HandlerSpec {
+  title: string
+  entries: number
+  /** idem / raw at the defaults that the issue asks for. */
+  target: number
+}
+
+const HANDLERS: Record<HandlerKind, HandlerSpec> = {
+  trivial: { title: 'trivial handler', entries: 200_000, target: 0.8 },
+  io: { title: `handler awaiting ${IO_MS[0]}-${IO_MS[1]} ms of I/O`, entries: 50_000, target: 0.9 },
+}
+const KINDS = Object.keys(HANDLERS) as HandlerKind[]
+
+type Side = 'raw' | 'idem' | 'engine'
+
+interface Case {
+  kind: HandlerKind
+  setting: Setting
+  side: Side
+}
+
+/** The JSON body of every entry: the idempotency key, and the entry's position (which picks its I/O delay). */
+interface Body {
+  key: string
+  n: number
+}
 
 interface Run {
   rate: number
   cpu: CpuPerItem
+  /** Handler runs. */
   effects: number
+  /** Distinct keys the handler ran for. */
+  keys: number
+  /** Keys the handler ran for more than once. */
   doubles: number
   /** For the stream consumer: what would stretch its tail (in-flight waits and take-overs wait out their delays). */
   detail?: string
 }
 
+/** One stream of a run, filled before any consumer reads it. */
+interface Load {
+  stream: string
+  bodies: string[]
+  unique: number
+  /** I/O delay of entry n, in ms; none for the trivial handler. */
+  delays?: Uint8Array
+}
+
 export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResult> {
+  const settings = settingsToRun()
   const admin = new Redis(URL_)
   try {
     await admin.ping()
@@ -80,156 +143,262 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
     throw new Error(`the streams suite needs a Redis at ${URL_} (set IDEM_BENCH_REDIS): ${(error as Error).message}`)
   }
   const prefix = `idem-bench-streams:${randomUUID()}:`
-  const entries = options.quick ? 40_000 : 200_000
+  const entriesOf = (kind: HandlerKind): number => (options.quick ? HANDLERS[kind].entries / 5 : HANDLERS[kind].entries)
   const checks: Check[] = []
-  const targets: Target[] = []
-  const tables: BenchTable[] = []
-  const variants = [RAW, IDEM, RAW_WIDE, IDEM_WIDE, ENGINE_ONLY]
-  const rates = new Map<Variant, number[]>(variants.map((v) => [v, []]))
-  const cpus = new Map<Variant, CpuPerItem[]>(variants.map((v) => [v, []]))
+  const cases: Case[] = [
+    ...KINDS.flatMap((kind) => settings.flatMap((setting) => (['raw', 'idem'] as const).map((side) => ({ kind, setting, side })))),
+    { kind: 'trivial', setting: DEFAULTS, side: 'engine' },
+  ]
+  const runs = new Map<Case, Run[]>(cases.map((c) => [c, []]))
   try {
     for (let run = 0; run < RUNS; run++) {
-      const stream = `${prefix}s${run}`
-      const keys = dupStream(entries, run, DUP_RATE)
-      progress(SUITE, `run ${run + 1}/${RUNS}: filling ${stream.slice(prefix.length)} with ${entries.toLocaleString('en-US')} entries (${keys.unique.toLocaleString('en-US')} unique keys)`)
-      await fill(admin, stream, keys.keys)
-      const order = run % 2 === 0 ? variants : [...variants].reverse()
-      for (const variant of order) {
-        const group = `g-${variants.indexOf(variant)}`
-        const isRaw = variant === RAW || variant === RAW_WIDE
-        progress(SUITE, `run ${run + 1}/${RUNS}: ${variant.label}`)
+      const loads = {} as Record<HandlerKind, Load>
+      for (const kind of KINDS) {
+        loads[kind] = makeLoad(`${prefix}${kind}${run}`, entriesOf(kind), run, kind === 'io')
+        progress(SUITE, `run ${run + 1}/${RUNS}: filling the ${kind} stream with ${entriesOf(kind).toLocaleString('en-US')} entries (${loads[kind].unique.toLocaleString('en-US')} unique keys)`)
+        await fill(admin, loads[kind])
+      }
+      const order = run % 2 === 0 ? cases : [...cases].reverse()
+      for (const c of order) {
+        const load = loads[c.kind]
+        const total = load.bodies.length
+        const group = `g${cases.indexOf(c)}`
+        const label = `${c.kind}, ${c.side}, ${settingName(c.setting)}`
+        progress(SUITE, `run ${run + 1}/${RUNS}: ${label}`)
         const storePrefix = `${prefix}idem${run}:${group}:`
-        const result = isRaw
-          ? await rawConsumer(admin, stream, group, variant, entries)
-          : variant === ENGINE_ONLY
-            ? await engineOnly(admin, keys.keys, variant, storePrefix)
-            : await idemConsumer(admin, stream, group, variant, entries, storePrefix)
-        rates.get(variant)!.push(result.rate)
-        cpus.get(variant)!.push(result.cpu)
+        const counter = effectCounter(load.delays)
+        const result =
+          c.side === 'raw'
+            ? await rawConsumer(admin, load.stream, group, c.setting, total, counter)
+            : c.side === 'idem'
+              ? await idemConsumer(admin, load.stream, group, c.setting, total, storePrefix, counter)
+              : await engineOnly(admin, load.bodies, c.setting, storePrefix, counter)
+        runs.get(c)!.push(result)
         const cpu = `CPU per entry: node ${result.cpu.node.toFixed(1)} µs, redis ${result.cpu.redis.toFixed(1)} µs`
         progress(SUITE, `  ${shortRate(result.rate)} msgs/s, ${cpu}${result.detail === undefined ? '' : ` (${result.detail})`}`)
-        const expected = isRaw ? entries : keys.unique
+        const raw = c.side === 'raw'
         checks.push({
-          name: `${variant.label}, run ${run + 1}: ${isRaw ? 'one effect per entry' : 'one effect per unique key'}`,
-          ok: result.effects === expected && (isRaw || result.doubles === 0),
-          detail: `${result.effects} effects for ${expected} ${isRaw ? 'entries' : 'unique keys'}${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}`,
+          name: `${label}, run ${run + 1}: ${raw ? 'one effect per entry' : 'one effect per unique key'}`,
+          ok: raw ? result.effects === total : result.keys === load.unique && result.doubles === 0,
+          detail: raw ? `${result.effects} effects for ${total} entries` : `${result.keys} keys run for ${load.unique} unique keys${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}`,
         })
       }
       await deleteKeysUnder(admin, prefix)
-    }
-    tables.push(
-      withRatios({
-        title: `Redis Streams consumer, ${entries.toLocaleString('en-US')} entries with ${Math.round(DUP_RATE * 100)}% duplicates, same stream: msgs/s`,
-        baseline: RAW.label,
-        ratioOf: 'rate',
-        columns: [
-          { key: 'runs', title: 'msgs/s of 3 runs' },
-          { key: 'rate', title: 'msgs/s (median)' },
-          { key: 'nodeCpu', title: 'Node CPU µs/entry (median)' },
-          { key: 'redisCpu', title: 'Redis CPU µs/entry (median)' },
-        ],
-        rows: variants.map((v) => ({
-          label: v.label,
-          values: {
-            runs: rates.get(v)!.map(shortRate).join(' / '),
-            rate: median(rates.get(v)!),
-            nodeCpu: median(cpus.get(v)!.map((c) => c.node)),
-            redisCpu: median(cpus.get(v)!.map((c) => c.redis)),
-          },
-        })),
-        notes: [
-          `idem: engine with ${SHARDS} shards, threads 0, redis store (a claim and a commit per shard batch; the small ones of one turn share a script call), LRU 100k keys; the raw consumer runs the handler for every entry, idem once per key`,
-          'each consumer reads the whole stream in its own consumer group; the Redis server and node share the machine',
-          'reading, dedup and acking share one Node thread, which is the limit: at 0.8x raw, idem could add a quarter of the raw consumer\'s Node CPU per entry; compare the engine row\'s Node CPU with that',
-        ],
-      }),
-    )
-    for (const [idem, raw] of [[IDEM, RAW], [IDEM_WIDE, RAW_WIDE]] as const) {
-      const idemRate = median(rates.get(idem)!)
-      const baseRate = median(rates.get(raw)!)
-      targets.push({
-        name: `Redis Streams transport vs raw XREADGROUP/XACK, no dedup (COUNT ${raw.count}, ${raw.batchesInFlight} in flight both)`,
-        goal: `>= ${TARGET_RATIO}x`,
-        measured: `${(idemRate / baseRate).toFixed(2)}x (${shortRate(idemRate)} vs ${shortRate(baseRate)} msgs/s)`,
-        met: idemRate / baseRate >= TARGET_RATIO,
-      })
     }
   } finally {
     await deleteKeysUnder(admin, prefix)
     admin.disconnect()
   }
+
+  const find = (kind: HandlerKind, setting: Setting, side: Side): Run[] => runs.get(cases.find((c) => c.kind === kind && c.setting === setting && c.side === side)!)!
+  const ratiosOf = (kind: HandlerKind, setting: Setting): number[] => {
+    const raw = find(kind, setting, 'raw')
+    return find(kind, setting, 'idem').map((idem, i) => idem.rate / raw[i].rate)
+  }
+  const tables = KINDS.map((kind) => pairTable(kind, entriesOf(kind), settings, find, ratiosOf))
+  const targets: Target[] = []
+  if (settings.includes(DEFAULTS)) {
+    for (const kind of KINDS) {
+      const ratio = median(ratiosOf(kind, DEFAULTS))
+      targets.push({
+        name: `Redis Streams transport vs raw XREADGROUP/XACK, no dedup, ${HANDLERS[kind].title} (defaults: ${settingName(DEFAULTS, false)} both)`,
+        goal: `>= ${HANDLERS[kind].target}x`,
+        measured: `${ratio.toFixed(2)}x (${shortRate(median(find(kind, DEFAULTS, 'idem').map((r) => r.rate)))} vs ${shortRate(median(find(kind, DEFAULTS, 'raw').map((r) => r.rate)))} msgs/s)`,
+        met: ratio >= HANDLERS[kind].target,
+      })
+    }
+  }
   return { suite: SUITE, tables, checks, targets }
 }
 
+/** The rows: the defaults and COUNT 1024 × 4, or the sweep of IDEM_BENCH_STREAMS_GRID. The defaults' own object stays in the list, so targets and the engine row find it. */
+function settingsToRun(): Setting[] {
+  const grid = process.env.IDEM_BENCH_STREAMS_GRID
+  if (grid === undefined || grid.trim() === '') return sameAs(DEFAULTS, WIDE) ? [DEFAULTS] : [DEFAULTS, WIDE]
+  return grid.split(',').map((cell) => {
+    const match = /^\s*(\d+)x(\d+)\s*$/.exec(cell)
+    if (match === null) throw new Error(`IDEM_BENCH_STREAMS_GRID: "${cell}" is not COUNTxBATCHES_IN_FLIGHT (e.g. "64x1,256x2,1024x4")`)
+    const setting = { count: Number(match[1]), batchesInFlight: Number(match[2]) }
+    return sameAs(setting, DEFAULTS) ? DEFAULTS : setting
+  })
+}
 
-async function fill(client: Redis, stream: string, keys: string[]): Promise<void> {
-  const payload = 'p'.repeat(64)
-  for (let i = 0; i < keys.length; i += 2000) {
+function sameAs(a: Setting, b: Setting): boolean {
+  return a.count === b.count && a.batchesInFlight === b.batchesInFlight
+}
+
+/** `COUNT 256, 2 in flight`, marked when it is the transport's defaults. */
+function settingName(setting: Setting, markDefaults = true): string {
+  return `COUNT ${setting.count}, ${setting.batchesInFlight} in flight${markDefaults && setting === DEFAULTS ? ' (defaults)' : ''}`
+}
+
+function pairTable(
+  kind: HandlerKind,
+  entries: number,
+  settings: Setting[],
+  find: (kind: HandlerKind, setting: Setting, side: Side) => Run[],
+  ratiosOf: (kind: HandlerKind, setting: Setting) => number[],
+): BenchTable {
+  const medianOf = (list: Run[], pick: (run: Run) => number): number => median(list.map(pick))
+  const rows: Row[] = settings.map((setting) => {
+    const raw = find(kind, setting, 'raw')
+    const idem = find(kind, setting, 'idem')
+    const ratios = ratiosOf(kind, setting)
+    return {
+      label: settingName(setting),
+      values: {
+        raw: medianOf(raw, (r) => r.rate),
+        idem: medianOf(idem, (r) => r.rate),
+        ratios: ratios.map(formatRatio).join(' / '),
+        ratio: median(ratios),
+        nodeCpu: `${medianOf(raw, (r) => r.cpu.node).toFixed(1)} / ${medianOf(idem, (r) => r.cpu.node).toFixed(1)}`,
+        redisCpu: `${medianOf(raw, (r) => r.cpu.redis).toFixed(1)} / ${medianOf(idem, (r) => r.cpu.redis).toFixed(1)}`,
+      },
+      raw: { rawRates: raw.map((r) => r.rate), idemRates: idem.map((r) => r.rate) },
+    }
+  })
+  const notes = [
+    `idem: engine with ${SHARDS} shards, threads 0, redis store (a claim and a commit per shard batch; the small ones of one turn share a script call), LRU 100k keys; the raw consumer runs the handler for every entry, idem once per key`,
+    'each consumer reads the whole stream in its own consumer group; the Redis server and node share the machine',
+  ]
+  if (kind === 'trivial') {
+    const engine = find(kind, DEFAULTS, 'engine')
+    rows.push({
+      label: `engine.processBatch alone, same keys, no stream (${DEFAULTS.count} per call, ${DEFAULTS.batchesInFlight} in flight)`,
+      values: {
+        idem: medianOf(engine, (r) => r.rate),
+        nodeCpu: medianOf(engine, (r) => r.cpu.node).toFixed(1),
+        redisCpu: medianOf(engine, (r) => r.cpu.redis).toFixed(1),
+      },
+    })
+    notes.push("reading, dedup and acking share one Node thread, which is the limit: at 0.8x raw, idem could add a quarter of the raw consumer's Node CPU per entry; compare the engine row's Node CPU with that")
+  } else {
+    notes.push('a shard settles a batch when its slowest handler returns, so idem holds each batch for the slowest of its shard batches, and the shard batches queued behind them')
+  }
+  if (settings.length > 1) {
+    const fastest = (side: Side): string => {
+      const best = settings.reduce((a, b) => (median(find(kind, b, side).map((r) => r.rate)) > median(find(kind, a, side).map((r) => r.rate)) ? b : a))
+      return `${settingName(best)} (${shortRate(median(find(kind, best, side).map((r) => r.rate)))} msgs/s)`
+    }
+    notes.push(`fastest idem: ${fastest('idem')}; fastest raw: ${fastest('raw')}`)
+  }
+  return {
+    title: `Redis Streams consumer, ${HANDLERS[kind].title}, ${entries.toLocaleString('en-US')} entries with ${Math.round(DUP_RATE * 100)}% duplicates, same stream, same COUNT and batches in flight: msgs/s`,
+    columns: [
+      { key: 'raw', title: 'raw XREADGROUP/XACK (median)' },
+      { key: 'idem', title: 'idem (median)' },
+      { key: 'ratios', title: 'idem/raw of 3 runs' },
+      { key: 'ratio', title: 'idem/raw (median)', format: formatRatio },
+      { key: 'nodeCpu', title: 'Node CPU µs/entry raw / idem' },
+      { key: 'redisCpu', title: 'Redis CPU µs/entry raw / idem' },
+    ],
+    rows,
+    notes,
+  }
+}
+
+/** One run's entries: keys from JSON bodies (json-traffic.ts), each entry's body carrying its key and position; I/O delays drawn from the run's seed. */
+function makeLoad(stream: string, entries: number, run: number, io: boolean): Load {
+  const traffic = new JsonTraffic({ cjkShare: CJK_SHARE, dupRate: DUP_RATE, seed: 101 + run }).next(entries)
+  const bodies = traffic.keys.map((key, n) => JSON.stringify({ key, n } satisfies Body))
+  const load: Load = { stream, bodies, unique: entries - traffic.repeats }
+  if (io) {
+    const random = seededRandom(7 + run)
+    load.delays = new Uint8Array(entries)
+    for (let n = 0; n < entries; n++) load.delays[n] = IO_MS[0] + (random() % (IO_MS[1] - IO_MS[0] + 1))
+  }
+  return load
+}
+
+async function fill(client: Redis, load: Load): Promise<void> {
+  for (let i = 0; i < load.bodies.length; i += 2000) {
     const pipeline = client.pipeline()
-    for (const key of keys.slice(i, i + 2000)) pipeline.xadd(stream, '*', 'key', key, 'payload', payload)
+    for (const body of load.bodies.slice(i, i + 2000)) pipeline.xadd(load.stream, '*', 'body', body)
     await pipeline.exec()
   }
+}
+
+/** The one handler both sides run: counts the effect on the body's key, then waits out the entry's I/O delay if it has one. */
+interface EffectCounter {
+  effects: Map<string, number>
+  handler: (entry: StreamEntry) => Promise<void> | undefined
+}
+
+function effectCounter(delays: Uint8Array | undefined): EffectCounter {
+  const effects = new Map<string, number>()
+  const handler = (entry: StreamEntry): Promise<void> | undefined => {
+    const body = JSON.parse(entry.fields.body) as Body
+    effects.set(body.key, (effects.get(body.key) ?? 0) + 1)
+    return delays === undefined ? undefined : sleep(delays[body.n])
+  }
+  return { effects, handler }
+}
+
+function tally(effects: Map<string, number>): Pick<Run, 'effects' | 'keys' | 'doubles'> {
+  let runs = 0
+  let doubles = 0
+  for (const n of effects.values()) {
+    runs += n
+    if (n > 1) doubles++
+  }
+  return { effects: runs, keys: effects.size, doubles }
 }
 
 /**
  * The consumer a user would write without idem, written as well as ours: a
  * blocking reader connection, acks on a second connection, the next read sent
- * while up to batchesInFlight batches are being handled and acked.
+ * while up to batchesInFlight batches are being handled and acked. A batch's
+ * handlers run at once, and it is acked (one XACK) when the last has returned.
  */
-async function rawConsumer(admin: Redis, stream: string, group: string, variant: Variant, total: number): Promise<Run> {
+async function rawConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, counter: EffectCounter): Promise<Run> {
   const reader = new Redis(URL_)
   const commands = new Redis(URL_)
   await commands.xgroup('CREATE', stream, group, '0')
   await Promise.all([reader.ping(), commands.ping()])
-  const effects = new Map<string, number>()
-  let runs = 0
-  let acked = 0
+  const { handler } = counter
+  let taken = 0
   const inFlight = new Set<Promise<void>>()
   const meter = await cpuMeter(admin)
   const started = performance.now()
-  while (acked + sizeOf(inFlight) < total) {
-    while (inFlight.size >= variant.batchesInFlight) await Promise.race(inFlight)
-    const reply = (await reader.call('XREADGROUP', 'GROUP', group, 'raw', 'COUNT', variant.count, 'BLOCK', 1000, 'STREAMS', stream, '>')) as unknown[] | null
-    if (reply === null) continue
-    const items = (typeof reply[0] === 'string' ? reply[1] : (reply[0] as unknown[])[1]) as [string, string[]][]
-    const ids = new Array<string>(items.length)
-    for (let i = 0; i < items.length; i++) {
-      const [id, pairs] = items[i]
-      ids[i] = id
-      const fields: Record<string, string> = {}
-      for (let f = 0; f < pairs.length; f += 2) fields[pairs[f]] = pairs[f + 1]
-      effects.set(fields.key, (effects.get(fields.key) ?? 0) + 1)
-      runs++
+  while (taken < total) {
+    while (inFlight.size >= setting.batchesInFlight) await Promise.race(inFlight)
+    const entries = entriesOfRead(await reader.call('XREADGROUP', 'GROUP', group, 'raw', 'COUNT', setting.count, 'BLOCK', 1000, 'STREAMS', stream, '>'))
+    if (entries.length === 0) continue
+    taken += entries.length
+    const ids = new Array<string>(entries.length)
+    let waits: Promise<void>[] | undefined
+    for (let i = 0; i < entries.length; i++) {
+      ids[i] = entries[i].id
+      const wait = handler(entries[i])
+      if (wait !== undefined) (waits ??= []).push(wait)
     }
-    const ack: Promise<void> = commands.call('XACK', stream, group, ...ids).then(() => {
-      acked += ids.length
-      inFlight.delete(ack)
-    })
-    Object.assign(ack, { size: ids.length })
-    inFlight.add(ack)
+    const ack = async (): Promise<void> => void (await commands.call('XACK', stream, group, ...ids))
+    const batch: Promise<void> = (waits === undefined ? ack() : Promise.all(waits).then(ack)).then(() => void inFlight.delete(batch))
+    inFlight.add(batch)
   }
   await Promise.all(inFlight)
   const rate = total / ((performance.now() - started) / 1000)
   const cpu = await meter(total)
   reader.disconnect()
   commands.disconnect()
-  return { rate, cpu, effects: runs, doubles: 0 }
+  return { rate, cpu, ...tally(counter.effects) }
 }
 
-function sizeOf(batches: Set<Promise<void>>): number {
-  let n = 0
-  for (const batch of batches) n += (batch as Promise<void> & { size: number }).size
-  return n
-}
-
-async function idemConsumer(admin: Redis, stream: string, group: string, variant: Variant, total: number, storePrefix: string): Promise<Run> {
+async function idemConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, storePrefix: string, counter: EffectCounter): Promise<Run> {
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
   await warmEngine(engine)
-  const effects = new Map<string, number>()
-  const handler = (entry: StreamEntry): void => void effects.set(entry.fields.key, (effects.get(entry.fields.key) ?? 0) + 1)
   const meter = await cpuMeter(admin)
   const started = performance.now()
-  const consumer = createStreamConsumer({ stream, group, consumer: 'idem', engine, handler, keyOf: (entry) => entry.fields.key, count: variant.count, batchesInFlight: variant.batchesInFlight })
+  const consumer = createStreamConsumer({
+    stream,
+    group,
+    consumer: 'idem',
+    engine,
+    handler: counter.handler,
+    keyOf: (entry) => (JSON.parse(entry.fields.body) as Body).key,
+    count: setting.count,
+    batchesInFlight: setting.batchesInFlight,
+  })
   let lastAcked = 0
   let lastProgress = performance.now()
   await new Promise<void>((resolve, reject) => {
@@ -254,41 +423,28 @@ async function idemConsumer(admin: Redis, stream: string, group: string, variant
   await consumer.close()
   const closed = await Promise.race([engine.close().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 10_000).unref())])
   if (!closed) markUnclean()
-  let runs = 0
-  let doubles = 0
-  for (const n of effects.values()) {
-    runs += n
-    if (n > 1) doubles++
-  }
-  return { rate, cpu, effects: runs === effects.size ? runs : effects.size, doubles, detail }
+  return { rate, cpu, ...tally(counter.effects), detail }
 }
 
-/** The engine on the same keys with no stream: processBatch of 1024 messages, 4 calls in flight. */
-async function engineOnly(admin: Redis, keys: readonly string[], variant: Variant, storePrefix: string): Promise<Run> {
-  const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: keys.length * 2 } })
+/** The engine on the same keys with no stream: processBatch of COUNT messages, batchesInFlight calls at once, the trivial handler minus its parse. */
+async function engineOnly(admin: Redis, bodies: readonly string[], setting: Setting, storePrefix: string, counter: EffectCounter): Promise<Run> {
+  const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: bodies.length * 2 } })
   await warmEngine(engine)
-  const effects = new Map<string, number>()
+  const { effects } = counter
   const handler = (message: Message): void => void effects.set(message.key, (effects.get(message.key) ?? 0) + 1)
-  // Messages shaped as the transport makes them (a fresh key string from the wire is what it would hash): copies, not the fill's strings.
-  const messages: Message[] = keys.map((key) => ({ key: Buffer.from(key).toString() }))
+  // Keys as the transport hands them over (fresh strings from JSON.parse), parsed before the clock starts.
+  const messages: Message[] = bodies.map((body) => ({ key: (JSON.parse(body) as Body).key }))
   const meter = await cpuMeter(admin)
   const started = performance.now()
   const calls = new Set<Promise<unknown>>()
-  for (let i = 0; i < messages.length; i += variant.count) {
-    while (calls.size >= variant.batchesInFlight) await Promise.race(calls)
-    const call: Promise<unknown> = engine.processBatch(messages.slice(i, i + variant.count), handler).then(() => calls.delete(call))
+  for (let i = 0; i < messages.length; i += setting.count) {
+    while (calls.size >= setting.batchesInFlight) await Promise.race(calls)
+    const call: Promise<unknown> = engine.processBatch(messages.slice(i, i + setting.count), handler).then(() => calls.delete(call))
     calls.add(call)
   }
   await Promise.all(calls)
-  const rate = keys.length / ((performance.now() - started) / 1000)
-  const cpu = await meter(keys.length)
+  const rate = bodies.length / ((performance.now() - started) / 1000)
+  const cpu = await meter(bodies.length)
   await engine.close()
-  let runs = 0
-  let doubles = 0
-  for (const n of effects.values()) {
-    runs += n
-    if (n > 1) doubles++
-  }
-  return { rate, cpu, effects: runs === effects.size ? runs : effects.size, doubles }
+  return { rate, cpu, ...tally(effects) }
 }
-
