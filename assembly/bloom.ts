@@ -147,6 +147,57 @@ function jumpHash(key: u64, buckets: u32): u32 {
   return <u32>bucket
 }
 
+const ASCII_BYTES: u64 = 0x8080808080808080
+
+/**
+ * Turns offsets[1..n] from UTF-16 unit ends into byte ends, for a batch the JS
+ * side wrote as one UTF-8 string: JS knows each key's length in units for free
+ * (string.length) but its UTF-8 length only by encoding it alone. Walks the
+ * lead bytes: a 1-, 2- or 3-byte sequence is one unit, a 4-byte one a
+ * surrogate pair (two). Returns the longest key in bytes, or -1 if the units
+ * and the byteCount bytes disagree: a key boundary inside a 4-byte sequence is
+ * a pair that only the join made whole (a lone surrogate ending one key, its
+ * mate starting the next), and a short write runs out of bytes.
+ */
+export function utf8Offsets(n: u32, byteCount: u32): i32 {
+  let p = keyBytesStart
+  const end = keyBytesStart + <usize>byteCount
+  let unit: u32 = 0
+  let keyStart = p
+  let longest: usize = 0
+  for (let i: usize = 1; i <= <usize>n; i++) {
+    const unitEnd = load<u32>(offsetsStart + (i << 2))
+    while (unit < unitEnd) {
+      // Most keys are mostly ASCII: eight bytes that are eight units at a time.
+      if (unitEnd - unit >= 8 && p + 8 <= end && (load<u64>(p) & ASCII_BYTES) == 0) {
+        p += 8
+        unit += 8
+        continue
+      }
+      if (p >= end) return -1
+      const lead = <u32>load<u8>(p)
+      if (lead < 0x80) {
+        p += 1
+        unit += 1
+      } else if (lead < 0xe0) {
+        p += 2
+        unit += 1
+      } else if (lead < 0xf0) {
+        p += 3
+        unit += 1
+      } else {
+        p += 4
+        unit += 2
+      }
+    }
+    if (unit != unitEnd || p > end) return -1
+    store<u32>(offsetsStart + (i << 2), <u32>(p - keyBytesStart))
+    if (p - keyStart > longest) longest = p - keyStart
+    keyStart = p
+  }
+  return p == end ? <i32>longest : -1
+}
+
 /** Hashes keys [0, n) into hashes[2i], hashes[2i+1]; with shardCount > 0 also picks shards[i]. */
 export function hashKeys(n: u32, shardCount: u32): void {
   for (let i: usize = 0; i < <usize>n; i++) {

@@ -22,6 +22,13 @@ export interface BloomExports {
   /** 0 is the current generation, 1 the previous one. */
   generationPtr(i: number): number
   generationBytes(): number
+  /**
+   * offsets[1..n], written as UTF-16 unit ends of keys packed as one UTF-8
+   * string of byteCount bytes, rewritten as byte ends. Returns the longest
+   * key's bytes, or -1 when units and bytes disagree (a surrogate pair split
+   * across two keys, a short write).
+   */
+  utf8Offsets(n: number, byteCount: number): number
   /** xxHash64 of keys [0, n) into hashes (lo, hi); jump hash into shards when shardCount > 0. */
   hashKeys(n: number, shardCount: number): void
   /** results[i] = 1 if hash i is maybe seen in either generation, then adds it; returns the maybe-seen count. */
@@ -53,7 +60,7 @@ export interface BloomLayout {
  */
 export interface BloomInstance {
   readonly exports: BloomExports
-  /** A Buffer so keys can be written with one latin1 or utf8 write. */
+  /** A Buffer, so that a key alone is written with Buffer#write; a joined batch goes in by TextEncoder#encodeInto. */
   readonly keyBytes: Buffer
   readonly offsets: Uint32Array
   readonly hashes: Uint32Array

@@ -60,7 +60,7 @@ describe('KeyBloomFilter, one key at a time', () => {
 })
 
 describe('KeyBloomFilter, batches', () => {
-  // ASCII-only batches take the one-join fast path; one non-ASCII key sends its chunk key by key.
+  // Both are packed chunk by chunk (maxBatchKeys 8) with one UTF-8 write each; the CJK one also needs the wasm to find each key's bytes.
   const batches: [string, string[]][] = [
     ['ASCII', ids('order', 40)],
     ['mixed with CJK and emoji', [...ids('order', 20), '订单-1', 'заказ-2', '🔑-3', ...ids('late', 17)]],

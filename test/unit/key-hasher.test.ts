@@ -1,7 +1,8 @@
 import fc from 'fast-check'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { ConfigError } from '../../dist/src/errors.js'
 import { KeyHasher, KeyStatus, MAX_KEY_BYTES } from '../../dist/src/bloom/key-hasher.js'
+import { keyStatusOf } from '../../dist/src/validation.js'
 import { instantiateBloom } from '../../dist/src/bloom/wasm.js'
 import { jumpHash, split, xxh64, xxh64String } from '../support/bloom-oracle.js'
 
@@ -104,6 +105,100 @@ describe('jump consistent hash', () => {
     }
     expect(movedElsewhere).toBe(0)
     expect(moved / keys.length).toBeCloseTo(1 / 9, 2)
+  })
+})
+
+/** What keyStatusOf says of one key, as the hasher reports it when the key is alone. */
+function statusAlone(hasher: KeyHasher, key: unknown): number {
+  return hashAll(hasher, [key]).status[0]
+}
+
+describe('KeyHasher on non-ASCII batches', () => {
+  const hasher = new KeyHasher()
+  const cjkOrder = (i: number) => `订单-20261204-${String(i).padStart(6, '0')}`
+
+  it('packs a batch with CJK, Cyrillic, emoji and Latin-1 keys in one write, no key written alone', () => {
+    const keys = ['order-1', cjkOrder(123), 'заказ-2', '🔑-3', 'café', '注文/1000000042/決済', 'order-4', '👍🏽', 'x']
+    const write = vi.spyOn(Buffer.prototype, 'write')
+    try {
+      const { invalid, hashOf } = hashAll(hasher, keys, 8)
+      expect(invalid).toBe(0)
+      keys.forEach((key, i) => expect(hashOf(i)).toBe(xxh64String(key)))
+      expect(write).not.toHaveBeenCalled()
+    } finally {
+      write.mockRestore()
+    }
+  })
+
+  const anyKey = fc.oneof(
+    fc.string({ unit: fc.constantFrom('a', '7', '-', '/'), minLength: 1, maxLength: 40 }),
+    fc.string({ unit: fc.constantFrom('订', '单', '注', '文', 'é', 'ж', '🔑', '👍', '\ufffd', '-', '1'), minLength: 1, maxLength: 20 }),
+    fc.string({ unit: 'binary', maxLength: 12 }),
+    // Bad keys, rarer: a lone surrogate, U+0000, empty, too long, not a string.
+    fc.constantFrom('\ud83d', '\ude00', 'a\ud800b', '订单\0', '', '订'.repeat(342), 42, null),
+  )
+
+  it('gives every key of a mixed batch the status and hash it has alone (oracle)', () => {
+    const small = new KeyHasher({ maxBatchKeys: 5 })
+    fc.assert(
+      fc.property(fc.array(anyKey, { maxLength: 30 }), (keys) => {
+        for (const batchHasher of [hasher, small]) {
+          const { invalid, status, hashOf } = hashAll(batchHasher, keys)
+          expect(invalid).toBe(keys.filter((key) => keyStatusOf(key) !== KeyStatus.OK).length)
+          keys.forEach((key, i) => {
+            expect(status[i]).toBe(keyStatusOf(key))
+            expect(hashOf(i)).toBe(status[i] === KeyStatus.OK ? xxh64String(key as string) : 0n)
+          })
+        }
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('refuses lone surrogates as it does alone, and only those keys, even where two halves meet across keys', () => {
+    // Joined, 'a\ud83d' + '\ude00b' read as 'a😀b': each key is still ill-formed on its own.
+    const keys = [cjkOrder(1), 'a\ud83d', '\ude00b', cjkOrder(2), '\ud83d', '', '\ude00', '😀', '\ufffd']
+    const { invalid, status, hashOf } = hashAll(hasher, keys)
+    const { OK, LONE_SURROGATE, EMPTY } = KeyStatus
+    const expected = [OK, LONE_SURROGATE, LONE_SURROGATE, OK, LONE_SURROGATE, EMPTY, LONE_SURROGATE, OK, OK]
+    expect(keys.map((key) => statusAlone(hasher, key))).toEqual(expected)
+    expect([...status]).toEqual(expected)
+    expect(invalid).toBe(5)
+    for (const i of [0, 3, 7, 8]) expect(hashOf(i)).toBe(xxh64String(keys[i] as string))
+  })
+
+  it('takes keys of exactly 1024 bytes beside short CJK keys, and refuses 1025+ bytes of fewer than 1024 units', () => {
+    const atMax = ['x'.repeat(1024), 'é'.repeat(512), '🔑'.repeat(256), '€'.repeat(341) + 'x', '订'.repeat(341) + 'x']
+    const overByBytes = ['订'.repeat(341) + 'xy', '🔑'.repeat(256) + 'x']
+    const keys = [cjkOrder(1), ...atMax, cjkOrder(2), ...overByBytes, 'order-3']
+    const { invalid, status, hashOf } = hashAll(hasher, keys)
+    expect(invalid).toBe(overByBytes.length)
+    keys.forEach((key, i) => {
+      if (overByBytes.includes(key)) return expect([status[i], hashOf(i)]).toEqual([KeyStatus.TOO_LONG, 0n])
+      expect(hashOf(i)).toBe(xxh64String(key))
+    })
+  })
+
+  it('hashes chunks whose UTF-8 fills the buffer exactly, and chunks of long keys that overflow it', () => {
+    // maxBatchKeys 4 packs at most 4 KiB per chunk.
+    const small = new KeyHasher({ maxBatchKeys: 4 })
+    const fits = ['€'.repeat(341) + 'x', '订'.repeat(341) + 'x', 'é'.repeat(512), '🔑'.repeat(256)]
+    const overflows = ['订'.repeat(1000), '订单-1', 'ж'.repeat(1000), '🔑'.repeat(500)]
+    const keys = [...fits, ...overflows, ...Array.from({ length: 30 }, (_, i) => (i % 3 === 0 ? cjkOrder(i) : `order-${i}`))]
+    const { invalid, status, hashOf } = hashAll(small, keys, 3)
+    expect(invalid).toBe(3)
+    keys.forEach((key, i) => {
+      expect(status[i]).toBe(keyStatusOf(key))
+      if (status[i] === KeyStatus.OK) expect(hashOf(i)).toBe(xxh64String(key))
+    })
+  })
+
+  it('keeps U+0000 out of non-ASCII batches, and lets it in with allowNul', () => {
+    const keys = [cjkOrder(1), '租户\0订单-2', 'order-3']
+    expect([...hashAll(hasher, keys).status]).toEqual([KeyStatus.OK, KeyStatus.NUL, KeyStatus.OK])
+    const hashes = new Uint32Array(2 * keys.length)
+    expect(hasher.hash(keys, 0, hashes, new Uint32Array(0), new Uint8Array(keys.length), { allowNul: true })).toBe(0)
+    keys.forEach((key, i) => expect([hashes[2 * i], hashes[2 * i + 1]]).toEqual(split(xxh64String(key))))
   })
 })
 
