@@ -608,7 +608,7 @@ describe('options', () => {
     const options = await base()
     const c = createStreamConsumer({ ...options, engine: await engine(names().prefix, { leaseMs: 45_000 }) })
     consumers.push(c)
-    expect(c.config).toMatchObject({ claimIdleMs: 90_000, deadLetterStream: `${options.stream}:dead`, count: 256, batchesInFlight: 2, maxDeliveries: 5, startId: '0' })
+    expect(c.config).toMatchObject({ claimIdleMs: 90_000, deadLetterStream: `${options.stream}:dead`, count: 1024, batchesInFlight: 8, maxDeliveries: 5, startId: '0' })
   })
 })
 

@@ -113,7 +113,7 @@ describe('redis streams consumer options', () => {
   })
 
   it('fills the defaults, the connection from the engine store', () => {
-    const filled = { count: 256, batchesInFlight: 2, blockMs: 1000, claimIdleMs: 60_000, reclaimIntervalMs: 1000, maxDeliveries: 5, retryDelayMs: 5000, inFlightDelayMs: 1000, startId: '0' }
+    const filled = { count: 1024, batchesInFlight: 8, blockMs: 1000, claimIdleMs: 60_000, reclaimIntervalMs: 1000, maxDeliveries: 5, retryDelayMs: 5000, inFlightDelayMs: 1000, startId: '0' }
     expect(resolveStreamConsumerOptions(base as never)).toMatchObject({ ...filled, connection: 'redis://127.0.0.1:6379', deadLetterStream: 's:dead' })
   })
 })
