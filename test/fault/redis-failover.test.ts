@@ -273,7 +273,9 @@ describe('Redis failover: primary SIGKILLed under a stream of claims, replica pr
     const report = await failover(0, true)
     console.log(summary(0, true, report))
     expectInvariants(report)
-    expect(report.ranWhileCutOff.size).toBeGreaterThanOrEqual(LAG_KEYS)
+    // LAG_KEYS keys settle while the replica is cut off, but some of their handlers ran before the cut (each message
+    // settles on its own, with up to BATCHES_IN_FLIGHT batches out): the window holds claims, not necessarily LAG_KEYS of them.
+    expect(report.ranWhileCutOff.size).toBeGreaterThan(0)
     expect(report.lostClaims.length).toBeGreaterThan(0)
   }, FAULT_TEST_TIMEOUT_MS)
 
