@@ -1,5 +1,6 @@
 import { FALSE_POSITIVE_RATES, maxBloomItems } from './bloom/bloom-filter.js'
 import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from './store/redis/redis-options.js'
+import type { ReconcileHook } from './message.js'
 import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
 import { OptionReader, quotedChoices } from './validation.js'
@@ -84,15 +85,35 @@ export interface EngineOptions {
   maxInFlightPerShard?: number
   /** Keep handler results with DONE records and return them with `duplicate` verdicts. @default true */
   keepResults?: boolean
+  /**
+   * A handler still running after this many ms has its context.signal aborted
+   * (HANDLER_TIMEOUT), its slot freed, and its key marked UNKNOWN: the effect
+   * may or may not have happened, so the key is neither run again nor acked
+   * until `reconcile` or an operator decides. 0 turns it off.
+   * @default 0
+   */
+  handlerTimeoutMs?: number
+  /**
+   * Asked about a key found UNKNOWN when a delivery of it arrives: 'done',
+   * 'not-done' or 'unknown' (see ReconcileHook). Function handlers only; a
+   * handler module may export `reconcile` for the messages it handles.
+   */
+  reconcile?: ReconcileHook
+  /** Times the hook is asked about one key before it is left to an operator (`idem keys resolve`). @default 8 */
+  reconcileAttempts?: number
+  /** Wait before asking again about a key the hook could not answer; doubles per attempt, at most 5 minutes. @default 1000 */
+  reconcileBackoffMs?: number
 }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile'>> & {
   bloom: Required<NonNullable<EngineOptions['bloom']>>
   lru: Required<NonNullable<EngineOptions['lru']>>
   store: StoreConfig
   /** The handler module as a path or a URL's href: a URL object does not cross into worker threads. */
   handler?: string
+  /** Stays on the main thread: worker threads get the config without it (a function does not cross). */
+  reconcile?: ReconcileHook
 }
 
 export const defaults = {
@@ -107,7 +128,10 @@ export const defaults = {
   maxBatch: 1024,
   maxInFlightPerShard: 2048,
   keepResults: true,
-} as const satisfies Omit<EngineConfig, 'handler'>
+  handlerTimeoutMs: 0,
+  reconcileAttempts: 8,
+  reconcileBackoffMs: 1000,
+} as const satisfies Omit<EngineConfig, 'handler' | 'reconcile'>
 
 const MAX_THREADS = 256
 const MAX_SHARDS = 65_536
@@ -120,7 +144,7 @@ const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite', 'custom']
 /** Validate once, at start; every bad field is named in one ConfigError. */
 export function resolveConfig(options: unknown = {}): EngineConfig {
   const o = new OptionReader(options)
-  o.onlyKnown([...Object.keys(defaults), 'handler'], 'createEngine')
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -149,6 +173,10 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const given = o.value('handler')
   const handler = given instanceof URL ? given.href : o.has('handler') ? o.string('handler', undefined, 'a module path or a file URL') : undefined
   const keepResults = o.boolean('keepResults', defaults.keepResults)
+  const handlerTimeoutMs = o.integer('handlerTimeoutMs', defaults.handlerTimeoutMs, 0, MAX_LEASE_MS)
+  const reconcile = o.function<ReconcileHook>('reconcile', "a function (message, { key, signal }) => 'done' | 'not-done' | 'unknown' | { result }", false)
+  const reconcileAttempts = o.integer('reconcileAttempts', defaults.reconcileAttempts, 1, 1_000)
+  const reconcileBackoffMs = o.integer('reconcileBackoffMs', defaults.reconcileBackoffMs, 1, MAX_LEASE_MS)
 
   o.check()
   return {
@@ -164,6 +192,10 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     maxBatch,
     maxInFlightPerShard,
     keepResults,
+    handlerTimeoutMs,
+    ...(reconcile === undefined ? {} : { reconcile }),
+    reconcileAttempts,
+    reconcileBackoffMs,
   }
 }
 

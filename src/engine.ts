@@ -9,7 +9,7 @@ import { systemClock, type Clock } from './clock.js'
 import { MAX_LEASE_MS, resolveConfig, type EngineConfig, type EngineOptions } from './config.js'
 import { ConfigError, ErrorCode, IdemError } from './errors.js'
 import { OptionReader } from './validation.js'
-import { loadHandlerModule } from './handler-module.js'
+import { loadHandlerModule, type HandlerModule } from './handler-module.js'
 import type { Handler, Message, Outcome } from './message.js'
 import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
@@ -44,6 +44,16 @@ export interface LayerStats {
   droppedSettlements: number
   /** Handlers run in shadow rollout that enforce would have skipped. */
   shadowRuns: number
+  /** Handlers that ran past handlerTimeoutMs. */
+  handlerTimeouts: number
+  /** Keys marked UNKNOWN: timed out, or their handler threw outcomeUnknown(). */
+  outcomesUnknown: number
+  /** UNKNOWN keys the reconcile hook answered done (made DONE). */
+  reconciledDone: number
+  /** UNKNOWN keys the reconcile hook answered not done (made absent, and run). */
+  reconciledNotDone: number
+  /** Reconcile calls with no usable answer ('unknown', a throw, a timeout): asked again after a backoff. */
+  reconcileUnanswered: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
 }
 
@@ -85,7 +95,7 @@ export class Engine {
   private readonly threads: ShardThread[] = []
   private readonly localActors: ShardActor[] = []
   private storeFactory: StoreFactory | undefined
-  private moduleHandler: Handler | undefined
+  private moduleHandler: HandlerModule | undefined
   private invalidCount = 0
   private closing: Promise<void> | undefined
   /** Aborted by close(): every handler's context.signal. */
@@ -123,7 +133,7 @@ export class Engine {
         remote = this.threads[shard % config.threads].portOf(shard)
         port = remote
       }
-      this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal))
+      this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal, config.reconcile))
     }
   }
 
@@ -296,6 +306,11 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
     lateSettlements: c[Counter.LATE_SETTLEMENTS],
     droppedSettlements: c[Counter.DROPPED_SETTLEMENTS],
     shadowRuns: c[Counter.SHADOW_RUNS],
+    handlerTimeouts: c[Counter.HANDLER_TIMEOUTS],
+    outcomesUnknown: c[Counter.OUTCOMES_UNKNOWN],
+    reconciledDone: c[Counter.RECONCILED_DONE],
+    reconciledNotDone: c[Counter.RECONCILED_NOT_DONE],
+    reconcileUnanswered: c[Counter.RECONCILE_UNANSWERED],
     verdicts: {
       new: v[VerdictCode.NEW],
       duplicate: v[VerdictCode.DUPLICATE],

@@ -23,6 +23,14 @@ export const ErrorCode = {
   RESULT_NOT_SERIALIZABLE: 'RESULT_NOT_SERIALIZABLE',
   REPLICA_SHORTFALL: 'REPLICA_SHORTFALL',
   ENGINE_CLOSED: 'ENGINE_CLOSED',
+  /** A handler did not end within handlerTimeoutMs: the reason its context.signal is aborted with. */
+  HANDLER_TIMEOUT: 'HANDLER_TIMEOUT',
+  /**
+   * The key's effect may or may not have happened (a handler that timed out, or
+   * threw outcomeUnknown()): the key is UNKNOWN, never run again and never acked
+   * until a reconcile hook or an operator (`idem keys resolve`) decides.
+   */
+  OUTCOME_UNKNOWN: 'OUTCOME_UNKNOWN',
   BLOOM_SNAPSHOT_INVALID: 'BLOOM_SNAPSHOT_INVALID',
   WASM_UNAVAILABLE: 'WASM_UNAVAILABLE',
   /** A SQL store found tables it did not create, or created with another layout or table count: it refuses to run on them. */
@@ -63,6 +71,22 @@ export class ConflictError extends IdemError {
     super(ErrorCode.CONFLICT, message, { key })
     this.name = 'ConflictError'
   }
+}
+
+/**
+ * What a handler throws when it cannot tell whether its effect happened (a
+ * payment call that timed out with no answer): its key becomes UNKNOWN instead
+ * of being released for a retry that could pay twice.
+ *
+ *   throw outcomeUnknown(`gateway gave no answer for payment ${id}`)
+ */
+export function outcomeUnknown(reason: string): IdemError {
+  return new IdemError(ErrorCode.OUTCOME_UNKNOWN, reason)
+}
+
+/** Whether a handler's error is outcomeUnknown()'s, by its code: a handler module may load another copy of idem, whose class is not this one. */
+export function isOutcomeUnknown(error: unknown): boolean {
+  return error instanceof Error && (error as { code?: unknown }).code === ErrorCode.OUTCOME_UNKNOWN
 }
 
 /** The message of an Error, or the value as text: for error messages that quote a cause. */

@@ -46,12 +46,29 @@ export interface HandlerContext {
    */
   claim?: { token: string; storeKey: string }
   /**
-   * Aborted when the engine is closing (close()): a long handler should stop
-   * and throw, so its claim is released and a redelivery runs it again. A
-   * handler module in a worker thread gets none.
+   * Aborted when the engine is closing (close()), or when the handler runs past
+   * handlerTimeoutMs (reason: HANDLER_TIMEOUT; its key is UNKNOWN by then). A
+   * long handler should stop and throw, so its claim is released and a
+   * redelivery runs it again. A handler module in a worker thread gets one only
+   * with handlerTimeoutMs.
    */
   signal?: AbortSignal
 }
+
+/**
+ * A reconcile hook's answer about a key whose outcome is UNKNOWN: `'done'` (or
+ * `{ result }`, done with that result) makes the key DONE, `'not-done'` makes it
+ * absent so the next delivery runs the handler, `'unknown'` asks again later.
+ */
+export type ReconcileAnswer = 'done' | 'not-done' | 'unknown' | { result: unknown }
+
+/**
+ * Asks the business system whether the effect of `message` happened (the
+ * RocketMQ check-back, generalised): called when a delivery meets its key
+ * UNKNOWN, bounded by handlerTimeoutMs (30 s when that is off), and retried
+ * with backoff up to reconcileAttempts times per key.
+ */
+export type ReconcileHook<P = unknown> = (message: Message<P>, context: { key: string; signal: AbortSignal }) => ReconcileAnswer | Promise<ReconcileAnswer>
 
 /** A handler: the user's business effect for one message. */
 export type Handler<P = unknown, R = unknown> = (message: Message<P>, context: HandlerContext) => R | Promise<R>

@@ -45,6 +45,8 @@ export type Settle = (typeof Settle)[keyof typeof Settle]
  *   (or still runs) but its commit did not reach the store (after STORE_FAILED the engine applies
  *   it late; after a thread death or a close that gave up on it, the lease must lapse); nothing is
  *   wrong with the message, so no attempt is used.
+ * - `new` with OUTCOME_UNKNOWN: WAIT. The key is UNKNOWN: its redeliveries are in-flight until it
+ *   is reconciled (then a duplicate, acked, or run again), so it is never acked now.
  * - `new` with any other error (HANDLER_FAILED, LEASE_LOST): RETRY.
  * - `duplicate`: DONE.
  * - `in-flight`: WAIT, never acked (that could lose the message if the owner fails). Except
@@ -57,7 +59,7 @@ export function settleOf(outcome: Outcome): Settle {
   switch (outcome.verdict) {
     case Verdict.NEW:
       if (code === undefined || code === ErrorCode.RESULT_TOO_LARGE || code === ErrorCode.RESULT_NOT_SERIALIZABLE) return Settle.DONE
-      if (code === ErrorCode.STORE_FAILED || code === ErrorCode.WORKER_DIED || code === ErrorCode.ACTOR_FAILED || code === ErrorCode.ENGINE_CLOSED) return Settle.WAIT
+      if (code === ErrorCode.STORE_FAILED || code === ErrorCode.WORKER_DIED || code === ErrorCode.ACTOR_FAILED || code === ErrorCode.ENGINE_CLOSED || code === ErrorCode.OUTCOME_UNKNOWN) return Settle.WAIT
       return Settle.RETRY
     case Verdict.DUPLICATE:
       return Settle.DONE

@@ -35,6 +35,16 @@ export const Counter = {
   DROPPED_SETTLEMENTS: 10,
   /** Handlers run in shadow rollout that enforce would have skipped (counted by the cycle, not the actor). */
   SHADOW_RUNS: 11,
+  /** Handlers that ran past handlerTimeoutMs (their keys were then marked UNKNOWN, unless their lease had lapsed). */
+  HANDLER_TIMEOUTS: 12,
+  /** Keys marked UNKNOWN in the store: timed out, or the handler threw outcomeUnknown(). */
+  OUTCOMES_UNKNOWN: 13,
+  /** UNKNOWN keys the reconcile hook answered done (now DONE). */
+  RECONCILED_DONE: 14,
+  /** UNKNOWN keys the reconcile hook answered not done (now absent: the delivery runs the handler). */
+  RECONCILED_NOT_DONE: 15,
+  /** Reconcile calls that gave no answer ('unknown', a throw, a timeout, a bad value): asked again after a backoff. */
+  RECONCILE_UNANSWERED: 16,
 } as const
 /** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const COUNTER_COUNT = Object.keys(Counter).length
@@ -58,6 +68,8 @@ export interface Decision {
   counters: Float64Array
   /** Set when the store claim failed after its retries: every key it held is IN_FLIGHT with this error (fail closed). */
   storeError?: ErrorData
+  /** 1 at the positions answered IN_FLIGHT because their key is UNKNOWN (present only when there is one). */
+  unknownAt?: Uint8Array
 }
 
 /**
@@ -74,6 +86,8 @@ export interface Settlement {
   commitResults: unknown[] | undefined
   /** Positions whose handler threw: release them (absent). */
   release: number[]
+  /** Positions whose handler timed out or threw outcomeUnknown(): mark them UNKNOWN. */
+  unknown: number[]
 }
 
 /** The answer to one step: each settlement applied (same order), the next batch decided. */
@@ -85,6 +99,8 @@ export interface StepReply {
 export interface SettleReply {
   /** A CommitCode per commit position: REFUSED when fenced. */
   committed: Uint8Array
+  /** Per unknown position: 1 = marked UNKNOWN, 0 = fenced (the lease had lapsed). */
+  marked: Uint8Array
   counters: Float64Array
   /** Set when the commit or release call failed after its retries: nothing is known settled. */
   storeError?: ErrorData
@@ -93,6 +109,13 @@ export interface SettleReply {
 /** How a commit sent on a transport's connection ended (ShardActor.commitOn), with the counts since the last reply. */
 export interface RiddenCommit {
   code: CommitCode
+  counters: Float64Array
+}
+
+/** How a resolve of an UNKNOWN key ended (ShardActor.resolve), with the counts since the last reply. */
+export interface Resolved {
+  /** False when the key was not UNKNOWN any more (someone resolved or forgot it): nothing was written. */
+  applied: boolean
   counters: Float64Array
 }
 
@@ -123,6 +146,8 @@ export interface ThreadOps {
   step: { request: { shard: number; settlements: Settlement[]; batch: ActorBatch | undefined }; reply: StepReply }
   /** Extends the lease of every claim of the shard not settled yet; answers with the counters since the last reply. */
   renew: { request: { shard: number }; reply: Float64Array }
+  /** Resolves an UNKNOWN key of the shard: a reconcile hook's answer (ShardActor.resolve). */
+  resolve: { request: { shard: number; key: string; done: boolean; result: unknown }; reply: Resolved }
   /** Messages for the handler module, into the shard's cycle inside the worker; answers when each has its outcome. */
   run: { request: { shard: number; batch: ActorBatch; messages: Message[] }; reply: BatchResult }
 }

@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis'
 import { RedisStore } from '../store/redis/redis-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './shard-cycle.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNAPPLIED_SETTLEMENTS = 1024
 
@@ -117,6 +117,7 @@ export class ShardActor {
 
     const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
     let claims: Claims | undefined
+    let unknownAt: Uint8Array | undefined
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
@@ -128,7 +129,7 @@ export class ShardActor {
         // Fail closed: no claim, no handler. The LRU's answers above still stand.
         // The call may have claimed keys before its reply was lost: release them when the store is back.
         for (const i of claimIndexes) verdicts[i] = VerdictCode.IN_FLIGHT
-        this.keepUnapplied(batch, { token, commit: [], commitResults: undefined, release: claimIndexes })
+        this.keepUnapplied(batch, { token, commit: [], commitResults: undefined, release: claimIndexes, unknown: [] })
         return { verdicts, token, results, storedFingerprints, counters: this.takeCounters(), storeError: failureData(error, 'store claim failed') }
       }
       for (let j = 0; j < claimIndexes.length; j++) {
@@ -151,6 +152,12 @@ export class ShardActor {
             verdicts[i] = VerdictCode.IN_FLIGHT
             storedFingerprints[i] = replies.fingerprints[j]
             break
+          case ClaimCode.UNKNOWN:
+            // Never run, never acked: the cycle asks the reconcile hook, or answers in-flight.
+            verdicts[i] = VerdictCode.IN_FLIGHT
+            storedFingerprints[i] = replies.fingerprints[j]
+            ;(unknownAt ??= new Uint8Array(n))[i] = 1
+            break
           case ClaimCode.REPEAT:
             // The cycle sends each key once per batch; a store answering REPEAT holds the claim under an earlier copy.
             verdicts[i] = VerdictCode.IN_FLIGHT
@@ -159,26 +166,29 @@ export class ShardActor {
       }
     }
     if (claims !== undefined) this.claimsByToken.set(token, claims)
-    return { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
+    const decision: Decision = { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
+    if (unknownAt !== undefined) decision.unknownAt = unknownAt
+    return decision
   }
 
   private async settle(s: Settlement): Promise<SettleReply> {
     const decided = this.claimsByToken.get(s.token)
     if (decided === undefined) throw new Error(`shard ${this.shard} holds no claims under token ${s.token}`)
-    for (const positions of [s.commit, s.release]) {
+    for (const positions of [s.commit, s.release, s.unknown]) {
       for (const j of positions) {
         if (decided.open[j] !== 1) throw new Error(`shard ${this.shard}: position ${j} of token ${s.token} is not an open claim`)
         decided.open[j] = 0
       }
     }
-    decided.openCount -= s.commit.length + s.release.length
+    decided.openCount -= s.commit.length + s.release.length + s.unknown.length
     if (decided.openCount === 0) this.claimsByToken.delete(s.token)
     if (this.unappliedSettlements.length > 0) await this.retryUnapplied()
     try {
-      return { committed: await this.applySettlement(s, decided.batch), counters: this.takeCounters() }
+      const { committed, marked } = await this.applySettlement(s, decided.batch)
+      return { committed, marked, counters: this.takeCounters() }
     } catch (error) {
       this.keepUnapplied(decided.batch, s)
-      return { committed: new Uint8Array(s.commit.length), counters: this.takeCounters(), storeError: failureData(error, 'store commit/release failed') }
+      return { committed: new Uint8Array(s.commit.length), marked: new Uint8Array(s.unknown.length), counters: this.takeCounters(), storeError: failureData(error, 'store commit/release failed') }
     }
   }
 
@@ -225,8 +235,12 @@ export class ShardActor {
     }
   }
 
-  /** Releases then commits a batch's settlement (releases first: see DedupStore.commit); the CommitCode per commit position. */
-  private async applySettlement(s: Settlement, batch: ActorBatch): Promise<Uint8Array> {
+  /**
+   * Releases, marks UNKNOWN, then commits a batch's settlement (the others
+   * before the commit: see DedupStore.commit); the CommitCode per commit
+   * position and the mark per unknown position.
+   */
+  private async applySettlement(s: Settlement, batch: ActorBatch): Promise<{ committed: Uint8Array; marked: Uint8Array }> {
     const { keys, fingerprints } = batch
     const c = this.counters
     if (s.release.length > 0) {
@@ -236,6 +250,16 @@ export class ShardActor {
         s.token,
       )
       for (let k = 0; k < released.length; k++) if (released[k] === 0) c[Counter.FENCED_WRITES]++
+    }
+    let marked: Uint8Array = new Uint8Array(0)
+    if (s.unknown.length > 0) {
+      c[Counter.STORE_OPERATIONS]++
+      marked = await this.store.markUnknown(
+        s.unknown.map((j) => keys[j]),
+        s.token,
+        this.config.ttlMs,
+      )
+      for (let k = 0; k < marked.length; k++) c[marked[k] === 1 ? Counter.OUTCOMES_UNKNOWN : Counter.FENCED_WRITES]++
     }
     let committed: Uint8Array = new Uint8Array(0)
     if (s.commit.length > 0) {
@@ -248,7 +272,18 @@ export class ShardActor {
         else this.remember(commitKeys[k], fingerprints[s.commit[k]], committed[k] === CommitCode.COMMITTED ? s.commitResults?.[k] : undefined, now)
       }
     }
-    return committed
+    return { committed, marked }
+  }
+
+  /**
+   * Resolves an UNKNOWN key of this shard (a reconcile hook's answer): DONE,
+   * with `result` when results are kept, or absent. Not remembered in the LRU:
+   * the hook's message may not carry the fingerprint stored with the key.
+   */
+  async resolve(key: string, done: boolean, result: unknown): Promise<Resolved> {
+    this.counters[Counter.STORE_OPERATIONS]++
+    const [applied] = await this.store.resolve([key], [done], done && this.config.keepResults ? [result] : undefined, this.config.ttlMs)
+    return { applied: applied === 1, counters: this.takeCounters() }
   }
 
   /** Extends the lease of every open claim, one store call per decided batch (a Redis store sends those of one turn together). */
@@ -289,7 +324,7 @@ export class ShardActor {
         return { code: code as CommitCode, counters: this.takeCounters() }
       },
       (error: unknown) => {
-        this.keepUnapplied(decided.batch, { token, commit: [position], commitResults: results, release: [] })
+        this.keepUnapplied(decided.batch, { token, commit: [position], commitResults: results, release: [], unknown: [] })
         throw error
       },
     )

@@ -1,8 +1,8 @@
-import { errorText, ErrorCode, IdemError } from '../errors.js'
-import type { Handler, HandlerContext, Message } from '../message.js'
+import { errorText, ErrorCode, IdemError, isOutcomeUnknown } from '../errors.js'
+import type { Handler, HandlerContext, Message, ReconcileAnswer, ReconcileHook } from '../message.js'
 import type { Redis } from 'ioredis'
 import { CommitCode } from '../store/store.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type RiddenCommit, type SettleReply, type Settlement, type StepReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type StepReply } from './protocol.js'
 
 /**
  * The actor seen by whoever drives a shard's cycle, on its own thread or
@@ -15,6 +15,8 @@ export interface ActorPort {
   renew(): Promise<Float64Array>
   /** Commits one claim on a transport's connection before returning (ShardActor.commitOn); actors on this thread only. */
   commitOn?(client: Redis, token: string, position: number, result: unknown): Promise<RiddenCommit>
+  /** Resolves an UNKNOWN key: DONE (with result) or absent. */
+  resolve(key: string, done: boolean, result: unknown): Promise<Resolved>
 }
 
 /**
@@ -37,6 +39,20 @@ export interface CommitRide {
  */
 const STEPS_IN_FLIGHT = 2
 
+/** How long a reconcile call may take when handlerTimeoutMs is off. */
+const RECONCILE_TIMEOUT_MS = 30_000
+/** The longest wait between two reconcile calls about one key. */
+const MAX_RECONCILE_BACKOFF_MS = 300_000
+/** Keys whose reconcile attempts a shard remembers; beyond, the oldest are forgotten (and asked about afresh). */
+const MAX_RECONCILING_KEYS = 10_000
+
+/** Reconcile attempts about one UNKNOWN key. */
+interface Reconciling {
+  attempts: number
+  /** No call before this time (performance.now()); Infinity while one runs. */
+  nextAt: number
+}
+
 export interface CycleOptions {
   leaseMs: number
   rollout: 'enforce' | 'shadow'
@@ -44,6 +60,10 @@ export interface CycleOptions {
   maxBatch: number
   /** Most messages of one shard between its mailbox and their outcomes (deciding, running or settling). */
   maxInFlightPerShard: number
+  /** 0: handlers run as long as they like. */
+  handlerTimeoutMs: number
+  reconcileAttempts: number
+  reconcileBackoffMs: number
 }
 
 /** One message on its way through a shard's cycle, and its outcome once final. */
@@ -56,6 +76,13 @@ export class CycleEntry<T = unknown> {
   position = 0
   /** Whether the handler returned (commit) rather than threw (release). */
   returned = false
+  /** Its handler ended as UNKNOWN (timed out, or threw outcomeUnknown()): mark the key, neither commit nor release. */
+  unknown = false
+  /** Its handler ended or timed out: a timed-out handler's later end changes nothing. */
+  runEnded = false
+  /** With handlerTimeoutMs: when its handler started (performance.now()) and the signal it was given. */
+  startedAt = 0
+  abort: AbortController | undefined = undefined
   /** Set when the transport carries this message's commit. */
   ride: CommitRide | undefined = undefined
   /** Its outcome was handed out (a ridden commit's entry stays in flight until the commit's reply). */
@@ -118,6 +145,12 @@ export class ShardCycle<T = unknown> {
   private readonly sliceMs: number
   /** Set by abandon(): whatever ends later is ignored, every outcome was given. */
   private abandoned = false
+  /** With handlerTimeoutMs: running handlers in start order, which is their deadline order. */
+  private running: CycleEntry<T>[] = []
+  private runningHead = 0
+  private timeoutTimer: NodeJS.Timeout | undefined
+  /** Reconcile attempts by key, for keys met UNKNOWN. */
+  private readonly reconciling = new Map<string, Reconciling>()
 
   constructor(
     private readonly port: ActorPort,
@@ -126,9 +159,15 @@ export class ShardCycle<T = unknown> {
     private readonly deliver: (entry: CycleEntry<T>) => void,
     /** Given to every handler in its context: aborted when the engine closes. */
     private readonly signal?: AbortSignal,
+    /** Asked about keys met UNKNOWN; without it they are answered in-flight until an operator resolves them. */
+    private readonly reconcile?: ReconcileHook,
   ) {
     // Long enough that trivial handlers never pay for a yield, short enough that renewals (every leaseMs/3) keep their pace.
     this.sliceMs = Math.max(1, Math.min(50, options.leaseMs / 10))
+    // Handlers with a signal of their own (handlerTimeoutMs) hear of the close through it.
+    signal?.addEventListener('abort', () => {
+      for (let k = this.runningHead; k < this.running.length; k++) this.running[k].abort?.abort(signal.reason)
+    }, { once: true })
   }
 
   push(entry: CycleEntry<T>): void {
@@ -179,6 +218,9 @@ export class ShardCycle<T = unknown> {
     this.ended = []
     this.busy.clear()
     this.inFlight = 0
+    this.running = []
+    this.runningHead = 0
+    clearTimeout(this.timeoutTimer)
     this.closeClaims(this.claimsOpen)
     for (const resolve of this.idleWaiters.splice(0)) resolve()
   }
@@ -287,7 +329,13 @@ export class ShardCycle<T = unknown> {
           message: `key ${JSON.stringify(entry.key)} was processed with fingerprint ${JSON.stringify(decision.storedFingerprints[j])}; this message has ${JSON.stringify(entry.fingerprint)}`,
         }
       } else if (verdict === VerdictCode.IN_FLIGHT) {
-        error = decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(entry.key)} is being processed by another owner; retry later` }
+        if (decision.unknownAt?.[j] === 1) {
+          if (!shadow) {
+            this.meetUnknown(entry, decision.storedFingerprints[j])
+            continue
+          }
+          error = unknownKey(entry.key, 'shadow rollout runs it anyway')
+        } else error = decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(entry.key)} is being processed by another owner; retry later` }
       }
       if (shadow) this.runShadow(entry, verdict, decision.results[j], error)
       else this.finish(entry, verdict, error, decision.results[j])
@@ -318,7 +366,16 @@ export class ShardCycle<T = unknown> {
   }
 
   private runHandler(entry: CycleEntry<T>): void {
-    const context: HandlerContext = { claim: { token: entry.token, storeKey: entry.key }, signal: this.signal }
+    let signal = this.signal
+    if (this.options.handlerTimeoutMs > 0) {
+      entry.abort = new AbortController()
+      if (this.signal?.aborted === true) entry.abort.abort(this.signal.reason)
+      signal = entry.abort.signal
+      entry.startedAt = performance.now()
+      this.trackRunning(entry)
+      this.timeoutTimer ??= setTimeout(this.expireHandlers, this.options.handlerTimeoutMs)
+    }
+    const context: HandlerContext = { claim: { token: entry.token, storeKey: entry.key }, signal }
     let value: unknown
     try {
       value = entry.handler(entry.message, context)
@@ -334,11 +391,16 @@ export class ShardCycle<T = unknown> {
   }
 
   private handlerEnded(entry: CycleEntry<T>, returned: boolean, value: unknown): void {
-    if (this.abandoned) return
+    if (this.abandoned || entry.runEnded) return
+    entry.runEnded = true
+    entry.abort = undefined
     if (returned && entry.ride !== undefined) return this.rideCommit(entry, entry.ride, value)
     entry.returned = returned
     if (returned) entry.result = value
-    else {
+    else if (isOutcomeUnknown(value)) {
+      entry.unknown = true
+      entry.error = unknownKey(entry.key, `its handler could not tell whether its effect happened (${errorText(value)})`)
+    } else {
       // LEASE_LOST keeps its code (the SQL transaction helper's lease lost before COMMIT: rolled back, run again).
       // Any other error, an IdemError too, is the handler's: transports act on the code, and a thrown
       // RESULT_TOO_LARGE or STORE_FAILED must not pass for a settled key or a commit awaiting the store.
@@ -347,6 +409,124 @@ export class ShardCycle<T = unknown> {
     }
     this.ended.push(entry)
     this.kick()
+  }
+
+  /** Adds a started handler to the deadline queue, dropping the ended ones at its head first so the queue holds about what runs. */
+  private trackRunning(entry: CycleEntry<T>): void {
+    const { running } = this
+    while (this.runningHead < running.length && running[this.runningHead].runEnded) this.runningHead++
+    if (this.runningHead > 1024 && this.runningHead * 2 > running.length) {
+      this.running = running.slice(this.runningHead)
+      this.runningHead = 0
+    }
+    this.running.push(entry)
+  }
+
+  /**
+   * Handlers past handlerTimeoutMs, oldest first: each is aborted and ends as
+   * UNKNOWN now (its slot and its shard are free), whatever it does later.
+   * One timer per shard, set for the oldest running handler's deadline.
+   */
+  private readonly expireHandlers = (): void => {
+    this.timeoutTimer = undefined
+    const timeoutMs = this.options.handlerTimeoutMs
+    const now = performance.now()
+    const { running } = this
+    while (this.runningHead < running.length) {
+      const entry = running[this.runningHead]
+      if (entry.runEnded) {
+        this.runningHead++
+        continue
+      }
+      if (entry.startedAt + timeoutMs > now) break
+      this.runningHead++
+      entry.runEnded = true
+      entry.unknown = true
+      entry.error = unknownKey(entry.key, `its handler did not end within handlerTimeoutMs (${timeoutMs} ms), so its effect may or may not have happened`)
+      entry.abort?.abort(new IdemError(ErrorCode.HANDLER_TIMEOUT, `handler for key ${JSON.stringify(entry.key)} ran past handlerTimeoutMs (${timeoutMs} ms)`, { key: entry.key }))
+      entry.abort = undefined
+      this.counters[Counter.HANDLER_TIMEOUTS]++
+      this.ended.push(entry)
+    }
+    if (this.runningHead === running.length) {
+      this.running = []
+      this.runningHead = 0
+    } else {
+      if (this.runningHead > 1024) {
+        this.running = running.slice(this.runningHead)
+        this.runningHead = 0
+      }
+      this.timeoutTimer = setTimeout(this.expireHandlers, Math.max(1, this.running[this.runningHead].startedAt + timeoutMs - now))
+    }
+    this.kick()
+  }
+
+  /**
+   * A delivery met its key UNKNOWN. With a reconcile hook, and when this key's
+   * backoff allows, the hook is asked about this message: done → the key is
+   * made DONE and this message is a duplicate; not done → the key is made
+   * absent and this message goes through the cycle again (and runs). Otherwise,
+   * and while the hook cannot tell, the message is in-flight with
+   * OUTCOME_UNKNOWN: never run, never acked.
+   */
+  private meetUnknown(entry: CycleEntry<T>, storedFingerprint: string | undefined): void {
+    const hook = this.reconcile
+    if (hook === undefined) return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, 'no reconcile hook is configured; an operator resolves it with `idem keys resolve`'))
+    if (storedFingerprint !== undefined && entry.fingerprint !== undefined && storedFingerprint !== entry.fingerprint) {
+      return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, `this message has another fingerprint than the one that ran (${JSON.stringify(storedFingerprint)}), so the hook is not asked about it`))
+    }
+    let state = this.reconciling.get(entry.key)
+    if (state === undefined) {
+      if (this.reconciling.size >= MAX_RECONCILING_KEYS) this.reconciling.delete(this.reconciling.keys().next().value as string)
+      this.reconciling.set(entry.key, (state = { attempts: 0, nextAt: 0 }))
+    }
+    const { reconcileAttempts } = this.options
+    if (state.attempts >= reconcileAttempts) {
+      return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, `the reconcile hook gave no answer in ${reconcileAttempts} attempts; an operator resolves it with \`idem keys resolve\``))
+    }
+    const now = performance.now()
+    if (now < state.nextAt) {
+      const wait = state.nextAt === Infinity ? 'the reconcile hook is being asked now' : `the reconcile hook is asked again in ${Math.ceil(state.nextAt - now)} ms`
+      return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, wait))
+    }
+    state.nextAt = Infinity
+    void this.askHook(hook, entry, state)
+  }
+
+  private async askHook(hook: ReconcileHook, entry: CycleEntry<T>, state: Reconciling): Promise<void> {
+    const answer = await callBounded(hook, entry, this.options.handlerTimeoutMs > 0 ? this.options.handlerTimeoutMs : RECONCILE_TIMEOUT_MS, this.signal)
+    if (this.abandoned) return
+    if (typeof answer === 'string') {
+      state.attempts++
+      state.nextAt = performance.now() + Math.min(MAX_RECONCILE_BACKOFF_MS, this.options.reconcileBackoffMs * 2 ** (state.attempts - 1))
+      this.counters[Counter.RECONCILE_UNANSWERED]++
+      this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, `the reconcile hook ${answer} (attempt ${state.attempts} of ${this.options.reconcileAttempts})`))
+      return this.settleTurn()
+    }
+    let resolved: Resolved
+    try {
+      resolved = await this.port.resolve(entry.key, answer.done, answer.result)
+    } catch (error) {
+      state.nextAt = 0
+      if (this.abandoned) return
+      this.finish(entry, VerdictCode.IN_FLIGHT, failureData(error, 'resolving the UNKNOWN key in the store failed'))
+      return this.settleTurn()
+    }
+    if (this.abandoned) return
+    this.reconciling.delete(entry.key)
+    addCounters(this.counters, resolved.counters)
+    if (resolved.applied) this.counters[answer.done ? Counter.RECONCILED_DONE : Counter.RECONCILED_NOT_DONE]++
+    // Done: this message is the duplicate of a settled key. Not done, or resolved by someone
+    // else meanwhile: it goes through the cycle again, which finds the key as it now is.
+    if (resolved.applied && answer.done) this.finish(entry, VerdictCode.DUPLICATE, undefined, this.options.keepResults ? answer.result : undefined)
+    else this.retake(entry)
+    this.settleTurn()
+  }
+
+  /** After an outcome given outside a step: the next step may go, and idle() may resolve. */
+  private settleTurn(): void {
+    this.kick()
+    this.resolveIdle()
   }
 
   /**
@@ -379,7 +559,7 @@ export class ShardCycle<T = unknown> {
   private applySettled(entries: SettlingEntries<T>, reply: SettleReply): void {
     addCounters(this.counters, reply.counters)
     if (reply.storeError !== undefined) return this.settleFailed(entries, reply.storeError)
-    this.closeClaims(entries.commit.length + entries.release.length)
+    this.closeClaims(entries.commit.length + entries.release.length + entries.unknown.length)
     for (let k = 0; k < entries.commit.length; k++) {
       const entry = entries.commit[k]
       const key = JSON.stringify(entry.key)
@@ -397,13 +577,19 @@ export class ShardCycle<T = unknown> {
       this.finish(entry, VerdictCode.NEW, error, entry.result)
     }
     for (const entry of entries.release) this.finish(entry, VerdictCode.NEW, entry.error, undefined)
+    for (let k = 0; k < entries.unknown.length; k++) {
+      const entry = entries.unknown[k]
+      this.finish(entry, VerdictCode.NEW, reply.marked[k] === 1 ? entry.error : leaseLost(entry.key, 'its key could not be marked UNKNOWN'))
+    }
   }
 
   /** The settlement did not reach the store: commits carry why (the actor retries them), releases keep the handler's error. */
   private settleFailed(entries: SettlingEntries<T>, data: ErrorData): void {
-    this.closeClaims(entries.commit.length + entries.release.length)
+    this.closeClaims(entries.commit.length + entries.release.length + entries.unknown.length)
     for (const entry of entries.commit) this.finish(entry, VerdictCode.NEW, data, entry.result)
     for (const entry of entries.release) this.finish(entry, VerdictCode.NEW, entry.error ?? data, undefined)
+    // The actor keeps the marks and applies them when the store is back: the transport waits (STORE_FAILED).
+    for (const entry of entries.unknown) this.finish(entry, VerdictCode.NEW, data, undefined)
   }
 
   private closeClaims(count: number): void {
@@ -461,6 +647,18 @@ export class ShardCycle<T = unknown> {
     entry.waiting = undefined
   }
 
+  /** The entry goes through the cycle again from the head of the mailbox, before the later copies of its key. */
+  private retake(entry: CycleEntry<T>): void {
+    this.inFlight--
+    this.busy.delete(entry.hashLo)
+    const waiting = entry.waiting ?? []
+    entry.waiting = undefined
+    entry.token = ''
+    entry.returned = entry.unknown = entry.runEnded = false
+    entry.error = undefined
+    this.requeue([entry, ...waiting])
+  }
+
   /** Later copies of a key go back to the head of the mailbox, in their order: they arrived before what is queued. */
   private requeue(waiting: CycleEntry<T>[]): void {
     if (this.head >= waiting.length) {
@@ -476,6 +674,7 @@ export class ShardCycle<T = unknown> {
 interface SettlingEntries<T> {
   commit: CycleEntry<T>[]
   release: CycleEntry<T>[]
+  unknown: CycleEntry<T>[]
 }
 
 /** Groups ended handlers by the batch (token) they were claimed in: one settlement per token. */
@@ -484,10 +683,13 @@ function settlementsOf<T>(ended: CycleEntry<T>[], keepResults: boolean): { settl
   for (const entry of ended) {
     let group = byToken.get(entry.token)
     if (group === undefined) {
-      group = { settlement: { token: entry.token, commit: [], commitResults: keepResults ? [] : undefined, release: [] }, entries: { commit: [], release: [] } }
+      group = { settlement: { token: entry.token, commit: [], commitResults: keepResults ? [] : undefined, release: [], unknown: [] }, entries: { commit: [], release: [], unknown: [] } }
       byToken.set(entry.token, group)
     }
-    if (entry.returned) {
+    if (entry.unknown) {
+      group.settlement.unknown.push(entry.position)
+      group.entries.unknown.push(entry)
+    } else if (entry.returned) {
       group.settlement.commit.push(entry.position)
       group.settlement.commitResults?.push(entry.result)
       group.entries.commit.push(entry)
@@ -514,8 +716,56 @@ function actorBatchOf<T>(taken: CycleEntry<T>[]): ActorBatch {
   return { keys, hashes, fingerprints }
 }
 
-function leaseLost(key: string): ErrorData {
-  return { code: ErrorCode.LEASE_LOST, message: `handler finished for key ${JSON.stringify(key)} but its lease had lapsed and the commit was refused; another owner may run it` }
+function leaseLost(key: string, what = 'the commit was refused'): ErrorData {
+  return { code: ErrorCode.LEASE_LOST, message: `handler finished for key ${JSON.stringify(key)} but its lease had lapsed and ${what}; another owner may run it` }
+}
+
+function unknownKey(key: string, why: string): ErrorData {
+  return { code: ErrorCode.OUTCOME_UNKNOWN, message: `key ${JSON.stringify(key)} is UNKNOWN, neither run again nor acked until it is reconciled: ${why}` }
+}
+
+/**
+ * Calls the reconcile hook for an entry, bounded by `timeoutMs` (its signal
+ * is aborted then, and a hook that ignores it is no longer waited for). A
+ * usable answer as { done, result }; anything else as a text saying what the
+ * hook did instead.
+ */
+async function callBounded<T>(hook: ReconcileHook, entry: CycleEntry<T>, timeoutMs: number, closing: AbortSignal | undefined): Promise<{ done: boolean; result?: unknown } | string> {
+  const abort = new AbortController()
+  const onClose = (): void => abort.abort(closing?.reason)
+  closing?.addEventListener('abort', onClose, { once: true })
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<{ failed: string }>((resolve) => {
+    timer = setTimeout(() => {
+      abort.abort(new IdemError(ErrorCode.HANDLER_TIMEOUT, `reconcile for key ${JSON.stringify(entry.key)} ran past ${timeoutMs} ms`, { key: entry.key }))
+      resolve({ failed: `did not answer within ${timeoutMs} ms` })
+    }, timeoutMs)
+  })
+  let answer: ReconcileAnswer | { failed: string }
+  try {
+    answer = await Promise.race([Promise.resolve(hook(entry.message, { key: entry.key, signal: abort.signal })), expired])
+  } catch (error) {
+    answer = { failed: `threw: ${errorText(error)}` }
+  } finally {
+    clearTimeout(timer)
+    closing?.removeEventListener('abort', onClose)
+  }
+  if (answer === 'done') return { done: true }
+  if (answer === 'not-done') return { done: false }
+  if (answer === 'unknown') return 'answered unknown'
+  if (typeof answer === 'object' && answer !== null) {
+    if ('result' in answer) return { done: true, result: answer.result }
+    if ('failed' in answer && typeof answer.failed === 'string') return answer.failed
+  }
+  return `answered ${describe(answer)} (expected 'done', 'not-done', 'unknown' or { result })`
+}
+
+function describe(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return typeof value
+  }
 }
 
 /** An error as data: an IdemError keeps its code, anything else gets `code` and says `what` failed. */

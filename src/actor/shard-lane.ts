@@ -2,7 +2,8 @@ import { addCounters, CycleEntry, failureData, ShardCycle, type ActorPort, type 
 import { COUNTER_COUNT, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData } from './protocol.js'
 import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
-import type { Handler, Message, Outcome } from '../message.js'
+import type { HandlerModule } from '../handler-module.js'
+import type { Handler, Message, Outcome, ReconcileHook } from '../message.js'
 import { toOutcome } from '../outcome.js'
 
 /** Gets each outcome of a call as soon as it is final (engine.submit); must not throw (the lane is handing out outcomes). */
@@ -65,17 +66,19 @@ export class ShardLane {
     port: ActorPort,
     /** Present when the actor lives in a worker that can run the handler module itself. */
     private readonly remote: RemoteActorPort | undefined,
-    private readonly localModuleHandler: Handler | undefined,
+    private readonly localModule: HandlerModule | undefined,
     private readonly options: CycleOptions,
     signal: AbortSignal,
+    /** The engine's hook, else the local handler module's. */
+    reconcile: ReconcileHook | undefined,
   ) {
-    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error), signal)
+    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error), signal, reconcile ?? localModule?.reconcile)
   }
 
   push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number): void {
     if (job.handler === undefined && this.remote !== undefined) this.forward.push({ key, hashLo, hashHi, fingerprint, message, job, slot })
     else {
-      const entry = new CycleEntry(key, hashLo, hashHi, fingerprint, message, job.handler ?? this.localModuleHandler!, job, slot)
+      const entry = new CycleEntry(key, hashLo, hashHi, fingerprint, message, job.handler ?? this.localModule!.handle, job, slot)
       entry.ride = job.ride
       this.cycle.push(entry)
     }

@@ -3,7 +3,7 @@ import type { EngineConfig } from '../config.js'
 import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { Message } from '../message.js'
 import type { ActorPort } from './shard-cycle.js'
-import type { ActorBatch, BatchResult, Settlement, StepReply, ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
+import type { ActorBatch, BatchResult, Resolved, Settlement, StepReply, ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
 import type { ThreadData } from './thread-host.js'
 import { CommitCode } from '../store/store.js'
 import { MAX_RUNS_IN_FLIGHT } from './shard-lane.js'
@@ -22,7 +22,9 @@ export class ShardThread {
   private closing = false
 
   constructor(config: EngineConfig, shardsHere: number) {
-    const workerData: ThreadData = { config }
+    // The reconcile hook stays here: a function does not cross (the worker's is the handler module's).
+    const { reconcile: _, ...crossing } = config
+    const workerData: ThreadData = { config: crossing }
     this.piscina = new Piscina({
       filename: hostFile,
       minThreads: 1,
@@ -126,6 +128,10 @@ export class RemoteActorPort implements ActorPort {
 
   renew(): Promise<Float64Array> {
     return this.thread.call({ op: 'renew', shard: this.shard })
+  }
+
+  resolve(key: string, done: boolean, result: unknown): Promise<Resolved> {
+    return this.thread.call({ op: 'resolve', shard: this.shard, key, done, result })
   }
 
   /** Messages for the handler module, run by the shard's cycle inside the worker: one crossing per run. */

@@ -6,8 +6,8 @@
 import { workerData } from 'piscina'
 import { systemClock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
-import { loadHandlerModule } from '../handler-module.js'
-import type { Handler, Message } from '../message.js'
+import { loadHandlerModule, type HandlerModule } from '../handler-module.js'
+import type { Message, ReconcileHook } from '../message.js'
 import { StoreFactory } from '../store/store-factory.js'
 import { COUNTER_COUNT, type ActorBatch, type BatchResult, type ThreadOp, type ThreadReply, type ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
@@ -22,7 +22,7 @@ const actors = new Map<number, ShardActor>()
 /** The cycle of each shard that runs the handler module here. */
 const cycles = new Map<number, ShardCycle<ModuleRun>>()
 const stores = new StoreFactory(config.store, systemClock)
-let handler: Promise<Handler> | undefined
+let handlerModule: Promise<HandlerModule> | undefined
 
 function actorOf(shard: number): ShardActor {
   let actor = actors.get(shard)
@@ -40,24 +40,25 @@ interface ModuleRun {
   done: () => void
 }
 
-function cycleOf(shard: number): ShardCycle<ModuleRun> {
+function cycleOf(shard: number, reconcile: ReconcileHook | undefined): ShardCycle<ModuleRun> {
   let cycle = cycles.get(shard)
   if (cycle === undefined) {
-    cycle = new ShardCycle<ModuleRun>(actorOf(shard), config, ({ owner, slot, verdict, result, error }) => {
+    const deliver = ({ owner, slot, verdict, result, error }: CycleEntry<ModuleRun>): void => {
       owner.out.verdicts[slot] = verdict
       owner.out.results[slot] = result
       owner.out.errors[slot] = error
       if (--owner.remaining === 0) owner.done()
-    })
+    }
+    cycle = new ShardCycle<ModuleRun>(actorOf(shard), config, deliver, undefined, reconcile)
     cycles.set(shard, cycle)
   }
   return cycle
 }
 
 async function runModule(shard: number, batch: ActorBatch, messages: Message[]): Promise<BatchResult> {
-  const handle = await moduleHandler()
+  const { handle, reconcile } = await moduleHandler()
   const n = batch.keys.length
-  const cycle = cycleOf(shard)
+  const cycle = cycleOf(shard, reconcile)
   const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
   const finished = new Promise<void>((resolve) => (run.done = resolve))
   for (let j = 0; j < n; j++) cycle.push(new CycleEntry(batch.keys[j], batch.hashes[2 * j], batch.hashes[2 * j + 1], batch.fingerprints[j], messages[j], handle, run, j))
@@ -69,10 +70,10 @@ async function runModule(shard: number, batch: ActorBatch, messages: Message[]):
 
 function noop(): void {}
 
-function moduleHandler(): Promise<Handler> {
+function moduleHandler(): Promise<HandlerModule> {
   if (config.handler === undefined) throw new Error('no handler module configured')
-  handler ??= loadHandlerModule(config.handler)
-  return handler
+  handlerModule ??= loadHandlerModule(config.handler)
+  return handlerModule
 }
 
 /** Each op's answer, checked against its reply type in ThreadOps. */
@@ -83,6 +84,7 @@ const serve: { [Op in ThreadOp]: (task: ThreadTask<Op>) => Promise<ThreadReply<O
   },
   step: (task) => actorOf(task.shard).step(task.settlements, task.batch),
   renew: (task) => actorOf(task.shard).renew(),
+  resolve: (task) => actorOf(task.shard).resolve(task.key, task.done, task.result),
   run: (task) => runModule(task.shard, task.batch, task.messages),
 }
 

@@ -7,6 +7,7 @@ import { IdemError } from '../errors.js'
 import { defaults as consumerDefaults } from '../transport/bullmq/options.js'
 import { OptionReader } from '../validation.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
+import { keysUsage } from './keys.js'
 import { migrateUsage, parseStoreFlag } from './migrate.js'
 
 interface Command {
@@ -48,6 +49,18 @@ const commands: Record<string, Command> = {
     about: `  migrate creates a SQL store's tables and indexes (or checks the ones there), for
          deployments that create them ahead of the consumers (store.createTables: false).`,
     run: async (args) => (await import('./migrate.js')).runMigrate(args),
+  },
+  keys: {
+    synopsis: keysUsage,
+    about: `  keys   an operator's view of single keys in a shared store (Redis, PostgreSQL,
+         MySQL/MariaDB, SQLite): show prints each key's state; resolve decides a
+         key whose outcome is UNKNOWN (a handler timed out or threw outcomeUnknown()):
+         --done makes it DONE (--result JSON keeps a result for its duplicates),
+         --not-done makes it absent so its next delivery runs the handler; forget
+         removes any key's record so it runs again. Give the store's --prefix and
+         --hash-tags (Redis) or --table-prefix and --tables (SQL) as the engines
+         have them. Exit 1 when a key was not UNKNOWN (resolve) or the store failed.`,
+    run: async (args) => (await import('./keys.js')).runKeys(args),
   },
   consume: {
     // One consumer process of `idem demo --redis`, forked by it with an IPC channel.

@@ -13,13 +13,14 @@ export const migrateUsage = `idem migrate --store postgres://…|mysql://…|sql
 /** The store a `--store` value names, or a message saying what is wrong with it. */
 export function parseStoreFlag(value: string): StoreOptions | string {
   if (value === 'memory') return { kind: 'memory' }
+  if (/^rediss?:\/\//.test(value)) return { kind: 'redis', url: value }
   if (value.startsWith('sqlite:')) {
     const path = value.slice('sqlite:'.length)
     return path.length > 0 ? { kind: 'sqlite', path } : 'sqlite: needs a file path, as in sqlite:./idem.db'
   }
   if (/^postgres(ql)?:\/\//.test(value)) return { kind: 'postgres', url: value }
   if (/^(mysql|mariadb):\/\//.test(value)) return { kind: 'mysql', url: value }
-  return `must be memory, sqlite:PATH, postgres://… or mysql://…, got ${JSON.stringify(value)}`
+  return `must be memory, redis://…, sqlite:PATH, postgres://… or mysql://…, got ${JSON.stringify(value)}`
 }
 
 /** Creates a SQL store's tables, or checks the ones there; exit 0 when they are ready, 1 when they are not ours. */
@@ -31,7 +32,7 @@ export async function runMigrate(args: string[]): Promise<number> {
   })
   const store = values.store === undefined ? 'give the store to migrate with --store' : parseStoreFlag(values.store)
   if (typeof store === 'string' || store.kind === 'memory' || store.kind === 'redis') {
-    console.error(`idem migrate: --store: ${typeof store === 'string' ? store : 'the memory store has no tables'}\nusage: ${migrateUsage}`)
+    console.error(`idem migrate: --store: ${typeof store === 'string' ? store : `the ${store.kind} store has no tables`}\nusage: ${migrateUsage}`)
     return 2
   }
   const options = {

@@ -14,7 +14,7 @@ describe('config', () => {
   // One case per message: each options object has one bad field, and the test asserts the whole line.
   const cases: [string, unknown, string][] = [
     ['not an object', 42, 'options: must be an object, got 42'],
-    ['unknown field', { shard: 4 }, 'shard: must be left out (not an option of createEngine; known: shards, threads, ttlMs, leaseMs, bloom, lru, store, rollout, maxBatch, maxInFlightPerShard, keepResults, handler), got 4'],
+    ['unknown field', { shard: 4 }, 'shard: must be left out (not an option of createEngine; known: shards, threads, ttlMs, leaseMs, bloom, lru, store, rollout, maxBatch, maxInFlightPerShard, keepResults, handlerTimeoutMs, reconcileAttempts, reconcileBackoffMs, handler, reconcile), got 4'],
     ['shards zero', { shards: 0 }, 'shards: must be an integer from 1 to 65536, got 0'],
     ['shards fractional', { shards: 1.5 }, 'shards: must be an integer from 1 to 65536, got 1.5'],
     ['threads negative', { threads: -1 }, 'threads: must be an integer from 0 to 256, got -1'],
@@ -44,6 +44,11 @@ describe('config', () => {
     ['handler empty', { handler: '' }, 'handler: must be a module path or a file URL, got ""'],
     ['handler a number', { handler: 5 }, 'handler: must be a module path or a file URL, got 5'],
     ['keepResults not boolean', { keepResults: 'yes' }, 'keepResults: must be a boolean, got "yes"'],
+    ['handlerTimeoutMs negative', { handlerTimeoutMs: -1 }, 'handlerTimeoutMs: must be an integer from 0 to 2147483647, got -1'],
+    ['handlerTimeoutMs past what a timer holds', { handlerTimeoutMs: 2 ** 31 }, 'handlerTimeoutMs: must be an integer from 0 to 2147483647, got 2147483648'],
+    ['reconcile not a function', { reconcile: 'done' }, `reconcile: must be a function (message, { key, signal }) => 'done' | 'not-done' | 'unknown' | { result }, got "done"`],
+    ['reconcileAttempts zero', { reconcileAttempts: 0 }, 'reconcileAttempts: must be an integer from 1 to 1000, got 0'],
+    ['reconcileBackoffMs fractional', { reconcileBackoffMs: 1.5 }, 'reconcileBackoffMs: must be an integer from 1 to 2147483647, got 1.5'],
   ]
   for (const [name, options, message] of cases) {
     it(`refuses ${name}`, () => {

@@ -12,6 +12,7 @@ import { ClaimCode, jsonValues, StoreBase, storeConformanceCases, type GroupClai
 
 interface Row {
   done: boolean
+  unknown?: boolean
   token: string
   fingerprint: unknown
   result: unknown
@@ -42,11 +43,11 @@ class MapStore extends StoreBase {
     const answer: GroupClaim = { codes: new Uint8Array(n), fingerprints: new Array(n), results: new Array(n) }
     g.positions.forEach((i, j) => {
       const row = this.live(keys[i])
-      if (row === undefined || (!row.done && row.token === token)) {
+      if (row === undefined || (!row.done && !row.unknown && row.token === token)) {
         this.rows.set(keys[i], { done: false, token, fingerprint: fingerprints[i], result: null, expiresAt: this.clock.now() + leaseMs })
         return
       }
-      answer.codes[j] = row.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+      answer.codes[j] = row.done ? ClaimCode.DONE : row.unknown ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
       answer.fingerprints[j] = row.fingerprint
       answer.results[j] = row.result
     })
@@ -59,20 +60,37 @@ class MapStore extends StoreBase {
 
   protected async commitGroup(g: KeyGroup, keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
     return this.fenced(g, keys, (row, _key, i) => {
-      if (row?.token !== token) return false
+      if (row?.token !== token || row.unknown) return false
       if (!row.done) Object.assign(row, { done: true, result: results?.[i] ?? null, expiresAt: this.clock.now() + ttlMs })
       return true
     })
   }
 
   protected async releaseGroup(g: KeyGroup, keys: readonly string[], token: string): Promise<Uint8Array> {
-    return this.fenced(g, keys, (row, key) => row === undefined || (!row.done && row.token === token && this.rows.delete(key)))
+    return this.fenced(g, keys, (row, key) => row === undefined || (!row.done && !row.unknown && row.token === token && this.rows.delete(key)))
   }
 
   protected async renewGroup(g: KeyGroup, keys: readonly string[], token: string, leaseMs: number): Promise<Uint8Array> {
     return this.fenced(g, keys, (row) => {
-      if (row === undefined || row.done || row.token !== token) return false
+      if (row === undefined || row.done || row.unknown || row.token !== token) return false
       row.expiresAt = this.clock.now() + leaseMs
+      return true
+    })
+  }
+
+  protected async markUnknownGroup(g: KeyGroup, keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
+    return this.fenced(g, keys, (row) => {
+      if (row === undefined || row.done || row.token !== token) return false
+      Object.assign(row, { unknown: true, expiresAt: this.clock.now() + ttlMs })
+      return true
+    })
+  }
+
+  protected async resolveGroup(g: KeyGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+    return this.fenced(g, keys, (row, key, i) => {
+      if (!row?.unknown) return false
+      if (done[i]) Object.assign(row, { unknown: false, done: true, result: results?.[i] ?? null, expiresAt: this.clock.now() + ttlMs })
+      else this.rows.delete(key)
       return true
     })
   }
@@ -139,6 +157,6 @@ describe('a custom store (idem/store)', () => {
   it('a create() that returns no store is refused at createEngine, naming what it lacks', async () => {
     const error = await createEngine({ shards: 2, store: { kind: 'custom', create: () => ({ claim: async () => undefined }) as never } }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ConfigError)
-    expect((error as ConfigError).problems[0]).toMatch(/^store\.create: must be a function returning a store with claim, commit, release, renew, inspect, forget, close \(extend StoreBase from idem\/store\); for shard 0 it returned one without commit, release, renew, inspect, forget, close, got /)
+    expect((error as ConfigError).problems[0]).toMatch(/^store\.create: must be a function returning a store with claim, commit, release, renew, inspect, forget, markUnknown, resolve, close \(extend StoreBase from idem\/store\); for shard 0 it returned one without commit, release, renew, inspect, forget, markUnknown, resolve, close, got /)
   })
 })

@@ -1,6 +1,6 @@
 --[[
   Appended after the operations (claim, commit, release, renew, inspect,
-  forget: each a .lua file of its own, wrapped by redis-store.ts as a local
+  forget, markUnknown, resolve: each a .lua file of its own, wrapped by redis-store.ts as a local
   function taking KEYS and ARGV, in that order, so forget may call inspect).
   Runs several operations in one call, in the order given, so the shards of
   one thread send the calls of one turn as one round trip: per call, the
@@ -16,7 +16,7 @@
   error stay, as they would in a call of its own: every operation is safe to
   repeat under the same token.
 ]]
-local operations = { claim = claim, commit = commit, release = release, renew = renew, inspect = inspect, forget = forget }
+local operations = { claim = claim, commit = commit, release = release, renew = renew, inspect = inspect, forget = forget, markUnknown = markUnknown, resolve = resolve }
 local replies = {}
 local at = 2
 for c = 1, tonumber(ARGV[1]) do

@@ -11,7 +11,8 @@
 
   Returns { codes, record, ttl, record, ttl... }: codes has one character per
   key: '0' = claimed for this token, 'r' = taken; the stored record and its
-  PTTL follow in the reply, in order ('p…' = IN_PROGRESS, 'd…' = DONE; the
+  PTTL follow in the reply, in order ('p…' = IN_PROGRESS, 'd…' = DONE,
+  'u…' = UNKNOWN; the
   PTTL lets the caller's LRU forget a DONE key when Redis does).
 
   A batch's lease lives in one record, not in each key: the key record names
@@ -47,7 +48,7 @@ for i = 1, #keys do
   if not record or string.sub(record, 1, #mine) == mine then
     codes[i] = '0'
     claimed = true
-  elseif string.byte(record) == 100 then -- 'd': committed on its own
+  elseif string.byte(record) == 100 or string.byte(record) == 117 then -- 'd': committed on its own; 'u': UNKNOWN (markUnknown.lua)
     codes[i] = 'r'
     out[#out + 1] = record
     out[#out + 1] = redis.call('PTTL', key)

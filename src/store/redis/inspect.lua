@@ -6,8 +6,8 @@
   ARGV[2]  record keys, NUL-joined
 
   Returns { states, record, ttl, record, ttl... }: states has one character
-  per key: '-' = absent, 'p' = IN_PROGRESS, 'd' = DONE; the record and its
-  remaining ms follow for each 'p' and 'd', in order. A key record written
+  per key: '-' = absent, 'p' = IN_PROGRESS, 'd' = DONE, 'u' = UNKNOWN; the
+  record and its remaining ms follow for each of those, in order. A key record written
   by a claim names its owner, and the owner's lease record says the rest
   (claim.lua): 'p' with a lease = in progress until the lease ends, 'd' = the
   whole batch was committed (the record is answered as a DONE record, with
@@ -20,8 +20,8 @@ for i, key in ipairs(split(ARGV[2])) do
   local record = redis.call('GET', key)
   local state = '-'
   local ttl = 0
-  if record and string.byte(record) == 100 then -- 'd': committed on its own
-    state = 'd'
+  if record and (string.byte(record) == 100 or string.byte(record) == 117) then -- 'd': committed on its own; 'u': UNKNOWN
+    state = string.sub(record, 1, 1)
     ttl = redis.call('PTTL', key)
   elseif record then
     local owner = leasePrefix .. string.sub(record, 2, string.find(record, '\n', 2, true) - 1)

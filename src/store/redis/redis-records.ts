@@ -24,16 +24,19 @@ export function hashTagOf(key: string, tags: number): number {
 }
 
 /**
- * Reads 'p' token '\n' fingerprint, or 'd' token '\n' fingerprint '\n' result,
- * values left as the JSON text the store base decodes ('' for none). JSON
- * never holds a raw newline, so '\n' separates the fields unambiguously.
+ * Reads 'p' token '\n' fingerprint, 'd' token '\n' fingerprint '\n' result, or
+ * 'u' token '\n' fingerprint '\n' since (UNKNOWN), values left as the JSON text
+ * the store base decodes ('' for none). JSON never holds a raw newline, so
+ * '\n' separates the fields unambiguously.
  */
-export function readRecord(record: string): { done: boolean; token: string; fingerprint: string; result: string } {
+export function readRecord(record: string): { done: boolean; unknown: boolean; token: string; fingerprint: string; result: string } {
   const tokenEnd = record.indexOf('\n')
   const done = record.charCodeAt(0) === 0x64 // 'd'
-  const fingerprintEnd = done ? record.indexOf('\n', tokenEnd + 1) : record.length
+  const unknown = record.charCodeAt(0) === 0x75 // 'u'
+  const fingerprintEnd = done || unknown ? record.indexOf('\n', tokenEnd + 1) : record.length
   return {
     done,
+    unknown,
     token: record.slice(1, tokenEnd),
     fingerprint: record.slice(tokenEnd + 1, fingerprintEnd),
     result: done ? record.slice(fingerprintEnd + 1) : '',

@@ -150,6 +150,13 @@ export class RedisStore extends StoreBase<TagGroup> {
     return released
   }
 
+  /** An UNKNOWN key is no longer held by its token: a later commit of the others may still be the whole batch's. */
+  override async markUnknown(keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
+    const marked = await super.markUnknown(keys, token, ttlMs)
+    this.countSettled(token, keys.length)
+    return marked
+  }
+
   /** A single Redis takes the whole batch in one call; a cluster needs one call per hash slot. */
   protected group(keys: readonly string[], positions: readonly number[]): TagGroup[] {
     const { prefix, hashTags } = this.config
@@ -182,7 +189,7 @@ export class RedisStore extends StoreBase<TagGroup> {
       if (answers.charCodeAt(j) === 0x30 /* '0' */) continue // CLAIMED is 0
       const record = readRecord(reply[next++] as string)
       ;(answer.expiresInMs as Float64Array)[j] = Number(reply[next++])
-      answer.codes[j] = record.done ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+      answer.codes[j] = record.done ? ClaimCode.DONE : record.unknown ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
       answer.fingerprints[j] = record.fingerprint
       answer.results[j] = record.result
     }
@@ -265,6 +272,21 @@ export class RedisStore extends StoreBase<TagGroup> {
     return flags(await this.send('renew', g, token, [token, String(leaseMs), String(leaseMs + ttlMs), this.recordKeys(g, keys)]))
   }
 
+  protected async markUnknownGroup(g: TagGroup, keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
+    return flags(await this.send('markUnknown', g, token, [token, String(ttlMs), this.recordKeys(g, keys)]))
+  }
+
+  protected async resolveGroup(g: TagGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+    return flags(
+      await this.send('resolve', g, '', [
+        String(ttlMs),
+        this.recordKeys(g, keys),
+        pack(g, (i) => (done[i] ? '1' : '0')).replaceAll('\0', ''),
+        pack(g, (i) => (results?.[i] as string | null | undefined) ?? ''),
+      ]),
+    )
+  }
+
   protected async inspectGroup(g: TagGroup, keys: readonly string[]): Promise<(StoredRecord | undefined)[]> {
     const reply = (await this.send('inspect', g, '', [g.leasePrefix, this.recordKeys(g, keys)])) as (string | number)[]
     const states = reply[0] as string
@@ -272,7 +294,7 @@ export class RedisStore extends StoreBase<TagGroup> {
     return g.positions.map((_, j) => {
       if (states[j] === '-') return undefined
       const record = readRecord(reply[next++] as string)
-      return { done: states[j] === 'd', token: record.token, fingerprint: record.fingerprint, result: record.result, expiresInMs: Number(reply[next++]) }
+      return { done: states[j] === 'd', unknown: states[j] === 'u', token: record.token, fingerprint: record.fingerprint, result: record.result, expiresInMs: Number(reply[next++]) }
     })
   }
 

@@ -1,0 +1,225 @@
+/**
+ * Handlers that never settle, and effects that may or may not have happened
+ * (issue 17): handlerTimeoutMs frees the shard and marks the key UNKNOWN in the
+ * real Redis (a prefix of its own on the shared server), redeliveries are
+ * never run nor acked, and a reconcile hook or an operator (`idem keys
+ * resolve`) decides. threads: 1 puts the actor in a worker thread, so the
+ * hook's resolve crosses the thread. Each test prints its counts.
+ */
+import { spawnSync } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { createEngine, type Engine } from '../../dist/src/engine.js'
+import type { EngineOptions } from '../../dist/src/config.js'
+import { ErrorCode, outcomeUnknown } from '../../dist/src/errors.js'
+import type { Message, Outcome, ReconcileAnswer } from '../../dist/src/message.js'
+
+const REDIS_URL = 'redis://127.0.0.1:6379'
+const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
+
+const engines: Engine[] = []
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((e) => e.close({ timeoutMs: 2_000 })))
+})
+async function engine(prefix: string, options: EngineOptions): Promise<Engine> {
+  const e = await createEngine({ shards: 1, leaseMs: 5_000, ...options, store: { kind: 'redis', url: REDIS_URL, prefix } })
+  engines.push(e)
+  return e
+}
+
+const never = new Promise<never>(() => {})
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+const codeOf = (o: Outcome) => o.error?.code
+
+function idemKeys(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  return spawnSync(process.execPath, [cli, 'keys', ...args], { encoding: 'utf8', timeout: 60_000 })
+}
+
+describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads) => {
+  it('a handler that never settles times out: its key goes UNKNOWN, the other keys of its shard settle meanwhile, redeliveries never run, close() returns', async () => {
+    const prefix = `t:${randomUUID()}:`
+    const e = await engine(prefix, { threads, handlerTimeoutMs: 300 })
+    const runs = new Map<string, number>()
+    let stuckSignal: AbortSignal | undefined
+    const handler = async (m: Message, context: { signal?: AbortSignal }) => {
+      runs.set(m.key, (runs.get(m.key) ?? 0) + 1)
+      if (m.key === 'stuck') {
+        stuckSignal = context.signal
+        return never
+      }
+      await sleep(20)
+      return m.key
+    }
+    const others = Array.from({ length: 8 }, (_, i) => ({ key: `other-${i}` }))
+    const outcomes = await e.processBatch([{ key: 'stuck' }, ...others], handler)
+    expect(outcomes[0].verdict).toBe('new')
+    expect(codeOf(outcomes[0])).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    expect(outcomes.slice(1).map((o) => [o.verdict, o.error])).toEqual(others.map(() => ['new', undefined]))
+    expect(stuckSignal?.aborted).toBe(true)
+    expect((stuckSignal?.reason as { code?: string }).code).toBe(ErrorCode.HANDLER_TIMEOUT)
+
+    // Redeliveries, to this engine and to another one on the same prefix: in-flight, never run.
+    const other = await engine(prefix, { threads })
+    const again = [...(await e.processBatch([{ key: 'stuck' }, { key: 'stuck' }], handler)), await other.process({ key: 'stuck' }, handler)]
+    expect(again.map((o) => [o.verdict, codeOf(o)])).toEqual(again.map(() => ['in-flight', ErrorCode.OUTCOME_UNKNOWN]))
+    expect(runs.get('stuck')).toBe(1)
+    const shown = idemKeys('show', '--store', REDIS_URL, '--prefix', prefix, 'stuck', 'other-0')
+    expect(shown.status).toBe(0)
+    expect(shown.stdout).toMatch(/^stuck\tunknown\t/m)
+    expect(shown.stdout).toMatch(/^other-0\tdone\t/m)
+
+    const { totals } = e.stats()
+    expect([totals.handlerTimeouts, totals.outcomesUnknown, totals.verdicts.inFlight]).toEqual([1, 1, 2])
+    // The stuck handler still holds its promise: close() does not wait for it.
+    await e.close({ timeoutMs: 30_000 })
+    console.log(`[timeout, threads ${threads}] stuck key: 1 run, ${again.length} redeliveries in-flight OUTCOME_UNKNOWN; 8 other keys of its shard settled; handlerTimeouts ${totals.handlerTimeouts}, outcomesUnknown ${totals.outcomesUnknown}; close() returned`)
+  })
+
+  it('reconcile resolves UNKNOWN keys both ways: done → a duplicate with the hook\'s result, not done → the handler runs again; one effect per key', async () => {
+    const prefix = `t:${randomUUID()}:`
+    const effects = new Map<string, number>()
+    const effect = (key: string) => effects.set(key, (effects.get(key) ?? 0) + 1)
+    const first = await engine(prefix, { threads, handlerTimeoutMs: 200 })
+    // 'paid' did its effect and then hung; 'unpaid' hung before it; 'refund' could not tell and said so.
+    const outcomes = await first.processBatch([{ key: 'paid' }, { key: 'unpaid' }, { key: 'refund' }], async (m) => {
+      if (m.key === 'paid') effect(m.key)
+      if (m.key === 'refund') {
+        effect(m.key)
+        throw outcomeUnknown('the refund API timed out')
+      }
+      return never
+    })
+    expect(outcomes.map(codeOf)).toEqual([ErrorCode.OUTCOME_UNKNOWN, ErrorCode.OUTCOME_UNKNOWN, ErrorCode.OUTCOME_UNKNOWN])
+    expect(outcomes[2].error?.message).toMatch(/the refund API timed out/)
+
+    const asked: string[] = []
+    const answers: Record<string, ReconcileAnswer> = { paid: { result: 'receipt-1' }, unpaid: 'not-done', refund: 'done' }
+    const second = await engine(prefix, { threads, reconcile: (m) => (asked.push(m.key), answers[m.key]) })
+    const handler = async (m: Message) => {
+      effect(m.key)
+      return `ran ${m.key}`
+    }
+    const reconciled = await second.processBatch([{ key: 'paid' }, { key: 'unpaid' }, { key: 'refund' }], handler)
+    expect(reconciled).toEqual([
+      { key: 'paid', verdict: 'duplicate', result: 'receipt-1' },
+      { key: 'unpaid', verdict: 'new', result: 'ran unpaid' },
+      { key: 'refund', verdict: 'duplicate' },
+    ])
+    const later = await second.processBatch([{ key: 'paid' }, { key: 'unpaid' }, { key: 'refund' }], handler)
+    expect(later.map((o) => o.verdict)).toEqual(['duplicate', 'duplicate', 'duplicate'])
+    expect(later[0].result).toBe('receipt-1')
+    expect(asked.sort()).toEqual(['paid', 'refund', 'unpaid'])
+    expect(Object.fromEntries(effects)).toEqual({ paid: 1, unpaid: 1, refund: 1 })
+    const { totals } = second.stats()
+    expect([totals.reconciledDone, totals.reconciledNotDone, totals.reconcileUnanswered]).toEqual([2, 1, 0])
+    console.log(`[reconcile, threads ${threads}] 3 UNKNOWN keys: 2 reconciled done, 1 not done and run again; effects per key ${JSON.stringify(Object.fromEntries(effects))}; hook calls ${asked.length}`)
+  })
+
+  it('a hook that cannot tell is asked again after a backoff, at most reconcileAttempts times; then `idem keys resolve` decides', async () => {
+    const prefix = `t:${randomUUID()}:`
+    const first = await engine(prefix, { threads, handlerTimeoutMs: 200 })
+    expect(codeOf(await first.process({ key: 'k' }, async () => never))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+
+    let calls = 0
+    // First a throw, then a hook that outlives its bound (handlerTimeoutMs), then no more calls.
+    const second = await engine(prefix, {
+      threads,
+      handlerTimeoutMs: 200,
+      reconcileAttempts: 2,
+      reconcileBackoffMs: 100,
+      reconcile: async () => {
+        calls++
+        if (calls === 1) throw new Error('ledger unreachable')
+        return never
+      },
+    })
+    const handler = async () => 'ran'
+    const seen: string[] = []
+    // Delivered as a queue would, until the hook has been asked twice and once more after that; bounded by count.
+    for (let delivery = 0; delivery < 200 && (calls < 2 || seen.length < 3 || !seen.at(-1)!.includes('2 attempts')); delivery++) {
+      const outcome = await second.process({ key: 'k' }, handler)
+      expect([outcome.verdict, codeOf(outcome)]).toEqual(['in-flight', ErrorCode.OUTCOME_UNKNOWN])
+      seen.push(outcome.error!.message)
+      await sleep(25)
+    }
+    expect(calls).toBe(2)
+    expect(seen.some((m) => m.includes('threw: ledger unreachable'))).toBe(true)
+    expect(seen.some((m) => m.includes('did not answer within 200 ms'))).toBe(true)
+    expect(seen.some((m) => m.includes('asked again in'))).toBe(true)
+    expect(seen.at(-1)).toMatch(/gave no answer in 2 attempts; an operator resolves it with `idem keys resolve`/)
+    expect(second.stats().totals.reconcileUnanswered).toBe(2)
+
+    const resolved = idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--done', '--result', '{"paid":true}', 'k')
+    expect(resolved.stderr).toBe('')
+    expect([resolved.status, resolved.stdout.trim()]).toEqual([0, 'k\tresolved done: its deliveries are duplicates from now on'])
+    expect(await second.process({ key: 'k' }, handler)).toEqual({ key: 'k', verdict: 'duplicate', result: { paid: true } })
+    const twice = idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k')
+    expect([twice.status, twice.stdout.trim()]).toEqual([1, 'k\tnot UNKNOWN (done): left as it was'])
+    console.log(`[operator, threads ${threads}] ${seen.length} deliveries in-flight OUTCOME_UNKNOWN, hook asked ${calls} times (a throw, a timeout), then \`idem keys resolve --done\`: duplicate with the operator's result`)
+  })
+})
+
+describe('a handler module in a worker thread', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'idem-reconcile-'))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  const write = (name: string, source: string) => {
+    const path = join(dir, name)
+    writeFileSync(path, source)
+    return path
+  }
+
+  it('times out in its worker, and its own `reconcile` export decides the key there', async () => {
+    const handler = write(
+      'payments.mjs',
+      `export default async function handle(m, { signal }) {
+        if (m.payload.hang) return new Promise((resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)))
+        return 'ran ' + m.key
+      }
+      export function reconcile(m) { return 'not-done' }`,
+    )
+    const e = await engine(`t:${randomUUID()}:`, { threads: 1, handler, handlerTimeoutMs: 200 })
+    const first = await e.process({ key: 'm1', payload: { hang: true } })
+    expect([first.verdict, codeOf(first)]).toEqual(['new', ErrorCode.OUTCOME_UNKNOWN])
+    expect(await e.process({ key: 'm1', payload: { hang: false } })).toEqual({ key: 'm1', verdict: 'new', result: 'ran m1' })
+    const { totals } = e.stats()
+    expect([totals.handlerTimeouts, totals.outcomesUnknown, totals.reconciledNotDone]).toEqual([1, 1, 1])
+  })
+
+  it('a module whose reconcile export is not a function is refused at createEngine', async () => {
+    const handler = write('bad.mjs', `export default () => 1\nexport const reconcile = 'done'`)
+    await expect(createEngine({ threads: 1, shards: 1, handler })).rejects.toMatchObject({ code: ErrorCode.HANDLER_LOAD_FAILED, message: expect.stringMatching(/exports reconcile, but it is string/) })
+  })
+})
+
+describe('idem keys: bad input', () => {
+  it.each([
+    [['resolve', '--store', REDIS_URL, 'k'], /exactly one of --done and --not-done/],
+    [['resolve', '--store', REDIS_URL, '--done', '--not-done', 'k'], /exactly one of --done and --not-done/],
+    [['resolve', '--store', REDIS_URL, '--not-done', '--result', '1', 'k'], /--result goes with --done only/],
+    [['resolve', '--store', REDIS_URL, '--done', '--result', '{bad', 'k'], /--result must be JSON/],
+    [['show', '--store', REDIS_URL, '--done', 'k'], /go with resolve, not show/],
+    [['show', '--store', REDIS_URL], /name at least one KEY/],
+    [['show', 'k'], /give the store with --store/],
+    [['show', '--store', 'memory', 'k'], /the memory store lives inside its engine/],
+    [['show', '--store', 'ftp://x', 'k'], /must be memory, redis:\/\/…/],
+    [['show', '--store', REDIS_URL, '--hash-tags', '0', 'k'], /hashTags/],
+    [['show', '--store', REDIS_URL, ''], /KEY/],
+    [['show', '--store', REDIS_URL, '--namespace', '', 'k'], /--namespace/],
+    [['resolve', '--store', REDIS_URL, '--done', '--ttl-ms', '0', 'k'], /--ttl-ms must be a positive integer/],
+    [['rename', 'k'], /the first word must be show, resolve or forget/],
+  ])('%j is refused with exit 2', (args, message) => {
+    const run = idemKeys(...(args as string[]))
+    expect(run.stderr).toMatch(message)
+    expect(run.status).toBe(2)
+  })
+
+  it('a store that cannot be reached fails with exit 1 and the store error', () => {
+    const run = idemKeys('show', '--store', 'redis://127.0.0.1:1', 'k')
+    expect(run.stderr).toMatch(/STORE_FAILED/)
+    expect(run.status).toBe(1)
+  })
+})
