@@ -79,6 +79,21 @@ describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads)
     console.log(`[timeout, threads ${threads}] stuck key: 1 run, ${again.length} redeliveries in-flight OUTCOME_UNKNOWN; 8 other keys of its shard settled; handlerTimeouts ${totals.handlerTimeouts}, outcomesUnknown ${totals.outcomesUnknown}; close() returned`)
   })
 
+  it('a handler that re-enters its engine with its own key: the inner call waits, the outer one times out, the inner call gets in-flight OUTCOME_UNKNOWN; another key completes', async () => {
+    const e = await engine(`t:${randomUUID()}:`, { threads, handlerTimeoutMs: 300 })
+    let inner: Outcome | undefined
+    let otherKey: Outcome | undefined
+    const outer = await e.process({ key: 'outer' }, async () => {
+      otherKey = await e.process({ key: 'other' }, async () => 'other ran')
+      inner = await e.process({ key: 'outer' }, async () => 'inner ran')
+      return 'outer ran'
+    })
+    expect(otherKey).toEqual({ key: 'other', verdict: 'new', result: 'other ran' })
+    expect([outer.verdict, codeOf(outer)]).toEqual(['new', ErrorCode.OUTCOME_UNKNOWN])
+    await expect.poll(() => inner !== undefined).toBe(true)
+    expect([inner!.verdict, codeOf(inner!)]).toEqual(['in-flight', ErrorCode.OUTCOME_UNKNOWN])
+  })
+
   it('reconcile resolves UNKNOWN keys both ways: done → a duplicate with the hook\'s result, not done → the handler runs again; one effect per key', async () => {
     const prefix = `t:${randomUUID()}:`
     const effects = new Map<string, number>()
