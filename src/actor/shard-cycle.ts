@@ -80,7 +80,7 @@ export class CycleEntry<T = unknown> {
   unknown = false
   /** Its handler ended or timed out: a timed-out handler's later end changes nothing. */
   runEnded = false
-  /** With handlerTimeoutMs: when its handler started (performance.now()) and the signal it was given. */
+  /** With handlerTimeoutMs: when its handler started (performance.now()), and its signal's controller once the handler asked for it. */
   startedAt = 0
   abort: AbortController | undefined = undefined
   /** Set when the transport carries this message's commit. */
@@ -366,16 +366,13 @@ export class ShardCycle<T = unknown> {
   }
 
   private runHandler(entry: CycleEntry<T>): void {
-    let signal = this.signal
+    let context: HandlerContext
     if (this.options.handlerTimeoutMs > 0) {
-      entry.abort = new AbortController()
-      if (this.signal?.aborted === true) entry.abort.abort(this.signal.reason)
-      signal = entry.abort.signal
       entry.startedAt = performance.now()
       this.trackRunning(entry)
       this.timeoutTimer ??= setTimeout(this.expireHandlers, this.options.handlerTimeoutMs)
-    }
-    const context: HandlerContext = { claim: { token: entry.token, storeKey: entry.key }, signal }
+      context = new TimedContext(entry, this.signal, this.options.handlerTimeoutMs)
+    } else context = { claim: { token: entry.token, storeKey: entry.key }, signal: this.signal }
     let value: unknown
     try {
       value = entry.handler(entry.message, context)
@@ -443,8 +440,7 @@ export class ShardCycle<T = unknown> {
       entry.runEnded = true
       entry.unknown = true
       entry.error = unknownKey(entry.key, `its handler did not end within handlerTimeoutMs (${timeoutMs} ms), so its effect may or may not have happened`)
-      entry.abort?.abort(new IdemError(ErrorCode.HANDLER_TIMEOUT, `handler for key ${JSON.stringify(entry.key)} ran past handlerTimeoutMs (${timeoutMs} ms)`, { key: entry.key }))
-      entry.abort = undefined
+      entry.abort?.abort(timeoutReason(entry.key, timeoutMs))
       this.counters[Counter.HANDLER_TIMEOUTS]++
       this.ended.push(entry)
     }
@@ -669,6 +665,38 @@ export class ShardCycle<T = unknown> {
       this.head = 0
     }
   }
+}
+
+/**
+ * A handler's context under handlerTimeoutMs. Its signal is its own (aborted at
+ * the timeout, or with the engine's close), made only when the handler reads
+ * it: an AbortController per message would cost more than a trivial handler.
+ */
+class TimedContext<T> implements HandlerContext {
+  readonly claim: { token: string; storeKey: string }
+
+  constructor(
+    private readonly entry: CycleEntry<T>,
+    private readonly closing: AbortSignal | undefined,
+    private readonly timeoutMs: number,
+  ) {
+    this.claim = { token: entry.token, storeKey: entry.key }
+  }
+
+  get signal(): AbortSignal {
+    const { entry } = this
+    if (entry.abort === undefined) {
+      entry.abort = new AbortController()
+      // Read late: the handler may already be past its deadline, or the engine closing.
+      if (entry.runEnded && entry.unknown) entry.abort.abort(timeoutReason(entry.key, this.timeoutMs))
+      else if (this.closing?.aborted === true) entry.abort.abort(this.closing.reason)
+    }
+    return entry.abort.signal
+  }
+}
+
+function timeoutReason(key: string, ms: number): IdemError {
+  return new IdemError(ErrorCode.HANDLER_TIMEOUT, `handler for key ${JSON.stringify(key)} ran past handlerTimeoutMs (${ms} ms)`, { key })
 }
 
 interface SettlingEntries<T> {
