@@ -159,6 +159,39 @@ describe('idemProcessor: verdict → job state', () => {
     expect(c.stats()).toMatchObject({ completed: 1, duplicates: 1, failed: 0 })
   })
 
+  it('a handler that times out: its job is delayed while its key is UNKNOWN, never completed nor failed, until the reconcile hook says done; one effect', async () => {
+    const p = prefix()
+    const q = queue()
+    let effects = 0
+    let hookCalls = 0
+    let decided = false
+    const c = consumer({
+      queue: q.name,
+      connection,
+      engine: await engine(p, {
+        handlerTimeoutMs: 200,
+        reconcileBackoffMs: 50,
+        // The business system does not know yet on the first calls, then finds the effect.
+        reconcile: () => (++hookCalls < 3 ? 'unknown' : ((decided = true), { result: 'found in the ledger' })),
+      }),
+      handler: () => {
+        effects++
+        // Did its effect, then hung: only the ledger knows.
+        return new Promise<string>(() => {})
+      },
+      ...byKey,
+      inFlightDelay: { initialMs: 50, maxMs: 200 },
+    })
+    const job = await q.add('j', { key: 'pay-1' }, { attempts: 1 })
+    const jobs = await settled(q, 1)
+    expect(decided).toBe(true)
+    // attempts: 1, yet it went through the timeout and several in-flight rounds: none used an attempt.
+    expect(jobs.get(job.id!)).toMatchObject({ state: 'completed', job: { returnvalue: 'found in the ledger', attemptsMade: 1 } })
+    expect(effects).toBe(1)
+    expect(hookCalls).toBe(3)
+    expect(c.stats()).toMatchObject({ completed: 1, duplicates: 1, failed: 0 })
+  })
+
   it('the in-flight backoff grows with the starts of a job and is bounded', async () => {
     const { inFlightDelayOf } = await import('../../dist/src/transport/bullmq/processor.js')
     const config = { inFlightDelay: { initialMs: 100, maxMs: 1000 } }
@@ -240,8 +273,10 @@ describe('idemProcessor: verdict → job state', () => {
     expect(action('new', 'WORKER_DIED')).toBe('delayed')
     // A close that gave up on a running handler: its claim lapses, the redelivery runs it; no attempt used.
     expect(action('new', 'ENGINE_CLOSED')).toBe('delayed')
+    // Timed out, or the handler could not tell: the key is UNKNOWN, its job waits for the decision without using an attempt.
+    expect(action('new', 'OUTCOME_UNKNOWN')).toBe('delayed')
     expect(action('duplicate')).toBe('completed')
-    for (const code of ['IN_FLIGHT', 'STORE_FAILED', 'REPLICA_SHORTFALL', 'ENGINE_CLOSED']) expect(action('in-flight', code)).toBe('delayed')
+    for (const code of ['IN_FLIGHT', 'STORE_FAILED', 'REPLICA_SHORTFALL', 'ENGINE_CLOSED', 'OUTCOME_UNKNOWN']) expect(action('in-flight', code)).toBe('delayed')
     // A thread death uses an attempt: a job whose handler module kills its thread ends failed, not in a loop.
     expect(action('in-flight', 'WORKER_DIED')).toBe('thrown')
     expect(action('conflict', 'CONFLICT')).toBe('rejected')
