@@ -211,4 +211,74 @@ export const storeConformanceCases: readonly ConformanceCase[] = [
       deepStrictEqual(codesOf((await store.claim(['done', 'running'], [undefined, undefined], 'B', leaseMs, ttlMs)).codes), [ClaimCode.CLAIMED, ClaimCode.CLAIMED])
     },
   },
+  {
+    name: 'markUnknown(token) → UNKNOWN: claims answer UNKNOWN with the fingerprint; the token can no longer commit, release or renew it; a retried mark answers 1',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['k', 'other'], ['fp', undefined], 'A', leaseMs, ttlMs)
+      deepStrictEqual(codesOf(await store.markUnknown(['k'], 'A', ttlMs)), [1])
+      deepStrictEqual(codesOf(await store.markUnknown(['k'], 'A', ttlMs)), [1])
+      const seen = await store.claim(['k'], ['fp'], 'B', leaseMs, ttlMs)
+      strictEqual(seen.codes[0], ClaimCode.UNKNOWN)
+      strictEqual(seen.fingerprints[0], 'fp')
+      deepStrictEqual(codesOf(await store.renew(['k'], 'A', leaseMs, ttlMs)), [0])
+      deepStrictEqual(codesOf(await store.release(['k'], 'A')), [0])
+      // The batch's other key commits on its own; the unknown one stays unknown.
+      deepStrictEqual(codesOf(await store.commit(['other'], undefined, 'A', ttlMs)), [CommitCode.COMMITTED])
+      deepStrictEqual(codesOf(await store.commit(['k'], undefined, 'A', ttlMs)), [CommitCode.REFUSED])
+      deepStrictEqual(codesOf((await store.claim(['k', 'other'], [undefined, undefined], 'C', leaseMs, ttlMs)).codes), [ClaimCode.UNKNOWN, ClaimCode.DONE])
+    },
+  },
+  {
+    name: 'markUnknown is fenced: another token, a lapsed lease or an absent key marks nothing',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['held', 'lapsing'], [undefined, undefined], 'A', leaseMs, ttlMs)
+      deepStrictEqual(codesOf(await store.markUnknown(['held', 'absent'], 'B', ttlMs)), [0, 0])
+      await advance(leaseMs + 50)
+      deepStrictEqual(codesOf(await store.markUnknown(['lapsing'], 'A', ttlMs)), [0])
+      strictEqual((await store.claim(['lapsing'], none, 'C', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+    },
+  },
+  {
+    name: 'resolve: UNKNOWN → DONE with its result, or → absent (claimed again); a key that is not UNKNOWN answers 0 and is left as it was',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['yes', 'no', 'running'], ['fp', undefined, undefined], 'A', leaseMs, ttlMs)
+      await store.markUnknown(['yes', 'no'], 'A', ttlMs)
+      deepStrictEqual(codesOf(await store.resolve(['yes', 'no', 'running', 'absent'], [true, false, true, false], [{ paid: 1 }, null, null, null], ttlMs)), [1, 1, 0, 0])
+      const after = await store.claim(['yes', 'no', 'running'], ['fp', undefined, undefined], 'B', leaseMs, ttlMs)
+      deepStrictEqual(codesOf(after.codes), [ClaimCode.DONE, ClaimCode.CLAIMED, ClaimCode.IN_PROGRESS])
+      strictEqual(after.fingerprints[0], 'fp')
+      deepStrictEqual(after.results[0], { paid: 1 })
+      deepStrictEqual(codesOf(await store.resolve(['yes'], [false], undefined, ttlMs)), [0])
+      strictEqual((await store.claim(['yes'], none, 'C', leaseMs, ttlMs)).codes[0], ClaimCode.DONE)
+    },
+  },
+  {
+    name: 'UNKNOWN outlives the lease (nobody takes it over) and ends with its TTL',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store, advance } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      await store.markUnknown(['k'], 'A', ttlMs)
+      await advance(leaseMs + 50)
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.UNKNOWN)
+      await advance(ttlMs)
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+    },
+  },
+  {
+    name: 'inspect shows an UNKNOWN record (token, fingerprint, TTL left); forget removes it',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['k'], ['fp'], 'A', leaseMs, ttlMs)
+      await store.markUnknown(['k'], 'A', ttlMs)
+      const [view] = await store.inspect(['k'])
+      ok(view !== undefined)
+      deepStrictEqual({ ...view, expiresInMs: 0 }, { state: 'unknown', token: 'A', fingerprint: 'fp', result: undefined, expiresInMs: 0 })
+      ok(view.expiresInMs > leaseMs && view.expiresInMs <= ttlMs, `TTL left ${view.expiresInMs} ms, expected (${leaseMs}, ${ttlMs}]`)
+      deepStrictEqual(codesOf(await store.forget(['k'])), [1])
+      strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+    },
+  },
 ]

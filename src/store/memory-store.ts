@@ -50,7 +50,7 @@ export class MemoryStore extends StoreBase {
         answer.codes[j] = ClaimCode.CLAIMED
         continue
       }
-      answer.codes[j] = state === KeyState.DONE ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+      answer.codes[j] = state === KeyState.DONE ? ClaimCode.DONE : state === KeyState.UNKNOWN ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
       answer.fingerprints[j] = record!.fingerprint
       answer.results[j] = record!.result
       ;(answer.expiresInMs as Float64Array)[j] = record!.expiresAt - now
@@ -94,13 +94,39 @@ export class MemoryStore extends StoreBase {
     })
   }
 
+  protected async markUnknownGroup(g: KeyGroup, keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
+    const now = this.clock.now()
+    return this.each(g, keys, (record) => {
+      const state = stateOf(record, now)
+      if (state === KeyState.IN_PROGRESS && record!.token === token) {
+        record!.unknown = true
+        record!.expiresAt = now + ttlMs
+        return true
+      }
+      return state === KeyState.UNKNOWN && record!.token === token
+    })
+  }
+
+  protected async resolveGroup(g: KeyGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+    const now = this.clock.now()
+    return this.each(g, keys, (record, i) => {
+      if (stateOf(record, now) !== KeyState.UNKNOWN) return false
+      if (!done[i]) return this.records.delete(keys[i])
+      record!.unknown = false
+      record!.done = true
+      record!.result = results?.[i]
+      record!.expiresAt = now + ttlMs
+      return true
+    })
+  }
+
   protected async inspectGroup(g: KeyGroup, keys: readonly string[]): Promise<(StoredRecord | undefined)[]> {
     const now = this.clock.now()
     return g.positions.map((i) => {
       const record = this.records.get(keys[i])
       const state = stateOf(record, now)
-      if (state !== KeyState.IN_PROGRESS && state !== KeyState.DONE) return undefined
-      return { done: record!.done, token: record!.token, fingerprint: record!.fingerprint, result: record!.result, expiresInMs: record!.expiresAt - now }
+      if (state !== KeyState.IN_PROGRESS && state !== KeyState.DONE && state !== KeyState.UNKNOWN) return undefined
+      return { done: record!.done, unknown: record!.unknown, token: record!.token, fingerprint: record!.fingerprint, result: record!.result, expiresInMs: record!.expiresAt - now }
     })
   }
 
@@ -109,7 +135,7 @@ export class MemoryStore extends StoreBase {
     return this.each(g, keys, (record, i) => {
       const state = stateOf(record, now)
       this.records.delete(keys[i])
-      return state === KeyState.IN_PROGRESS || state === KeyState.DONE
+      return state === KeyState.IN_PROGRESS || state === KeyState.DONE || state === KeyState.UNKNOWN
     })
   }
 

@@ -17,7 +17,8 @@
  *
  * A backend writes only its primitives, one call per group, each answering
  * per key in the group's order: claimGroup, commitGroup, releaseGroup,
- * renewGroup, inspectGroup, forgetGroup; plus `group` and `closeBackend`.
+ * renewGroup, markUnknownGroup, resolveGroup, inspectGroup, forgetGroup;
+ * plus `group` and `closeBackend`.
  */
 import { ErrorCode, IdemError, errorText } from '../errors.js'
 import { withRetries } from '../retry.js'
@@ -57,9 +58,9 @@ export const plainValues: ValueCodec = {
 
 /** A claim primitive's answer for one group. */
 export interface GroupClaim {
-  /** ClaimCode.CLAIMED, DONE or IN_PROGRESS per key (never REPEAT: the base answers those). */
+  /** ClaimCode.CLAIMED, DONE, IN_PROGRESS or UNKNOWN per key (never REPEAT: the base answers those). */
   codes: Uint8Array
-  /** For DONE and IN_PROGRESS: the stored fingerprint, as the codec keeps it. */
+  /** For DONE, IN_PROGRESS and UNKNOWN: the stored fingerprint, as the codec keeps it. */
   fingerprints: unknown[]
   /** For DONE: the stored result, as the codec keeps it. */
   results: unknown[]
@@ -70,6 +71,8 @@ export interface GroupClaim {
 /** A record as a backend read it for `inspect`, values still encoded. */
 export interface StoredRecord {
   done: boolean
+  /** An UNKNOWN record (done is false). */
+  unknown?: boolean
   token: string
   fingerprint: unknown
   result: unknown
@@ -90,7 +93,7 @@ export interface StorePolicy {
 export const MAX_TOKEN_BYTES = 255
 
 /** The operations of the store contract, one primitive each. */
-export const storeOperations = ['claim', 'commit', 'release', 'renew', 'inspect', 'forget'] as const
+export const storeOperations = ['claim', 'commit', 'release', 'renew', 'inspect', 'forget', 'markUnknown', 'resolve'] as const
 export type StoreOperation = (typeof storeOperations)[number]
 
 export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupStore {
@@ -109,6 +112,10 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
   protected abstract releaseGroup(g: G, keys: readonly string[], token: string): Promise<Uint8Array>
   /** 1 = renewed, 0 = not this token's live lease any more. */
   protected abstract renewGroup(g: G, keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array>
+  /** 1 = IN_PROGRESS(token), live, now UNKNOWN (or UNKNOWN under this token already), 0 = fenced. */
+  protected abstract markUnknownGroup(g: G, keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array>
+  /** `done` and `results` (encoded, undefined when none is kept) are indexed by batch position. 1 = was UNKNOWN, now DONE or absent; 0 = not UNKNOWN. */
+  protected abstract resolveGroup(g: G, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array>
   protected abstract inspectGroup(g: G, keys: readonly string[]): Promise<(StoredRecord | undefined)[]>
   protected abstract forgetGroup(g: G, keys: readonly string[]): Promise<Uint8Array>
   protected abstract closeBackend(): Promise<void>
@@ -172,22 +179,25 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
     checkToken(token)
     const n = keys.length
     const kept = new Uint8Array(n).fill(CommitCode.COMMITTED)
-    let encoded: readonly unknown[] | undefined = results
-    const encode = this.policy.values.encodeResult
-    if (results !== undefined && encode !== undefined) {
-      const json: (string | null)[] = (encoded = new Array(n))
-      for (let i = 0; i < n; i++) {
-        const value = encode(results[i], this.policy.maxResultBytes)
-        // A number is the CommitCode that says why the result is not kept: the key is done all the same.
-        if (typeof value === 'number') {
-          kept[i] = value
-          json[i] = null
-        } else json[i] = value
-      }
-    }
+    const encoded = this.encodeResults(results, kept)
     const groups = this.group(keys, allPositions(n))
     const answers = await send(groups, encoded)
     return scatter(n, groups, answers, (i, applied) => (applied ? kept[i] : CommitCode.REFUSED))
+  }
+
+  /** Results in the stored form; where one is not kept, null, and `kept` says why (the key is done all the same). */
+  private encodeResults(results: readonly unknown[] | undefined, kept: Uint8Array): readonly unknown[] | undefined {
+    const encode = this.policy.values.encodeResult
+    if (results === undefined || encode === undefined) return results
+    const json: (string | null)[] = new Array(results.length)
+    for (let i = 0; i < results.length; i++) {
+      const value = encode(results[i], this.policy.maxResultBytes)
+      if (typeof value === 'number') {
+        kept[i] = value
+        json[i] = null
+      } else json[i] = value
+    }
+    return json
   }
 
   async release(keys: readonly string[], token: string): Promise<Uint8Array> {
@@ -204,6 +214,22 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
     return scatter(keys.length, groups, answers, (_, applied) => Number(applied))
   }
 
+  async markUnknown(keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
+    checkToken(token)
+    const groups = this.group(keys, allPositions(keys.length))
+    const answers = await this.run('markUnknown', () => Promise.all(groups.map((g) => this.markUnknownGroup(g, keys, token, ttlMs))))
+    return scatter(keys.length, groups, answers, (_, applied) => Number(applied))
+  }
+
+  async resolve(keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+    if (done.length !== keys.length || (results !== undefined && results.length !== keys.length)) throw new IdemError(ErrorCode.INVALID_MESSAGE, 'resolve: done (and results, when given) must have one entry per key')
+    // A result that cannot be kept resolves the key all the same, without it (as a commit does).
+    const encoded = this.encodeResults(results, new Uint8Array(keys.length))
+    const groups = this.group(keys, allPositions(keys.length))
+    const answers = await this.run('resolve', () => Promise.all(groups.map((g) => this.resolveGroup(g, keys, done, encoded, ttlMs))))
+    return scatter(keys.length, groups, answers, (_, applied) => Number(applied))
+  }
+
   async inspect(keys: readonly string[]): Promise<(KeyView | undefined)[]> {
     const groups = this.group(keys, allPositions(keys.length))
     const answers = await this.run('inspect', () => Promise.all(groups.map((g) => this.inspectGroup(g, keys))))
@@ -214,7 +240,7 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
         const record = answers[k][j]
         if (record === undefined) return
         out[i] = {
-          state: record.done ? 'done' : 'in-progress',
+          state: record.done ? 'done' : record.unknown === true ? 'unknown' : 'in-progress',
           token: record.token,
           fingerprint: values.decodeFingerprint(record.fingerprint),
           result: record.done ? values.decodeResult(record.result) : undefined,

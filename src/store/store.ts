@@ -13,6 +13,8 @@ export const ClaimCode = {
   IN_PROGRESS: 2,
   /** The key appeared earlier in this same batch: decide it after that one settles. */
   REPEAT: 3,
+  /** UNKNOWN: a handler's effect may or may not have happened; never run, never acked until reconciled (the stored fingerprint is answered). */
+  UNKNOWN: 4,
 } as const
 export type ClaimCode = (typeof ClaimCode)[keyof typeof ClaimCode]
 
@@ -38,7 +40,7 @@ export interface StoreHealth {
 
 export interface ClaimReplies {
   codes: Uint8Array
-  /** For DONE and IN_PROGRESS: the fingerprint stored with the key. */
+  /** For DONE, IN_PROGRESS and UNKNOWN: the fingerprint stored with the key. */
   fingerprints: (string | undefined)[]
   /** For DONE: the stored result, when one was kept. */
   results: unknown[]
@@ -51,13 +53,13 @@ export interface ClaimReplies {
 
 /** One key's live record, as an operator sees it (`inspect`). */
 export interface KeyView {
-  state: 'in-progress' | 'done'
+  state: 'in-progress' | 'done' | 'unknown'
   /** Owner token of the claim that wrote the record. */
   token: string
   fingerprint: string | undefined
   /** The kept result, for a done key that kept one. */
   result: unknown
-  /** ms until the lease ends (in progress) or the record expires (done), on the store's clock. */
+  /** ms until the lease ends (in progress) or the record expires (done, unknown), on the store's clock. */
   expiresInMs: number
 }
 
@@ -79,6 +81,20 @@ export interface DedupStore {
   commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array>
   /** IN_PROGRESS(token) → absent, so a redelivery runs the handler again. 1 = applied, 0 = fenced. */
   release(keys: readonly string[], token: string): Promise<Uint8Array>
+  /**
+   * IN_PROGRESS(token), live → UNKNOWN{token}, kept for ttlMs like a DONE
+   * record: the handler timed out or could not tell whether its effect
+   * happened. Claims answer UNKNOWN until resolve(). 1 = marked (now, or
+   * earlier by this token: a retried call), 0 = fenced (not our live lease).
+   */
+  markUnknown(keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array>
+  /**
+   * UNKNOWN → DONE (done[i], keeping results[i] when given, for ttlMs) or →
+   * absent (the next delivery runs the handler): a reconcile hook's or an
+   * operator's answer, whoever holds the token. 1 = resolved, 0 = the key was
+   * not UNKNOWN (absent, in progress, done): nothing written.
+   */
+  resolve(keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array>
   /** Extend live leases held by token (`ttlMs` as for claim). 1 = renewed, 0 = lost. */
   renew(keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array>
   /** The live record of each key, undefined for an absent (or lapsed, or expired) one. Admin reads: no lease is taken. */

@@ -10,11 +10,11 @@
  * answers per key in that order. Primitives run against the table's row:
  *
  *   idem_key     the store key's UTF-8 bytes (sql-records.ts)
- *   state        1 = IN_PROGRESS, 3 = DONE (KeyState numbers)
+ *   state        1 = IN_PROGRESS, 3 = DONE, 4 = UNKNOWN (KeyState numbers)
  *   token        owner token of the claim that wrote the row; kept when DONE
  *   fingerprint  JSON text, NULL for none
  *   result       JSON text, NULL for none
- *   expires_at   lease end while in progress, TTL end once done, on the
+ *   expires_at   lease end while in progress, TTL end once done or unknown, on the
  *                database's clock (SQLite: the process clock, in ms)
  *
  * A row whose expires_at has passed is absent, whatever its state (the
@@ -25,9 +25,9 @@ import type { SqlKind } from './sql-options.js'
 
 /** What a claim found for each key of one table. */
 export interface ClaimAnswer {
-  /** ClaimCode.CLAIMED, DONE or IN_PROGRESS, per key. */
+  /** ClaimCode.CLAIMED, DONE, IN_PROGRESS or UNKNOWN, per key. */
   codes: Uint8Array
-  /** For DONE and IN_PROGRESS: the stored fingerprint's JSON, or null. */
+  /** For DONE, IN_PROGRESS and UNKNOWN: the stored fingerprint's JSON, or null. */
   fingerprints: (string | null)[]
   /** For DONE: the stored result's JSON, or null. */
   results: (string | null)[]
@@ -55,6 +55,8 @@ export interface SchemaSnapshot {
 /** A record as the inspect primitive reads it, values as the row holds them. */
 export interface RowRecord {
   done: boolean
+  /** state 4 (done is false). */
+  unknown?: boolean
   token: string
   fingerprint: string | null
   result: string | null
@@ -78,7 +80,8 @@ export interface SqlRecords {
   /**
    * absent or expired → IN_PROGRESS(token, lease); IN_PROGRESS under this same
    * token → lease renewed, CLAIMED (a retried call owns its own claim); DONE →
-   * DONE with fingerprint and result; another live owner → IN_PROGRESS.
+   * DONE with fingerprint and result; UNKNOWN → UNKNOWN with fingerprint;
+   * another live owner → IN_PROGRESS.
    */
   claim(table: string, keys: Buffer[], fingerprints: (string | null)[], token: string, leaseMs: number): Promise<ClaimAnswer>
   /** IN_PROGRESS(token), live → DONE for ttl. 1 = committed now or earlier by this token, 0 = fenced. */
@@ -87,6 +90,10 @@ export interface SqlRecords {
   release(table: string, keys: Buffer[], token: string): Promise<Uint8Array>
   /** IN_PROGRESS(token), live → lease extended. 1 = renewed, 0 = lost. */
   renew(table: string, keys: Buffer[], token: string, leaseMs: number): Promise<Uint8Array>
+  /** IN_PROGRESS(token), live → UNKNOWN, expires_at now + ttl. 1 = marked now or UNKNOWN under this token already, 0 = fenced. */
+  markUnknown(table: string, keys: Buffer[], token: string, ttlMs: number): Promise<Uint8Array>
+  /** Live UNKNOWN → DONE (done[j], result[j], expires_at now + ttl) or deleted. 1 = resolved, 0 = not a live UNKNOWN row: untouched. */
+  resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array>
   /** The live row of each key (undefined for none, or an expired one). */
   inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]>
   /** Deletes each key's row whatever its state. 1 = a live row was deleted, 0 = none was there. */

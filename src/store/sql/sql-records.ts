@@ -19,7 +19,7 @@ export const KEY_COLUMN_BYTES = MAX_KEY_BYTES
 export const TOKEN_COLUMN_BYTES = MAX_TOKEN_BYTES
 
 /** The `state` column: the KeyState numbers, so a row reads like record-state.ts. */
-export const RowState = { IN_PROGRESS: KeyState.IN_PROGRESS, DONE: KeyState.DONE } as const
+export const RowState = { IN_PROGRESS: KeyState.IN_PROGRESS, DONE: KeyState.DONE, UNKNOWN: KeyState.UNKNOWN } as const
 
 /** Version of the table layout below; a store refuses a schema with any other. */
 export const SCHEMA_VERSION = 1

@@ -88,6 +88,20 @@ export class SqlStore extends StoreBase<TableGroup> {
     return this.dialect.renew(g.table, g.keys, token, leaseMs)
   }
 
+  protected markUnknownGroup(g: TableGroup, _keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
+    return this.dialect.markUnknown(g.table, g.keys, token, ttlMs)
+  }
+
+  protected resolveGroup(g: TableGroup, _keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+    return this.dialect.resolve(
+      g.table,
+      g.keys,
+      g.positions.map((i) => done[i]),
+      g.positions.map((i) => (results?.[i] as string | null | undefined) ?? null),
+      ttlMs,
+    )
+  }
+
   protected inspectGroup(g: TableGroup): Promise<(StoredRecord | undefined)[]> {
     return this.dialect.inspect(g.table, g.keys)
   }
