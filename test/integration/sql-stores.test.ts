@@ -128,7 +128,7 @@ describe.each(kinds)('%s store', (kind) => {
       const meta = await kit.query(`SELECT name, value FROM ${q(`${options.tablePrefix}meta`)} ORDER BY name`)
       expect(meta.map((r) => [r.name, r.value])).toEqual([
         ['key_bytes', '1024'],
-        ['schema_version', '1'],
+        ['schema_version', '2'],
         ['tables', '1'],
       ])
       const again = await engine({ store: options })

@@ -21,8 +21,8 @@ export const TOKEN_COLUMN_BYTES = MAX_TOKEN_BYTES
 /** The `state` column: the KeyState numbers, so a row reads like record-state.ts. */
 export const RowState = { IN_PROGRESS: KeyState.IN_PROGRESS, DONE: KeyState.DONE, UNKNOWN: KeyState.UNKNOWN } as const
 
-/** Version of the table layout below; a store refuses a schema with any other. */
-export const SCHEMA_VERSION = 1
+/** Version of the table layout below (2: state 4, UNKNOWN); a store refuses a schema with any other. */
+export const SCHEMA_VERSION = 2
 
 /**
  * The key column's value: the store key's UTF-8 bytes ("key", or "namespace

@@ -2,7 +2,7 @@
  * The one decision about a store's tables, shared by the three backends: use
  * them, create them, or refuse to start (SCHEMA_MISMATCH) with what differs.
  *
- * Layout (version 1; each backend spells the types, see its DDL):
+ * Layout (version 2; each backend spells the types, see its DDL):
  *
  *   <prefix>records[_<i>]   one row per key, see sql-dialect.ts; primary key
  *                           idem_key, and an index on expires_at for the sweep
