@@ -19,7 +19,7 @@ import { statementsFor } from '../../dist/src/store/sql/postgres-store.js'
 import { keyBytes, recordsTableName, tableIndexOf } from '../../dist/src/store/sql/sql-records.js'
 import type { SqlStoreOptions } from '../../dist/src/store/sql/sql-options.js'
 import { ClaimCode } from '../../dist/src/store/store.js'
-import { MYSQL_URL, PG_URL, sleep, sqlKit, type SqlKind } from '../support/sql.js'
+import { createV1Tables, MYSQL_URL, PG_URL, sleep, sqlKit, type SqlKind } from '../support/sql.js'
 
 const kinds: SqlKind[] = ['postgres', 'mysql', 'sqlite']
 
@@ -180,6 +180,45 @@ describe.each(kinds)('%s store', (kind) => {
       expect(await migrateSqlStore(options)).toMatchObject({ created: false })
       await sleep(1_100) // a refused schema is checked again after a second, not on every batch
       expect((await e.process({ key: 'k' }, () => 1)).verdict).toBe('new')
+    })
+
+    it('version-1 tables: refused with createTables: false (naming `idem migrate`), untouched; upgraded by a store with createTables, rows kept, and UNKNOWN then works', async () => {
+      const options = kit.store()
+      const records = `${options.tablePrefix}records`
+      const meta = q(`${options.tablePrefix}meta`)
+      await createV1Tables(kit, options.tablePrefix)
+      const version = async () => (await kit.query(`SELECT value FROM ${meta} WHERE name = 'schema_version'`))[0].value
+
+      const refusing = createSqlStore(resolveSqlStoreOptions({ ...options, createTables: false }))
+      closers.push(() => refusing.close())
+      const refused = await refusing.open().then(() => undefined, (error: IdemError) => error)
+      expect(refused?.code).toBe(ErrorCode.SCHEMA_MISMATCH)
+      expect(refused?.message).toContain(`schema_version is 1 in ${options.tablePrefix}meta, which cannot hold UNKNOWN keys; run \`idem migrate\` for this store to upgrade it to version 2`)
+      expect(await version()).toBe('1')
+
+      const store = createSqlStore(resolveSqlStoreOptions(options))
+      closers.push(() => store.close())
+      await store.open()
+      expect(await version()).toBe('2')
+      expect(await rowCount(records)).toBe(2)
+      const [running, done] = await store.inspect(['running', 'done'])
+      expect(running).toMatchObject({ state: 'in-progress', token: 'A', fingerprint: 'fp' })
+      expect(done).toMatchObject({ state: 'done', token: 'B', result: 'r' })
+      expect(Array.from(await store.markUnknown(['running'], 'A', 60_000))).toEqual([1])
+      const seen = await store.claim(['running', 'done'], [undefined, undefined], 'C', 5_000, 60_000)
+      expect(Array.from(seen.codes)).toEqual([ClaimCode.UNKNOWN, ClaimCode.DONE])
+      expect(seen.fingerprints[0]).toBe('fp')
+      if (kind === 'postgres') {
+        const checks = await kit.query(`SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c' AND conname LIKE '%state%'`, [records])
+        expect(checks).toEqual([{ conname: `${records}_state_check`, def: 'CHECK ((state = ANY (ARRAY[1, 3, 4])))' }])
+      }
+      if (kind === 'sqlite') {
+        const index = await kit.query(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?`, [records])
+        expect(index.map((r) => r.name)).toContain(`${records}_expires_at`)
+      }
+      // Upgraded once: a second store finds version 2 and only checks it.
+      const again = await migrateSqlStore(options)
+      expect(again).toMatchObject({ created: false, upgraded: false })
     })
 
     it('tables dropped under a running store are created again by the next call', async () => {

@@ -20,7 +20,7 @@ import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type D
 import { LazyConnection } from './lazy-connection.js'
 import { loadMysql, mysqlPromisePool, type MysqlConnectionLike, type MysqlPromisePool } from './sql-drivers.js'
 import type { MysqlStoreConfig } from './sql-options.js'
-import { KEY_COLUMN_BYTES, RowState, TOKEN_COLUMN_BYTES } from './sql-records.js'
+import { KEY_COLUMN_BYTES, RowState, SCHEMA_VERSION, TOKEN_COLUMN_BYTES } from './sql-records.js'
 import { SqlStore } from './sql-store.js'
 
 const q = (name: string): string => `\`${name}\``
@@ -181,6 +181,12 @@ export class MysqlDialect implements SqlDialect {
     await db.query(`CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name VARCHAR(64) CHARACTER SET ascii NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL) ENGINE=InnoDB`)
     for (const table of recordTables) await db.query(recordsDdl(table))
     await db.query({ sql: `INSERT IGNORE INTO ${q(metaTable)} (name, value) VALUES ${[...meta].map(() => '(?, ?)').join(', ')}`, values: [...meta].flat() })
+  }
+
+  /** Version 1 had no check on state (MySQL's column has none), so only the version changes. */
+  async upgradeSchema(_recordTables: readonly string[], metaTable: string): Promise<void> {
+    const db = this.schemaConnection ?? this.pool
+    await db.query({ sql: `UPDATE ${q(metaTable)} SET value = ? WHERE name = 'schema_version'`, values: [String(SCHEMA_VERSION)] })
   }
 
   async dropTables(tableNames: readonly string[]): Promise<void> {

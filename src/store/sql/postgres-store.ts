@@ -19,7 +19,7 @@ import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type D
 import { LazyConnection } from './lazy-connection.js'
 import { loadPg, type PgClientLike, type PgPoolLike, type PgQueryResult } from './sql-drivers.js'
 import type { PostgresStoreConfig } from './sql-options.js'
-import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
+import { KEY_COLUMN_BYTES, RowState, SCHEMA_VERSION } from './sql-records.js'
 import { SqlStore } from './sql-store.js'
 
 const q = (name: string): string => `"${name}"`
@@ -297,6 +297,42 @@ export class PostgresDialect implements SqlDialect {
       `CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name text PRIMARY KEY, value text NOT NULL)`,
       ...recordTables.map(recordsDdl),
       `INSERT INTO ${q(metaTable)} (name, value) VALUES ${[...meta].map(([name, value]) => `('${name}', '${value}')`).join(', ')} ON CONFLICT (name) DO NOTHING`,
+      'COMMIT',
+    ].join(';\n')
+    try {
+      await db.query(ddl)
+    } catch (error) {
+      await db.query('ROLLBACK').catch(() => {})
+      throw error
+    }
+  }
+
+  /**
+   * Version 1 checked `state IN (1, 3)`. Each table's check is replaced under
+   * the name PostgreSQL gave it (`<table>_state_check`, shortened when the
+   * table's name is long, so it is read from the catalog rather than spelled
+   * here), and the version written, in one transaction: whole or not at all.
+   * ADD CONSTRAINT reads every row to validate it, holding the table's lock
+   * meanwhile: on a large table, run `idem migrate` at a quiet moment.
+   */
+  async upgradeSchema(recordTables: readonly string[], metaTable: string): Promise<void> {
+    const db = this.schemaClient ?? this.pool
+    const { rows } = await db.query(
+      `SELECT t.relname AS table_name, c.conname AS name
+         FROM pg_constraint c
+         JOIN pg_class t ON t.oid = c.conrelid
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = 'state'
+        WHERE t.relnamespace = current_schema()::regnamespace AND t.relname = ANY($1::text[]) AND c.contype = 'c' AND c.conkey = ARRAY[a.attnum]`,
+      [recordTables],
+    )
+    const checkOf = new Map(rows.map((row) => [String(row.table_name), String(row.name)]))
+    const ddl = [
+      'BEGIN',
+      ...recordTables.map((table) => {
+        const check = q(checkOf.get(table) ?? `${table}_state_check`)
+        return `ALTER TABLE ${q(table)} DROP CONSTRAINT IF EXISTS ${check}, ADD CONSTRAINT ${check} CHECK (state IN (${IN_PROGRESS}, ${DONE}, ${UNKNOWN}))`
+      }),
+      `UPDATE ${q(metaTable)} SET value = '${SCHEMA_VERSION}' WHERE name = 'schema_version'`,
       'COMMIT',
     ].join(';\n')
     try {

@@ -22,7 +22,7 @@ import { leaseLost, type ClaimAnswer, type ColumnTypes, type DoneRecord, type Ro
 import { LazyConnection } from './lazy-connection.js'
 import { loadSqlite, type SqliteDatabaseLike } from './sql-drivers.js'
 import type { SqliteStoreConfig } from './sql-options.js'
-import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
+import { KEY_COLUMN_BYTES, RowState, SCHEMA_VERSION } from './sql-records.js'
 import { SqlStore } from './sql-store.js'
 
 const q = (name: string): string => `"${name}"`
@@ -37,18 +37,23 @@ const expectedColumns: ReadonlyMap<string, string> = new Map([
   ['expires_at', 'INTEGER'],
 ])
 
-function recordsDdl(table: string): string {
-  // WITHOUT ROWID: the primary key's b-tree holds the row, one lookup per key instead of two.
-  return `
-CREATE TABLE IF NOT EXISTS ${q(table)} (
+/**
+ * What follows `CREATE TABLE <name>` for a records table: kept apart from the
+ * name and the index because the upgrade builds the table under another name first.
+ * WITHOUT ROWID: the primary key's b-tree holds the row, one lookup per key instead of two.
+ */
+const recordsTableBody = `(
   idem_key    BLOB    NOT NULL PRIMARY KEY CHECK (length(idem_key) BETWEEN 1 AND ${KEY_COLUMN_BYTES}),
   state       INTEGER NOT NULL CHECK (state IN (${IN_PROGRESS}, ${DONE}, ${UNKNOWN})),
   token       TEXT    NOT NULL,
   fingerprint TEXT,
   result      TEXT,
   expires_at  INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ${q(`${table}_expires_at`)} ON ${q(table)} (expires_at);`
+) WITHOUT ROWID`
+
+/** The sweep's index. */
+function expiryIndexDdl(table: string): string {
+  return `CREATE INDEX IF NOT EXISTS ${q(`${table}_expires_at`)} ON ${q(table)} (expires_at)`
 }
 
 /** The prepared statements of one records table; each runs on one row. */
@@ -179,9 +184,32 @@ export class SqliteDialect implements SqlDialect {
     const db = this.db
     // Inside withSchemaLock's transaction: SQLite's DDL is transactional.
     db.exec(`CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`)
-    for (const table of recordTables) db.exec(recordsDdl(table))
+    for (const table of recordTables) db.exec(`CREATE TABLE IF NOT EXISTS ${q(table)} ${recordsTableBody};\n${expiryIndexDdl(table)}`)
     const insert = db.prepare(`INSERT OR IGNORE INTO ${q(metaTable)} (name, value) VALUES (?, ?)`)
     for (const [name, value] of meta) insert.run(name, value)
+  }
+
+  /**
+   * Version 1 checked `state IN (1, 3)`, and SQLite cannot alter a check: each
+   * table is rebuilt (a new table, the rows copied, the old one dropped with
+   * its index, the new one renamed, the index made again). Inside
+   * withSchemaLock's transaction, so another connection sees the old tables
+   * or the new ones, never a half-built one.
+   */
+  async upgradeSchema(recordTables: readonly string[], metaTable: string): Promise<void> {
+    const { db, prepared } = this.connection.value
+    const columns = [...expectedColumns.keys()].join(', ')
+    for (const table of recordTables) {
+      const rebuilt = `${table}_v${SCHEMA_VERSION}`
+      prepared.delete(table)
+      // Not IF NOT EXISTS: a table of that name that is not ours stops the upgrade instead of receiving the rows.
+      db.exec(`CREATE TABLE ${q(rebuilt)} ${recordsTableBody}`)
+      db.exec(`INSERT INTO ${q(rebuilt)} (${columns}) SELECT ${columns} FROM ${q(table)}`)
+      db.exec(`DROP TABLE ${q(table)}`)
+      db.exec(`ALTER TABLE ${q(rebuilt)} RENAME TO ${q(table)}`)
+      db.exec(expiryIndexDdl(table))
+    }
+    db.prepare(`UPDATE ${q(metaTable)} SET value = ? WHERE name = 'schema_version'`).run(String(SCHEMA_VERSION))
   }
 
   async dropTables(tableNames: readonly string[]): Promise<void> {
