@@ -271,6 +271,21 @@ describe.each(kinds)('%s store', (kind) => {
     expect(Array.from((await store.claim(live, live.map(() => undefined), 'B', 1000, 60_000)).codes).every((c) => c === ClaimCode.DONE)).toBe(true)
   })
 
+  it('the sweep deletes an expired UNKNOWN row like any expired row, and leaves a live one', async () => {
+    const clock = kind === 'sqlite' ? new ManualClock(Date.now()) : undefined
+    const options = kit.store({ sweepIntervalMs: 0 })
+    const store = createSqlStore(resolveSqlStoreOptions(options), clock)
+    closers.push(() => store.close())
+    await store.claim(['ending', 'staying'], [undefined, undefined], 'A', 60_000, 60_000)
+    await store.markUnknown(['ending'], 'A', 200)
+    await store.markUnknown(['staying'], 'A', 600_000)
+    if (clock !== undefined) clock.advance(500)
+    else await sleep(500)
+    expect(await store.sweepOnce()).toBe(1)
+    expect(await rowCount(`${options.tablePrefix}records`)).toBe(1)
+    expect(Array.from((await store.claim(['ending', 'staying'], [undefined, undefined], 'B', 1000, 60_000)).codes)).toEqual([ClaimCode.CLAIMED, ClaimCode.UNKNOWN])
+  })
+
   if (kind === 'postgres') {
     // Below a few hundred thousand rows the planner may still choose to scan the table for the
     // fenced UPDATE/DELETE (its cost model's choice, a few ms there); the read-backs never do.
@@ -288,6 +303,8 @@ describe.each(kinds)('%s store', (kind) => {
         ['commit', s.commit(false), [keys, null, 'tok', 30_000]],
         ['release', s.release, [keys, 'tok']],
         ['renew', s.renew, [keys, 'tok', 30_000]],
+        ['markUnknown', s.markUnknown, [keys, 'tok', 30_000]],
+        ['resolve', s.resolve, [keys, keys.map((_, i) => i % 2 === 0), keys.map(() => '1'), 30_000]],
         ['sweep', s.sweep, [1_000]],
       ]
       for (const [name, text, values] of statements) {
