@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util'
 import type { StoreOptions } from '../config.js'
 import { IdemError } from '../errors.js'
 import { migrateSqlStore } from '../store/sql/sql-admin.js'
+import { SCHEMA_VERSION } from '../store/sql/sql-records.js'
 import type { SqlStoreOptions } from '../store/sql/sql-options.js'
 
 export const migrateUsage = `idem migrate --store postgres://…|mysql://…|sqlite:PATH [--tables N] [--table-prefix P]`
@@ -23,7 +24,7 @@ export function parseStoreFlag(value: string): StoreOptions | string {
   return `must be memory, redis://…, sqlite:PATH, postgres://… or mysql://…, got ${JSON.stringify(value)}`
 }
 
-/** Creates a SQL store's tables, or checks the ones there; exit 0 when they are ready, 1 when they are not ours. */
+/** Creates a SQL store's tables, or upgrades or checks the ones there; exit 0 when they are ready, 1 when they are not ours. */
 export async function runMigrate(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -42,7 +43,8 @@ export async function runMigrate(args: string[]): Promise<number> {
   } as SqlStoreOptions
   try {
     const report = await migrateSqlStore(options)
-    console.log(`idem migrate: ${report.created ? 'created' : 'already there, and as expected:'} ${report.tables.join(', ')} (${store.kind})`)
+    const done = report.created ? 'created' : report.upgraded ? `upgraded to schema version ${SCHEMA_VERSION}:` : 'already there, and as expected:'
+    console.log(`idem migrate: ${done} ${report.tables.join(', ')} (${store.kind})`)
     return 0
   } catch (error) {
     if (!(error instanceof IdemError)) throw error

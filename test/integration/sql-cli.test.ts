@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import { afterAll, describe, expect, it } from 'vitest'
 import { dropSqlTables } from '../../dist/src/store/sql/sql-admin.js'
-import { MYSQL_URL, PG_URL } from '../support/sql.js'
+import { createV1Tables, MYSQL_URL, PG_URL, sqlKit, type SqlKind } from '../support/sql.js'
 
 const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
 function idem(...args: string[]) {
@@ -81,6 +81,27 @@ describe('idem migrate', () => {
     expect(run.stderr).toBe('')
     expect(run.code).toBe(0)
     expect(run.stdout).toContain(`created ${created}`)
+  })
+
+  it.each<SqlKind>(['postgres', 'mysql', 'sqlite'])('%s: upgrades version-1 tables to version 2, rows kept; a second run finds them as expected', async (kind) => {
+    const kit = sqlKit(kind)
+    try {
+      const { tablePrefix } = kit.store()
+      await createV1Tables(kit, tablePrefix)
+      const store = kind === 'postgres' ? PG_URL : kind === 'mysql' ? MYSQL_URL : `sqlite:${kit.file}`
+      const run = idem('migrate', '--store', store, '--table-prefix', tablePrefix)
+      expect(run.stderr).toBe('')
+      expect(run.code).toBe(0)
+      expect(run.stdout).toContain(`upgraded to schema version 2: ${tablePrefix}records, ${tablePrefix}meta (${kind})`)
+      const q = (name: string) => (kind === 'mysql' ? `\`${name}\`` : `"${name}"`)
+      expect((await kit.query(`SELECT value FROM ${q(`${tablePrefix}meta`)} WHERE name = 'schema_version'`))[0].value).toBe('2')
+      expect((await kit.query(`SELECT idem_key FROM ${q(`${tablePrefix}records`)} ORDER BY idem_key`)).map((r) => Buffer.from(r.idem_key as Uint8Array).toString())).toEqual(['done', 'running'])
+      const again = idem('migrate', '--store', store, '--table-prefix', tablePrefix)
+      expect(again.code).toBe(0)
+      expect(again.stdout).toContain('already there, and as expected')
+    } finally {
+      await kit.close()
+    }
   })
 
   it.each([

@@ -19,7 +19,7 @@ import { statementsFor } from '../../dist/src/store/sql/postgres-store.js'
 import { keyBytes, recordsTableName, tableIndexOf } from '../../dist/src/store/sql/sql-records.js'
 import type { SqlStoreOptions } from '../../dist/src/store/sql/sql-options.js'
 import { ClaimCode } from '../../dist/src/store/store.js'
-import { MYSQL_URL, PG_URL, sleep, sqlKit, type SqlKind } from '../support/sql.js'
+import { createV1Tables, MYSQL_URL, PG_URL, sleep, sqlKit, type SqlKind } from '../support/sql.js'
 
 const kinds: SqlKind[] = ['postgres', 'mysql', 'sqlite']
 
@@ -128,7 +128,7 @@ describe.each(kinds)('%s store', (kind) => {
       const meta = await kit.query(`SELECT name, value FROM ${q(`${options.tablePrefix}meta`)} ORDER BY name`)
       expect(meta.map((r) => [r.name, r.value])).toEqual([
         ['key_bytes', '1024'],
-        ['schema_version', '1'],
+        ['schema_version', '2'],
         ['tables', '1'],
       ])
       const again = await engine({ store: options })
@@ -182,6 +182,45 @@ describe.each(kinds)('%s store', (kind) => {
       expect((await e.process({ key: 'k' }, () => 1)).verdict).toBe('new')
     })
 
+    it('version-1 tables: refused with createTables: false (naming `idem migrate`), untouched; upgraded by a store with createTables, rows kept, and UNKNOWN then works', async () => {
+      const options = kit.store()
+      const records = `${options.tablePrefix}records`
+      const meta = q(`${options.tablePrefix}meta`)
+      await createV1Tables(kit, options.tablePrefix)
+      const version = async () => (await kit.query(`SELECT value FROM ${meta} WHERE name = 'schema_version'`))[0].value
+
+      const refusing = createSqlStore(resolveSqlStoreOptions({ ...options, createTables: false }))
+      closers.push(() => refusing.close())
+      const refused = await refusing.open().then(() => undefined, (error: IdemError) => error)
+      expect(refused?.code).toBe(ErrorCode.SCHEMA_MISMATCH)
+      expect(refused?.message).toContain(`schema_version is 1 in ${options.tablePrefix}meta, which cannot hold UNKNOWN keys; run \`idem migrate\` for this store to upgrade it to version 2`)
+      expect(await version()).toBe('1')
+
+      const store = createSqlStore(resolveSqlStoreOptions(options))
+      closers.push(() => store.close())
+      await store.open()
+      expect(await version()).toBe('2')
+      expect(await rowCount(records)).toBe(2)
+      const [running, done] = await store.inspect(['running', 'done'])
+      expect(running).toMatchObject({ state: 'in-progress', token: 'A', fingerprint: 'fp' })
+      expect(done).toMatchObject({ state: 'done', token: 'B', result: 'r' })
+      expect(Array.from(await store.markUnknown(['running'], 'A', 60_000))).toEqual([1])
+      const seen = await store.claim(['running', 'done'], [undefined, undefined], 'C', 5_000, 60_000)
+      expect(Array.from(seen.codes)).toEqual([ClaimCode.UNKNOWN, ClaimCode.DONE])
+      expect(seen.fingerprints[0]).toBe('fp')
+      if (kind === 'postgres') {
+        const checks = await kit.query(`SELECT conname, pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conrelid = $1::regclass AND contype = 'c' AND conname LIKE '%state%'`, [records])
+        expect(checks).toEqual([{ conname: `${records}_state_check`, def: 'CHECK ((state = ANY (ARRAY[1, 3, 4])))' }])
+      }
+      if (kind === 'sqlite') {
+        const index = await kit.query(`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?`, [records])
+        expect(index.map((r) => r.name)).toContain(`${records}_expires_at`)
+      }
+      // Upgraded once: a second store finds version 2 and only checks it.
+      const again = await migrateSqlStore(options)
+      expect(again).toMatchObject({ created: false, upgraded: false })
+    })
+
     it('tables dropped under a running store are created again by the next call', async () => {
       const options = kit.store()
       const e = await engine({ store: options })
@@ -232,6 +271,21 @@ describe.each(kinds)('%s store', (kind) => {
     expect(Array.from((await store.claim(live, live.map(() => undefined), 'B', 1000, 60_000)).codes).every((c) => c === ClaimCode.DONE)).toBe(true)
   })
 
+  it('the sweep deletes an expired UNKNOWN row like any expired row, and leaves a live one', async () => {
+    const clock = kind === 'sqlite' ? new ManualClock(Date.now()) : undefined
+    const options = kit.store({ sweepIntervalMs: 0 })
+    const store = createSqlStore(resolveSqlStoreOptions(options), clock)
+    closers.push(() => store.close())
+    await store.claim(['ending', 'staying'], [undefined, undefined], 'A', 60_000, 60_000)
+    await store.markUnknown(['ending'], 'A', 200)
+    await store.markUnknown(['staying'], 'A', 600_000)
+    if (clock !== undefined) clock.advance(500)
+    else await sleep(500)
+    expect(await store.sweepOnce()).toBe(1)
+    expect(await rowCount(`${options.tablePrefix}records`)).toBe(1)
+    expect(Array.from((await store.claim(['ending', 'staying'], [undefined, undefined], 'B', 1000, 60_000)).codes)).toEqual([ClaimCode.CLAIMED, ClaimCode.UNKNOWN])
+  })
+
   if (kind === 'postgres') {
     // Below a few hundred thousand rows the planner may still choose to scan the table for the
     // fenced UPDATE/DELETE (its cost model's choice, a few ms there); the read-backs never do.
@@ -249,6 +303,8 @@ describe.each(kinds)('%s store', (kind) => {
         ['commit', s.commit(false), [keys, null, 'tok', 30_000]],
         ['release', s.release, [keys, 'tok']],
         ['renew', s.renew, [keys, 'tok', 30_000]],
+        ['markUnknown', s.markUnknown, [keys, 'tok', 30_000]],
+        ['resolve', s.resolve, [keys, keys.map((_, i) => i % 2 === 0), keys.map(() => '1'), 30_000]],
         ['sweep', s.sweep, [1_000]],
       ]
       for (const [name, text, values] of statements) {

@@ -6,7 +6,11 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { ManualClock } from '../../dist/src/clock.js'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
 import { ErrorCode } from '../../dist/src/errors.js'
+import type { HandlerContext } from '../../dist/src/message.js'
 import { sqlTransactions } from '../../dist/src/store/sql/index.js'
+import { createSqlStore } from '../../dist/src/store/sql/sql-backends.js'
+import { resolveSqlStoreOptions } from '../../dist/src/store/sql/sql-admin.js'
+import { ClaimCode } from '../../dist/src/store/store.js'
 import { sleep, sqlKit, type SqlKind } from '../support/sql.js'
 
 const kinds: SqlKind[] = ['postgres', 'mysql', 'sqlite']
@@ -113,6 +117,24 @@ describe.each(kinds)('%s: transaction helper', (kind) => {
       expect(await first.process({ key: 'slow' }, () => 'again')).toEqual({ key: 'slow', verdict: 'duplicate', result: 'second' })
     }
   }, 20_000)
+
+  it('a key its claim marked UNKNOWN: the fenced DONE write refuses the row, the business writes roll back, LEASE_LOST; the key stays UNKNOWN', async () => {
+    const effects = await kit.effectTable()
+    const options = kit.store()
+    const store = createSqlStore(resolveSqlStoreOptions(options))
+    const helper = sqlTransactions({ store: options })
+    try {
+      await store.claim(['paid'], [undefined], 'A', 60_000, 60_000)
+      expect(Array.from(await store.markUnknown(['paid'], 'A', 60_000))).toEqual([1])
+      const context = { claim: { storeKey: 'paid', token: 'A' } } as HandlerContext
+      await expect(helper.run({ key: 'paid' }, context, write(effects))).rejects.toMatchObject({ code: ErrorCode.LEASE_LOST })
+      expect((await kit.effectsPerKey(effects)).size).toBe(0)
+      expect((await store.claim(['paid'], [undefined], 'B', 60_000, 60_000)).codes[0]).toBe(ClaimCode.UNKNOWN)
+    } finally {
+      await helper.close()
+      await store.close()
+    }
+  })
 
   it('namespaces: the same key under two tenants is two records and two effects', async () => {
     const effects = await kit.effectTable()

@@ -101,3 +101,59 @@ export function sqlKit(kind: SqlKind): SqlKit {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * The tables of schema version 1 (before UNKNOWN), as idem created them, with
+ * one IN_PROGRESS row ('running', token A, fingerprint "fp") and one DONE row
+ * ('done', token B, result "r"), both live for an hour. PostgreSQL and SQLite
+ * checked `state IN (1, 3)`; MySQL's state column had no check.
+ */
+export async function createV1Tables(kit: SqlKit, prefix: string): Promise<void> {
+  const records = `${prefix}records`
+  const meta = `${prefix}meta`
+  const statements =
+    kit.kind === 'postgres'
+      ? [
+          `CREATE TABLE "${meta}" (name text PRIMARY KEY, value text NOT NULL)`,
+          `CREATE TABLE "${records}" (
+            idem_key    bytea       NOT NULL PRIMARY KEY CHECK (octet_length(idem_key) BETWEEN 1 AND 1024),
+            state       smallint    NOT NULL CHECK (state IN (1, 3)),
+            token       text        NOT NULL,
+            fingerprint text,
+            result      text,
+            expires_at  timestamptz NOT NULL)`,
+          `CREATE INDEX "${records}_expires_at" ON "${records}" (expires_at)`,
+        ]
+      : kit.kind === 'mysql'
+        ? [
+            `CREATE TABLE \`${meta}\` (name VARCHAR(64) CHARACTER SET ascii NOT NULL PRIMARY KEY, value VARCHAR(255) NOT NULL) ENGINE=InnoDB`,
+            `CREATE TABLE \`${records}\` (
+              idem_key    VARBINARY(1024) NOT NULL,
+              state       TINYINT NOT NULL,
+              token       VARBINARY(255) NOT NULL,
+              fingerprint LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+              result      LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,
+              expires_at  DATETIME(3) NOT NULL,
+              PRIMARY KEY (idem_key),
+              KEY \`${records}_expires_at\` (expires_at)) ENGINE=InnoDB`,
+          ]
+        : [
+            `CREATE TABLE "${meta}" (name TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`,
+            `CREATE TABLE "${records}" (
+              idem_key    BLOB    NOT NULL PRIMARY KEY CHECK (length(idem_key) BETWEEN 1 AND 1024),
+              state       INTEGER NOT NULL CHECK (state IN (1, 3)),
+              token       TEXT    NOT NULL,
+              fingerprint TEXT,
+              result      TEXT,
+              expires_at  INTEGER NOT NULL) WITHOUT ROWID`,
+            `CREATE INDEX "${records}_expires_at" ON "${records}" (expires_at)`,
+          ]
+  for (const sql of statements) await kit.query(sql)
+  const q = kit.kind === 'mysql' ? (name: string) => `\`${name}\`` : (name: string) => `"${name}"`
+  const p = kit.kind === 'postgres' ? (i: number) => `$${i}` : () => '?'
+  await kit.query(`INSERT INTO ${q(meta)} (name, value) VALUES ('schema_version', '1'), ('tables', '1'), ('key_bytes', '1024')`)
+  const inAnHour = kit.kind === 'postgres' ? "now() + interval '1 hour'" : kit.kind === 'mysql' ? 'TIMESTAMPADD(HOUR, 1, UTC_TIMESTAMP(3))' : String(Date.now() + 3_600_000)
+  const insert = `INSERT INTO ${q(records)} (idem_key, state, token, fingerprint, result, expires_at) VALUES (${p(1)}, ${p(2)}, ${p(3)}, ${p(4)}, ${p(5)}, ${inAnHour})`
+  await kit.query(insert, [Buffer.from('running'), 1, 'A', '"fp"', null])
+  await kit.query(insert, [Buffer.from('done'), 3, 'B', null, '"r"'])
+}

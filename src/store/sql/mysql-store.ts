@@ -20,13 +20,13 @@ import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type D
 import { LazyConnection } from './lazy-connection.js'
 import { loadMysql, mysqlPromisePool, type MysqlConnectionLike, type MysqlPromisePool } from './sql-drivers.js'
 import type { MysqlStoreConfig } from './sql-options.js'
-import { KEY_COLUMN_BYTES, RowState, TOKEN_COLUMN_BYTES } from './sql-records.js'
+import { KEY_COLUMN_BYTES, RowState, SCHEMA_VERSION, TOKEN_COLUMN_BYTES } from './sql-records.js'
 import { SqlStore } from './sql-store.js'
 
 const q = (name: string): string => `\`${name}\``
 const NOW = 'UTC_TIMESTAMP(3)'
 const after = (ms: number): string => `TIMESTAMPADD(MICROSECOND, ${Math.round(ms) * 1000}, ${NOW})`
-const { IN_PROGRESS, DONE } = RowState
+const { IN_PROGRESS, DONE, UNKNOWN } = RowState
 
 /** A write's header: rows it matched (mysql2 sets CLIENT_FOUND_ROWS by default) or changed. */
 interface WriteHeader {
@@ -183,6 +183,12 @@ export class MysqlDialect implements SqlDialect {
     await db.query({ sql: `INSERT IGNORE INTO ${q(metaTable)} (name, value) VALUES ${[...meta].map(() => '(?, ?)').join(', ')}`, values: [...meta].flat() })
   }
 
+  /** Version 1 had no check on state (MySQL's column has none), so only the version changes. */
+  async upgradeSchema(_recordTables: readonly string[], metaTable: string): Promise<void> {
+    const db = this.schemaConnection ?? this.pool
+    await db.query({ sql: `UPDATE ${q(metaTable)} SET value = ? WHERE name = 'schema_version'`, values: [String(SCHEMA_VERSION)] })
+  }
+
   async dropTables(tableNames: readonly string[]): Promise<void> {
     await this.pool.query(`DROP TABLE IF EXISTS ${tableNames.map(q).join(', ')}`)
   }
@@ -190,10 +196,11 @@ export class MysqlDialect implements SqlDialect {
   /**
    * One INSERT … ON DUPLICATE KEY UPDATE for the batch, then the rows read
    * back by key. The UPDATE takes over an expired row, or re-leases a row this
-   * token holds (a retried call owns its claim), and leaves every other row as
-   * it was. MySQL assigns left to right and later assignments see earlier
-   * ones, so token and expires_at, which the condition reads, go last; when
-   * the condition held, it still holds after state and token are set.
+   * token holds (a retried call owns its claim), and leaves every other row
+   * (a live UNKNOWN one too) as it was. MySQL assigns left to right and later
+   * assignments see earlier ones, so token and expires_at, which the condition
+   * reads, go last; when the condition held, it still holds after state and
+   * token are set.
    */
   async claim(table: string, keys: Buffer[], fingerprints: (string | null)[], token: string, leaseMs: number): Promise<ClaimAnswer> {
     const n = keys.length
@@ -214,7 +221,8 @@ ON DUPLICATE KEY UPDATE
       values[3 * j + 1] = token
       values[3 * j + 2] = fingerprints[j]
     }
-    const read = `SELECT idem_key, (state = ${IN_PROGRESS} AND token = ? AND expires_at > ${NOW}) AS mine, (state = ${DONE} AND expires_at > ${NOW}) AS done, fingerprint, result
+    const read = `SELECT idem_key, (state = ${IN_PROGRESS} AND token = ? AND expires_at > ${NOW}) AS mine, (state = ${DONE} AND expires_at > ${NOW}) AS done,
+       (state = ${UNKNOWN} AND expires_at > ${NOW}) AS unknown, fingerprint, result
   FROM ${q(table)} WHERE idem_key IN (${marks(n)})`
     const rows = (await this.writeThenRead(insert, values, read, [token, ...keys])) as Record<string, unknown>[]
     const byKey = new Map<string, Record<string, unknown>>()
@@ -228,7 +236,7 @@ ON DUPLICATE KEY UPDATE
       if (r === undefined) codes[j] = ClaimCode.IN_PROGRESS
       else if (Number(r.mine) === 1) codes[j] = ClaimCode.CLAIMED
       else {
-        codes[j] = Number(r.done) === 1 ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+        codes[j] = Number(r.done) === 1 ? ClaimCode.DONE : Number(r.unknown) === 1 ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
         fps[j] = r.fingerprint as string | null
         results[j] = r.result as string | null
       }
@@ -267,7 +275,7 @@ ON DUPLICATE KEY UPDATE
     const n = keys.length
     const header = await this.write(`DELETE FROM ${q(table)} WHERE idem_key IN (${marks(n)}) AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ${NOW}`, [...keys, token])
     if (header.affectedRows === n) return new Uint8Array(n).fill(1)
-    // Applied unless a live row is still there (another owner's, or DONE): absent is what a release wants.
+    // Applied unless a live row is still there (another owner's, DONE or UNKNOWN): absent is what a release wants.
     return this.present(table, keys, `expires_at > ${NOW}`, [], false)
   }
 
@@ -277,6 +285,56 @@ ON DUPLICATE KEY UPDATE
     const header = await this.write(`UPDATE ${q(table)} SET expires_at = ${after(leaseMs)} WHERE idem_key IN (${marks(n)}) AND ${fence}`, [...keys, token])
     if (header.affectedRows === n) return new Uint8Array(n).fill(1)
     return this.present(table, keys, fence, [token], true)
+  }
+
+  async markUnknown(table: string, keys: Buffer[], token: string, ttlMs: number): Promise<Uint8Array> {
+    const n = keys.length
+    const header = await this.write(
+      `UPDATE ${q(table)} SET state = ${UNKNOWN}, result = NULL, expires_at = ${after(ttlMs)}
+        WHERE idem_key IN (${marks(n)}) AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ${NOW}`,
+      [...keys, token],
+    )
+    if (header.affectedRows === n) return new Uint8Array(n).fill(1)
+    // Some were not marked now: marked earlier by this token (a retried call) counts as marked.
+    return this.present(table, keys, `state = ${UNKNOWN} AND token = ? AND expires_at > ${NOW}`, [token], true)
+  }
+
+  /**
+   * A transaction, not one statement: after the writes, a key resolved now
+   * looks like one that was DONE, or absent, already, so which keys were live
+   * UNKNOWN rows is read first, under their row locks, and only those are
+   * written. An operator's or a reconcile hook's call, rare enough for it.
+   */
+  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array> {
+    return this.inTransaction(async (connection) => {
+      const [rows] = await connection.query({
+        sql: `SELECT idem_key FROM ${q(table)} WHERE idem_key IN (${marks(keys.length)}) AND state = ${UNKNOWN} AND expires_at > ${NOW} FOR UPDATE`,
+        values: keys,
+        timeout: this.config.commandTimeoutMs,
+      })
+      const unknown = new Set((rows as { idem_key: Buffer }[]).map((r) => r.idem_key.toString('latin1')))
+      const resolved = Uint8Array.from(keys, (k) => (unknown.has(k.toString('latin1')) ? 1 : 0))
+      const finished: number[] = []
+      const dropped: Buffer[] = []
+      for (let j = 0; j < keys.length; j++) {
+        if (resolved[j] === 0) continue
+        if (done[j]) finished.push(j)
+        else dropped.push(keys[j])
+      }
+      if (finished.length > 0) {
+        // Per-key results ride in a derived table joined on the primary key, as commit's do.
+        const pairs = finished.map((_, i) => (i === 0 ? 'SELECT ? AS k, ? AS res' : 'SELECT ?, ?'))
+        await connection.query({
+          sql: `UPDATE ${q(table)} AS r JOIN (${pairs.join(' UNION ALL ')}) AS v ON r.idem_key = v.k SET r.state = ${DONE}, r.result = v.res, r.expires_at = ${after(ttlMs)}`,
+          values: finished.flatMap((j) => [keys[j], results[j]]),
+          timeout: this.config.commandTimeoutMs,
+        })
+      }
+      if (dropped.length > 0) {
+        await connection.query({ sql: `DELETE FROM ${q(table)} WHERE idem_key IN (${marks(dropped.length)})`, values: dropped, timeout: this.config.commandTimeoutMs })
+      }
+      return resolved
+    })
   }
 
   async inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]> {
@@ -290,7 +348,7 @@ ON DUPLICATE KEY UPDATE
     return keys.map((key) => {
       const row = byKey.get(key.toString('latin1'))
       if (row === undefined) return undefined
-      return { done: Number(row.state) === DONE, token: (row.token as Buffer).toString('utf8'), fingerprint: row.fingerprint as string | null, result: row.result as string | null, expiresInMs: Number(row.ttl) }
+      return { done: Number(row.state) === DONE, unknown: Number(row.state) === UNKNOWN, token: (row.token as Buffer).toString('utf8'), fingerprint: row.fingerprint as string | null, result: row.result as string | null, expiresInMs: Number(row.ttl) }
     })
   }
 
@@ -307,32 +365,20 @@ ON DUPLICATE KEY UPDATE
   }
 
   async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
-    const connection = await this.pool.getConnection()
-    let healthy = true
-    try {
-      await connection.query('START TRANSACTION')
-      try {
-        const value = await work(connection)
-        const done = finish(value)
-        if (done !== undefined) {
-          const [header] = await connection.query({
-            sql: `UPDATE ${q(done.table)} SET state = ${DONE}, result = ?, expires_at = ${after(done.ttlMs)}
-                   WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ${NOW}`,
-            values: [done.result, done.key, done.token],
-            timeout: this.config.commandTimeoutMs,
-          })
-          if ((header as WriteHeader).affectedRows !== 1) throw leaseLost(done)
-        }
-        await connection.query('COMMIT')
-        return value
-      } catch (error) {
-        await connection.query('ROLLBACK').catch(() => (healthy = false))
-        throw error
+    return this.inTransaction(async (connection) => {
+      const value = await work(connection)
+      const done = finish(value)
+      if (done !== undefined) {
+        const [header] = await connection.query({
+          sql: `UPDATE ${q(done.table)} SET state = ${DONE}, result = ?, expires_at = ${after(done.ttlMs)}
+                 WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ${NOW}`,
+          values: [done.result, done.key, done.token],
+          timeout: this.config.commandTimeoutMs,
+        })
+        if ((header as WriteHeader).affectedRows !== 1) throw leaseLost(done)
       }
-    } finally {
-      if (healthy) connection.release()
-      else connection.destroy()
-    }
+      return value
+    })
   }
 
   permanent(error: unknown): IdemError | undefined {
@@ -349,6 +395,26 @@ ON DUPLICATE KEY UPDATE
 
   async close(): Promise<void> {
     await this.connection.close(({ pool }) => (this.config.pool === undefined ? pool.end() : undefined))
+  }
+
+  /** `body` on one connection between START TRANSACTION and COMMIT; rolled back if it throws. */
+  private async inTransaction<T>(body: (connection: MysqlConnectionLike) => Promise<T>): Promise<T> {
+    const connection = await this.pool.getConnection()
+    let healthy = true
+    try {
+      await connection.query('START TRANSACTION')
+      try {
+        const value = await body(connection)
+        await connection.query('COMMIT')
+        return value
+      } catch (error) {
+        await connection.query('ROLLBACK').catch(() => (healthy = false))
+        throw error
+      }
+    } finally {
+      if (healthy) connection.release()
+      else connection.destroy()
+    }
   }
 
   private async write(sql: string, values: unknown[]): Promise<WriteHeader> {

@@ -8,9 +8,10 @@
  * statement's start, the CTE's writes excluded. A key the CTE wrote is
  * answered from the CTE's RETURNING; any other key was left alone because its
  * row was live (or taken by a concurrent statement after our snapshot), and
- * the snapshot row says which: DONE rows are final until they expire, and
- * anything else, or no row at all, is answered IN_PROGRESS: retry later, never
- * a duplicate and never a second owner.
+ * the snapshot row says which: DONE and UNKNOWN rows are final until they
+ * expire (or, for UNKNOWN, until resolved), and anything else, or no row at
+ * all, is answered IN_PROGRESS: retry later, never a duplicate and never a
+ * second owner.
  */
 import { ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode } from '../store.js'
@@ -18,13 +19,13 @@ import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type D
 import { LazyConnection } from './lazy-connection.js'
 import { loadPg, type PgClientLike, type PgPoolLike, type PgQueryResult } from './sql-drivers.js'
 import type { PostgresStoreConfig } from './sql-options.js'
-import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
+import { KEY_COLUMN_BYTES, RowState, SCHEMA_VERSION } from './sql-records.js'
 import { SqlStore } from './sql-store.js'
 
 const q = (name: string): string => `"${name}"`
 const ms = (param: string): string => `${param}::float8 * interval '1 millisecond'`
 const NOW = 'statement_timestamp()'
-const { IN_PROGRESS, DONE } = RowState
+const { IN_PROGRESS, DONE, UNKNOWN } = RowState
 
 /** The statements of one records table, built once per table name. */
 export function statementsFor(table: string) {
@@ -43,9 +44,10 @@ export function statementsFor(table: string) {
     /**
      * $1 keys (bytea[], sorted), $2 fingerprints (text[], JSON or NULL), $3 token, $4 lease ms.
      * Returns one row: codes (one digit per key, a ClaimCode: 0 claimed, 1 done,
-     * 2 in progress), then fingerprints and results of the keys not claimed, in order.
-     * The DO UPDATE takes over an expired row (lapsed lease, DONE past its TTL)
-     * and re-leases a row this token already holds (a retried call owns its claim).
+     * 2 in progress, 4 unknown), then fingerprints and results of the keys not
+     * claimed, in order. The DO UPDATE takes over an expired row (lapsed lease,
+     * DONE or UNKNOWN past its TTL) and re-leases a row this token already holds
+     * (a retried call owns its claim); a live UNKNOWN row is never taken over.
      */
     claim: `
 WITH input AS (
@@ -59,7 +61,7 @@ WITH input AS (
   RETURNING r.idem_key
 )
 SELECT
-  string_agg(CASE WHEN c.idem_key IS NOT NULL THEN '${ClaimCode.CLAIMED}' WHEN r.state = ${DONE} AND ${live} THEN '${ClaimCode.DONE}' ELSE '${ClaimCode.IN_PROGRESS}' END, '' ORDER BY input.i) AS codes,
+  string_agg(CASE WHEN c.idem_key IS NOT NULL THEN '${ClaimCode.CLAIMED}' WHEN r.state = ${DONE} AND ${live} THEN '${ClaimCode.DONE}' WHEN r.state = ${UNKNOWN} AND ${live} THEN '${ClaimCode.UNKNOWN}' ELSE '${ClaimCode.IN_PROGRESS}' END, '' ORDER BY input.i) AS codes,
   array_agg(r.fingerprint ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS fingerprints,
   array_agg(r.result ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS results
 FROM input
@@ -85,7 +87,7 @@ FROM input
 LEFT JOIN done d ON d.idem_key = input.k
 LEFT JOIN LATERAL ${rowOf('d')} r ON true`,
 
-    /** $1 keys, $2 token. '1' = deleted, or no live row (absent is what a release wants); '0' = another owner's or a DONE row. */
+    /** $1 keys, $2 token. '1' = deleted, or no live row (absent is what a release wants); '0' = another owner's, a DONE or an UNKNOWN row. */
     release: `
 WITH input AS (
   SELECT k, i FROM unnest($1::bytea[]) WITH ORDINALITY AS t(k, i)
@@ -111,6 +113,50 @@ WITH input AS (
 )
 SELECT string_agg(CASE WHEN n.idem_key IS NOT NULL THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
 FROM input LEFT JOIN renewed n ON n.idem_key = input.k`,
+
+    /**
+     * $1 keys, $2 token, $3 TTL ms. Returns applied: '1' per key marked UNKNOWN
+     * now, or UNKNOWN under this token already (a retried call whose first
+     * reply was lost), '0' when fenced. Token and fingerprint stay: the
+     * UNKNOWN row still says whose run it was and what it was asked.
+     */
+    markUnknown: `
+WITH input AS (
+  SELECT k, i FROM unnest($1::bytea[]) WITH ORDINALITY AS t(k, i)
+), marked AS (
+  UPDATE ${t} AS r SET state = ${UNKNOWN}, result = NULL, expires_at = ${NOW} + ${ms('$3')}
+  FROM input
+  WHERE r.idem_key = input.k AND r.token = $2 AND r.state = ${IN_PROGRESS} AND ${live}
+  RETURNING r.idem_key
+)
+SELECT string_agg(CASE WHEN m.idem_key IS NOT NULL OR (r.state = ${UNKNOWN} AND r.token = $2 AND ${live}) THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
+FROM input
+LEFT JOIN marked m ON m.idem_key = input.k
+LEFT JOIN LATERAL ${rowOf('m')} r ON true`,
+
+    /**
+     * $1 keys, $2 done (boolean[]), $3 results (text[]), $4 TTL ms. A live
+     * UNKNOWN row becomes DONE with its result, or is deleted; '1' per key
+     * resolved, '0' for any other row (left as it was). Whoever calls may
+     * resolve: no token, it is a reconcile hook's or an operator's answer.
+     */
+    resolve: `
+WITH input AS (
+  SELECT k, d, res, i FROM unnest($1::bytea[], $2::boolean[], $3::text[]) WITH ORDINALITY AS t(k, d, res, i)
+), finished AS (
+  UPDATE ${t} AS r SET state = ${DONE}, result = input.res, expires_at = ${NOW} + ${ms('$4')}
+  FROM input
+  WHERE r.idem_key = input.k AND input.d AND r.state = ${UNKNOWN} AND ${live}
+  RETURNING r.idem_key
+), dropped AS (
+  DELETE FROM ${t} AS r USING input
+  WHERE r.idem_key = input.k AND NOT input.d AND r.state = ${UNKNOWN} AND ${live}
+  RETURNING r.idem_key
+)
+SELECT string_agg(CASE WHEN f.idem_key IS NOT NULL OR g.idem_key IS NOT NULL THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
+FROM input
+LEFT JOIN finished f ON f.idem_key = input.k
+LEFT JOIN dropped g ON g.idem_key = input.k`,
 
     /**
      * $1 limit. At most $1 expired rows, oldest first, skipping rows another
@@ -154,7 +200,7 @@ function recordsDdl(table: string): string {
   return `
 CREATE TABLE IF NOT EXISTS ${q(table)} (
   idem_key    bytea       NOT NULL PRIMARY KEY CHECK (octet_length(idem_key) BETWEEN 1 AND ${KEY_COLUMN_BYTES}),
-  state       smallint    NOT NULL CHECK (state IN (${IN_PROGRESS}, ${DONE})),
+  state       smallint    NOT NULL CHECK (state IN (${IN_PROGRESS}, ${DONE}, ${UNKNOWN})),
   token       text        NOT NULL,
   fingerprint text,
   result      text,
@@ -261,6 +307,42 @@ export class PostgresDialect implements SqlDialect {
     }
   }
 
+  /**
+   * Version 1 checked `state IN (1, 3)`. Each table's check is replaced under
+   * the name PostgreSQL gave it (`<table>_state_check`, shortened when the
+   * table's name is long, so it is read from the catalog rather than spelled
+   * here), and the version written, in one transaction: whole or not at all.
+   * ADD CONSTRAINT reads every row to validate it, holding the table's lock
+   * meanwhile: on a large table, run `idem migrate` at a quiet moment.
+   */
+  async upgradeSchema(recordTables: readonly string[], metaTable: string): Promise<void> {
+    const db = this.schemaClient ?? this.pool
+    const { rows } = await db.query(
+      `SELECT t.relname AS table_name, c.conname AS name
+         FROM pg_constraint c
+         JOIN pg_class t ON t.oid = c.conrelid
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attname = 'state'
+        WHERE t.relnamespace = current_schema()::regnamespace AND t.relname = ANY($1::text[]) AND c.contype = 'c' AND c.conkey = ARRAY[a.attnum]`,
+      [recordTables],
+    )
+    const checkOf = new Map(rows.map((row) => [String(row.table_name), String(row.name)]))
+    const ddl = [
+      'BEGIN',
+      ...recordTables.map((table) => {
+        const check = q(checkOf.get(table) ?? `${table}_state_check`)
+        return `ALTER TABLE ${q(table)} DROP CONSTRAINT IF EXISTS ${check}, ADD CONSTRAINT ${check} CHECK (state IN (${IN_PROGRESS}, ${DONE}, ${UNKNOWN}))`
+      }),
+      `UPDATE ${q(metaTable)} SET value = '${SCHEMA_VERSION}' WHERE name = 'schema_version'`,
+      'COMMIT',
+    ].join(';\n')
+    try {
+      await db.query(ddl)
+    } catch (error) {
+      await db.query('ROLLBACK').catch(() => {})
+      throw error
+    }
+  }
+
   async dropTables(tableNames: readonly string[]): Promise<void> {
     await this.pool.query(`DROP TABLE IF EXISTS ${tableNames.map(q).join(', ')}`)
   }
@@ -296,13 +378,21 @@ export class PostgresDialect implements SqlDialect {
     return flags((await this.one(this.statementsOf(table).renew, [keys, token, leaseMs])).applied)
   }
 
+  async markUnknown(table: string, keys: Buffer[], token: string, ttlMs: number): Promise<Uint8Array> {
+    return flags((await this.one(this.statementsOf(table).markUnknown, [keys, token, ttlMs])).applied)
+  }
+
+  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array> {
+    return flags((await this.one(this.statementsOf(table).resolve, [keys, done, results, ttlMs])).applied)
+  }
+
   async inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]> {
     const { rows } = await this.query(this.statementsOf(table).inspect, [keys])
     const byKey = new Map(rows.map((row) => [(row.idem_key as Buffer).toString('latin1'), row]))
     return keys.map((key) => {
       const row = byKey.get(key.toString('latin1'))
       if (row === undefined) return undefined
-      return { done: Number(row.state) === DONE, token: String(row.token), fingerprint: row.fingerprint as string | null, result: row.result as string | null, expiresInMs: Math.max(0, Math.round(Number(row.ttl))) }
+      return { done: Number(row.state) === DONE, unknown: Number(row.state) === UNKNOWN, token: String(row.token), fingerprint: row.fingerprint as string | null, result: row.result as string | null, expiresInMs: Math.max(0, Math.round(Number(row.ttl))) }
     })
   }
 

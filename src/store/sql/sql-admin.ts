@@ -21,8 +21,9 @@ export function resolveSqlStoreOptions(options: SqlStoreOptions): SqlStoreConfig
 }
 
 /**
- * Creates the store's tables and indexes when they are missing, or checks
- * that the ones there are what this idem expects (SCHEMA_MISMATCH if not).
+ * Creates the store's tables and indexes when they are missing, upgrades
+ * version-1 tables, or checks that the ones there are what this idem expects
+ * (SCHEMA_MISMATCH if not).
  * Safe to run while consumers are running, and from several places at once.
  */
 export async function migrateSqlStore(options: SqlStoreOptions): Promise<SchemaReport> {

@@ -123,6 +123,12 @@ export interface SqlSchema {
    * a crash part way leaves an empty meta table, which says "ours, unfinished".
    */
   createSchema(recordTables: readonly string[], metaTable: string, meta: ReadonlyMap<string, string>): Promise<void>
+  /**
+   * Brings version-1 tables (no state 4) to SCHEMA_VERSION, rows kept, and
+   * writes the new schema_version last. Runs under the schema lock; each
+   * backend says how it stays whole if it dies half way.
+   */
+  upgradeSchema(recordTables: readonly string[], metaTable: string): Promise<void>
   dropTables(tableNames: readonly string[]): Promise<void>
 }
 

@@ -27,9 +27,10 @@ export interface SqlCommonOptions {
    */
   tables?: number
   /**
-   * Create the tables and indexes on first use when they are missing. With
-   * false, the store refuses to start until `idem migrate` has created them
-   * (for deployments where the application's database user cannot run DDL).
+   * Create the tables and indexes on first use when they are missing, and
+   * upgrade version-1 tables. With false, the store refuses to start until
+   * `idem migrate` has created or upgraded them (for deployments where the
+   * application's database user cannot run DDL).
    * @default true
    */
   createTables?: boolean

@@ -21,8 +21,11 @@ export const TOKEN_COLUMN_BYTES = MAX_TOKEN_BYTES
 /** The `state` column: the KeyState numbers, so a row reads like record-state.ts. */
 export const RowState = { IN_PROGRESS: KeyState.IN_PROGRESS, DONE: KeyState.DONE, UNKNOWN: KeyState.UNKNOWN } as const
 
-/** Version of the table layout below; a store refuses a schema with any other. */
-export const SCHEMA_VERSION = 1
+/**
+ * Version of the table layout: a store refuses a schema with any other, except
+ * version 1 (states 1 and 3 only, before UNKNOWN), which it upgrades (sql-schema.ts).
+ */
+export const SCHEMA_VERSION = 2
 
 /**
  * The key column's value: the store key's UTF-8 bytes ("key", or "namespace

@@ -2,11 +2,17 @@
  * The one decision about a store's tables, shared by the three backends: use
  * them, create them, or refuse to start (SCHEMA_MISMATCH) with what differs.
  *
- * Layout (version 1; each backend spells the types, see its DDL):
+ * Layout (version 2; each backend spells the types, see its DDL):
  *
  *   <prefix>records[_<i>]   one row per key, see sql-dialect.ts; primary key
  *                           idem_key, and an index on expires_at for the sweep
  *   <prefix>meta            name → value: schema_version, tables, key_bytes
+ *
+ * Version 1 had the same columns, but PostgreSQL and SQLite checked
+ * `state IN (1, 3)`, which refuses UNKNOWN (4). Version-1 tables are
+ * upgraded in place, under the schema lock, when `create` allows it (a store
+ * with createTables, or `idem migrate`); otherwise they are refused, since
+ * marking a key UNKNOWN would fail on them.
  *
  * The meta rows are what make a set of tables ours: a records table without
  * them was not created by idem and is never written to. `tables` is kept
@@ -21,11 +27,14 @@ import { KEY_COLUMN_BYTES, SCHEMA_VERSION, metaTableName, recordsTableName } fro
 export interface SchemaReport {
   /** True when this call created the tables. */
   created: boolean
+  /** True when this call upgraded version-1 tables to SCHEMA_VERSION. */
+  upgraded: boolean
   tables: string[]
 }
 
 /**
- * Checks the schema, creating it when it is missing and `create` allows.
+ * Checks the schema, creating it when it is missing, or upgrading it from
+ * version 1, when `create` allows.
  * Runs under the backend's schema lock, so two processes starting together
  * create it once and neither sees half of it.
  */
@@ -51,12 +60,13 @@ export async function ensureSchema(dialect: SqlConnection & SqlSchema, config: S
       }
       if (!create) throw mismatch(`${where}: ${metaTable} does not exist; run \`idem migrate\` for this store, or set store.createTables: true`)
       await dialect.createSchema(recordTables, metaTable, expectedMeta)
-      return { created: true, tables: [...recordTables, metaTable] }
+      return { created: true, upgraded: false, tables: [...recordTables, metaTable] }
     }
     const problems: string[] = []
     const version = snapshot.meta.get('schema_version')
-    if (version !== String(SCHEMA_VERSION)) {
-      throw mismatch(`${where}: schema_version is ${version === undefined ? 'missing' : JSON.stringify(version)} in ${metaTable}; this idem knows version ${SCHEMA_VERSION}`)
+    const outdated = version === '1'
+    if (version !== String(SCHEMA_VERSION) && !outdated) {
+      throw mismatch(`${where}: schema_version is ${version === undefined ? 'missing' : JSON.stringify(version)} in ${metaTable}; this idem knows version ${SCHEMA_VERSION} (and upgrades version 1)`)
     }
     const tables = snapshot.meta.get('tables')
     if (tables !== String(config.tables)) {
@@ -79,7 +89,12 @@ export async function ensureSchema(dialect: SqlConnection & SqlSchema, config: S
       }
     }
     if (problems.length > 0) throw mismatch(`${where} do not match what this store expects: ${problems.join('; ')}`)
-    return { created: false, tables: [...recordTables, metaTable] }
+    // Upgraded only once everything else matched: tables that are wrong in another way are left as they were.
+    if (outdated) {
+      if (!create) throw mismatch(`${where}: schema_version is 1 in ${metaTable}, which cannot hold UNKNOWN keys; run \`idem migrate\` for this store to upgrade it to version ${SCHEMA_VERSION}, or set store.createTables: true`)
+      await dialect.upgradeSchema(recordTables, metaTable)
+    }
+    return { created: false, upgraded: outdated, tables: [...recordTables, metaTable] }
   })
 }
 

@@ -22,11 +22,11 @@ import { leaseLost, type ClaimAnswer, type ColumnTypes, type DoneRecord, type Ro
 import { LazyConnection } from './lazy-connection.js'
 import { loadSqlite, type SqliteDatabaseLike } from './sql-drivers.js'
 import type { SqliteStoreConfig } from './sql-options.js'
-import { KEY_COLUMN_BYTES, RowState } from './sql-records.js'
+import { KEY_COLUMN_BYTES, RowState, SCHEMA_VERSION } from './sql-records.js'
 import { SqlStore } from './sql-store.js'
 
 const q = (name: string): string => `"${name}"`
-const { IN_PROGRESS, DONE } = RowState
+const { IN_PROGRESS, DONE, UNKNOWN } = RowState
 
 const expectedColumns: ReadonlyMap<string, string> = new Map([
   ['idem_key', 'BLOB'],
@@ -37,18 +37,23 @@ const expectedColumns: ReadonlyMap<string, string> = new Map([
   ['expires_at', 'INTEGER'],
 ])
 
-function recordsDdl(table: string): string {
-  // WITHOUT ROWID: the primary key's b-tree holds the row, one lookup per key instead of two.
-  return `
-CREATE TABLE IF NOT EXISTS ${q(table)} (
+/**
+ * What follows `CREATE TABLE <name>` for a records table: kept apart from the
+ * name and the index because the upgrade builds the table under another name first.
+ * WITHOUT ROWID: the primary key's b-tree holds the row, one lookup per key instead of two.
+ */
+const recordsTableBody = `(
   idem_key    BLOB    NOT NULL PRIMARY KEY CHECK (length(idem_key) BETWEEN 1 AND ${KEY_COLUMN_BYTES}),
-  state       INTEGER NOT NULL CHECK (state IN (${IN_PROGRESS}, ${DONE})),
+  state       INTEGER NOT NULL CHECK (state IN (${IN_PROGRESS}, ${DONE}, ${UNKNOWN})),
   token       TEXT    NOT NULL,
   fingerprint TEXT,
   result      TEXT,
   expires_at  INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS ${q(`${table}_expires_at`)} ON ${q(table)} (expires_at);`
+) WITHOUT ROWID`
+
+/** The sweep's index. */
+function expiryIndexDdl(table: string): string {
+  return `CREATE INDEX IF NOT EXISTS ${q(`${table}_expires_at`)} ON ${q(table)} (expires_at)`
 }
 
 /** The prepared statements of one records table; each runs on one row. */
@@ -62,11 +67,17 @@ function prepareFor(db: SqliteDatabaseLike, table: string) {
     read: db.prepare(`SELECT state, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ?`),
     /** result, TTL end, key, token, now. */
     commit: db.prepare(`UPDATE ${t} SET state = ${DONE}, result = ?, expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
-    /** key, token, now: DONE under this token already (a retried commit). */
-    doneBy: db.prepare(`SELECT 1 FROM ${t} WHERE idem_key = ? AND state = ${DONE} AND token = ? AND expires_at > ?`),
+    /** key, state, token, now: in that state under this token already (a retried commit or mark). */
+    heldAs: db.prepare(`SELECT 1 FROM ${t} WHERE idem_key = ? AND state = ? AND token = ? AND expires_at > ?`),
     release: db.prepare(`DELETE FROM ${t} WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
     live: db.prepare(`SELECT 1 FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
     renew: db.prepare(`UPDATE ${t} SET expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
+    /** TTL end, key, token, now. */
+    markUnknown: db.prepare(`UPDATE ${t} SET state = ${UNKNOWN}, result = NULL, expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
+    /** result, TTL end, key, now: a live UNKNOWN row → DONE. */
+    resolveDone: db.prepare(`UPDATE ${t} SET state = ${DONE}, result = ?, expires_at = ? WHERE idem_key = ? AND state = ${UNKNOWN} AND expires_at > ?`),
+    /** key, now: a live UNKNOWN row → absent. */
+    resolveNotDone: db.prepare(`DELETE FROM ${t} WHERE idem_key = ? AND state = ${UNKNOWN} AND expires_at > ?`),
     /** key, now: the live row, for inspect. */
     liveRow: db.prepare(`SELECT state, token, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
     /** key: every row of the key, expired ones too. */
@@ -173,9 +184,32 @@ export class SqliteDialect implements SqlDialect {
     const db = this.db
     // Inside withSchemaLock's transaction: SQLite's DDL is transactional.
     db.exec(`CREATE TABLE IF NOT EXISTS ${q(metaTable)} (name TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID`)
-    for (const table of recordTables) db.exec(recordsDdl(table))
+    for (const table of recordTables) db.exec(`CREATE TABLE IF NOT EXISTS ${q(table)} ${recordsTableBody};\n${expiryIndexDdl(table)}`)
     const insert = db.prepare(`INSERT OR IGNORE INTO ${q(metaTable)} (name, value) VALUES (?, ?)`)
     for (const [name, value] of meta) insert.run(name, value)
+  }
+
+  /**
+   * Version 1 checked `state IN (1, 3)`, and SQLite cannot alter a check: each
+   * table is rebuilt (a new table, the rows copied, the old one dropped with
+   * its index, the new one renamed, the index made again). Inside
+   * withSchemaLock's transaction, so another connection sees the old tables
+   * or the new ones, never a half-built one.
+   */
+  async upgradeSchema(recordTables: readonly string[], metaTable: string): Promise<void> {
+    const { db, prepared } = this.connection.value
+    const columns = [...expectedColumns.keys()].join(', ')
+    for (const table of recordTables) {
+      const rebuilt = `${table}_v${SCHEMA_VERSION}`
+      prepared.delete(table)
+      // Not IF NOT EXISTS: a table of that name that is not ours stops the upgrade instead of receiving the rows.
+      db.exec(`CREATE TABLE ${q(rebuilt)} ${recordsTableBody}`)
+      db.exec(`INSERT INTO ${q(rebuilt)} (${columns}) SELECT ${columns} FROM ${q(table)}`)
+      db.exec(`DROP TABLE ${q(table)}`)
+      db.exec(`ALTER TABLE ${q(rebuilt)} RENAME TO ${q(table)}`)
+      db.exec(expiryIndexDdl(table))
+    }
+    db.prepare(`UPDATE ${q(metaTable)} SET value = ? WHERE name = 'schema_version'`).run(String(SCHEMA_VERSION))
   }
 
   async dropTables(tableNames: readonly string[]): Promise<void> {
@@ -195,8 +229,9 @@ export class SqliteDialect implements SqlDialect {
       const now = this.clock.now()
       for (let j = 0; j < n; j++) {
         if (s.claim.run(keys[j], token, fingerprints[j], now + leaseMs, now).changes === 1) continue // CLAIMED (0)
+        // Not taken: DONE, UNKNOWN (never taken over), or another owner's lease.
         const row = s.read.get(keys[j]) as { state: number; fingerprint: string | null; result: string | null; expires_at: number }
-        codes[j] = row.state === DONE && row.expires_at > now ? ClaimCode.DONE : ClaimCode.IN_PROGRESS
+        codes[j] = row.state === DONE && row.expires_at > now ? ClaimCode.DONE : row.state === UNKNOWN && row.expires_at > now ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
         fps[j] = row.fingerprint
         results[j] = row.result
       }
@@ -211,7 +246,7 @@ export class SqliteDialect implements SqlDialect {
       const now = this.clock.now()
       for (let j = 0; j < keys.length; j++) {
         const done = s.commit.run(results?.[j] ?? null, now + ttlMs, keys[j], token, now).changes === 1
-        applied[j] = done || s.doneBy.get(keys[j], token, now) !== undefined ? 1 : 0
+        applied[j] = done || s.heldAs.get(keys[j], DONE, token, now) !== undefined ? 1 : 0
       }
     })
     return applied
@@ -240,13 +275,38 @@ export class SqliteDialect implements SqlDialect {
     return applied
   }
 
+  async markUnknown(table: string, keys: Buffer[], token: string, ttlMs: number): Promise<Uint8Array> {
+    const s = this.statementsOf(table)
+    const applied = new Uint8Array(keys.length)
+    this.inTransaction(() => {
+      const now = this.clock.now()
+      for (let j = 0; j < keys.length; j++) {
+        const marked = s.markUnknown.run(now + ttlMs, keys[j], token, now).changes === 1
+        applied[j] = marked || s.heldAs.get(keys[j], UNKNOWN, token, now) !== undefined ? 1 : 0
+      }
+    })
+    return applied
+  }
+
+  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array> {
+    const s = this.statementsOf(table)
+    const applied = new Uint8Array(keys.length)
+    this.inTransaction(() => {
+      const now = this.clock.now()
+      for (let j = 0; j < keys.length; j++) {
+        applied[j] = done[j] ? s.resolveDone.run(results[j], now + ttlMs, keys[j], now).changes : s.resolveNotDone.run(keys[j], now).changes
+      }
+    })
+    return applied
+  }
+
   async inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]> {
     const s = this.statementsOf(table)
     const now = this.clock.now()
     return keys.map((key) => {
       const row = s.liveRow.get(key, now) as { state: number; token: string; fingerprint: string | null; result: string | null; expires_at: number } | undefined
       if (row === undefined) return undefined
-      return { done: row.state === DONE, token: row.token, fingerprint: row.fingerprint, result: row.result, expiresInMs: row.expires_at - now }
+      return { done: row.state === DONE, unknown: row.state === UNKNOWN, token: row.token, fingerprint: row.fingerprint, result: row.result, expiresInMs: row.expires_at - now }
     })
   }
 
