@@ -48,7 +48,7 @@ describe('idem demo --store sqlite:PATH', () => {
 
   it.each([
     [['--store', 'sqlite:'], '--store: sqlite: needs a file path'],
-    [['--store', 'dynamo://x'], '--store: must be memory, sqlite:PATH, postgres://… or mysql://…'],
+    [['--store', 'dynamo://x'], '--store: must be memory, redis://…, sqlite:PATH, postgres://… or mysql://…'],
     [['--store', `${PG_URL}`], '--store: the embedded demo runs on memory or sqlite:PATH'],
     [['--store', 'memory', '--redis', 'redis://127.0.0.1:6379'], '--store: not with --redis'],
   ])('bad --store %j exits 2 with the reason', (args, reason) => {
