@@ -17,6 +17,7 @@ import { createEngine, type Engine } from '../../dist/src/engine.js'
 import type { EngineOptions } from '../../dist/src/config.js'
 import { ErrorCode, outcomeUnknown } from '../../dist/src/errors.js'
 import type { Message, Outcome, ReconcileAnswer } from '../../dist/src/message.js'
+import { MYSQL_URL, PG_URL, sqlKit, type SqlKind } from '../support/sql.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
@@ -175,6 +176,33 @@ describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads)
     const twice = idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k')
     expect([twice.status, twice.stdout.trim()]).toEqual([1, 'k\tnot UNKNOWN (done): left as it was'])
     console.log(`[operator, threads ${threads}] ${seen.length} deliveries in-flight OUTCOME_UNKNOWN, hook asked ${calls} times (a throw, a timeout), then \`idem keys resolve --done\`: duplicate with the operator's result`)
+  })
+})
+
+describe.each(['postgres', 'mysql', 'sqlite'] as SqlKind[])('on the %s store', (kind) => {
+  it('a timed-out key is UNKNOWN in its table; `idem keys resolve --not-done` lets the next delivery run it', async () => {
+    const kit = sqlKit(kind)
+    try {
+      const store = kit.store()
+      const e = await createEngine({ shards: 2, handlerTimeoutMs: 200, store })
+      engines.push(e)
+      let runs = 0
+      const first = await e.process({ key: 'k' }, async () => {
+        runs++
+        return never
+      })
+      expect(codeOf(first)).toBe(ErrorCode.OUTCOME_UNKNOWN)
+      expect((await e.process({ key: 'k' }, async () => 'ran')).verdict).toBe('in-flight')
+      const where = ['--store', kind === 'sqlite' ? `sqlite:${kit.file}` : kind === 'postgres' ? PG_URL : MYSQL_URL, '--table-prefix', store.tablePrefix]
+      expect(idemKeys('show', ...where, 'k').stdout).toMatch(/^k\tunknown\t/)
+      const resolved = idemKeys('resolve', ...where, '--not-done', 'k')
+      expect([resolved.status, resolved.stdout.trim()]).toEqual([0, 'k\tresolved not done: its next delivery runs the handler'])
+      expect(await e.process({ key: 'k' }, async () => (runs++, 'ran'))).toEqual({ key: 'k', verdict: 'new', result: 'ran' })
+      expect(runs).toBe(2)
+      await e.close()
+    } finally {
+      await kit.close()
+    }
   })
 })
 
