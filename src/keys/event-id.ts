@@ -27,7 +27,7 @@ import { randomFillSync } from 'node:crypto'
 import { systemClock, type Clock } from '../clock.js'
 
 const COUNTER_BITS = 42
-const COUNTER_MAX = 2 ** COUNTER_BITS - 1
+export const COUNTER_MAX = 2 ** COUNTER_BITS - 1
 const LOW_COUNTER_BITS = 30
 /** 6 bytes for a counter seed, 4 for the random tail. */
 const RANDOM_BYTES_PER_ID = 10
@@ -36,10 +36,36 @@ const RANDOM_POOL_BYTES = 400 * RANDOM_BYTES_PER_ID
 
 const hex: string[] = Array.from({ length: 256 }, (_, byte) => byte.toString(16).padStart(2, '0'))
 
+/** The timestamp and counter of the last id minted. */
+export interface Stamp {
+  ms: number
+  counter: number
+}
+
+/**
+ * Moves the stamp on for the next id, at clock time `now`, with `seed` for a
+ * fresh counter: the ordering rules of the header, in one place.
+ */
+export function advanceStamp(stamp: Stamp, now: number, seed: number): void {
+  if (now > stamp.ms) {
+    stamp.ms = now
+    stamp.counter = seed
+  } else if (stamp.counter < COUNTER_MAX) {
+    stamp.counter++
+  } else {
+    stamp.ms++
+    stamp.counter = seed
+  }
+}
+
+/** A fresh counter: 41 random bits from bytes 0–5 of an id's randomness (the counter's top bit stays 0). */
+function seedOf(random: Uint8Array, at: number): number {
+  return (random[at] & 0x01) * 2 ** 40 + random[at + 1] * 2 ** 32 + random[at + 2] * 2 ** 24 + random[at + 3] * 2 ** 16 + random[at + 4] * 2 ** 8 + random[at + 5]
+}
+
 /** Mints UUIDv7s from one clock, in order. newEventId() uses one on the system clock; tests give it their own. */
 export class EventIdMinter {
-  #lastMs = -Infinity
-  #counter = 0
+  readonly #stamp: Stamp = { ms: -Infinity, counter: 0 }
   readonly #pool = Buffer.alloc(RANDOM_POOL_BYTES)
   #poolOffset = RANDOM_POOL_BYTES
   readonly #bytes = new Uint8Array(16)
@@ -47,19 +73,10 @@ export class EventIdMinter {
   constructor(private readonly clock: Clock = systemClock) {}
 
   next(): string {
-    const random = this.#random()
-    const now = this.clock.now()
-    if (now > this.#lastMs) {
-      this.#lastMs = now
-      this.#counter = this.#seed(random)
-    } else if (this.#counter < COUNTER_MAX) {
-      this.#counter++
-    } else {
-      this.#lastMs++
-      this.#counter = this.#seed(random)
-    }
-    const ms = this.#lastMs
-    const counter = this.#counter
+    const at = this.#takeRandom()
+    const random = this.#pool
+    advanceStamp(this.#stamp, this.clock.now(), seedOf(random, at))
+    const { ms, counter } = this.#stamp
     const bytes = this.#bytes
     // 48-bit timestamp: split, since bitwise operators work on 32 bits.
     const msHigh = Math.floor(ms / 2 ** 32)
@@ -78,26 +95,22 @@ export class EventIdMinter {
     bytes[9] = counterLow >>> 16
     bytes[10] = counterLow >>> 8
     bytes[11] = counterLow
-    bytes[12] = random[6]
-    bytes[13] = random[7]
-    bytes[14] = random[8]
-    bytes[15] = random[9]
+    bytes[12] = random[at + 6]
+    bytes[13] = random[at + 7]
+    bytes[14] = random[at + 8]
+    bytes[15] = random[at + 9]
     return format(bytes)
   }
 
-  /** A fresh counter: 41 random bits from bytes 0–5 of this id's randomness (the counter's top bit stays 0). */
-  #seed(random: Uint8Array): number {
-    return (random[0] & 0x01) * 2 ** 40 + random[1] * 2 ** 32 + random[2] * 2 ** 24 + random[3] * 2 ** 16 + random[4] * 2 ** 8 + random[5]
-  }
-
-  #random(): Uint8Array {
+  /** Where this id's 10 random bytes start in the pool: nothing is allocated per id. */
+  #takeRandom(): number {
     if (this.#poolOffset + RANDOM_BYTES_PER_ID > RANDOM_POOL_BYTES) {
       randomFillSync(this.#pool)
       this.#poolOffset = 0
     }
-    const slice = this.#pool.subarray(this.#poolOffset, this.#poolOffset + RANDOM_BYTES_PER_ID)
+    const at = this.#poolOffset
     this.#poolOffset += RANDOM_BYTES_PER_ID
-    return slice
+    return at
   }
 }
 
