@@ -25,7 +25,7 @@ export type KeyPart = string | number | bigint
 
 /**
  * Parts longer than this, in UTF-8 bytes, are written as their digest: an
- * order line's description or a URL stays in the key as 47 bytes, and a few
+ * order line's description or a URL stays in the key as 48 bytes, and a few
  * long parts cannot push the key past MAX_KEY_BYTES on their own.
  */
 export const MAX_LITERAL_PART_BYTES = 128
@@ -73,7 +73,7 @@ export function idempotencyKey(namespace: string, ...parts: KeyPart[]): string {
   if (Buffer.byteLength(key, 'utf8') <= MAX_KEY_BYTES) return key
   // Only reached with many parts of up to 128 bytes each. The whole list as
   // one digest keeps the key bounded whatever the number of parts: at most
-  // 133 bytes of namespace and 47 of digest.
+  // 133 bytes of namespace and 48 of digest.
   return netstring(namespaceText) + `*43:${digestOf(written)},`
 }
 

@@ -94,6 +94,8 @@ describe('idempotencyKey', () => {
     expect(key).toBe(`2:ns,*43:${sha256Base64url(parts.map((p) => `120:${p},`).join(''))},`)
     // The list digest differs from any single part's digest.
     expect(key).not.toBe(idempotencyKey('ns', parts.join('')))
+    // The longest such key: a namespace of 128 bytes and the list's digest.
+    expect(Buffer.byteLength(idempotencyKey('n'.repeat(128), ...parts), 'utf8')).toBe(181)
     // Just under the limit, the parts stay as they are.
     const fits = Array.from({ length: 7 }, () => 'z'.repeat(128))
     expect(idempotencyKey('ns', ...fits)).toBe(`2:ns,${fits.map((p) => `128:${p},`).join('')}`)
