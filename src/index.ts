@@ -5,3 +5,4 @@ export { Verdict, type Message, type Outcome, type Handler, type HandlerContext,
 export { ManualClock, type Clock } from './clock.js'
 export { MemoryQueue, consumeMemoryQueue, type MemoryQueueOptions, type MemoryDelivery, type FailedMessage, type ConsumeMemoryQueueOptions } from './transport/memory-queue.js'
 export type { Settle } from './outcome.js'
+export { idempotencyKey, fingerprint, canonicalJson, newEventId, type KeyPart } from './keys/index.js'
