@@ -221,6 +221,7 @@ export const storeConformanceCases: readonly ConformanceCase[] = [
       const seen = await store.claim(['k'], ['fp'], 'B', leaseMs, ttlMs)
       strictEqual(seen.codes[0], ClaimCode.UNKNOWN)
       strictEqual(seen.fingerprints[0], 'fp')
+      strictEqual(seen.unknownTokens?.[0], 'A')
       deepStrictEqual(codesOf(await store.renew(['k'], 'A', leaseMs, ttlMs)), [0])
       deepStrictEqual(codesOf(await store.release(['k'], 'A')), [0])
       // The batch's other key commits on its own; the unknown one stays unknown.
@@ -230,14 +231,16 @@ export const storeConformanceCases: readonly ConformanceCase[] = [
     },
   },
   {
-    name: 'markUnknown is fenced: another token, a lapsed lease or an absent key marks nothing',
+    name: 'markUnknown is fenced by the key: another token or an absent key marks nothing, a key taken over after its lease lapsed neither; a lapsed lease nobody took over is still marked',
     async run(make, { leaseMs, ttlMs }) {
       const { store, advance } = make()
-      await store.claim(['held', 'lapsing'], [undefined, undefined], 'A', leaseMs, ttlMs)
+      await store.claim(['held', 'lapsed', 'taken'], [undefined, undefined, undefined], 'A', leaseMs, ttlMs)
       deepStrictEqual(codesOf(await store.markUnknown(['held', 'absent'], 'B', ttlMs)), [0, 0])
       await advance(leaseMs + 50)
-      deepStrictEqual(codesOf(await store.markUnknown(['lapsing'], 'A', ttlMs)), [0])
-      strictEqual((await store.claim(['lapsing'], none, 'C', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+      strictEqual((await store.claim(['taken'], none, 'C', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
+      deepStrictEqual(codesOf(await store.markUnknown(['lapsed', 'taken'], 'A', ttlMs)), [1, 0])
+      strictEqual((await store.claim(['lapsed'], none, 'D', leaseMs, ttlMs)).codes[0], ClaimCode.UNKNOWN)
+      deepStrictEqual(codesOf(await store.commit(['taken'], undefined, 'C', ttlMs)), [CommitCode.COMMITTED])
     },
   },
   {
@@ -253,6 +256,22 @@ export const storeConformanceCases: readonly ConformanceCase[] = [
       deepStrictEqual(after.results[0], { paid: 1 })
       deepStrictEqual(codesOf(await store.resolve(['yes'], [false], undefined, ttlMs)), [0])
       strictEqual((await store.claim(['yes'], none, 'C', leaseMs, ttlMs)).codes[0], ClaimCode.DONE)
+    },
+  },
+  {
+    name: 'resolve with a token resolves only the episode marked under it: an answer about an earlier episode leaves a later one as it is',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      await store.claim(['k'], none, 'A', leaseMs, ttlMs)
+      await store.markUnknown(['k'], 'A', ttlMs)
+      deepStrictEqual(codesOf(await store.resolve(['k'], [false], undefined, ttlMs, 'A')), [1])
+      // A later episode of the same key, marked under B.
+      await store.claim(['k'], none, 'B', leaseMs, ttlMs)
+      await store.markUnknown(['k'], 'B', ttlMs)
+      deepStrictEqual(codesOf(await store.resolve(['k'], [false], undefined, ttlMs, 'A')), [0])
+      strictEqual((await store.claim(['k'], none, 'C', leaseMs, ttlMs)).codes[0], ClaimCode.UNKNOWN)
+      deepStrictEqual(codesOf(await store.resolve(['k'], [true], [{ found: true }], ttlMs, 'B')), [CommitCode.COMMITTED])
+      deepStrictEqual((await store.claim(['k'], none, 'C', leaseMs, ttlMs)).results[0], { found: true })
     },
   },
   {

@@ -51,6 +51,7 @@ export class MemoryStore extends StoreBase {
         continue
       }
       answer.codes[j] = state === KeyState.DONE ? ClaimCode.DONE : state === KeyState.UNKNOWN ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
+      if (state === KeyState.UNKNOWN) (answer.tokens ??= new Array(n))[j] = record!.token
       answer.fingerprints[j] = record!.fingerprint
       answer.results[j] = record!.result
       ;(answer.expiresInMs as Float64Array)[j] = record!.expiresAt - now
@@ -98,7 +99,8 @@ export class MemoryStore extends StoreBase {
     const now = this.clock.now()
     return this.each(g, keys, (record) => {
       const state = stateOf(record, now)
-      if (state === KeyState.IN_PROGRESS && record!.token === token) {
+      // A lapsed lease nobody took over still names this token: marked all the same.
+      if ((state === KeyState.IN_PROGRESS || state === KeyState.LEASE_EXPIRED) && record!.token === token) {
         record!.unknown = true
         record!.expiresAt = now + ttlMs
         return true
@@ -107,10 +109,10 @@ export class MemoryStore extends StoreBase {
     })
   }
 
-  protected async resolveGroup(g: KeyGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+  protected async resolveGroup(g: KeyGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token: string | undefined): Promise<Uint8Array> {
     const now = this.clock.now()
     return this.each(g, keys, (record, i) => {
-      if (stateOf(record, now) !== KeyState.UNKNOWN) return false
+      if (stateOf(record, now) !== KeyState.UNKNOWN || (token !== undefined && record!.token !== token)) return false
       if (!done[i]) return this.records.delete(keys[i])
       record!.unknown = false
       record!.done = true

@@ -62,6 +62,8 @@ export interface GroupClaim {
   codes: Uint8Array
   /** For DONE, IN_PROGRESS and UNKNOWN: the stored fingerprint, as the codec keeps it. */
   fingerprints: unknown[]
+  /** For UNKNOWN: the token of the claim that was marked. */
+  tokens?: (string | null | undefined)[]
   /** For DONE: the stored result, as the codec keeps it. */
   results: unknown[]
   /** For DONE, when the backend can tell: ms until the record expires. */
@@ -112,10 +114,13 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
   protected abstract releaseGroup(g: G, keys: readonly string[], token: string): Promise<Uint8Array>
   /** 1 = renewed, 0 = not this token's live lease any more. */
   protected abstract renewGroup(g: G, keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array>
-  /** 1 = IN_PROGRESS(token), live, now UNKNOWN (or UNKNOWN under this token already), 0 = fenced. */
+  /** 1 = IN_PROGRESS(token), live or lapsed but not taken over, now UNKNOWN (or UNKNOWN under this token already), 0 = fenced. */
   protected abstract markUnknownGroup(g: G, keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array>
-  /** `done` and `results` (encoded, undefined when none is kept) are indexed by batch position. 1 = was UNKNOWN, now DONE or absent; 0 = not UNKNOWN. */
-  protected abstract resolveGroup(g: G, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array>
+  /**
+   * `done` and `results` (encoded, undefined when none is kept) are indexed by batch position.
+   * 1 = was UNKNOWN (under `token`, when given), now DONE or absent; 0 = not: untouched.
+   */
+  protected abstract resolveGroup(g: G, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token: string | undefined): Promise<Uint8Array>
   protected abstract inspectGroup(g: G, keys: readonly string[]): Promise<(StoredRecord | undefined)[]>
   protected abstract forgetGroup(g: G, keys: readonly string[]): Promise<Uint8Array>
   protected abstract closeBackend(): Promise<void>
@@ -139,6 +144,7 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const results: unknown[] = new Array(n)
     let doneExpiresInMs: Float64Array | undefined
+    let unknownTokens: (string | undefined)[] | undefined
     const firsts = firstCopies(keys, codes)
     const { values } = this.policy
     const encoded = fingerprints.map((f) => values.encodeFingerprint(f))
@@ -153,12 +159,15 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
         codes[i] = code
         if (code === ClaimCode.CLAIMED) continue
         storedFingerprints[i] = values.decodeFingerprint(answer.fingerprints[j])
+        if (code === ClaimCode.UNKNOWN) (unknownTokens ??= new Array(n))[i] = answer.tokens?.[j] ?? undefined
         if (code !== ClaimCode.DONE) continue
         results[i] = values.decodeResult(answer.results[j])
         if (answer.expiresInMs !== undefined) (doneExpiresInMs ??= new Float64Array(n))[i] = answer.expiresInMs[j]
       }
     }
-    return { codes, fingerprints: storedFingerprints, results, doneExpiresInMs }
+    const replies: ClaimReplies = { codes, fingerprints: storedFingerprints, results, doneExpiresInMs }
+    if (unknownTokens !== undefined) replies.unknownTokens = unknownTokens
+    return replies
   }
 
   async commit(keys: readonly string[], results: readonly unknown[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
@@ -221,13 +230,15 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
     return scatter(keys.length, groups, answers, (_, applied) => Number(applied))
   }
 
-  async resolve(keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+  async resolve(keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token?: string): Promise<Uint8Array> {
     if (done.length !== keys.length || (results !== undefined && results.length !== keys.length)) throw new IdemError(ErrorCode.INVALID_MESSAGE, 'resolve: done (and results, when given) must have one entry per key')
-    // A result that cannot be kept resolves the key all the same, without it (as a commit does).
-    const encoded = this.encodeResults(results, new Uint8Array(keys.length))
+    if (token !== undefined) checkToken(token)
+    // A result that cannot be kept resolves the key all the same, without it (as a commit does), and the code says why.
+    const kept = new Uint8Array(keys.length).fill(CommitCode.COMMITTED)
+    const encoded = this.encodeResults(results, kept)
     const groups = this.group(keys, allPositions(keys.length))
-    const answers = await this.run('resolve', () => Promise.all(groups.map((g) => this.resolveGroup(g, keys, done, encoded, ttlMs))))
-    return scatter(keys.length, groups, answers, (_, applied) => Number(applied))
+    const answers = await this.run('resolve', () => Promise.all(groups.map((g) => this.resolveGroup(g, keys, done, encoded, ttlMs, token))))
+    return scatter(keys.length, groups, answers, (i, applied) => (!applied ? CommitCode.REFUSED : done[i] ? kept[i] : CommitCode.COMMITTED))
   }
 
   async inspect(keys: readonly string[]): Promise<(KeyView | undefined)[]> {

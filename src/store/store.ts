@@ -42,6 +42,11 @@ export interface ClaimReplies {
   codes: Uint8Array
   /** For DONE, IN_PROGRESS and UNKNOWN: the fingerprint stored with the key. */
   fingerprints: (string | undefined)[]
+  /**
+   * For UNKNOWN: the token of the claim that was marked, naming this episode
+   * of the key, so an answer about it cannot resolve a later one (resolve's `token`).
+   */
+  unknownTokens?: (string | undefined)[]
   /** For DONE: the stored result, when one was kept. */
   results: unknown[]
   /**
@@ -82,19 +87,25 @@ export interface DedupStore {
   /** IN_PROGRESS(token) → absent, so a redelivery runs the handler again. 1 = applied, 0 = fenced. */
   release(keys: readonly string[], token: string): Promise<Uint8Array>
   /**
-   * IN_PROGRESS(token), live → UNKNOWN{token}, kept for ttlMs like a DONE
-   * record: the handler timed out or could not tell whether its effect
-   * happened. Claims answer UNKNOWN until resolve(). 1 = marked (now, or
-   * earlier by this token: a retried call), 0 = fenced (not our live lease).
+   * IN_PROGRESS(token) → UNKNOWN{token}, kept for ttlMs like a DONE record:
+   * the handler timed out or could not tell whether its effect happened.
+   * Claims answer UNKNOWN until resolve(). A lease that lapsed with nobody
+   * taking the key over is still marked (the record still names this token):
+   * leaving it claimable would let a redelivery repeat an effect that may
+   * have happened. 1 = marked (now, or earlier by this token: a retried
+   * call), 0 = fenced (another owner holds the key, or it is gone).
    */
   markUnknown(keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array>
   /**
    * UNKNOWN → DONE (done[i], keeping results[i] when given, for ttlMs) or →
-   * absent (the next delivery runs the handler): a reconcile hook's or an
-   * operator's answer, whoever holds the token. 1 = resolved, 0 = the key was
-   * not UNKNOWN (absent, in progress, done): nothing written.
+   * absent (the next delivery runs the handler): a reconcile hook's answer
+   * about the episode marked under `token`, or an operator's about whatever
+   * episode is there (no token). Per key a CommitCode: REFUSED = not UNKNOWN
+   * (absent, in progress, done) or marked under another token: nothing
+   * written; COMMITTED = resolved; RESULT_TOO_LARGE / RESULT_NOT_SERIALIZABLE
+   * = resolved done, the result not kept.
    */
-  resolve(keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array>
+  resolve(keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token?: string): Promise<Uint8Array>
   /** Extend live leases held by token (`ttlMs` as for claim). 1 = renewed, 0 = lost. */
   renew(keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array>
   /** The live record of each key, undefined for an absent (or lapsed, or expired) one. Admin reads: no lease is taken. */

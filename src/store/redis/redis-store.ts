@@ -190,6 +190,7 @@ export class RedisStore extends StoreBase<TagGroup> {
       const record = readRecord(reply[next++] as string)
       ;(answer.expiresInMs as Float64Array)[j] = Number(reply[next++])
       answer.codes[j] = record.done ? ClaimCode.DONE : record.unknown ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
+      if (record.unknown) (answer.tokens ??= new Array(n))[j] = record.token
       answer.fingerprints[j] = record.fingerprint
       answer.results[j] = record.result
     }
@@ -276,13 +277,14 @@ export class RedisStore extends StoreBase<TagGroup> {
     return flags(await this.send('markUnknown', g, token, [token, String(ttlMs), this.recordKeys(g, keys)]))
   }
 
-  protected async resolveGroup(g: TagGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+  protected async resolveGroup(g: TagGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token: string | undefined): Promise<Uint8Array> {
     return flags(
       await this.send('resolve', g, '', [
         String(ttlMs),
         this.recordKeys(g, keys),
         pack(g, (i) => (done[i] ? '1' : '0')).replaceAll('\0', ''),
         pack(g, (i) => (results?.[i] as string | null | undefined) ?? ''),
+        token ?? '',
       ]),
     )
   }

@@ -31,6 +31,8 @@ export interface ClaimAnswer {
   fingerprints: (string | null)[]
   /** For DONE: the stored result's JSON, or null. */
   results: (string | null)[]
+  /** For UNKNOWN: the row's token (the claim that was marked); may be absent when no key is UNKNOWN. */
+  tokens?: (string | null)[]
 }
 
 /** The fenced write that makes a key DONE inside a handler's transaction. */
@@ -90,10 +92,18 @@ export interface SqlRecords {
   release(table: string, keys: Buffer[], token: string): Promise<Uint8Array>
   /** IN_PROGRESS(token), live → lease extended. 1 = renewed, 0 = lost. */
   renew(table: string, keys: Buffer[], token: string, leaseMs: number): Promise<Uint8Array>
-  /** IN_PROGRESS(token), live → UNKNOWN, expires_at now + ttl. 1 = marked now or UNKNOWN under this token already, 0 = fenced. */
+  /**
+   * IN_PROGRESS(token), live or expired (a lapsed lease nobody took over: the
+   * row still names this token) → UNKNOWN, expires_at now + ttl. 1 = marked
+   * now or UNKNOWN under this token already, 0 = fenced.
+   */
   markUnknown(table: string, keys: Buffer[], token: string, ttlMs: number): Promise<Uint8Array>
-  /** Live UNKNOWN → DONE (done[j], result[j], expires_at now + ttl) or deleted. 1 = resolved, 0 = not a live UNKNOWN row: untouched. */
-  resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array>
+  /**
+   * Live UNKNOWN (with this token, when one is given) → DONE (done[j],
+   * result[j], expires_at now + ttl) or deleted. 1 = resolved, 0 = not such a
+   * row: untouched.
+   */
+  resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number, token: string | undefined): Promise<Uint8Array>
   /** The live row of each key (undefined for none, or an expired one). */
   inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]>
   /** Deletes each key's row whatever its state. 1 = a live row was deleted, 0 = none was there. */

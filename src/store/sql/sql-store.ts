@@ -92,13 +92,14 @@ export class SqlStore extends StoreBase<TableGroup> {
     return this.dialect.markUnknown(g.table, g.keys, token, ttlMs)
   }
 
-  protected resolveGroup(g: TableGroup, _keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+  protected resolveGroup(g: TableGroup, _keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token: string | undefined): Promise<Uint8Array> {
     return this.dialect.resolve(
       g.table,
       g.keys,
       g.positions.map((i) => done[i]),
       g.positions.map((i) => (results?.[i] as string | null | undefined) ?? null),
       ttlMs,
+      token,
     )
   }
 
