@@ -70,6 +70,8 @@ export interface Decision {
   storeError?: ErrorData
   /** 1 at the positions answered IN_FLIGHT because their key is UNKNOWN (present only when there is one). */
   unknownAt?: Uint8Array
+  /** At those positions: the token the key was marked under (its episode). */
+  unknownTokens?: (string | undefined)[]
 }
 
 /**
@@ -114,8 +116,12 @@ export interface RiddenCommit {
 
 /** How a resolve of an UNKNOWN key ended (ShardActor.resolve), with the counts since the last reply. */
 export interface Resolved {
-  /** False when the key was not UNKNOWN any more (someone resolved or forgot it): nothing was written. */
-  applied: boolean
+  /**
+   * The store's CommitCode: REFUSED when the key was not UNKNOWN under that
+   * token any more (someone resolved or forgot it): nothing was written;
+   * COMMITTED when resolved; RESULT_* when resolved done without its result.
+   */
+  code: CommitCode
   counters: Float64Array
 }
 
@@ -147,7 +153,7 @@ export interface ThreadOps {
   /** Extends the lease of every claim of the shard not settled yet; answers with the counters since the last reply. */
   renew: { request: { shard: number }; reply: Float64Array }
   /** Resolves an UNKNOWN key of the shard: a reconcile hook's answer (ShardActor.resolve). */
-  resolve: { request: { shard: number; key: string; done: boolean; result: unknown }; reply: Resolved }
+  resolve: { request: { shard: number; key: string; done: boolean; result: unknown; token: string | undefined }; reply: Resolved }
   /** Messages for the handler module, into the shard's cycle inside the worker; answers when each has its outcome. */
   run: { request: { shard: number; batch: ActorBatch; messages: Message[] }; reply: BatchResult }
 }

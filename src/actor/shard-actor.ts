@@ -118,6 +118,7 @@ export class ShardActor {
     const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
     let claims: Claims | undefined
     let unknownAt: Uint8Array | undefined
+    let unknownTokens: (string | undefined)[] | undefined
     if (claimIndexes.length > 0) {
       const claimKeys = claimIndexes.map((i) => keys[i])
       const claimFingerprints = claimIndexes.map((i) => fingerprints[i])
@@ -157,6 +158,7 @@ export class ShardActor {
             verdicts[i] = VerdictCode.IN_FLIGHT
             storedFingerprints[i] = replies.fingerprints[j]
             ;(unknownAt ??= new Uint8Array(n))[i] = 1
+            ;(unknownTokens ??= new Array(n))[i] = replies.unknownTokens?.[j]
             break
           case ClaimCode.REPEAT:
             // The cycle sends each key once per batch; a store answering REPEAT holds the claim under an earlier copy.
@@ -167,7 +169,10 @@ export class ShardActor {
     }
     if (claims !== undefined) this.claimsByToken.set(token, claims)
     const decision: Decision = { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
-    if (unknownAt !== undefined) decision.unknownAt = unknownAt
+    if (unknownAt !== undefined) {
+      decision.unknownAt = unknownAt
+      decision.unknownTokens = unknownTokens
+    }
     return decision
   }
 
@@ -276,14 +281,16 @@ export class ShardActor {
   }
 
   /**
-   * Resolves an UNKNOWN key of this shard (a reconcile hook's answer): DONE,
-   * with `result` when results are kept, or absent. Not remembered in the LRU:
-   * the hook's message may not carry the fingerprint stored with the key.
+   * Resolves the UNKNOWN episode of a key of this shard marked under `token`
+   * (a reconcile hook's answer): DONE, with `result` when results are kept,
+   * or absent. Not remembered in the LRU: the hook's message may not carry
+   * the fingerprint stored with the key.
    */
-  async resolve(key: string, done: boolean, result: unknown): Promise<Resolved> {
+  async resolve(key: string, done: boolean, result: unknown, token: string | undefined): Promise<Resolved> {
     this.counters[Counter.STORE_OPERATIONS]++
-    const [applied] = await this.store.resolve([key], [done], done && this.config.keepResults ? [result] : undefined, this.config.ttlMs)
-    return { applied: applied === 1, counters: this.takeCounters() }
+    const [code] = await this.store.resolve([key], [done], done && this.config.keepResults ? [result] : undefined, this.config.ttlMs, token)
+    if (code === CommitCode.REFUSED) this.counters[Counter.FENCED_WRITES]++
+    return { code: code as CommitCode, counters: this.takeCounters() }
   }
 
   /** Extends the lease of every open claim, one store call per decided batch (a Redis store sends those of one turn together). */

@@ -15,8 +15,8 @@ export interface ActorPort {
   renew(): Promise<Float64Array>
   /** Commits one claim on a transport's connection before returning (ShardActor.commitOn); actors on this thread only. */
   commitOn?(client: Redis, token: string, position: number, result: unknown): Promise<RiddenCommit>
-  /** Resolves an UNKNOWN key: DONE (with result) or absent. */
-  resolve(key: string, done: boolean, result: unknown): Promise<Resolved>
+  /** Resolves the UNKNOWN episode of a key marked under `token`: DONE (with result) or absent. */
+  resolve(key: string, done: boolean, result: unknown, token: string | undefined): Promise<Resolved>
 }
 
 /**
@@ -46,8 +46,10 @@ const MAX_RECONCILE_BACKOFF_MS = 300_000
 /** Keys whose reconcile attempts a shard remembers; beyond, the oldest are forgotten (and asked about afresh). */
 const MAX_RECONCILING_KEYS = 10_000
 
-/** Reconcile attempts about one UNKNOWN key. */
+/** Reconcile attempts about one UNKNOWN episode of a key. */
 interface Reconciling {
+  /** The token the key was marked under: a later episode starts its attempts afresh. */
+  token: string | undefined
   attempts: number
   /** No call before this time (performance.now()); Infinity while one runs. */
   nextAt: number
@@ -80,6 +82,10 @@ export class CycleEntry<T = unknown> {
   unknown = false
   /** Its handler ended or timed out: a timed-out handler's later end changes nothing. */
   runEnded = false
+  /** Its handler ran past handlerTimeoutMs and may still be running. */
+  timedOut = false
+  /** Asked when this message meets its key UNKNOWN: the engine's hook for function handlers, the module's for a handler module. */
+  reconcile: ReconcileHook | undefined = undefined
   /** With handlerTimeoutMs: when its handler started (performance.now()), and its signal's controller once the handler asked for it. */
   startedAt = 0
   abort: AbortController | undefined = undefined
@@ -148,6 +154,16 @@ export class ShardCycle<T = unknown> {
   /** With handlerTimeoutMs: running handlers in start order, which is their deadline order. */
   private running: CycleEntry<T>[] = []
   private runningHead = 0
+  /** Handlers in `running` that have not ended or timed out. */
+  private runningLive = 0
+  /**
+   * Keys whose timed-out handler still runs here, with how many. The hook is
+   * not asked about them until they end: it cannot see an effect that has not
+   * landed yet, and a "not done" answer would run a second copy beside the
+   * first. A handler that ignores its signal and never ends keeps its key
+   * in-flight here; another process's hook, or an operator, can still decide.
+   */
+  private readonly zombies = new Map<string, number>()
   private timeoutTimer: NodeJS.Timeout | undefined
   /** Reconcile attempts by key, for keys met UNKNOWN. */
   private readonly reconciling = new Map<string, Reconciling>()
@@ -159,8 +175,6 @@ export class ShardCycle<T = unknown> {
     private readonly deliver: (entry: CycleEntry<T>) => void,
     /** Given to every handler in its context: aborted when the engine closes. */
     private readonly signal?: AbortSignal,
-    /** Asked about keys met UNKNOWN; without it they are answered in-flight until an operator resolves them. */
-    private readonly reconcile?: ReconcileHook,
   ) {
     // Long enough that trivial handlers never pay for a yield, short enough that renewals (every leaseMs/3) keep their pace.
     this.sliceMs = Math.max(1, Math.min(50, options.leaseMs / 10))
@@ -331,7 +345,7 @@ export class ShardCycle<T = unknown> {
       } else if (verdict === VerdictCode.IN_FLIGHT) {
         if (decision.unknownAt?.[j] === 1) {
           if (!shadow) {
-            this.meetUnknown(entry, decision.storedFingerprints[j])
+            this.meetUnknown(entry, decision.storedFingerprints[j], decision.unknownTokens?.[j])
             continue
           }
           error = unknownKey(entry.key, 'shadow rollout runs it anyway')
@@ -370,7 +384,8 @@ export class ShardCycle<T = unknown> {
     if (this.options.handlerTimeoutMs > 0) {
       entry.startedAt = performance.now()
       this.trackRunning(entry)
-      this.timeoutTimer ??= setTimeout(this.expireHandlers, this.options.handlerTimeoutMs)
+      // Unref'd: the timer alone must not hold the process (a hung handler's claims are renewed by a timer that does, until it times out).
+      this.timeoutTimer ??= setTimeout(this.expireHandlers, this.options.handlerTimeoutMs).unref()
       context = new TimedContext(entry, this.signal, this.options.handlerTimeoutMs)
     } else context = { claim: { token: entry.token, storeKey: entry.key }, signal: this.signal }
     let value: unknown
@@ -388,8 +403,13 @@ export class ShardCycle<T = unknown> {
   }
 
   private handlerEnded(entry: CycleEntry<T>, returned: boolean, value: unknown): void {
-    if (this.abandoned || entry.runEnded) return
+    if (entry.runEnded) {
+      if (entry.timedOut) this.zombieEnded(entry.key)
+      return
+    }
+    if (this.abandoned) return
     entry.runEnded = true
+    if (this.options.handlerTimeoutMs > 0) this.runningLive--
     entry.abort = undefined
     if (returned && entry.ride !== undefined) return this.rideCommit(entry, entry.ride, value)
     entry.returned = returned
@@ -412,11 +432,23 @@ export class ShardCycle<T = unknown> {
   private trackRunning(entry: CycleEntry<T>): void {
     const { running } = this
     while (this.runningHead < running.length && running[this.runningHead].runEnded) this.runningHead++
-    if (this.runningHead > 1024 && this.runningHead * 2 > running.length) {
+    const held = running.length - this.runningHead
+    // A hung handler at the head keeps the ended ones behind it: sweep them once they are most of the queue.
+    if (held > 1024 && held > 4 * this.runningLive) {
+      this.running = running.slice(this.runningHead).filter((e) => !e.runEnded)
+      this.runningHead = 0
+    } else if (this.runningHead > 1024 && this.runningHead * 2 > running.length) {
       this.running = running.slice(this.runningHead)
       this.runningHead = 0
     }
     this.running.push(entry)
+    this.runningLive++
+  }
+
+  private zombieEnded(key: string): void {
+    const left = (this.zombies.get(key) ?? 1) - 1
+    if (left > 0) this.zombies.set(key, left)
+    else this.zombies.delete(key)
   }
 
   /**
@@ -437,7 +469,10 @@ export class ShardCycle<T = unknown> {
       }
       if (entry.startedAt + timeoutMs > now) break
       this.runningHead++
+      this.runningLive--
       entry.runEnded = true
+      entry.timedOut = true
+      this.zombies.set(entry.key, (this.zombies.get(entry.key) ?? 0) + 1)
       entry.unknown = true
       entry.error = unknownKey(entry.key, `its handler did not end within handlerTimeoutMs (${timeoutMs} ms), so its effect may or may not have happened`)
       entry.abort?.abort(timeoutReason(entry.key, timeoutMs))
@@ -452,7 +487,7 @@ export class ShardCycle<T = unknown> {
         this.running = running.slice(this.runningHead)
         this.runningHead = 0
       }
-      this.timeoutTimer = setTimeout(this.expireHandlers, Math.max(1, this.running[this.runningHead].startedAt + timeoutMs - now))
+      this.timeoutTimer = setTimeout(this.expireHandlers, Math.max(1, this.running[this.runningHead].startedAt + timeoutMs - now)).unref()
     }
     this.kick()
   }
@@ -465,16 +500,19 @@ export class ShardCycle<T = unknown> {
    * and while the hook cannot tell, the message is in-flight with
    * OUTCOME_UNKNOWN: never run, never acked.
    */
-  private meetUnknown(entry: CycleEntry<T>, storedFingerprint: string | undefined): void {
-    const hook = this.reconcile
+  private meetUnknown(entry: CycleEntry<T>, storedFingerprint: string | undefined, token: string | undefined): void {
+    const hook = entry.reconcile
     if (hook === undefined) return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, 'no reconcile hook is configured; an operator resolves it with `idem keys resolve`'))
     if (storedFingerprint !== undefined && entry.fingerprint !== undefined && storedFingerprint !== entry.fingerprint) {
       return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, `this message has another fingerprint than the one that ran (${JSON.stringify(storedFingerprint)}), so the hook is not asked about it`))
     }
+    if (this.zombies.has(entry.key)) {
+      return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, 'its timed-out handler is still running in this process (it ignores its signal); the reconcile hook is asked once it ends'))
+    }
     let state = this.reconciling.get(entry.key)
-    if (state === undefined) {
-      if (this.reconciling.size >= MAX_RECONCILING_KEYS) this.reconciling.delete(this.reconciling.keys().next().value as string)
-      this.reconciling.set(entry.key, (state = { attempts: 0, nextAt: 0 }))
+    if (state === undefined || state.token !== token) {
+      if (state === undefined && this.reconciling.size >= MAX_RECONCILING_KEYS) this.reconciling.delete(this.reconciling.keys().next().value as string)
+      this.reconciling.set(entry.key, (state = { token, attempts: 0, nextAt: 0 }))
     }
     const { reconcileAttempts } = this.options
     if (state.attempts >= reconcileAttempts) {
@@ -486,10 +524,10 @@ export class ShardCycle<T = unknown> {
       return this.finish(entry, VerdictCode.IN_FLIGHT, unknownKey(entry.key, wait))
     }
     state.nextAt = Infinity
-    void this.askHook(hook, entry, state)
+    void this.askHook(hook, entry, state, token)
   }
 
-  private async askHook(hook: ReconcileHook, entry: CycleEntry<T>, state: Reconciling): Promise<void> {
+  private async askHook(hook: ReconcileHook, entry: CycleEntry<T>, state: Reconciling, token: string | undefined): Promise<void> {
     const answer = await callBounded(hook, entry, this.options.handlerTimeoutMs > 0 ? this.options.handlerTimeoutMs : RECONCILE_TIMEOUT_MS, this.signal)
     if (this.abandoned) return
     if (typeof answer === 'string') {
@@ -501,9 +539,10 @@ export class ShardCycle<T = unknown> {
     }
     let resolved: Resolved
     try {
-      resolved = await this.port.resolve(entry.key, answer.done, answer.result)
+      resolved = await this.port.resolve(entry.key, answer.done, answer.result, token)
     } catch (error) {
-      state.nextAt = 0
+      // The store's failure, not the hook's: no attempt used, but no retry before the backoff either.
+      state.nextAt = performance.now() + this.options.reconcileBackoffMs
       if (this.abandoned) return
       this.finish(entry, VerdictCode.IN_FLIGHT, failureData(error, 'resolving the UNKNOWN key in the store failed'))
       return this.settleTurn()
@@ -511,11 +550,13 @@ export class ShardCycle<T = unknown> {
     if (this.abandoned) return
     this.reconciling.delete(entry.key)
     addCounters(this.counters, resolved.counters)
-    if (resolved.applied) this.counters[answer.done ? Counter.RECONCILED_DONE : Counter.RECONCILED_NOT_DONE]++
-    // Done: this message is the duplicate of a settled key. Not done, or resolved by someone
-    // else meanwhile: it goes through the cycle again, which finds the key as it now is.
-    if (resolved.applied && answer.done) this.finish(entry, VerdictCode.DUPLICATE, undefined, this.options.keepResults ? answer.result : undefined)
-    else this.retake(entry)
+    const { code } = resolved
+    if (code !== CommitCode.REFUSED) this.counters[answer.done ? Counter.RECONCILED_DONE : Counter.RECONCILED_NOT_DONE]++
+    // Done: this message is the duplicate of a settled key (its result kept, or why not). Not done,
+    // or resolved by someone else meanwhile: it goes through the cycle again, which finds the key as it now is.
+    if (code === CommitCode.REFUSED || !answer.done) this.retake(entry)
+    else if (code === CommitCode.COMMITTED) this.finish(entry, VerdictCode.DUPLICATE, undefined, this.options.keepResults ? answer.result : undefined)
+    else this.finish(entry, VerdictCode.DUPLICATE, resultNotKept(entry.key, code))
     this.settleTurn()
   }
 
@@ -558,24 +599,16 @@ export class ShardCycle<T = unknown> {
     this.closeClaims(entries.commit.length + entries.release.length + entries.unknown.length)
     for (let k = 0; k < entries.commit.length; k++) {
       const entry = entries.commit[k]
-      const key = JSON.stringify(entry.key)
       let error: ErrorData | undefined
-      switch (reply.committed[k]) {
-        case CommitCode.REFUSED:
-          error = leaseLost(entry.key)
-          break
-        case CommitCode.RESULT_TOO_LARGE:
-          error = { code: ErrorCode.RESULT_TOO_LARGE, message: `key ${key} is done, but its result is over the store's maxResultBytes and was not kept` }
-          break
-        case CommitCode.RESULT_NOT_SERIALIZABLE:
-          error = { code: ErrorCode.RESULT_NOT_SERIALIZABLE, message: `key ${key} is done, but its result could not be serialized (JSON for the store, structured clone across threads) and was not kept` }
-      }
+      const code = reply.committed[k]
+      if (code === CommitCode.REFUSED) error = leaseLost(entry.key)
+      else if (code !== CommitCode.COMMITTED) error = resultNotKept(entry.key, code)
       this.finish(entry, VerdictCode.NEW, error, entry.result)
     }
     for (const entry of entries.release) this.finish(entry, VerdictCode.NEW, entry.error, undefined)
     for (let k = 0; k < entries.unknown.length; k++) {
       const entry = entries.unknown[k]
-      this.finish(entry, VerdictCode.NEW, reply.marked[k] === 1 ? entry.error : leaseLost(entry.key, 'its key could not be marked UNKNOWN'))
+      this.finish(entry, VerdictCode.NEW, reply.marked[k] === 1 ? entry.error : takenOver(entry.key))
     }
   }
 
@@ -688,7 +721,7 @@ class TimedContext<T> implements HandlerContext {
     if (entry.abort === undefined) {
       entry.abort = new AbortController()
       // Read late: the handler may already be past its deadline, or the engine closing.
-      if (entry.runEnded && entry.unknown) entry.abort.abort(timeoutReason(entry.key, this.timeoutMs))
+      if (entry.timedOut) entry.abort.abort(timeoutReason(entry.key, this.timeoutMs))
       else if (this.closing?.aborted === true) entry.abort.abort(this.closing.reason)
     }
     return entry.abort.signal
@@ -744,8 +777,19 @@ function actorBatchOf<T>(taken: CycleEntry<T>[]): ActorBatch {
   return { keys, hashes, fingerprints }
 }
 
-function leaseLost(key: string, what = 'the commit was refused'): ErrorData {
-  return { code: ErrorCode.LEASE_LOST, message: `handler finished for key ${JSON.stringify(key)} but its lease had lapsed and ${what}; another owner may run it` }
+function leaseLost(key: string): ErrorData {
+  return { code: ErrorCode.LEASE_LOST, message: `handler finished for key ${JSON.stringify(key)} but its lease had lapsed and the commit was refused; another owner may run it` }
+}
+
+function takenOver(key: string): ErrorData {
+  return { code: ErrorCode.LEASE_LOST, message: `handler for key ${JSON.stringify(key)} timed out or could not tell its outcome, but its lease had lapsed and another owner had taken the key, so it could not be marked UNKNOWN; it may run there` }
+}
+
+/** A key done with its result not kept: why, by the store's CommitCode. */
+function resultNotKept(key: string, code: number): ErrorData {
+  return code === CommitCode.RESULT_TOO_LARGE
+    ? { code: ErrorCode.RESULT_TOO_LARGE, message: `key ${JSON.stringify(key)} is done, but its result is over the store's maxResultBytes and was not kept` }
+    : { code: ErrorCode.RESULT_NOT_SERIALIZABLE, message: `key ${JSON.stringify(key)} is done, but its result could not be serialized (JSON for the store, structured clone across threads) and was not kept` }
 }
 
 function unknownKey(key: string, why: string): ErrorData {
@@ -760,8 +804,16 @@ function unknownKey(key: string, why: string): ErrorData {
  */
 async function callBounded<T>(hook: ReconcileHook, entry: CycleEntry<T>, timeoutMs: number, closing: AbortSignal | undefined): Promise<{ done: boolean; result?: unknown } | string> {
   const abort = new AbortController()
-  const onClose = (): void => abort.abort(closing?.reason)
-  closing?.addEventListener('abort', onClose, { once: true })
+  // A close does not wait for a hook that ignores its signal.
+  let onClose = noop
+  const closed = new Promise<{ failed: string }>((resolve) => {
+    onClose = () => {
+      abort.abort(closing?.reason)
+      resolve({ failed: 'was cut short: the engine is closing' })
+    }
+  })
+  if (closing?.aborted === true) onClose()
+  else closing?.addEventListener('abort', onClose, { once: true })
   let timer: NodeJS.Timeout | undefined
   const expired = new Promise<{ failed: string }>((resolve) => {
     timer = setTimeout(() => {
@@ -771,7 +823,7 @@ async function callBounded<T>(hook: ReconcileHook, entry: CycleEntry<T>, timeout
   })
   let answer: ReconcileAnswer | { failed: string }
   try {
-    answer = await Promise.race([Promise.resolve(hook(entry.message, { key: entry.key, signal: abort.signal })), expired])
+    answer = await Promise.race([Promise.resolve(hook(entry.message, { key: entry.key, signal: abort.signal })), expired, closed])
   } catch (error) {
     answer = { failed: `threw: ${errorText(error)}` }
   } finally {

@@ -69,10 +69,10 @@ export class ShardLane {
     private readonly localModule: HandlerModule | undefined,
     private readonly options: CycleOptions,
     signal: AbortSignal,
-    /** The engine's hook, else the local handler module's. */
-    reconcile: ReconcileHook | undefined,
+    /** The engine's hook, for function handlers (a handler module's messages get the module's own). */
+    private readonly reconcile: ReconcileHook | undefined,
   ) {
-    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error), signal, reconcile ?? localModule?.reconcile)
+    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error), signal)
   }
 
   push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number): void {
@@ -80,6 +80,7 @@ export class ShardLane {
     else {
       const entry = new CycleEntry(key, hashLo, hashHi, fingerprint, message, job.handler ?? this.localModule!.handle, job, slot)
       entry.ride = job.ride
+      entry.reconcile = job.handler !== undefined ? this.reconcile : this.localModule?.reconcile
       this.cycle.push(entry)
     }
   }

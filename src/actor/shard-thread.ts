@@ -130,8 +130,15 @@ export class RemoteActorPort implements ActorPort {
     return this.thread.call({ op: 'renew', shard: this.shard })
   }
 
-  resolve(key: string, done: boolean, result: unknown): Promise<Resolved> {
-    return this.thread.call({ op: 'resolve', shard: this.shard, key, done, result })
+  /** A hook's result that cannot cross into the worker is not kept (RESULT_NOT_SERIALIZABLE), as a handler's is not: the key is resolved all the same. */
+  async resolve(key: string, done: boolean, result: unknown, token: string | undefined): Promise<Resolved> {
+    try {
+      return await this.thread.call({ op: 'resolve', shard: this.shard, key, done, result, token })
+    } catch (error) {
+      if (!isCloneError(error)) throw error
+      const resolved = await this.thread.call({ op: 'resolve', shard: this.shard, key, done, result: undefined, token })
+      return resolved.code === CommitCode.COMMITTED ? { ...resolved, code: CommitCode.RESULT_NOT_SERIALIZABLE } : resolved
+    }
   }
 
   /** Messages for the handler module, run by the shard's cycle inside the worker: one crossing per run. */

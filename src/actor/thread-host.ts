@@ -7,7 +7,7 @@ import { workerData } from 'piscina'
 import { systemClock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { loadHandlerModule, type HandlerModule } from '../handler-module.js'
-import type { Message, ReconcileHook } from '../message.js'
+import type { Message } from '../message.js'
 import { StoreFactory } from '../store/store-factory.js'
 import { COUNTER_COUNT, type ActorBatch, type BatchResult, type ThreadOp, type ThreadReply, type ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
@@ -40,7 +40,7 @@ interface ModuleRun {
   done: () => void
 }
 
-function cycleOf(shard: number, reconcile: ReconcileHook | undefined): ShardCycle<ModuleRun> {
+function cycleOf(shard: number): ShardCycle<ModuleRun> {
   let cycle = cycles.get(shard)
   if (cycle === undefined) {
     const deliver = ({ owner, slot, verdict, result, error }: CycleEntry<ModuleRun>): void => {
@@ -49,7 +49,7 @@ function cycleOf(shard: number, reconcile: ReconcileHook | undefined): ShardCycl
       owner.out.errors[slot] = error
       if (--owner.remaining === 0) owner.done()
     }
-    cycle = new ShardCycle<ModuleRun>(actorOf(shard), config, deliver, undefined, reconcile)
+    cycle = new ShardCycle<ModuleRun>(actorOf(shard), config, deliver)
     cycles.set(shard, cycle)
   }
   return cycle
@@ -58,10 +58,14 @@ function cycleOf(shard: number, reconcile: ReconcileHook | undefined): ShardCycl
 async function runModule(shard: number, batch: ActorBatch, messages: Message[]): Promise<BatchResult> {
   const { handle, reconcile } = await moduleHandler()
   const n = batch.keys.length
-  const cycle = cycleOf(shard, reconcile)
+  const cycle = cycleOf(shard)
   const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
   const finished = new Promise<void>((resolve) => (run.done = resolve))
-  for (let j = 0; j < n; j++) cycle.push(new CycleEntry(batch.keys[j], batch.hashes[2 * j], batch.hashes[2 * j + 1], batch.fingerprints[j], messages[j], handle, run, j))
+  for (let j = 0; j < n; j++) {
+    const entry = new CycleEntry(batch.keys[j], batch.hashes[2 * j], batch.hashes[2 * j + 1], batch.fingerprints[j], messages[j], handle, run, j)
+    entry.reconcile = reconcile
+    cycle.push(entry)
+  }
   cycle.kick()
   await finished
   run.out.counters = cycle.takeCounters()
@@ -84,7 +88,7 @@ const serve: { [Op in ThreadOp]: (task: ThreadTask<Op>) => Promise<ThreadReply<O
   },
   step: (task) => actorOf(task.shard).step(task.settlements, task.batch),
   renew: (task) => actorOf(task.shard).renew(),
-  resolve: (task) => actorOf(task.shard).resolve(task.key, task.done, task.result),
+  resolve: (task) => actorOf(task.shard).resolve(task.key, task.done, task.result, task.token),
   run: (task) => runModule(task.shard, task.batch, task.messages),
 }
 

@@ -8,7 +8,7 @@ import { systemClock } from '../clock.js'
 import { resolveConfig, type StoreConfig } from '../config.js'
 import { ConfigError, IdemError } from '../errors.js'
 import { StoreFactory } from '../store/store-factory.js'
-import type { DedupStore, KeyView } from '../store/store.js'
+import { CommitCode, type DedupStore, type KeyView } from '../store/store.js'
 import { invalidKey, KeyStatus, keyStatusOf, type BadKeyStatus } from '../validation.js'
 import { parseStoreFlag } from './migrate.js'
 
@@ -40,8 +40,10 @@ export async function runKeys(args: string[]): Promise<number> {
     strict: true,
   })
   if (positionals.length === 0) return fail(2, 'name at least one KEY')
+  // A key named twice is one key: answered once.
+  const named = [...new Set(positionals)]
   const keys: string[] = []
-  for (const key of positionals) {
+  for (const key of named) {
     const scoped = scopedKey(key, values.namespace)
     if (scoped instanceof IdemError) return fail(2, scoped.message)
     keys.push(scoped)
@@ -57,7 +59,9 @@ export async function runKeys(args: string[]): Promise<number> {
         return fail(2, `--result must be JSON: ${(error as Error).message}`)
       }
     }
-  } else if (values.done !== undefined || values['not-done'] !== undefined || values.result !== undefined) return fail(2, `--done, --not-done and --result go with resolve, not ${action}`)
+  } else if (values.done !== undefined || values['not-done'] !== undefined || values.result !== undefined || values['ttl-ms'] !== undefined) {
+    return fail(2, `--done, --not-done, --result and --ttl-ms go with resolve, not ${action}`)
+  }
   const ttlMs = values['ttl-ms'] === undefined ? DEFAULT_TTL_MS : Number(values['ttl-ms'])
   if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) return fail(2, `--ttl-ms must be a positive integer, got ${JSON.stringify(values['ttl-ms'])}`)
 
@@ -75,22 +79,22 @@ export async function runKeys(args: string[]): Promise<number> {
   try {
     if (action === 'show') {
       const views = await store.inspect(keys)
-      positionals.forEach((key, i) => console.log(`${key}\t${describe(views[i])}`))
+      named.forEach((key, i) => console.log(`${key}\t${describe(views[i])}`))
       return 0
     }
     if (action === 'forget') {
       const removed = await store.forget(keys)
-      positionals.forEach((key, i) => console.log(`${key}\t${removed[i] === 1 ? 'forgotten: its next delivery runs the handler' : 'absent already'}`))
+      named.forEach((key, i) => console.log(`${key}\t${removed[i] === 1 ? 'forgotten: its next delivery runs the handler' : 'absent already'}`))
       return 0
     }
     const done = values.done === true
     const before = await store.inspect(keys)
     const resolved = await store.resolve(keys, keys.map(() => done), done && result !== undefined ? keys.map(() => result) : undefined, ttlMs)
-    positionals.forEach((key, i) => {
-      if (resolved[i] === 1) console.log(`${key}\tresolved ${done ? 'done: its deliveries are duplicates from now on' : 'not done: its next delivery runs the handler'}`)
+    named.forEach((key, i) => {
+      if (resolved[i] !== CommitCode.REFUSED) console.log(`${key}\tresolved ${done ? 'done: its deliveries are duplicates from now on' : 'not done: its next delivery runs the handler'}`)
       else console.log(`${key}\tnot UNKNOWN (${before[i]?.state ?? 'absent'}): left as it was`)
     })
-    return resolved.every((r) => r === 1) ? 0 : 1
+    return resolved.every((r) => r !== CommitCode.REFUSED) ? 0 : 1
   } catch (error) {
     if (!(error instanceof IdemError)) throw error
     return fail(1, `${error.code}: ${error.message}`)

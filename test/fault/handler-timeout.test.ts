@@ -179,6 +179,92 @@ describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads)
   })
 })
 
+describe.each([0, 1])('what a hostile review found, threads %i', (threads) => {
+  it('a timed-out handler that ignores its signal and lands its effect late: the hook is not asked until it ends, so a "not done" answer cannot run a second copy beside it; one effect', async () => {
+    let effects = 0
+    let running = 0
+    let maxRunning = 0
+    const e = await engine(`t:${randomUUID()}:`, { threads, handlerTimeoutMs: 100, reconcile: () => (effects > 0 ? 'done' : 'not-done') })
+    const handler = async () => {
+      maxRunning = Math.max(maxRunning, ++running)
+      await sleep(300)
+      effects++
+      running--
+      return 'charged'
+    }
+    expect(codeOf(await e.process({ key: 'pay' }, handler))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    const seen: string[] = []
+    // Redelivered every 20 ms, as an eager queue would, until it settles; bounded by count.
+    for (let delivery = 0; delivery < 100 && seen.at(-1) !== 'duplicate'; delivery++) {
+      await sleep(20)
+      const outcome = await e.process({ key: 'pay' }, handler)
+      seen.push(outcome.verdict)
+    }
+    expect(seen.at(-1)).toBe('duplicate')
+    expect([effects, maxRunning]).toEqual([1, 1])
+    expect(e.stats().totals.reconciledDone).toBe(1)
+  })
+
+  it('a lease that lapses before the timeout (a long synchronous stretch): the key is still marked UNKNOWN, not released to run again', async () => {
+    const e = await engine(`t:${randomUUID()}:`, { threads, leaseMs: 200, handlerTimeoutMs: 800 })
+    let runs = 0
+    const first = await e.process({ key: 'k' }, () => {
+      runs++
+      const until = performance.now() + 400
+      while (performance.now() < until);
+      return never
+    })
+    expect([first.verdict, codeOf(first)]).toEqual(['new', ErrorCode.OUTCOME_UNKNOWN])
+    const again = await e.process({ key: 'k' }, async () => (runs++, 'ran'))
+    expect([again.verdict, codeOf(again)]).toEqual(['in-flight', ErrorCode.OUTCOME_UNKNOWN])
+    expect(runs).toBe(1)
+  })
+
+  it('a later UNKNOWN episode of a key gets its own reconcile attempts, after an operator resolved the first', async () => {
+    const prefix = `t:${randomUUID()}:`
+    let calls = 0
+    let answer: ReconcileAnswer = 'unknown'
+    const e = await engine(prefix, { threads, handlerTimeoutMs: 100, reconcileAttempts: 1, reconcileBackoffMs: 1, reconcile: () => (calls++, answer) })
+    // Hangs until its signal says it timed out, as a well-behaved handler does.
+    const hang = (_m: Message, { signal }: { signal?: AbortSignal }) => new Promise((_, reject) => signal!.addEventListener('abort', () => reject(signal!.reason)))
+    expect(codeOf(await e.process({ key: 'k' }, hang))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    await sleep(50)
+    expect(codeOf(await e.process({ key: 'k' }, hang))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    expect(calls).toBe(1)
+    expect(idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k').status).toBe(0)
+    // Runs again and times out again: a second episode.
+    expect(codeOf(await e.process({ key: 'k' }, hang))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    answer = 'done'
+    await sleep(50)
+    expect((await e.process({ key: 'k' }, hang)).verdict).toBe('duplicate')
+    expect(calls).toBe(2)
+  })
+
+  it('a hook whose { result } the store cannot keep (a function inside): the key is done all the same, its duplicate says RESULT_NOT_SERIALIZABLE', async () => {
+    const prefix = `t:${randomUUID()}:`
+    const first = await engine(prefix, { threads, handlerTimeoutMs: 100 })
+    expect(codeOf(await first.process({ key: 'k' }, async () => never))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    const second = await engine(prefix, { threads, reconcile: () => ({ result: { receipt: () => 1 } }) })
+    const reconciled = await second.process({ key: 'k' }, async () => 'ran')
+    expect([reconciled.verdict, codeOf(reconciled), reconciled.result]).toEqual(['duplicate', ErrorCode.RESULT_NOT_SERIALIZABLE, undefined])
+    expect(await second.process({ key: 'k' }, async () => 'ran')).toEqual({ key: 'k', verdict: 'duplicate' })
+  })
+
+  it('close() does not wait for a reconcile hook that ignores its signal', { timeout: 20_000 }, async () => {
+    const prefix = `t:${randomUUID()}:`
+    const first = await engine(prefix, { threads, handlerTimeoutMs: 100 })
+    expect(codeOf(await first.process({ key: 'k' }, async () => never))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    // handlerTimeoutMs off: the hook's own bound is 30 s, longer than this test may take.
+    const second = await createEngine({ shards: 1, threads, reconcile: () => never, store: { kind: 'redis', url: REDIS_URL, prefix } })
+    const pending = second.process({ key: 'k' }, async () => 'ran')
+    await sleep(50)
+    await second.close({ timeoutMs: 10_000 })
+    const outcome = await pending
+    expect([outcome.verdict, codeOf(outcome)]).toEqual(['in-flight', ErrorCode.OUTCOME_UNKNOWN])
+    expect(outcome.error?.message).toMatch(/cut short: the engine is closing/)
+  })
+})
+
 describe.each(['postgres', 'mysql', 'sqlite'] as SqlKind[])('on the %s store', (kind) => {
   it('a timed-out key is UNKNOWN in its table; `idem keys resolve --not-done` lets the next delivery run it', async () => {
     const kit = sqlKit(kind)
@@ -232,6 +318,17 @@ describe('a handler module in a worker thread', () => {
     expect([totals.handlerTimeouts, totals.outcomesUnknown, totals.reconciledNotDone]).toEqual([1, 1, 1])
   })
 
+  it.each([0, 1])("the engine's reconcile serves function handlers only: a module's messages get the module's own (none here), threads %i", async (threads) => {
+    const handler = write(`plain-${threads}.mjs`, `export default async (m) => (m.payload.hang ? new Promise(() => {}) : 'ran')`)
+    let calls = 0
+    const e = await engine(`t:${randomUUID()}:`, { threads, handler, handlerTimeoutMs: 100, reconcile: () => (calls++, 'done') })
+    expect(codeOf(await e.process({ key: 'm', payload: { hang: true } }))).toBe(ErrorCode.OUTCOME_UNKNOWN)
+    await sleep(150)
+    const again = await e.process({ key: 'm', payload: { hang: false } })
+    expect([again.verdict, codeOf(again), calls]).toEqual(['in-flight', ErrorCode.OUTCOME_UNKNOWN, 0])
+    expect(again.error?.message).toMatch(/no reconcile hook is configured/)
+  })
+
   it('a module whose reconcile export is not a function is refused at createEngine', async () => {
     const handler = write('bad.mjs', `export default () => 1\nexport const reconcile = 'done'`)
     await expect(createEngine({ threads: 1, shards: 1, handler })).rejects.toMatchObject({ code: ErrorCode.HANDLER_LOAD_FAILED, message: expect.stringMatching(/exports reconcile, but it is string/) })
@@ -245,6 +342,7 @@ describe('idem keys: bad input', () => {
     [['resolve', '--store', REDIS_URL, '--not-done', '--result', '1', 'k'], /--result goes with --done only/],
     [['resolve', '--store', REDIS_URL, '--done', '--result', '{bad', 'k'], /--result must be JSON/],
     [['show', '--store', REDIS_URL, '--done', 'k'], /go with resolve, not show/],
+    [['forget', '--store', REDIS_URL, '--ttl-ms', '5', 'k'], /--ttl-ms go with resolve, not forget/],
     [['show', '--store', REDIS_URL], /name at least one KEY/],
     [['show', 'k'], /give the store with --store/],
     [['show', '--store', 'memory', 'k'], /the memory store lives inside its engine/],

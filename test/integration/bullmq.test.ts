@@ -174,10 +174,11 @@ describe('idemProcessor: verdict → job state', () => {
         // The business system does not know yet on the first calls, then finds the effect.
         reconcile: () => (++hookCalls < 3 ? 'unknown' : ((decided = true), { result: 'found in the ledger' })),
       }),
-      handler: () => {
+      handler: async () => {
         effects++
-        // Did its effect, then hung: only the ledger knows.
-        return new Promise<string>(() => {})
+        // Did its effect, then hung past its timeout (ignoring its signal): only the ledger knows.
+        await new Promise((resolve) => setTimeout(resolve, 400))
+        return 'late'
       },
       ...byKey,
       inFlightDelay: { initialMs: 50, maxMs: 200 },
