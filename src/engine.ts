@@ -44,6 +44,10 @@ export interface LayerStats {
   droppedSettlements: number
   /** Handlers run in shadow rollout that enforce would have skipped. */
   shadowRuns: number
+  /** Times a store found it had lost its data (Redis restarted empty or flushed): its messages come back in-flight with STORE_RESET until `idem store ack-reset`. Counted like storeFailures. */
+  storeResets: number
+  /** Keys a Redis with allowEviction evicted (from its evicted_keys): a settled key among them runs again on redelivery. Counted like storeFailures. */
+  evictedKeys: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
 }
 
@@ -296,6 +300,8 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
     lateSettlements: c[Counter.LATE_SETTLEMENTS],
     droppedSettlements: c[Counter.DROPPED_SETTLEMENTS],
     shadowRuns: c[Counter.SHADOW_RUNS],
+    storeResets: c[Counter.STORE_RESETS],
+    evictedKeys: c[Counter.EVICTED_KEYS],
     verdicts: {
       new: v[VerdictCode.NEW],
       duplicate: v[VerdictCode.DUPLICATE],

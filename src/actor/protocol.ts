@@ -35,6 +35,10 @@ export const Counter = {
   DROPPED_SETTLEMENTS: 10,
   /** Handlers run in shadow rollout that enforce would have skipped (counted by the cycle, not the actor). */
   SHADOW_RUNS: 11,
+  /** Times the store found it had lost its data (restarted empty, flushed): it fails closed with STORE_RESET until acknowledged. */
+  STORE_RESETS: 12,
+  /** Keys the store's server evicted (a Redis with allowEviction): settled keys among them may run again. */
+  EVICTED_KEYS: 13,
 } as const
 /** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const COUNTER_COUNT = Object.keys(Counter).length
