@@ -8,6 +8,7 @@ import { defaults as consumerDefaults } from '../transport/bullmq/options.js'
 import { OptionReader } from '../validation.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
 import { migrateUsage, parseStoreFlag } from './migrate.js'
+import { storeUsage } from './store-admin.js'
 
 interface Command {
   /** The command line it takes, as the usage shows it. */
@@ -48,6 +49,16 @@ const commands: Record<string, Command> = {
     about: `  migrate creates a SQL store's tables and indexes (or checks the ones there), for
          deployments that create them ahead of the consumers (store.createTables: false).`,
     run: async (args) => (await import('./migrate.js')).runMigrate(args),
+  },
+  store: {
+    synopsis: storeUsage,
+    about: `  store  the Redis store's identity record under a prefix (default idem:). show
+         prints it. ack-reset acknowledges a reset: after Redis lost its data (a
+         restart without persistence, a flush) every engine on the prefix fails
+         closed with STORE_RESET, since every key settled before the loss would
+         run again; ack-reset accepts that, and the running engines resume. Exit 0
+         when acknowledged or when there is no reset, 1 when there is no record.`,
+    run: async (args) => (await import('./store-admin.js')).runStoreAdmin(args),
   },
   consume: {
     // One consumer process of `idem demo --redis`, forked by it with an IPC channel.
