@@ -6,7 +6,7 @@ import type { RedisStoreConfig } from './redis-options.js'
 import { hashTagOf, readRecord, recordKey } from './redis-records.js'
 import { permanentRedisError } from './redis-errors.js'
 import { defineScripts, readLua } from './script-loader.js'
-import { acceptIdentity, acknowledges, formatIdentity, freshIdentity, identityKey, okForm, parseIdentity, resetError, type StoreIdentity } from './store-identity.js'
+import { acceptIdentity, acknowledges, formatIdentity, freshIdentity, identityKey, okRecordOf, parseIdentity, resetError, type StoreIdentity } from './store-identity.js'
 
 /**
  * One script: each operation's file becomes a local function, and batch.lua
@@ -101,9 +101,9 @@ export class RedisStore extends StoreBase<TagGroup> {
   private serverChecked = false
   /** The one server check under way: calls made before it answers share it. */
   private serverCheck: Promise<void> | undefined
-  /** The identity record this store accepted at its first call (store-identity.ts), as stored: every single-Redis call checks it. */
-  private identity: StoreIdentity | undefined
+  /** The identity record this store accepted at its first call (store-identity.ts), exactly as stored (every single-Redis call compares it), and its fields. */
   private identityRecord = ''
+  private identity: StoreIdentity | undefined
   /** Set once the store found its data lost: every call fails with it (STORE_RESET) until the reset is acknowledged. */
   private lost: IdemError | undefined
   private identityTimer: NodeJS.Timeout | undefined
@@ -114,6 +114,8 @@ export class RedisStore extends StoreBase<TagGroup> {
   /** Evictions not yet in a warning, and when the last warning went out. */
   private unwarnedEvictions = 0
   private evictionWarnedAt = -Infinity
+  /** Set by close(): a server check still under way then starts no timer. */
+  private closed = false
 
   constructor(private readonly config: RedisStoreConfig) {
     super({ name: 'redis', retries: config.retries, retryBackoffMs: config.retryBackoffMs, maxResultBytes: config.maxResultBytes, values: jsonValues })
@@ -307,6 +309,7 @@ export class RedisStore extends StoreBase<TagGroup> {
   }
 
   protected async closeBackend(): Promise<void> {
+    this.closed = true
     clearInterval(this.identityTimer)
     clearInterval(this.evictionTimer)
     if (!this.ownsClient) return
@@ -350,6 +353,7 @@ export class RedisStore extends StoreBase<TagGroup> {
     if (info !== undefined) this.checkInfo(info)
     await this.establishIdentity()
     this.serverChecked = true
+    if (this.closed) return
     this.identityTimer = setInterval(this.watchIdentity, IDENTITY_CHECK_MS).unref()
     if (this.config.allowEviction) {
       this.evictedKeys = info === undefined ? undefined : evictedKeysOf(info)
@@ -380,17 +384,18 @@ export class RedisStore extends StoreBase<TagGroup> {
    */
   private async establishIdentity(): Promise<void> {
     const { prefix, hashTags } = this.config
-    const created = freshIdentity(hashTags)
-    const found = await this.client.set(identityKey(prefix), formatIdentity(created), 'NX', 'GET')
-    if (found === null) return this.adopt(created)
+    const created = formatIdentity(freshIdentity(hashTags))
+    const found = await this.client.set(identityKey(prefix), created, 'NX', 'GET')
+    if (found === null) return this.adopt(created, parseIdentity(created)!)
     const identity = acceptIdentity(found, prefix, hashTags)
-    this.adopt(okForm(identity))
-    if (identity.state === 'reset') this.detectReset(found)
+    if (identity.state === 'ok') return this.adopt(found, identity)
+    this.adopt(okRecordOf(found), parseIdentity(okRecordOf(found))!)
+    this.detectReset(found)
   }
 
-  private adopt(identity: StoreIdentity): void {
+  private adopt(record: string, identity: StoreIdentity): void {
+    this.identityRecord = record
     this.identity = identity
-    this.identityRecord = formatIdentity(identity)
     this.lost = undefined
   }
 
@@ -428,7 +433,7 @@ export class RedisStore extends StoreBase<TagGroup> {
           const found = resetReplyOf(error)
           if (found === undefined) return
           const identity = parseIdentity(found)
-          if (acknowledges(identity, this.identity!)) this.adopt(identity!)
+          if (acknowledges(identity, this.identity!)) this.adopt(found, identity!)
           else this.detectReset(found)
         },
       )

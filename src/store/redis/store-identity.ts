@@ -93,10 +93,13 @@ export function acceptIdentity(found: string, prefix: string, hashTags: number):
   return identity
 }
 
-/** The ok form of an identity (a reset marker keeps the storeId it replaced): what the engine expects to find. */
-export function okForm(identity: StoreIdentity): StoreIdentity {
-  const { since: _since, ...rest } = identity
-  return { ...rest, state: 'ok' }
+/**
+ * The ok record a reset marker was made from (batch.lua's substitution undone):
+ * what a store that finds the marker at its start expects, so that it adopts
+ * the acknowledgement of that reset like the stores that saw it happen.
+ */
+export function okRecordOf(marker: string): string {
+  return marker.replace(/"state":"reset","since":\d+\}$/, '"state":"ok"}')
 }
 
 /**
