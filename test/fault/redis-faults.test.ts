@@ -112,7 +112,7 @@ describe('Redis stopped and restarted', () => {
     const c = consumer(engine)
     await c.deliver(keys(2000, 'before'))
 
-    await redis.stop()
+    await redis.shutdown()
     const down = await engine.processBatch(keys(50, 'during'), async () => {
       throw new Error('no handler may run without a claim')
     })
