@@ -251,7 +251,11 @@ export class RedisStore extends StoreBase<TagGroup> {
       ),
     )
     this.countSettled(token, keys.length)
-    return committed
+    // A ridden commit skips the retry loop and its permanent(): a reset it met is reported as one here.
+    return committed.catch((error: unknown) => {
+      const found = resetReplyOf(error)
+      throw (found === undefined ? undefined : this.meetIdentity(found)) ?? error
+    })
   }
 
   /**
@@ -399,6 +403,23 @@ export class RedisStore extends StoreBase<TagGroup> {
     this.lost = undefined
   }
 
+  /**
+   * A record other than the one this store accepted, found by batch.lua (a
+   * call or the timer). The acknowledgement of this store's reset (an ok
+   * record whose ackOf is this store's id, written by `idem store ack-reset`)
+   * is adopted, and the store resumes: undefined, so a call that met it is
+   * tried again under it. Adopted also by a store that had not seen the reset
+   * yet: the operator accepted the loss for every engine of that store. Any
+   * other record (the marker, a second reset, someone else's record) is a
+   * loss: the STORE_RESET error, until it restarts or an acknowledgement.
+   */
+  private meetIdentity(found: string): IdemError | undefined {
+    const identity = parseIdentity(found)
+    if (!acknowledges(identity, this.identity!)) return this.detectReset(found)
+    this.adopt(found, identity!)
+    return undefined
+  }
+
   /** The store's data is gone: fail closed from now on, count it and warn, once per loss. */
   private detectReset(found: string): IdemError {
     if (this.lost === undefined) {
@@ -413,13 +434,9 @@ export class RedisStore extends StoreBase<TagGroup> {
    * Every IDENTITY_CHECK_MS: batch.lua with no operation, routed to the
    * record's own slot (so on a cluster too), which finds a loss and writes the
    * reset marker without waiting for traffic. A store that failed closed
-   * resumes here once the operator acknowledged the reset: the record now
-   * names this store's id as the one it acknowledges (`ackOf`), and the store
-   * adopts it (also one that had not seen the reset yet: the operator has
-   * accepted the loss for every engine of that store). Any other record keeps
-   * it closed until it restarts. A failed call (the server away) is the
-   * calls' to report; one check at a time, so a server away does not pile
-   * them up.
+   * resumes here once the operator acknowledged the reset (meetIdentity). A
+   * failed call (the server away) is the calls' to report; one check at a
+   * time, so a server away does not pile them up.
    */
   private readonly watchIdentity = (): void => {
     if (this.checkingIdentity) return
@@ -431,10 +448,7 @@ export class RedisStore extends StoreBase<TagGroup> {
         () => {},
         (error: unknown) => {
           const found = resetReplyOf(error)
-          if (found === undefined) return
-          const identity = parseIdentity(found)
-          if (acknowledges(identity, this.identity!)) this.adopt(found, identity!)
-          else this.detectReset(found)
+          if (found !== undefined) this.meetIdentity(found)
         },
       )
       .finally(() => (this.checkingIdentity = false))
@@ -471,7 +485,7 @@ export class RedisStore extends StoreBase<TagGroup> {
 
   protected override permanent(error: unknown): IdemError | undefined {
     const found = resetReplyOf(error)
-    if (found !== undefined) return this.detectReset(found)
+    if (found !== undefined) return this.meetIdentity(found)
     return permanentRedisError(error, 'redis store')
   }
 
