@@ -54,6 +54,10 @@ export interface LayerStats {
   reconciledNotDone: number
   /** Reconcile calls with no usable answer ('unknown', a throw, a timeout): asked again after a backoff. */
   reconcileUnanswered: number
+  /** Times a store found it had lost its data (Redis restarted empty or flushed): its messages come back in-flight with STORE_RESET until `idem store ack-reset`. Counted like storeFailures. */
+  storeResets: number
+  /** Keys a Redis with allowEviction evicted (from its evicted_keys): a settled key among them runs again on redelivery. Counted like storeFailures. */
+  evictedKeys: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
 }
 
@@ -311,6 +315,8 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
     reconciledDone: c[Counter.RECONCILED_DONE],
     reconciledNotDone: c[Counter.RECONCILED_NOT_DONE],
     reconcileUnanswered: c[Counter.RECONCILE_UNANSWERED],
+    storeResets: c[Counter.STORE_RESETS],
+    evictedKeys: c[Counter.EVICTED_KEYS],
     verdicts: {
       new: v[VerdictCode.NEW],
       duplicate: v[VerdictCode.DUPLICATE],

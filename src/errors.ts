@@ -19,6 +19,10 @@ export const ErrorCode = {
   STORE_UNSUPPORTED: 'STORE_UNSUPPORTED',
   /** The store's server may lose records on its own (a Redis that evicts keys): refused unless allowed explicitly. */
   STORE_UNSAFE: 'STORE_UNSAFE',
+  /** The store lost its data while engines used it (its identity record vanished: a Redis restarted without persistence, a flush): it fails closed until an operator acknowledges the loss (`idem store ack-reset`). */
+  STORE_RESET: 'STORE_RESET',
+  /** The store's identity record names another layout (another hashTags) or is not idem's: records would be looked up under other keys, so the engine is refused. */
+  STORE_LAYOUT_MISMATCH: 'STORE_LAYOUT_MISMATCH',
   RESULT_TOO_LARGE: 'RESULT_TOO_LARGE',
   RESULT_NOT_SERIALIZABLE: 'RESULT_NOT_SERIALIZABLE',
   REPLICA_SHORTFALL: 'REPLICA_SHORTFALL',

@@ -41,15 +41,17 @@ export type Settle = (typeof Settle)[keyof typeof Settle]
 /**
  * The one place that decides what becomes of a message:
  * - `new` with no error, RESULT_TOO_LARGE or RESULT_NOT_SERIALIZABLE: DONE (the key is done).
- * - `new` with STORE_FAILED, WORKER_DIED, ACTOR_FAILED or ENGINE_CLOSED: WAIT. The handler ran
- *   (or still runs) but its commit did not reach the store (after STORE_FAILED the engine applies
- *   it late; after a thread death or a close that gave up on it, the lease must lapse); nothing is
- *   wrong with the message, so no attempt is used.
+ * - `new` with STORE_FAILED, STORE_RESET, WORKER_DIED, ACTOR_FAILED or ENGINE_CLOSED: WAIT. The
+ *   handler ran (or still runs) but its commit did not reach the store (after STORE_FAILED the
+ *   engine applies it late; after STORE_RESET it waits for the acknowledgement; after a thread
+ *   death or a close that gave up on it, the lease must lapse); nothing is wrong with the message,
+ *   so no attempt is used.
  * - `new` with OUTCOME_UNKNOWN: WAIT. The key is UNKNOWN: its redeliveries are in-flight until it
  *   is reconciled (then a duplicate, acked, or run again), so it is never acked now.
  * - `new` with any other error (HANDLER_FAILED, LEASE_LOST): RETRY.
  * - `duplicate`: DONE.
- * - `in-flight`: WAIT, never acked (that could lose the message if the owner fails). Except
+ * - `in-flight`: WAIT, never acked (that could lose the message if the owner fails; with STORE_RESET,
+ *   STORE_FAILED or STORE_UNSAFE the store could not be trusted to answer). Except
  *   WORKER_DIED: a handler module may have killed its thread, so RETRY uses an attempt and a
  *   poison message ends failed instead of crashing threads forever.
  * - `conflict`, `invalid`: REJECT.
@@ -59,7 +61,7 @@ export function settleOf(outcome: Outcome): Settle {
   switch (outcome.verdict) {
     case Verdict.NEW:
       if (code === undefined || code === ErrorCode.RESULT_TOO_LARGE || code === ErrorCode.RESULT_NOT_SERIALIZABLE) return Settle.DONE
-      if (code === ErrorCode.STORE_FAILED || code === ErrorCode.WORKER_DIED || code === ErrorCode.ACTOR_FAILED || code === ErrorCode.ENGINE_CLOSED || code === ErrorCode.OUTCOME_UNKNOWN) return Settle.WAIT
+      if (code === ErrorCode.STORE_FAILED || code === ErrorCode.STORE_RESET || code === ErrorCode.WORKER_DIED || code === ErrorCode.ACTOR_FAILED || code === ErrorCode.ENGINE_CLOSED || code === ErrorCode.OUTCOME_UNKNOWN) return Settle.WAIT
       return Settle.RETRY
     case Verdict.DUPLICATE:
       return Settle.DONE

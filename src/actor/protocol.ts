@@ -45,6 +45,10 @@ export const Counter = {
   RECONCILED_NOT_DONE: 15,
   /** Reconcile calls that gave no answer ('unknown', a throw, a timeout, a bad value): asked again after a backoff. */
   RECONCILE_UNANSWERED: 16,
+  /** Times the store found it had lost its data (restarted empty, flushed): it fails closed with STORE_RESET until acknowledged. */
+  STORE_RESETS: 17,
+  /** Keys the store's server evicted (a Redis with allowEviction): settled keys among them may run again. */
+  EVICTED_KEYS: 18,
 } as const
 /** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const COUNTER_COUNT = Object.keys(Counter).length

@@ -393,8 +393,12 @@ export class ShardActor {
     if (health !== undefined) {
       this.counters[Counter.STORE_RETRIES] += health.retries
       this.counters[Counter.STORE_FAILURES] += health.failures
+      this.counters[Counter.STORE_RESETS] += health.resets ?? 0
+      this.counters[Counter.EVICTED_KEYS] += health.evictions ?? 0
       health.retries = 0
       health.failures = 0
+      if (health.resets !== undefined) health.resets = 0
+      if (health.evictions !== undefined) health.evictions = 0
     }
     // Copied and zeroed, never swapped: a renewal or a timed retry may take counters while a
     // decide or settle still counts into the same array across an await.

@@ -9,6 +9,7 @@ import { OptionReader } from '../validation.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
 import { keysUsage } from './keys.js'
 import { migrateUsage, parseStoreFlag } from './migrate.js'
+import { storeUsage } from './store-admin.js'
 
 interface Command {
   /** The command line it takes, as the usage shows it. */
@@ -61,6 +62,16 @@ const commands: Record<string, Command> = {
          --hash-tags (Redis) or --table-prefix and --tables (SQL) as the engines
          have them. Exit 1 when a key was not UNKNOWN (resolve) or the store failed.`,
     run: async (args) => (await import('./keys.js')).runKeys(args),
+  },
+  store: {
+    synopsis: storeUsage,
+    about: `  store  the Redis store's identity record under a prefix (default idem:). show
+         prints it. ack-reset acknowledges a reset: after Redis lost its data (a
+         restart without persistence, a flush) every engine on the prefix fails
+         closed with STORE_RESET, since every key settled before the loss would
+         run again; ack-reset accepts that, and the running engines resume. Exit 0
+         when acknowledged or when there is no reset, 1 when there is no record.`,
+    run: async (args) => (await import('./store-admin.js')).runStoreAdmin(args),
   },
   consume: {
     // One consumer process of `idem demo --redis`, forked by it with an IPC channel.

@@ -99,7 +99,7 @@ export const storeOperations = ['claim', 'commit', 'release', 'renew', 'inspect'
 export type StoreOperation = (typeof storeOperations)[number]
 
 export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupStore {
-  readonly health: StoreHealth = { retries: 0, failures: 0 }
+  readonly health: Required<StoreHealth> = { retries: 0, failures: 0, resets: 0, evictions: 0 }
   /** True when calls are applied in the order they are made (see DedupStore.ordered). */
   abstract readonly ordered: boolean
 

@@ -36,6 +36,10 @@ export interface StoreHealth {
   retries: number
   /** Calls that failed after every retry: their batch failed closed. */
   failures: number
+  /** Times the store found it had lost its data (Redis: its identity record gone); it fails closed until acknowledged. Optional: a custom store may leave it out. */
+  resets?: number
+  /** Keys the server evicted since the last count (Redis with allowEviction): settled keys among them may run again. Optional, like resets. */
+  evictions?: number
 }
 
 export interface ClaimReplies {

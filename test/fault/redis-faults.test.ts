@@ -104,13 +104,15 @@ describe('requireReplicas', () => {
 
 describe('Redis stopped and restarted', () => {
   it('fails closed while it is down (in-flight with STORE_FAILED, no handler run), recovers by itself; lost 0, double 0', async () => {
-    const redis = await startRedis()
+    // With AOF, as idem's Redis must run: a restart keeps the records (and the identity record). A restart
+    // that comes back empty is a reset instead, failing closed until acknowledged (redis-guardrails.test.ts).
+    const redis = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
     cleanups.push(() => redis.stop())
     const engine = await engineOn({ url: redis.url, retries: 2, retryBackoffMs: 20, commandTimeoutMs: 300 })
     const c = consumer(engine)
     await c.deliver(keys(2000, 'before'))
 
-    await redis.stop()
+    await redis.shutdown()
     const down = await engine.processBatch(keys(50, 'during'), async () => {
       throw new Error('no handler may run without a claim')
     })

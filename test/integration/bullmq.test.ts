@@ -624,8 +624,9 @@ describe("commits ride the Worker's connection", () => {
       connection,
       engine: e,
       // The lease record disappears under the running handler (an eviction, an operator's DEL): its commit is refused.
+      // Only the lease records (<prefix>t:…): deleting the identity record too would be a reset (STORE_RESET).
       handler: async () => {
-        await deleteKeysUnder(redis, p)
+        await deleteKeysUnder(redis, `${p}t:`)
         return 'charged'
       },
       ...byKey,

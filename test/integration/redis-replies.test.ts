@@ -49,7 +49,7 @@ describe('redis store: the server and its replies', () => {
     const error = await failure(s.claim(['k'], [undefined], 'A', 1_000, 10_000))
     expect(error.code).toBe(ErrorCode.STORE_UNSUPPORTED)
     expect(error.message).toBe('the redis store needs Redis 7.0 or later (claims use SET … NX … GET); this server is Redis 6.2.14')
-    expect(s.health).toEqual({ retries: 0, failures: 1 })
+    expect(s.health).toEqual({ retries: 0, failures: 1, resets: 0, evictions: 0 })
     expect(await redis.exists(recordKey(prefix, hashTagOf('k', 64), 'k'))).toBe(0)
     client.disconnect()
   })
@@ -88,7 +88,7 @@ describe('redis store: the server and its replies', () => {
       expect(error.message).toBe(
         `the redis store refuses a server with maxmemory-policy ${policy}: an evicted record lets a settled key run again, and an evicted lease lets a second owner in; set maxmemory-policy noeviction on the server, or store.allowEviction: true to accept the risk`,
       )
-      expect(refusing.health).toEqual({ retries: 0, failures: 1 })
+      expect(refusing.health).toEqual({ retries: 0, failures: 1, resets: 0, evictions: 0 })
       expect(await admin.dbsize()).toBe(0)
       await refusing.close()
       const accepting = new RedisStore(resolveRedisStore({ kind: 'redis', url: server.url, prefix: 'p:', allowEviction: true }, 0, []))
@@ -112,7 +112,7 @@ describe('redis store: the server and its replies', () => {
     const error = await failure(s.claim(['taken'], [undefined], 'A', 1_000, 10_000))
     expect(error.code).toBe(ErrorCode.STORE_FAILED)
     expect(error.message).toMatch(/^redis store: .*WRONGTYPE.*\(a key idem writes holds another data type: another program writes under this prefix; choose another one\)$/)
-    expect(s.health).toEqual({ retries: 0, failures: 1 })
+    expect(s.health).toEqual({ retries: 0, failures: 1, resets: 0, evictions: 0 })
     await s.close()
   })
 
@@ -121,7 +121,7 @@ describe('redis store: the server and its replies', () => {
     const error = await failure(s.claim(['k'], [undefined], 'A', 1_000, 10_000))
     expect(error.code).toBe(ErrorCode.STORE_FAILED)
     expect(error.message).toMatch(/^redis claim failed after 3 attempt\(s\): /)
-    expect(s.health).toEqual({ retries: 2, failures: 1 })
+    expect(s.health).toEqual({ retries: 2, failures: 1, resets: 0, evictions: 0 })
     await s.close()
   })
 })

@@ -192,7 +192,8 @@ describe('redis calls: the shards of a thread share one store', () => {
     await new RedisStore(resolveRedisStore({ kind: 'redis', client, prefix: prefix() }, 0, [])).close()
     const send = (client as any).idemBatch.bind(client)
     ;(client as any).idemBatch = (...args: string[]) => {
-      const argv = args.slice(2)
+      // keyCount, the first lease key, the identity key and record batch.lua checks, then the operations.
+      const argv = args.slice(4)
       const operations: string[] = []
       for (let at = 1, n = Number(argv[0]); operations.length < n; at += 3 + Number(argv[at + 2])) operations.push(argv[at])
       const call: Call = { operations, sent: calls.length }

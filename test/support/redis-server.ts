@@ -17,6 +17,8 @@ export interface RedisProcess {
   readonly pid: number
   /** SIGTERM, wait for exit; SIGKILL if it is still up after 5 s. Safe to call twice. */
   stop(): Promise<void>
+  /** Like stop(), but keeps the data dir: a restart() then loads what the server persisted (with --appendonly yes). */
+  shutdown(): Promise<void>
   /** Signal the server without waiting, e.g. SIGKILL to crash it or SIGSTOP to freeze it. */
   kill(signal: NodeJS.Signals): void
   /** stop(), then a new server on the same port with the same args and dir. */
@@ -161,6 +163,9 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
     async stop() {
       await terminate(current)
       await rm(dir, { recursive: true, force: true })
+    },
+    async shutdown() {
+      await terminate(current)
     },
     kill(signal) {
       current.child.kill(signal)

@@ -53,6 +53,7 @@ describe('idem usage', () => {
     ['demo', 'usage: idem demo  [--messages N]'],
     ['bench', 'usage: idem bench [--json] [--quick] [--only bloom,lru,engine,redis,streams,sql,bullmq]'],
     ['migrate', 'usage: idem migrate --store postgres://…|mysql://…|sqlite:PATH [--tables N] [--table-prefix P]'],
+    ['store', 'usage: idem store show|ack-reset --store redis://HOST:PORT[/DB] [--prefix P]'],
     ['consume', 'usage: idem consume --redis URL --queue NAME'],
   ])('idem %s --help prints its usage on stdout, exit 0', (command, usage) => {
     for (const flag of ['--help', '-h']) {
@@ -72,7 +73,7 @@ describe('idem usage', () => {
   it('idem --help lists every public command, bench with --only; exit 0', () => {
     const run = idem('--help')
     expect(run.code).toBe(0)
-    for (const line of ['  idem demo  [', '  idem bench [--json] [--quick] [--only ', '  idem migrate --store', '  idem --version | idem --help | idem <command> --help']) {
+    for (const line of ['  idem demo  [', '  idem bench [--json] [--quick] [--only ', '  idem migrate --store', '  idem store show|ack-reset --store', '  idem --version | idem --help | idem <command> --help']) {
       expect(run.stdout).toContain(line)
     }
     expect(run.stdout).not.toContain('idem consume')

@@ -33,7 +33,9 @@ export interface RedisStoreOptions {
   /**
    * Accept a server whose maxmemory-policy evicts keys. An evicted DONE record
    * lets a settled key run again, an evicted lease lets a second owner in: the
-   * store refuses such a server (STORE_UNSAFE) unless this is true. @default false
+   * store refuses such a server (STORE_UNSAFE) unless this is true. When true,
+   * the server's evicted_keys is read every 5 s: growth is counted (stats
+   * evictedKeys) and warned about (IDEM_EVICTED_KEYS) at most once a minute. @default false
    */
   allowEviction?: boolean
 }

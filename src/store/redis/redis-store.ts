@@ -6,6 +6,7 @@ import type { RedisStoreConfig } from './redis-options.js'
 import { hashTagOf, readRecord, recordKey } from './redis-records.js'
 import { permanentRedisError } from './redis-errors.js'
 import { defineScripts, readLua } from './script-loader.js'
+import { acceptIdentity, acknowledges, formatIdentity, freshIdentity, identityKey, okRecordOf, parseIdentity, resetError, type StoreIdentity } from './store-identity.js'
 
 /**
  * One script: each operation's file becomes a local function, and batch.lua
@@ -61,6 +62,18 @@ const MAX_OPEN_TOKENS = 65_536
 /** SET … NX … GET, which a claim is built on, came with Redis 7.0. */
 const MIN_REDIS_MAJOR = 7
 
+/** How often the identity record is checked without traffic: a reset is seen within about this long even on a quiet store (and on a cluster, where calls do not check it). */
+const IDENTITY_CHECK_MS = 1000
+
+/** How often a store with allowEviction reads the server's evicted_keys. */
+const EVICTION_CHECK_MS = 5000
+
+/** At most one IDEM_EVICTED_KEYS warning this often; the evictions in between are summed into the next. */
+const EVICTION_WARNING_MS = 60_000
+
+/** The error batch.lua answers when the identity record is not the one the store accepted. */
+const RESET_REPLY = 'IDEM_STORE_RESET '
+
 /**
  * The state machine of DESIGN.md §2 in Redis: each primitive is one Lua
  * operation per hash tag group. On a single Redis, the small operations that
@@ -88,6 +101,21 @@ export class RedisStore extends StoreBase<TagGroup> {
   private serverChecked = false
   /** The one server check under way: calls made before it answers share it. */
   private serverCheck: Promise<void> | undefined
+  /** The identity record this store accepted at its first call (store-identity.ts), exactly as stored (every single-Redis call compares it), and its fields. */
+  private identityRecord = ''
+  private identity: StoreIdentity | undefined
+  /** Set once the store found its data lost: every call fails with it (STORE_RESET) until the reset is acknowledged. */
+  private lost: IdemError | undefined
+  private identityTimer: NodeJS.Timeout | undefined
+  private checkingIdentity = false
+  private evictionTimer: NodeJS.Timeout | undefined
+  /** The server's evicted_keys at the last reading (allowEviction). */
+  private evictedKeys: number | undefined
+  /** Evictions not yet in a warning, and when the last warning went out. */
+  private unwarnedEvictions = 0
+  private evictionWarnedAt = -Infinity
+  /** Set by close(): a server check still under way then starts no timer. */
+  private closed = false
 
   constructor(private readonly config: RedisStoreConfig) {
     super({ name: 'redis', retries: config.retries, retryBackoffMs: config.retryBackoffMs, maxResultBytes: config.maxResultBytes, values: jsonValues })
@@ -231,7 +259,11 @@ export class RedisStore extends StoreBase<TagGroup> {
       ),
     )
     this.countSettled(token, keys.length)
-    return committed
+    // A ridden commit skips the retry loop and its permanent(): a reset it met is reported as one here.
+    return committed.catch((error: unknown) => {
+      const found = resetReplyOf(error)
+      throw (found === undefined ? undefined : this.meetIdentity(found)) ?? error
+    })
   }
 
   /**
@@ -305,6 +337,9 @@ export class RedisStore extends StoreBase<TagGroup> {
   }
 
   protected async closeBackend(): Promise<void> {
+    this.closed = true
+    clearInterval(this.identityTimer)
+    clearInterval(this.evictionTimer)
     if (!this.ownsClient) return
     try {
       await this.client.quit()
@@ -314,9 +349,14 @@ export class RedisStore extends StoreBase<TagGroup> {
   }
 
   protected override prepare(): Promise<void> | void {
-    if (this.serverChecked) return
+    if (this.serverChecked) {
+      if (this.lost !== undefined) throw this.lost
+      return
+    }
     this.serverCheck ??= this.checkServer().finally(() => (this.serverCheck = undefined))
-    return this.serverCheck
+    return this.serverCheck.then(() => {
+      if (this.lost !== undefined) throw this.lost
+    })
   }
 
   /**
@@ -326,16 +366,30 @@ export class RedisStore extends StoreBase<TagGroup> {
    * lets a second owner in) unless allowEviction says so. A server that will
    * not say (an ACL user without INFO, a renamed command) is let through: a
    * claim on a server too old then fails on its own syntax.
+   *
+   * Then the identity record: created at first use, checked against this
+   * store's layout (STORE_LAYOUT_MISMATCH), and watched from then on
+   * (watchIdentity) for a loss of data.
    */
   private async checkServer(): Promise<void> {
-    let info: string
+    let info: string | undefined
     try {
       info = String(await this.client.info())
     } catch (error) {
       if (!/^(NOPERM|ERR unknown command)/.test(errorText(error))) throw error
-      this.serverChecked = true
-      return
     }
+    if (info !== undefined) this.checkInfo(info)
+    await this.establishIdentity()
+    this.serverChecked = true
+    if (this.closed) return
+    this.identityTimer = setInterval(this.watchIdentity, IDENTITY_CHECK_MS).unref()
+    if (this.config.allowEviction) {
+      this.evictedKeys = info === undefined ? undefined : evictedKeysOf(info)
+      this.evictionTimer = setInterval(this.watchEvictions, EVICTION_CHECK_MS).unref()
+    }
+  }
+
+  private checkInfo(info: string): void {
     const version = /redis_version:([\d.]+)/.exec(info)?.[1] ?? 'unknown'
     if (Number.parseInt(version, 10) < MIN_REDIS_MAJOR) {
       throw new IdemError(ErrorCode.STORE_UNSUPPORTED, `the redis store needs Redis ${MIN_REDIS_MAJOR}.0 or later (claims use SET … NX … GET); this server is Redis ${version}`)
@@ -347,10 +401,115 @@ export class RedisStore extends StoreBase<TagGroup> {
         `the redis store refuses a server with maxmemory-policy ${policy}: an evicted record lets a settled key run again, and an evicted lease lets a second owner in; set maxmemory-policy noeviction on the server, or store.allowEviction: true to accept the risk`,
       )
     }
-    this.serverChecked = true
+  }
+
+  /**
+   * One round trip: SET NX GET creates the identity record when the prefix
+   * has none (first use) or answers the one there, so stores starting at once
+   * agree on one record. A reset marker found here fails the store closed
+   * from its first call; it keeps the lost store's id, so an acknowledgement
+   * of that reset lets this store resume like the ones that saw it happen.
+   */
+  private async establishIdentity(): Promise<void> {
+    const { prefix, hashTags } = this.config
+    const created = formatIdentity(freshIdentity(hashTags))
+    const found = await this.client.set(identityKey(prefix), created, 'NX', 'GET')
+    if (found === null) return this.adopt(created, parseIdentity(created)!)
+    const identity = acceptIdentity(found, prefix, hashTags)
+    if (identity.state === 'ok') return this.adopt(found, identity)
+    this.adopt(okRecordOf(found), parseIdentity(okRecordOf(found))!)
+    this.detectReset(found)
+  }
+
+  private adopt(record: string, identity: StoreIdentity): void {
+    this.identityRecord = record
+    this.identity = identity
+    this.lost = undefined
+  }
+
+  /**
+   * A record other than the one this store accepted, found by batch.lua (a
+   * call or the timer). The acknowledgement of this store's reset (an ok
+   * record whose ackOf is this store's id, written by `idem store ack-reset`)
+   * is adopted, and the store resumes: undefined, so a call that met it is
+   * tried again under it. Adopted also by a store that had not seen the reset
+   * yet: the operator accepted the loss for every engine of that store. Any
+   * other record (the marker, a second reset, someone else's record) is a
+   * loss: the STORE_RESET error, until it restarts or an acknowledgement.
+   */
+  private meetIdentity(found: string): IdemError | undefined {
+    const identity = parseIdentity(found)
+    if (!acknowledges(identity, this.identity!)) return this.detectReset(found)
+    this.adopt(found, identity!)
+    return undefined
+  }
+
+  /** The store's data is gone: fail closed from now on, count it and warn, once per loss. */
+  private detectReset(found: string): IdemError {
+    if (this.lost === undefined) {
+      this.lost = resetError(this.config.prefix, found)
+      this.health.resets++
+      process.emitWarning(this.lost.message, { code: 'IDEM_STORE_RESET' })
+    }
+    return this.lost
+  }
+
+  /**
+   * Every IDENTITY_CHECK_MS: batch.lua with no operation, routed to the
+   * record's own slot (so on a cluster too), which finds a loss and writes the
+   * reset marker without waiting for traffic. A store that failed closed
+   * resumes here once the operator acknowledged the reset (meetIdentity). A
+   * failed call (the server away) is the calls' to report; one check at a
+   * time, so a server away does not pile them up.
+   */
+  private readonly watchIdentity = (): void => {
+    if (this.checkingIdentity) return
+    this.checkingIdentity = true
+    const key = identityKey(this.config.prefix)
+    this.client
+      .idemBatch(1, key, key, this.identityRecord, '0')
+      .then(
+        () => {},
+        (error: unknown) => {
+          const found = resetReplyOf(error)
+          if (found !== undefined) this.meetIdentity(found)
+        },
+      )
+      .finally(() => (this.checkingIdentity = false))
+  }
+
+  /**
+   * With allowEviction, every EVICTION_CHECK_MS: the growth of the server's
+   * evicted_keys (summed over the primaries of a cluster) is counted
+   * (evictedKeys in stats) and reported by a warning at most once a minute.
+   * evicted_keys counts every key of the server, not only idem's.
+   */
+  private readonly watchEvictions = (): void => {
+    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
+    Promise.all(nodes.map(async (node) => evictedKeysOf(String(await node.info('stats'))))).then(
+      (counts) => {
+        const total = counts.reduce<number>((sum, n) => sum + (n ?? 0), 0)
+        const grown = this.evictedKeys === undefined ? 0 : Math.max(0, total - this.evictedKeys)
+        this.evictedKeys = total
+        if (grown === 0) return
+        this.health.evictions += grown
+        this.unwarnedEvictions += grown
+        const now = Date.now()
+        if (now - this.evictionWarnedAt < EVICTION_WARNING_MS) return
+        process.emitWarning(
+          `the redis store's server evicted ${this.unwarnedEvictions} key(s) since the last warning (allowEviction: true): a settled key among them runs again on redelivery, an evicted lease lets a second owner in`,
+          { code: 'IDEM_EVICTED_KEYS' },
+        )
+        this.unwarnedEvictions = 0
+        this.evictionWarnedAt = now
+      },
+      () => {},
+    )
   }
 
   protected override permanent(error: unknown): IdemError | undefined {
+    const found = resetReplyOf(error)
+    if (found !== undefined) return this.meetIdentity(found)
     return permanentRedisError(error, 'redis store')
   }
 
@@ -381,7 +540,8 @@ export class RedisStore extends StoreBase<TagGroup> {
    */
   private send(operation: StoreOperation, g: TagGroup, token: string, args: string[], keys = g.positions.length): Promise<Reply> {
     const leaseKey = g.leasePrefix + token
-    if (this.isCluster) return this.client.idemBatch(1, leaseKey, '1', operation, leaseKey, String(args.length), ...args).then(onlyReply)
+    // A cluster call's slot need not hold the identity record: the timer checks it instead (watchIdentity).
+    if (this.isCluster) return this.client.idemBatch(1, leaseKey, '', '', '1', operation, leaseKey, String(args.length), ...args).then(onlyReply)
     return new Promise<Reply>((resolve, reject) => {
       if (this.queued.push({ operation, leaseKey, args, keys: Math.max(1, keys), resolve, reject }) === 1) process.nextTick(this.flush)
     })
@@ -406,7 +566,7 @@ export class RedisStore extends StoreBase<TagGroup> {
   }
 
   private sendMerged(calls: Queued[], client: ScriptClient = this.client): void {
-    const argv = [String(calls.length)]
+    const argv = [identityKey(this.config.prefix), this.identityRecord, String(calls.length)]
     for (const { operation, leaseKey, args } of calls) argv.push(operation, leaseKey, String(args.length), ...args)
     client.idemBatch(1, calls[0].leaseKey, ...argv).then(
       (replies) => {
@@ -466,4 +626,16 @@ function flags(reply: Reply): Uint8Array {
   const out = new Uint8Array(answers.length)
   for (let j = 0; j < answers.length; j++) out[j] = answers.charCodeAt(j) === 0x31 ? 1 : 0
   return out
+}
+
+/** The record batch.lua found (or the reset marker it wrote) when its identity check failed; undefined for any other error. */
+function resetReplyOf(error: unknown): string | undefined {
+  const text = errorText(error)
+  return text.startsWith(RESET_REPLY) ? text.slice(RESET_REPLY.length) : undefined
+}
+
+/** The evicted_keys field of INFO (stats). */
+function evictedKeysOf(info: string): number | undefined {
+  const match = /evicted_keys:(\d+)/.exec(info)
+  return match === null ? undefined : Number(match[1])
 }
