@@ -304,7 +304,8 @@ describe.each(kinds)('%s store', (kind) => {
         ['release', s.release, [keys, 'tok']],
         ['renew', s.renew, [keys, 'tok', 30_000]],
         ['markUnknown', s.markUnknown, [keys, 'tok', 30_000]],
-        ['resolve', s.resolve, [keys, keys.map((_, i) => i % 2 === 0), keys.map(() => '1'), 30_000]],
+        ['resolve', s.resolve, [keys, keys.map((_, i) => i % 2 === 0), keys.map(() => '1'), 30_000, null]],
+        ['resolve with a token', s.resolve, [keys, keys.map((_, i) => i % 2 === 0), keys.map(() => '1'), 30_000, 'tok']],
         ['sweep', s.sweep, [1_000]],
       ]
       for (const [name, text, values] of statements) {

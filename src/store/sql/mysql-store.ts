@@ -222,14 +222,13 @@ ON DUPLICATE KEY UPDATE
       values[3 * j + 2] = fingerprints[j]
     }
     const read = `SELECT idem_key, (state = ${IN_PROGRESS} AND token = ? AND expires_at > ${NOW}) AS mine, (state = ${DONE} AND expires_at > ${NOW}) AS done,
-       (state = ${UNKNOWN} AND expires_at > ${NOW}) AS unknown, fingerprint, result
+       (state = ${UNKNOWN} AND expires_at > ${NOW}) AS unknown, token, fingerprint, result
   FROM ${q(table)} WHERE idem_key IN (${marks(n)})`
     const rows = (await this.writeThenRead(insert, values, read, [token, ...keys])) as Record<string, unknown>[]
     const byKey = new Map<string, Record<string, unknown>>()
     for (const r of rows) byKey.set((r.idem_key as Buffer).toString('latin1'), r)
-    const codes = new Uint8Array(n)
-    const fps: (string | null)[] = new Array(n).fill(null)
-    const results: (string | null)[] = new Array(n).fill(null)
+    const answer: ClaimAnswer = { codes: new Uint8Array(n), fingerprints: new Array(n).fill(null), results: new Array(n).fill(null) }
+    const { codes } = answer
     for (let j = 0; j < n; j++) {
       const r = byKey.get(keys[j].toString('latin1'))
       // No row: released or swept between the two statements. Not ours: retry later.
@@ -237,11 +236,13 @@ ON DUPLICATE KEY UPDATE
       else if (Number(r.mine) === 1) codes[j] = ClaimCode.CLAIMED
       else {
         codes[j] = Number(r.done) === 1 ? ClaimCode.DONE : Number(r.unknown) === 1 ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
-        fps[j] = r.fingerprint as string | null
-        results[j] = r.result as string | null
+        answer.fingerprints[j] = r.fingerprint as string | null
+        answer.results[j] = r.result as string | null
+        // The episode a reconcile answer names (resolve's token).
+        if (codes[j] === ClaimCode.UNKNOWN) (answer.tokens ??= new Array(n).fill(null))[j] = (r.token as Buffer).toString('utf8')
       }
     }
-    return { codes, fingerprints: fps, results }
+    return answer
   }
 
   async commit(table: string, keys: Buffer[], results: (string | null)[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
@@ -287,11 +288,20 @@ ON DUPLICATE KEY UPDATE
     return this.present(table, keys, fence, [token], true)
   }
 
+  /**
+   * Fenced like commit (one UPDATE, read back only when some key was not
+   * applied) but by the row, not the lease: an IN_PROGRESS row still naming
+   * this token is marked even when its lease has lapsed, since nobody took it
+   * over (a claim writes its own token); leaving it claimable would let a
+   * redelivery repeat an effect that may have happened. The UPDATE reads the
+   * latest committed row under its lock, so a claim that took the row over
+   * first is seen and refused.
+   */
   async markUnknown(table: string, keys: Buffer[], token: string, ttlMs: number): Promise<Uint8Array> {
     const n = keys.length
     const header = await this.write(
       `UPDATE ${q(table)} SET state = ${UNKNOWN}, result = NULL, expires_at = ${after(ttlMs)}
-        WHERE idem_key IN (${marks(n)}) AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ${NOW}`,
+        WHERE idem_key IN (${marks(n)}) AND token = ? AND state = ${IN_PROGRESS}`,
       [...keys, token],
     )
     if (header.affectedRows === n) return new Uint8Array(n).fill(1)
@@ -302,14 +312,16 @@ ON DUPLICATE KEY UPDATE
   /**
    * A transaction, not one statement: after the writes, a key resolved now
    * looks like one that was DONE, or absent, already, so which keys were live
-   * UNKNOWN rows is read first, under their row locks, and only those are
-   * written. An operator's or a reconcile hook's call, rare enough for it.
+   * UNKNOWN rows (marked under `token`, when given: a reconcile hook's answer
+   * about one episode never resolves a later one) is read first, under their
+   * row locks, and only those are written. An operator's or a reconcile
+   * hook's call, rare enough for it.
    */
-  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array> {
+  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number, token: string | undefined): Promise<Uint8Array> {
     return this.inTransaction(async (connection) => {
       const [rows] = await connection.query({
-        sql: `SELECT idem_key FROM ${q(table)} WHERE idem_key IN (${marks(keys.length)}) AND state = ${UNKNOWN} AND expires_at > ${NOW} FOR UPDATE`,
-        values: keys,
+        sql: `SELECT idem_key FROM ${q(table)} WHERE idem_key IN (${marks(keys.length)}) AND state = ${UNKNOWN} AND expires_at > ${NOW}${token === undefined ? '' : ' AND token = ?'} FOR UPDATE`,
+        values: token === undefined ? keys : [...keys, token],
         timeout: this.config.commandTimeoutMs,
       })
       const unknown = new Set((rows as { idem_key: Buffer }[]).map((r) => r.idem_key.toString('latin1')))

@@ -44,10 +44,12 @@ export function statementsFor(table: string) {
     /**
      * $1 keys (bytea[], sorted), $2 fingerprints (text[], JSON or NULL), $3 token, $4 lease ms.
      * Returns one row: codes (one digit per key, a ClaimCode: 0 claimed, 1 done,
-     * 2 in progress, 4 unknown), then fingerprints and results of the keys not
-     * claimed, in order. The DO UPDATE takes over an expired row (lapsed lease,
-     * DONE or UNKNOWN past its TTL) and re-leases a row this token already holds
-     * (a retried call owns its claim); a live UNKNOWN row is never taken over.
+     * 2 in progress, 4 unknown), then fingerprints, results and tokens of the
+     * keys not claimed, in order (a token only for a live UNKNOWN row: the
+     * episode a reconcile answer names; NULL otherwise). The DO UPDATE takes
+     * over an expired row (lapsed lease, DONE or UNKNOWN past its TTL) and
+     * re-leases a row this token already holds (a retried call owns its
+     * claim); a live UNKNOWN row is never taken over.
      */
     claim: `
 WITH input AS (
@@ -63,7 +65,8 @@ WITH input AS (
 SELECT
   string_agg(CASE WHEN c.idem_key IS NOT NULL THEN '${ClaimCode.CLAIMED}' WHEN r.state = ${DONE} AND ${live} THEN '${ClaimCode.DONE}' WHEN r.state = ${UNKNOWN} AND ${live} THEN '${ClaimCode.UNKNOWN}' ELSE '${ClaimCode.IN_PROGRESS}' END, '' ORDER BY input.i) AS codes,
   array_agg(r.fingerprint ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS fingerprints,
-  array_agg(r.result ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS results
+  array_agg(r.result ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS results,
+  array_agg(CASE WHEN r.state = ${UNKNOWN} AND ${live} THEN r.token END ORDER BY input.i) FILTER (WHERE c.idem_key IS NULL) AS tokens
 FROM input
 LEFT JOIN claimed c ON c.idem_key = input.k
 LEFT JOIN LATERAL ${rowOf('c')} r ON true`,
@@ -117,7 +120,14 @@ FROM input LEFT JOIN renewed n ON n.idem_key = input.k`,
     /**
      * $1 keys, $2 token, $3 TTL ms. Returns applied: '1' per key marked UNKNOWN
      * now, or UNKNOWN under this token already (a retried call whose first
-     * reply was lost), '0' when fenced. Token and fingerprint stay: the
+     * reply was lost), '0' when fenced. Fenced by the row, not by the lease:
+     * an IN_PROGRESS row still naming this token is marked even when its
+     * lease has lapsed, since nobody took it over (a claim would have written
+     * its own token); leaving it claimable would let a redelivery repeat an
+     * effect that may have happened. A claim racing this statement for such a
+     * row waits for its lock: it then leaves the row alone (live again) and
+     * answers IN_PROGRESS; a claim that got there first wrote its own token,
+     * which this UPDATE re-reads and refuses. Token and fingerprint stay: the
      * UNKNOWN row still says whose run it was and what it was asked.
      */
     markUnknown: `
@@ -126,7 +136,7 @@ WITH input AS (
 ), marked AS (
   UPDATE ${t} AS r SET state = ${UNKNOWN}, result = NULL, expires_at = ${NOW} + ${ms('$3')}
   FROM input
-  WHERE r.idem_key = input.k AND r.token = $2 AND r.state = ${IN_PROGRESS} AND ${live}
+  WHERE r.idem_key = input.k AND r.token = $2 AND r.state = ${IN_PROGRESS}
   RETURNING r.idem_key
 )
 SELECT string_agg(CASE WHEN m.idem_key IS NOT NULL OR (r.state = ${UNKNOWN} AND r.token = $2 AND ${live}) THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
@@ -135,10 +145,13 @@ LEFT JOIN marked m ON m.idem_key = input.k
 LEFT JOIN LATERAL ${rowOf('m')} r ON true`,
 
     /**
-     * $1 keys, $2 done (boolean[]), $3 results (text[]), $4 TTL ms. A live
-     * UNKNOWN row becomes DONE with its result, or is deleted; '1' per key
-     * resolved, '0' for any other row (left as it was). Whoever calls may
-     * resolve: no token, it is a reconcile hook's or an operator's answer.
+     * $1 keys, $2 done (boolean[]), $3 results (text[]), $4 TTL ms, $5 the
+     * token the rows were marked under, or NULL for any. A live UNKNOWN row
+     * (under $5, when given) becomes DONE with its result, or is deleted; '1'
+     * per key resolved, '0' for any other row (left as it was). A reconcile
+     * hook's answer names the episode it was asked about ($5), so it never
+     * resolves a later episode of the key marked under another token; an
+     * operator's (idem keys resolve) names none.
      */
     resolve: `
 WITH input AS (
@@ -146,11 +159,11 @@ WITH input AS (
 ), finished AS (
   UPDATE ${t} AS r SET state = ${DONE}, result = input.res, expires_at = ${NOW} + ${ms('$4')}
   FROM input
-  WHERE r.idem_key = input.k AND input.d AND r.state = ${UNKNOWN} AND ${live}
+  WHERE r.idem_key = input.k AND input.d AND r.state = ${UNKNOWN} AND ${live} AND ($5::text IS NULL OR r.token = $5)
   RETURNING r.idem_key
 ), dropped AS (
   DELETE FROM ${t} AS r USING input
-  WHERE r.idem_key = input.k AND NOT input.d AND r.state = ${UNKNOWN} AND ${live}
+  WHERE r.idem_key = input.k AND NOT input.d AND r.state = ${UNKNOWN} AND ${live} AND ($5::text IS NULL OR r.token = $5)
   RETURNING r.idem_key
 )
 SELECT string_agg(CASE WHEN f.idem_key IS NOT NULL OR g.idem_key IS NOT NULL THEN '1' ELSE '0' END, '' ORDER BY input.i) AS applied
@@ -352,16 +365,17 @@ export class PostgresDialect implements SqlDialect {
     const codes = Uint8Array.from(row.codes as string, (c) => c.charCodeAt(0) - 0x30)
     const notClaimed = (row.fingerprints as (string | null)[] | null) ?? []
     const notClaimedResults = (row.results as (string | null)[] | null) ?? []
-    const fps: (string | null)[] = new Array(keys.length).fill(null)
-    const results: (string | null)[] = new Array(keys.length).fill(null)
+    const notClaimedTokens = (row.tokens as (string | null)[] | null) ?? []
+    const answer: ClaimAnswer = { codes, fingerprints: new Array(keys.length).fill(null), results: new Array(keys.length).fill(null) }
     let next = 0
     for (let j = 0; j < codes.length; j++) {
       if (codes[j] === ClaimCode.CLAIMED) continue
-      fps[j] = notClaimed[next]
-      results[j] = notClaimedResults[next]
+      answer.fingerprints[j] = notClaimed[next]
+      answer.results[j] = notClaimedResults[next]
+      if (codes[j] === ClaimCode.UNKNOWN) (answer.tokens ??= new Array(keys.length).fill(null))[j] = notClaimedTokens[next]
       next++
     }
-    return { codes, fingerprints: fps, results }
+    return answer
   }
 
   async commit(table: string, keys: Buffer[], results: (string | null)[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
@@ -382,8 +396,8 @@ export class PostgresDialect implements SqlDialect {
     return flags((await this.one(this.statementsOf(table).markUnknown, [keys, token, ttlMs])).applied)
   }
 
-  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array> {
-    return flags((await this.one(this.statementsOf(table).resolve, [keys, done, results, ttlMs])).applied)
+  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number, token: string | undefined): Promise<Uint8Array> {
+    return flags((await this.one(this.statementsOf(table).resolve, [keys, done, results, ttlMs, token ?? null])).applied)
   }
 
   async inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]> {

@@ -64,7 +64,7 @@ function prepareFor(db: SqliteDatabaseLike, table: string) {
     claim: db.prepare(`INSERT INTO ${t} (idem_key, state, token, fingerprint, result, expires_at) VALUES (?, ${IN_PROGRESS}, ?, ?, NULL, ?)
       ON CONFLICT (idem_key) DO UPDATE SET state = ${IN_PROGRESS}, token = excluded.token, fingerprint = excluded.fingerprint, result = NULL, expires_at = excluded.expires_at
       WHERE expires_at <= ? OR (state = ${IN_PROGRESS} AND token = excluded.token)`),
-    read: db.prepare(`SELECT state, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ?`),
+    read: db.prepare(`SELECT state, token, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ?`),
     /** result, TTL end, key, token, now. */
     commit: db.prepare(`UPDATE ${t} SET state = ${DONE}, result = ?, expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
     /** key, state, token, now: in that state under this token already (a retried commit or mark). */
@@ -72,12 +72,16 @@ function prepareFor(db: SqliteDatabaseLike, table: string) {
     release: db.prepare(`DELETE FROM ${t} WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
     live: db.prepare(`SELECT 1 FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
     renew: db.prepare(`UPDATE ${t} SET expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
-    /** TTL end, key, token, now. */
-    markUnknown: db.prepare(`UPDATE ${t} SET state = ${UNKNOWN}, result = NULL, expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS} AND expires_at > ?`),
-    /** result, TTL end, key, now: a live UNKNOWN row → DONE. */
-    resolveDone: db.prepare(`UPDATE ${t} SET state = ${DONE}, result = ?, expires_at = ? WHERE idem_key = ? AND state = ${UNKNOWN} AND expires_at > ?`),
-    /** key, now: a live UNKNOWN row → absent. */
-    resolveNotDone: db.prepare(`DELETE FROM ${t} WHERE idem_key = ? AND state = ${UNKNOWN} AND expires_at > ?`),
+    /**
+     * TTL end, key, token. Fenced by the row, not the lease: an IN_PROGRESS row
+     * still naming this token is marked even when its lease has lapsed, since
+     * nobody took it over (a claim writes its own token).
+     */
+    markUnknown: db.prepare(`UPDATE ${t} SET state = ${UNKNOWN}, result = NULL, expires_at = ? WHERE idem_key = ? AND token = ? AND state = ${IN_PROGRESS}`),
+    /** result, TTL end, key, now, token or null for any: a live UNKNOWN row (marked under that token) → DONE. */
+    resolveDone: db.prepare(`UPDATE ${t} SET state = ${DONE}, result = ?, expires_at = ? WHERE idem_key = ? AND state = ${UNKNOWN} AND expires_at > ? AND token = coalesce(?, token)`),
+    /** key, now, token or null for any: a live UNKNOWN row (marked under that token) → absent. */
+    resolveNotDone: db.prepare(`DELETE FROM ${t} WHERE idem_key = ? AND state = ${UNKNOWN} AND expires_at > ? AND token = coalesce(?, token)`),
     /** key, now: the live row, for inspect. */
     liveRow: db.prepare(`SELECT state, token, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
     /** key: every row of the key, expired ones too. */
@@ -222,21 +226,22 @@ export class SqliteDialect implements SqlDialect {
   async claim(table: string, keys: Buffer[], fingerprints: (string | null)[], token: string, leaseMs: number): Promise<ClaimAnswer> {
     const s = this.statementsOf(table)
     const n = keys.length
-    const codes = new Uint8Array(n)
-    const fps: (string | null)[] = new Array(n).fill(null)
-    const results: (string | null)[] = new Array(n).fill(null)
+    const answer: ClaimAnswer = { codes: new Uint8Array(n), fingerprints: new Array(n).fill(null), results: new Array(n).fill(null) }
+    const { codes } = answer
     this.inTransaction(() => {
       const now = this.clock.now()
       for (let j = 0; j < n; j++) {
         if (s.claim.run(keys[j], token, fingerprints[j], now + leaseMs, now).changes === 1) continue // CLAIMED (0)
         // Not taken: DONE, UNKNOWN (never taken over), or another owner's lease.
-        const row = s.read.get(keys[j]) as { state: number; fingerprint: string | null; result: string | null; expires_at: number }
+        const row = s.read.get(keys[j]) as { state: number; token: string; fingerprint: string | null; result: string | null; expires_at: number }
         codes[j] = row.state === DONE && row.expires_at > now ? ClaimCode.DONE : row.state === UNKNOWN && row.expires_at > now ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
-        fps[j] = row.fingerprint
-        results[j] = row.result
+        answer.fingerprints[j] = row.fingerprint
+        answer.results[j] = row.result
+        // The episode a reconcile answer names (resolve's token).
+        if (codes[j] === ClaimCode.UNKNOWN) (answer.tokens ??= new Array(n).fill(null))[j] = row.token
       }
     })
-    return { codes, fingerprints: fps, results }
+    return answer
   }
 
   async commit(table: string, keys: Buffer[], results: (string | null)[] | undefined, token: string, ttlMs: number): Promise<Uint8Array> {
@@ -281,20 +286,21 @@ export class SqliteDialect implements SqlDialect {
     this.inTransaction(() => {
       const now = this.clock.now()
       for (let j = 0; j < keys.length; j++) {
-        const marked = s.markUnknown.run(now + ttlMs, keys[j], token, now).changes === 1
+        const marked = s.markUnknown.run(now + ttlMs, keys[j], token).changes === 1
         applied[j] = marked || s.heldAs.get(keys[j], UNKNOWN, token, now) !== undefined ? 1 : 0
       }
     })
     return applied
   }
 
-  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number): Promise<Uint8Array> {
+  async resolve(table: string, keys: Buffer[], done: boolean[], results: (string | null)[], ttlMs: number, token: string | undefined): Promise<Uint8Array> {
     const s = this.statementsOf(table)
     const applied = new Uint8Array(keys.length)
+    const markedUnder = token ?? null
     this.inTransaction(() => {
       const now = this.clock.now()
       for (let j = 0; j < keys.length; j++) {
-        applied[j] = done[j] ? s.resolveDone.run(results[j], now + ttlMs, keys[j], now).changes : s.resolveNotDone.run(keys[j], now).changes
+        applied[j] = done[j] ? s.resolveDone.run(results[j], now + ttlMs, keys[j], now, markedUnder).changes : s.resolveNotDone.run(keys[j], now, markedUnder).changes
       }
     })
     return applied
