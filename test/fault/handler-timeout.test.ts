@@ -335,6 +335,24 @@ describe('a handler module in a worker thread', () => {
   })
 })
 
+describe('leases at the defaults (issue 17)', () => {
+  it('1,024 synchronous handlers of 30 ms on one shard, leaseMs 30 s and maxBatch 1,024 as shipped, on Redis: every one commits, no LEASE_LOST, no fenced write', { timeout: 300_000 }, async () => {
+    const e = await engine(`t:${randomUUID()}:`, { leaseMs: 30_000 })
+    let effects = 0
+    const messages = Array.from({ length: 1024 }, (_, i) => ({ key: `sync-${i}` }))
+    const outcomes = await e.processBatch(messages, () => {
+      const until = performance.now() + 30
+      while (performance.now() < until);
+      effects++
+    })
+    expect(outcomes.filter((o) => o.error !== undefined).map((o) => o.error!.code)).toEqual([])
+    expect(effects).toBe(1024)
+    expect(e.stats().totals.fencedWrites).toBe(0)
+    expect((await e.processBatch(messages, () => effects++)).every((o) => o.verdict === 'duplicate')).toBe(true)
+    console.log(`[defaults] 1,024 × 30 ms synchronous on one shard (${(1024 * 30) / 1000} s of CPU, beyond one 30 s lease): ${effects} effects, 0 LEASE_LOST, 0 fenced writes`)
+  })
+})
+
 describe('idem keys: bad input', () => {
   it.each([
     [['resolve', '--store', REDIS_URL, 'k'], /exactly one of --done and --not-done/],

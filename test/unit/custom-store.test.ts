@@ -48,6 +48,7 @@ class MapStore extends StoreBase {
         return
       }
       answer.codes[j] = row.done ? ClaimCode.DONE : row.unknown ? ClaimCode.UNKNOWN : ClaimCode.IN_PROGRESS
+      if (row.unknown) (answer.tokens ??= new Array(n))[j] = row.token
       answer.fingerprints[j] = row.fingerprint
       answer.results[j] = row.result
     })
@@ -78,17 +79,19 @@ class MapStore extends StoreBase {
     })
   }
 
+  /** A lapsed lease still names its token: marked all the same (read past `live`). */
   protected async markUnknownGroup(g: KeyGroup, keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
-    return this.fenced(g, keys, (row) => {
-      if (row === undefined || row.done || row.token !== token) return false
+    return this.fenced(g, keys, (live, key) => {
+      const row = live ?? this.rows.get(key)
+      if (row === undefined || row.done || row.token !== token || (row.unknown && live === undefined)) return false
       Object.assign(row, { unknown: true, expiresAt: this.clock.now() + ttlMs })
       return true
     })
   }
 
-  protected async resolveGroup(g: KeyGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number): Promise<Uint8Array> {
+  protected async resolveGroup(g: KeyGroup, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token: string | undefined): Promise<Uint8Array> {
     return this.fenced(g, keys, (row, key, i) => {
-      if (!row?.unknown) return false
+      if (!row?.unknown || (token !== undefined && row.token !== token)) return false
       if (done[i]) Object.assign(row, { unknown: false, done: true, result: results?.[i] ?? null, expiresAt: this.clock.now() + ttlMs })
       else this.rows.delete(key)
       return true
