@@ -5,7 +5,8 @@
  * Compared:
  *   - a trivial function handler (runs on the main thread) at threads 0 (all
  *     actors on the main thread), 1 and 2 worker threads, side by side;
- *     baseline threads 0.
+ *     baseline threads 0. And threads 0 again with handlerTimeoutMs 10 s:
+ *     what handler timeouts cost a handler that never reads its signal.
  *   - a CPU-heavy handler MODULE (bench/handlers/burn-cpu.ts, ~20 µs of
  *     arithmetic per message) at threads 1 vs 2: the module runs inside the
  *     worker next to its actor, so this is where threads should pay off.
@@ -84,6 +85,10 @@ interface Scenario {
   kind: 'function' | 'module'
   messages: number
   warmupMessages: number
+  /** The row's label; `threads N` when absent. */
+  label?: string
+  /** Set: the engine runs with handler timeouts on (a deadline per handler). */
+  handlerTimeoutMs?: number
 }
 
 interface ScenarioResult {
@@ -120,6 +125,19 @@ export async function runEngineSuite(options: SuiteOptions): Promise<SuiteResult
             .join(', ')}); a bare JS Set test-and-add over the same fresh strings: ${Math.round(setRate).toLocaleString('en-US')} msgs/s, idem at ${((best.rate / setRate) * 100).toFixed(1)}% of it`,
     met: best !== undefined && best.rate >= TARGET_MSGS_PER_SECOND,
   })
+
+  // The price of handler timeouts for handlers that never read context.signal: a deadline entry per handler, one timer per shard.
+  const off = trivial[0]
+  const timeouts: Scenario = { ...off.scenario, name: 'function handler, threads 0, handlerTimeoutMs 10 s', label: 'handlerTimeoutMs 10 s', handlerTimeoutMs: 10_000 }
+  const withTimeouts = { scenario: timeouts, runs: await runScenario(timeouts, checks) }
+  tables.push(
+    scenarioTable(
+      `engine, trivial function handler, threads 0: handler timeouts off and on, msgs/s`,
+      [{ ...off, scenario: { ...off.scenario, label: 'handlerTimeoutMs 0 (off)' } }, withTimeouts],
+      'handlerTimeoutMs 0 (off)',
+      cores,
+    ),
+  )
 
   const handlerMicros = measureHandlerCost()
   progress(SUITE, `burn-cpu handler: ${handlerMicros.toFixed(1)} µs per message on the main thread`)
@@ -190,9 +208,10 @@ function scenarioTable(title: string, results: ScenarioResult[], baseline: strin
     rows: results.map((result): Row => {
       const { scenario, runs } = result
       const last = runs[runs.length - 1]
-      if (last === undefined) return { label: `threads ${scenario.threads}`, values: { messages: scenario.messages, runs: 'FAILED (see checks)', msgsPerSecond: 'n/a' } }
+      const label = scenario.label ?? `threads ${scenario.threads}`
+      if (last === undefined) return { label, values: { messages: scenario.messages, runs: 'FAILED (see checks)', msgsPerSecond: 'n/a' } }
       return {
-        label: `threads ${scenario.threads}`,
+        label,
         values: {
           messages: scenario.messages,
           unique: last.uniqueKeys,
@@ -263,6 +282,7 @@ async function runOnce(scenario: Scenario, warm: Stream, timed: Stream): Promise
     threads: scenario.threads,
     bloom: { expectedItems: warm.uniqueKeys + timed.uniqueKeys, falsePositiveRate: 0.01 },
     ...(scenario.kind === 'module' ? { handler: burnCpuModule } : {}),
+    ...(scenario.handlerTimeoutMs === undefined ? {} : { handlerTimeoutMs: scenario.handlerTimeoutMs }),
   })
   const handler = scenario.kind === 'function' ? countEffect : undefined
   const countResults = scenario.kind === 'module'
