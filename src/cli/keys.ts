@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util'
 import { systemClock } from '../clock.js'
-import { resolveConfig, type StoreConfig } from '../config.js'
+import { defaults, resolveConfig, type StoreConfig } from '../config.js'
 import { ConfigError, IdemError } from '../errors.js'
 import { StoreFactory } from '../store/store-factory.js'
 import { CommitCode, type DedupStore, type KeyView } from '../store/store.js'
@@ -15,9 +15,6 @@ import { parseStoreFlag } from './migrate.js'
 export const keysUsage = `idem keys show|resolve|forget --store redis://…|postgres://…|mysql://…|sqlite:PATH KEY…
              [--namespace NS] [--prefix P] [--hash-tags N] [--table-prefix P] [--tables N]
              resolve: --done [--result JSON] [--ttl-ms N] | --not-done`
-
-/** TTL a DONE record gets from `resolve --done`, as the engine's default dedup window. */
-const DEFAULT_TTL_MS = 86_400_000
 
 export async function runKeys(args: string[]): Promise<number> {
   const [action, ...rest] = args
@@ -62,7 +59,8 @@ export async function runKeys(args: string[]): Promise<number> {
   } else if (values.done !== undefined || values['not-done'] !== undefined || values.result !== undefined || values['ttl-ms'] !== undefined) {
     return fail(2, `--done, --not-done, --result and --ttl-ms go with resolve, not ${action}`)
   }
-  const ttlMs = values['ttl-ms'] === undefined ? DEFAULT_TTL_MS : Number(values['ttl-ms'])
+  // A DONE record from `resolve --done` lives as long as the engine's default dedup window, unless told otherwise.
+  const ttlMs = values['ttl-ms'] === undefined ? defaults.ttlMs : Number(values['ttl-ms'])
   if (!Number.isSafeInteger(ttlMs) || ttlMs < 1) return fail(2, `--ttl-ms must be a positive integer, got ${JSON.stringify(values['ttl-ms'])}`)
 
   let store: DedupStore

@@ -8,7 +8,9 @@
 import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import { errorText } from '../errors.js'
+import { redisDefaults } from '../store/redis/redis-options.js'
 import { acknowledgeReset, formatIdentity, identityKey, readIdentity } from '../store/redis/store-identity.js'
+import { parseStoreFlag } from './migrate.js'
 
 export const storeUsage = `idem store show|ack-reset --store redis://HOST:PORT[/DB] [--prefix P]`
 
@@ -16,13 +18,13 @@ export const storeUsage = `idem store show|ack-reset --store redis://HOST:PORT[/
 const CONNECT_TIMEOUT_MS = 3000
 
 export async function runStoreAdmin(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, options: { store: { type: 'string' }, prefix: { type: 'string', default: 'idem:' } }, allowPositionals: true, strict: true })
+  const { values, positionals } = parseArgs({ args, options: { store: { type: 'string' }, prefix: { type: 'string', default: redisDefaults.prefix } }, allowPositionals: true, strict: true })
   const [action, ...extra] = positionals
   const problems: string[] = []
   if (action !== 'show' && action !== 'ack-reset') problems.push(`the action must be show or ack-reset, got ${action === undefined ? 'none' : JSON.stringify(action)}`)
   if (extra.length > 0) problems.push(`unexpected arguments: ${extra.map((a) => JSON.stringify(a)).join(' ')}`)
   if (values.store === undefined) problems.push('--store: give the Redis the engines use, as redis://HOST:PORT[/DB]')
-  else if (!/^rediss?:\/\//.test(values.store)) problems.push(`--store: must be a redis:// or rediss:// URL, got ${JSON.stringify(values.store)}`)
+  else if (!isRedisStore(values.store)) problems.push(`--store: must be a redis:// or rediss:// URL, got ${JSON.stringify(values.store)}`)
   if (problems.length > 0) {
     console.error(`idem store: ${problems.join('\n            ')}\nusage: ${storeUsage}`)
     return 2
@@ -80,4 +82,10 @@ async function ackReset(client: Redis, prefix: string): Promise<number> {
       return 0
     }
   }
+}
+
+/** The idem store a --store value names is Redis (redis:// or rediss://). */
+function isRedisStore(value: string): boolean {
+  const store = parseStoreFlag(value)
+  return typeof store !== 'string' && store.kind === 'redis'
 }

@@ -6,21 +6,19 @@
  * resolve`) decides. threads: 1 puts the actor in a worker thread, so the
  * hook's resolve crosses the thread. Each test prints its counts.
  */
-import { spawnSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
 import type { EngineOptions } from '../../dist/src/config.js'
 import { ErrorCode, outcomeUnknown } from '../../dist/src/errors.js'
 import type { Message, Outcome, ReconcileAnswer } from '../../dist/src/message.js'
+import { idem } from '../support/idem-cli.js'
 import { MYSQL_URL, PG_URL, sqlKit, type SqlKind } from '../support/sql.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
-const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
 
 const engines: Engine[] = []
 afterEach(async () => {
@@ -36,9 +34,7 @@ const never = new Promise<never>(() => {})
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const codeOf = (o: Outcome) => o.error?.code
 
-function idemKeys(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  return spawnSync(process.execPath, [cli, 'keys', ...args], { encoding: 'utf8', timeout: 60_000 })
-}
+const idemKeys = (...args: string[]) => idem('keys', ...args)
 
 describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads) => {
   it('a handler that never settles times out: its key goes UNKNOWN, the other keys of its shard settle meanwhile, redeliveries never run, close() returns', async () => {
@@ -69,7 +65,7 @@ describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads)
     expect(again.map((o) => [o.verdict, codeOf(o)])).toEqual(again.map(() => ['in-flight', ErrorCode.OUTCOME_UNKNOWN]))
     expect(runs.get('stuck')).toBe(1)
     const shown = idemKeys('show', '--store', REDIS_URL, '--prefix', prefix, 'stuck', 'other-0')
-    expect(shown.status).toBe(0)
+    expect(shown.code).toBe(0)
     expect(shown.stdout).toMatch(/^stuck\tunknown\t/m)
     expect(shown.stdout).toMatch(/^other-0\tdone\t/m)
 
@@ -171,10 +167,10 @@ describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads)
 
     const resolved = idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--done', '--result', '{"paid":true}', 'k')
     expect(resolved.stderr).toBe('')
-    expect([resolved.status, resolved.stdout.trim()]).toEqual([0, 'k\tresolved done: its deliveries are duplicates from now on'])
+    expect([resolved.code, resolved.stdout.trim()]).toEqual([0, 'k\tresolved done: its deliveries are duplicates from now on'])
     expect(await second.process({ key: 'k' }, handler)).toEqual({ key: 'k', verdict: 'duplicate', result: { paid: true } })
     const twice = idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k')
-    expect([twice.status, twice.stdout.trim()]).toEqual([1, 'k\tnot UNKNOWN (done): left as it was'])
+    expect([twice.code, twice.stdout.trim()]).toEqual([1, 'k\tnot UNKNOWN (done): left as it was'])
     console.log(`[operator, threads ${threads}] ${seen.length} deliveries in-flight OUTCOME_UNKNOWN, hook asked ${calls} times (a throw, a timeout), then \`idem keys resolve --done\`: duplicate with the operator's result`)
   })
 })
@@ -231,7 +227,7 @@ describe.each([0, 1])('what a hostile review found, threads %i', (threads) => {
     await sleep(50)
     expect(codeOf(await e.process({ key: 'k' }, hang))).toBe(ErrorCode.OUTCOME_UNKNOWN)
     expect(calls).toBe(1)
-    expect(idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k').status).toBe(0)
+    expect(idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k').code).toBe(0)
     // Runs again and times out again: a second episode.
     expect(codeOf(await e.process({ key: 'k' }, hang))).toBe(ErrorCode.OUTCOME_UNKNOWN)
     answer = 'done'
@@ -282,7 +278,7 @@ describe.each(['postgres', 'mysql', 'sqlite'] as SqlKind[])('on the %s store', (
       const where = ['--store', kind === 'sqlite' ? `sqlite:${kit.file}` : kind === 'postgres' ? PG_URL : MYSQL_URL, '--table-prefix', store.tablePrefix]
       expect(idemKeys('show', ...where, 'k').stdout).toMatch(/^k\tunknown\t/)
       const resolved = idemKeys('resolve', ...where, '--not-done', 'k')
-      expect([resolved.status, resolved.stdout.trim()]).toEqual([0, 'k\tresolved not done: its next delivery runs the handler'])
+      expect([resolved.code, resolved.stdout.trim()]).toEqual([0, 'k\tresolved not done: its next delivery runs the handler'])
       expect(await e.process({ key: 'k' }, async () => (runs++, 'ran'))).toEqual({ key: 'k', verdict: 'new', result: 'ran' })
       expect(runs).toBe(2)
       await e.close()
@@ -373,12 +369,12 @@ describe('idem keys: bad input', () => {
   ])('%j is refused with exit 2', (args, message) => {
     const run = idemKeys(...(args as string[]))
     expect(run.stderr).toMatch(message)
-    expect(run.status).toBe(2)
+    expect(run.code).toBe(2)
   })
 
   it('a store that cannot be reached fails with exit 1 and the store error', () => {
     const run = idemKeys('show', '--store', 'redis://127.0.0.1:1', 'k')
     expect(run.stderr).toMatch(/STORE_FAILED/)
-    expect(run.status).toBe(1)
+    expect(run.code).toBe(1)
   })
 })

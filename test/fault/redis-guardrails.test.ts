@@ -16,10 +16,7 @@
  * with no LRU, so every redelivery asks the store. Bounded by counts: polls
  * and batches have a fixed number of rounds.
  */
-import { execFile } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
@@ -27,10 +24,9 @@ import { ErrorCode } from '../../dist/src/errors.js'
 import type { Outcome } from '../../dist/src/message.js'
 import { FAULT_TEST_TIMEOUT_MS } from '../support/progress.js'
 import { startRedis, type RedisProcess } from '../support/redis-server.js'
+import { idem } from '../support/idem-cli.js'
 
 const KEYS = 1_000
-const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
-const run = promisify(execFile)
 
 const cleanups: (() => Promise<void>)[] = []
 afterEach(async () => {
@@ -79,16 +75,6 @@ function tally(outcomes: Outcome[]): Record<string, number> {
   return counts
 }
 
-/** Runs `idem store <args>` as an operator would; its exit code and output. */
-async function idemStore(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, 'store', ...args], { timeout: 30_000 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string }
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr }
-  }
-}
 
 /** Processes `messages` until one round answers no STORE_RESET (the engine resumed), at most `rounds` rounds. */
 async function untilResumed(engine: Engine, messages: { key: string }[], handler: (m: { key: string }) => void, rounds = 100): Promise<{ outcomes: Outcome[]; rounds: number }> {
@@ -178,7 +164,7 @@ describe('a Redis that lost its data while an engine ran', () => {
     expect(seen.get('IDEM_STORE_RESET')?.[0]).toContain(`the redis store under prefix ${JSON.stringify(prefix)} lost its data`)
     expect(marker).toMatch(/^\{"layout":1,"hashTags":64,"storeId":"[0-9a-f]{16}","state":"reset","since":\d{13}\}$/)
 
-    const ack = await idemStore('ack-reset', '--store', redis.url, '--prefix', prefix)
+    const ack = idem('store', 'ack-reset', '--store', redis.url, '--prefix', prefix)
     expect(ack.code).toBe(0)
     expect(ack.stdout).toContain('every key settled before the loss runs again when it is delivered again')
     // The engine resumes without a restart once its timer adopts the acknowledged identity.
@@ -186,7 +172,7 @@ describe('a Redis that lost its data while an engine ran', () => {
     const rerun = await engine.processBatch(keys(KEYS, 'old'), handler)
     const twice = [...runs.values()].filter((n) => n === 2).length
     console.log(
-      `reset (${how}) acknowledged: new keys ${JSON.stringify(tally(resumed.outcomes))} after ${resumed.rounds} round(s); old keys redelivered ${JSON.stringify(tally(rerun))}, ${twice} keys ran twice (settled before the loss); ${(await idemStore('show', '--store', redis.url, '--prefix', prefix)).stdout.trim()}`,
+      `reset (${how}) acknowledged: new keys ${JSON.stringify(tally(resumed.outcomes))} after ${resumed.rounds} round(s); old keys redelivered ${JSON.stringify(tally(rerun))}, ${twice} keys ran twice (settled before the loss); ${idem('store', 'show', '--store', redis.url, '--prefix', prefix).stdout.trim()}`,
     )
     expect(tally(resumed.outcomes)).toEqual({ new: 100 })
     expect(tally(rerun)).toEqual({ new: KEYS })

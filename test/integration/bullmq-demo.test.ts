@@ -1,17 +1,13 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
+import { idem } from '../support/idem-cli.js'
 
 const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
 afterAll(() => redis.disconnect())
-
-function idem(...args: string[]) {
-  const run = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 90_000 })
-  return { code: run.status, stdout: run.stdout, stderr: run.stderr }
-}
 
 describe('idem demo --redis (end to end through BullMQ)', () => {
   it('--json: one effect per unique key across consumer processes, exit 0, and the run leaves no keys behind', async () => {

@@ -6,10 +6,7 @@
  * show|ack-reset` as an operator runs them. The real losses (FLUSHALL, a
  * restart without persistence) are in test/fault/redis-guardrails.test.ts.
  */
-import { execFile } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { fileURLToPath } from 'node:url'
-import { promisify } from 'node:util'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { createEngine } from '../../dist/src/engine.js'
@@ -17,11 +14,10 @@ import { ErrorCode, IdemError } from '../../dist/src/errors.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { resolveRedisStore } from '../../dist/src/store/redis/redis-options.js'
 import { RedisStore } from '../../dist/src/store/redis/redis-store.js'
+import { idem } from '../support/idem-cli.js'
 
 const url = 'redis://127.0.0.1:6379'
 const redis = new Redis(url)
-const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
-const run = promisify(execFile)
 const prefixes: string[] = []
 const stores: RedisStore[] = []
 afterAll(async () => {
@@ -53,15 +49,6 @@ async function failure(promise: Promise<unknown>): Promise<IdemError> {
   return error as IdemError
 }
 
-async function idemStore(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, 'store', ...args], { timeout: 30_000 })
-    return { code: 0, stdout, stderr }
-  } catch (error) {
-    const failed = error as { code: number; stdout: string; stderr: string }
-    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr }
-  }
-}
 
 describe('redis store: the identity record', () => {
   it('is created at first use: layout, hashTags, a random 16-hex store id, state ok, in that order', async () => {
@@ -127,7 +114,7 @@ describe('redis store: the identity record', () => {
     const late = store(prefix)
     expect((await failure(claim(late, 'after'))).code).toBe(ErrorCode.STORE_RESET)
 
-    const ack = await idemStore('ack-reset', '--store', url, '--prefix', prefix)
+    const ack = idem('store', 'ack-reset', '--store', url, '--prefix', prefix)
     expect(ack.code).toBe(0)
     expect(ack.stdout).toMatch(/^idem store: acknowledged the reset of store [0-9a-f]{16} under /)
     // Both adopt the acknowledged record from their timers (every second): bounded by a count of tries.
@@ -144,18 +131,18 @@ describe('idem store show|ack-reset', () => {
     const prefix = newPrefix()
     await claim(store(prefix), 'k')
     const record = await redis.get(`${prefix}identity`)
-    const ack = await idemStore('ack-reset', '--store', url, '--prefix', prefix)
+    const ack = idem('store', 'ack-reset', '--store', url, '--prefix', prefix)
     expect(ack.code).toBe(0)
     expect(ack.stdout).toBe(`idem store: no reset to acknowledge under ${JSON.stringify(prefix)} (${record})\n`)
     expect(await redis.get(`${prefix}identity`)).toBe(record)
-    const show = await idemStore('show', '--store', url, '--prefix', prefix)
+    const show = idem('store', 'show', '--store', url, '--prefix', prefix)
     expect(show.code).toBe(0)
     expect(show.stdout).toBe(`${prefix}identity: ${record}\n`)
   })
 
   it('no record under the prefix: exit 1 with why there may be none', async () => {
     const prefix = newPrefix()
-    const ack = await idemStore('ack-reset', '--store', url, '--prefix', prefix)
+    const ack = idem('store', 'ack-reset', '--store', url, '--prefix', prefix)
     expect(ack.code).toBe(1)
     expect(ack.stderr).toBe(`idem store: no identity record under ${JSON.stringify(prefix)} (no engine has used it, or the reset has not been seen yet)\n`)
     expect(await redis.exists(`${prefix}identity`)).toBe(0)
@@ -167,7 +154,7 @@ describe('idem store show|ack-reset', () => {
     [['forget', '--store', url], 2, 'the action must be show or ack-reset, got "forget"'],
     [['ack-reset', '--store', 'redis://127.0.0.1:1'], 1, 'idem store: redis://127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1'],
   ])('bad input %j: exit %i with the reason', async (args, code, reason) => {
-    const run = await idemStore(...(args as string[]))
+    const run = idem('store', ...(args as string[]))
     expect(run.code).toBe(code)
     expect(run.stderr).toContain(reason)
   })

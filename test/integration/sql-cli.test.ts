@@ -1,20 +1,14 @@
 /** The CLI's SQL parts: `idem demo --store sqlite:PATH` and `idem migrate`, run as a user would. */
-import { spawnSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
 import { rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import Database from 'better-sqlite3'
 import { afterAll, describe, expect, it } from 'vitest'
 import { dropSqlTables } from '../../dist/src/store/sql/sql-admin.js'
 import { createV1Tables, MYSQL_URL, PG_URL, sqlKit, type SqlKind } from '../support/sql.js'
+import { idem } from '../support/idem-cli.js'
 
-const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
-function idem(...args: string[]) {
-  const run = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000 })
-  return { code: run.status, stdout: run.stdout, stderr: run.stderr }
-}
 const file = join(tmpdir(), `idem-cli-${randomUUID()}.db`)
 const prefix = `t_${randomUUID().replaceAll('-', '').slice(0, 10)}_`
 afterAll(async () => {

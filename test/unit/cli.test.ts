@@ -1,12 +1,5 @@
-import { spawnSync } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
-
-const cli = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url))
-function idem(...args: string[]) {
-  const run = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000 })
-  return { code: run.status, stdout: run.stdout, stderr: run.stderr }
-}
+import { idem } from '../support/idem-cli.js'
 
 describe('idem demo', () => {
   it.each(['0', '2'])('threads %s: --json prints one summary with one effect per unique key, exit 0', (threads) => {

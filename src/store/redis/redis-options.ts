@@ -43,7 +43,7 @@ export interface RedisStoreOptions {
 /** The options after defaults and validation: every tunable filled in, the one server source as given. */
 export type RedisStoreConfig = Filled<RedisStoreOptions, 'kind' | 'url' | 'cluster' | 'client'>
 
-const redisDefaults = {
+export const redisDefaults = {
   prefix: 'idem:',
   hashTags: 64,
   commandTimeoutMs: 1000,
