@@ -43,6 +43,12 @@ export const ErrorCode = {
   TRANSPORT_FAILED: 'TRANSPORT_FAILED',
   /** An entry came back more often than maxDeliveries without a settled outcome (the consumers holding it died or stopped): dead-lettered, not run again. */
   DELIVERIES_EXHAUSTED: 'DELIVERIES_EXHAUSTED',
+  /** Owned mode: the store (or a partitioned queue) records another partition count than this engine's or producer's: keys would map to other partitions, so it is refused. */
+  PARTITIONS_MISMATCH: 'PARTITIONS_MISMATCH',
+  /** Owned mode: this engine does not own the message's partition (another member does, or it is being handed over or restored): in-flight, never run, never acked. */
+  NOT_OWNER: 'NOT_OWNER',
+  /** Owned mode: a partition's epoch in the store is below the one this member acquired: it was set back by hand, so nothing is written under it. */
+  EPOCH_REGRESSED: 'EPOCH_REGRESSED',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 
