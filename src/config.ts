@@ -1,4 +1,7 @@
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
 import { FALSE_POSITIVE_RATES, maxBloomItems } from './bloom/bloom-filter.js'
+import { MAX_PARTITIONS } from './owned/partition-of.js'
 import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from './store/redis/redis-options.js'
 import type { ReconcileHook } from './message.js'
 import type { DedupStore } from './store/store.js'
@@ -103,10 +106,40 @@ export interface EngineOptions {
   reconcileAttempts?: number
   /** Wait before asking again about a key the hook could not answer; doubles per attempt, at most 5 minutes. @default 1000 */
   reconcileBackoffMs?: number
+  /**
+   * `strict`: every new key is claimed in the store before its handler runs;
+   * any number of processes may share one queue. `owned`: the key space is
+   * split into `partitions` that the members of `group` share, each held by
+   * one member under a fenced epoch; the transport is partitioned the same
+   * way, a "never seen" bloom answer runs the handler with no store call, and
+   * DONE records are written behind in group commits (README "Owned mode").
+   * @default 'strict'
+   */
+  mode?: 'strict' | 'owned'
+  /** Owned mode: partitions of the key space, fixed per deployment (recorded in the store). @default 64 */
+  partitions?: number
+  /** Owned mode: the members that share the partitions. @default 'default' */
+  group?: string
+  /** Owned mode: leases, group commits, snapshots. */
+  ownership?: OwnershipOptions
+}
+
+export interface OwnershipOptions {
+  /** A member's heartbeat and its partition leases last this long; a crashed member's partitions move after it. Renewed every leaseMs/3. @default 10_000 */
+  leaseMs?: number
+  /** Longest wait of a settled message for its group commit. @default 5 */
+  flushMs?: number
+  /** A group commit goes at once when this many keys wait. @default 1024 */
+  flushMaxKeys?: number
+  /** How often each owned partition's bloom filter is snapshotted (a new owner replays less of the log). 0: never. @default 60_000 */
+  snapshotEveryMs?: number
+  /** This member's name in the group; unique per process. @default `${hostname}-${pid}-${random}` */
+  memberId?: string
 }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership'>> & {
+  ownership: Required<OwnershipOptions>
   bloom: Required<NonNullable<EngineOptions['bloom']>>
   lru: Required<NonNullable<EngineOptions['lru']>>
   store: StoreConfig
@@ -131,7 +164,11 @@ export const defaults = {
   handlerTimeoutMs: 0,
   reconcileAttempts: 8,
   reconcileBackoffMs: 1000,
-} as const satisfies Omit<EngineConfig, 'handler' | 'reconcile'>
+  mode: 'strict',
+  partitions: 64,
+  group: 'default',
+  ownership: { leaseMs: 10_000, flushMs: 5, flushMaxKeys: 1024, snapshotEveryMs: 60_000 },
+} as const satisfies Omit<EngineConfig, 'handler' | 'reconcile' | 'ownership'> & { ownership: Omit<Required<OwnershipOptions>, 'memberId'> }
 
 const MAX_THREADS = 256
 const MAX_SHARDS = 65_536
@@ -177,6 +214,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const reconcile = o.function<ReconcileHook>('reconcile', "a function (message, { key, signal }) => 'done' | 'not-done' | 'unknown' | { result }", false)
   const reconcileAttempts = o.integer('reconcileAttempts', defaults.reconcileAttempts, 1, 1_000)
   const reconcileBackoffMs = o.integer('reconcileBackoffMs', defaults.reconcileBackoffMs, 1, MAX_LEASE_MS)
+  const { mode, partitions, group, ownership } = readOwnership(o, { threads, store, reconcile, ttlMs })
 
   o.check()
   return {
@@ -196,7 +234,42 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     ...(reconcile === undefined ? {} : { reconcile }),
     reconcileAttempts,
     reconcileBackoffMs,
+    mode,
+    partitions,
+    group,
+    ownership,
   }
+}
+
+/** Group names and member ids become parts of store keys: no separators, no braces, bounded. */
+const NAME_PATTERN = /^[A-Za-z0-9._-]{1,100}$/
+const NAME_RULE = 'a string of 1 to 100 letters, digits, dots, underscores or dashes'
+
+/** mode, partitions, group and ownership; owned mode's limits are checked here, once. */
+function readOwnership(o: OptionReader, given: { threads: number; store: StoreConfig; reconcile: ReconcileHook | undefined; ttlMs: number }) {
+  const mode = o.oneOf('mode', ['strict', 'owned'], defaults.mode)
+  const partitions = o.integer('partitions', defaults.partitions, 1, MAX_PARTITIONS)
+  const group = o.string('group', defaults.group, NAME_RULE, (name) => NAME_PATTERN.test(name))
+  const section = o.section('ownership')
+  section.onlyKnown([...Object.keys(defaults.ownership), 'memberId'], 'ownership')
+  const leaseMs = section.integer('leaseMs', defaults.ownership.leaseMs, 100, MAX_LEASE_MS)
+  const ownership: Required<OwnershipOptions> = {
+    leaseMs,
+    flushMs: section.integer('flushMs', defaults.ownership.flushMs, 0, 60_000),
+    flushMaxKeys: section.integer('flushMaxKeys', defaults.ownership.flushMaxKeys, 1, 65_536),
+    snapshotEveryMs: section.integer('snapshotEveryMs', defaults.ownership.snapshotEveryMs, 0, MAX_LEASE_MS),
+    memberId: section.string('memberId', `${hostname().replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 60)}-${process.pid}-${randomBytes(4).toString('hex')}`, NAME_RULE, (name) => NAME_PATTERN.test(name)),
+  }
+  if (mode === 'owned') {
+    // Owned partitions live in the actors of this thread, which the membership loop drives directly.
+    if (given.threads > 0) o.mustBe('threads', '0 in owned mode (its partitions live in actors on the main thread)')
+    const { store } = given
+    if (store.kind !== 'memory' && store.kind !== 'redis') o.mustBe('store', "a memory or redis store in owned mode (a SQL store cannot hold partition leases yet; use mode: 'strict')", store.kind)
+    else if (store.kind === 'redis' && store.cluster !== undefined) o.mustBe('store', 'a single Redis in owned mode (a group commit writes several partitions in one script call, which a cluster cannot)', 'a cluster')
+    else if (store.kind === 'redis' && store.requireReplicas > 0) o.mustBe('store.requireReplicas', '0 in owned mode (group commits do not wait for replicas yet)')
+    if (given.reconcile !== undefined) o.mustBe('reconcile', "left out in owned mode for now (UNKNOWN keys are resolved by an operator: idem keys resolve); use mode: 'strict' for a reconcile hook")
+  }
+  return { mode, partitions, group, ownership }
 }
 
 /** The store section: the memory store here, the others by their own modules. */

@@ -15,6 +15,13 @@ import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
 import { SqlTransactions, type TransactionWork } from './store/sql/sql-transactions.js'
 import { StoreFactory } from './store/store-factory.js'
+import { EventEmitter } from 'node:events'
+import { Membership, type OwnershipStats, type PartitionChange } from './owned/membership.js'
+import { MemoryPartitionStore } from './owned/memory-partitions.js'
+import { OwnedShardActor } from './owned/owned-actor.js'
+import { partitionOf } from './owned/partition-of.js'
+import type { PartitionStore } from './owned/partition-store.js'
+import { RedisPartitionStore } from './owned/redis-partitions.js'
 
 /** How long close() waits for queued work by default. */
 const DEFAULT_CLOSE_TIMEOUT_MS = 30_000
@@ -58,6 +65,10 @@ export interface LayerStats {
   storeResets: number
   /** Keys a Redis with allowEviction evicted (from its evicted_keys): a settled key among them runs again on redelivery. Counted like storeFailures. */
   evictedKeys: number
+  /** Owned mode: group commits sent (each one store call for a shard's settled keys of every partition). */
+  groupCommits: number
+  /** Owned mode: messages answered in-flight with NOT_OWNER. */
+  notOwned: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
 }
 
@@ -66,6 +77,8 @@ export interface EngineStats {
   shards: LayerStats[]
   /** Worker threads restarted after dying (their shards' memory stores started empty). */
   workerRestarts: number
+  /** Owned mode: this member's partitions, moves and restores. */
+  ownership?: OwnershipStats
   bloom: {
     bitsPerShard: number
     k: number
@@ -105,16 +118,22 @@ export class Engine {
   /** Aborted by close(): every handler's context.signal. */
   private readonly closeSignal = new AbortController()
   private transactions: SqlTransactions | undefined
+  /** Owned mode: the partitions' store and this member's membership. */
+  private partitionStore: PartitionStore | undefined
+  private membership: Membership | undefined
+  private readonly events = new EventEmitter()
 
   constructor(config: EngineConfig, private readonly clock: Clock) {
     this.config = config
-    this.router = new Router(config.shards, config.maxBatch)
+    // Owned mode routes to partitions; a partition's shard is partition % shards.
+    this.router = new Router(config.mode === 'owned' ? config.partitions : config.shards, config.maxBatch)
   }
 
   /** @internal Called once by createEngine. */
   async start(): Promise<void> {
     const { config } = this
     if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
+    if (config.mode === 'owned') return this.startOwned()
     for (let t = 0; t < config.threads; t++) {
       const shardsHere = Math.ceil((config.shards - t) / config.threads)
       this.threads.push(new ShardThread(config, shardsHere))
@@ -139,6 +158,52 @@ export class Engine {
       }
       this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal, config.reconcile))
     }
+  }
+
+  /**
+   * Owned mode: one owned actor per shard (a partition lives in shard
+   * partition % shards), and this member's share of the partitions acquired
+   * and restored before createEngine returns.
+   */
+  private async startOwned(): Promise<void> {
+    const { config } = this
+    const store = config.store.kind === 'redis' ? new RedisPartitionStore(config.store, config.group) : new MemoryPartitionStore(this.clock)
+    this.partitionStore = store
+    const actors: OwnedShardActor[] = []
+    for (let shard = 0; shard < config.shards; shard++) {
+      const actor = new OwnedShardActor(shard, config, this.clock, store, (partition, epoch) => this.membership?.partitionLost(partition, epoch))
+      actors.push(actor)
+      // A reconcile hook cannot resolve keys in owned mode yet: UNKNOWN keys wait for an operator.
+      this.lanes.push(new ShardLane(actor, undefined, this.moduleHandler === undefined ? undefined : { handle: this.moduleHandler.handle }, config, this.closeSignal.signal, undefined))
+    }
+    this.membership = new Membership(config, store, (partition) => actors[partition % config.shards], (change) => this.events.emit('partitions', change))
+    try {
+      await this.membership.start()
+    } catch (error) {
+      await store.close()
+      throw error
+    }
+  }
+
+  /** The partition of a key (0..partitions-1): the hash owned mode and the partitioned transports route by. Throws INVALID_KEY for a bad key. */
+  partitionOf(key: string, namespace?: string): number {
+    return partitionOf(key, this.config.partitions, namespace)
+  }
+
+  /** Owned mode: the partitions this member handles now, sorted (empty in strict mode). */
+  ownedPartitions(): number[] {
+    return this.membership?.ownedPartitions() ?? []
+  }
+
+  /** Owned mode: `partitions` is emitted with { acquired, lost } whenever this member starts or stops handling partitions. */
+  on(event: 'partitions', listener: (change: PartitionChange) => void): this {
+    this.events.on(event, listener)
+    return this
+  }
+
+  off(event: 'partitions', listener: (change: PartitionChange) => void): this {
+    this.events.off(event, listener)
+    return this
   }
 
   /** One message. Prefer processBatch for throughput: routing and hashing are per batch. */
@@ -174,9 +239,12 @@ export class Engine {
 
     const jobs: (Job | undefined)[] = new Array(this.config.shards)
     const waits: Promise<void>[] = []
+    const owned = this.config.mode === 'owned'
+    const shardCount = this.config.shards
     for (let i = 0; i < n; i++) {
       if (errors[i] !== undefined) continue
-      const shard = shards[i]
+      // Owned mode: the router answered the partition.
+      const shard = owned ? shards[i] % shardCount : shards[i]
       let job = jobs[shard]
       if (job === undefined) {
         job = { keys, outcomes, remaining: 0, done: noop, handler: handler as Handler | undefined, each, ride }
@@ -185,7 +253,7 @@ export class Engine {
         jobs[shard] = job
       }
       job.remaining++
-      this.lanes[shard].push(scopedKeys[i] as string, hashes[2 * i], hashes[2 * i + 1], fingerprints[i], messages[i], job, i)
+      this.lanes[shard].push(scopedKeys[i] as string, hashes[2 * i], hashes[2 * i + 1], fingerprints[i], messages[i], job, i, shards[i])
     }
     for (let shard = 0; shard < jobs.length; shard++) if (jobs[shard] !== undefined) this.lanes[shard].start(n === 1)
     await Promise.all(waits)
@@ -198,7 +266,7 @@ export class Engine {
    * can send its commits on that connection (RedisStore.canCommitOn).
    */
   canCommitOn(client: Redis): boolean {
-    return this.config.threads === 0 && this.localActors.every((actor) => actor.canCommitOn(client))
+    return this.config.mode === 'strict' && this.config.threads === 0 && this.localActors.every((actor) => actor.canCommitOn(client))
   }
 
   /**
@@ -231,19 +299,23 @@ export class Engine {
     }
     verdicts[VerdictCode.INVALID] += this.invalidCount
     const totals = layerStats(counters, verdicts)
-    const geometry = bloomGeometry(Math.ceil(this.config.bloom.expectedItems / this.config.shards), this.config.bloom.falsePositiveRate)
+    // Owned mode: one filter per partition held, sized for the partition's share of the keys.
+    const filters = this.membership === undefined ? this.config.shards : this.membership.ownedPartitions().length
+    const geometry = bloomGeometry(Math.ceil(this.config.bloom.expectedItems / (this.membership === undefined ? this.config.shards : this.config.partitions)), this.config.bloom.falsePositiveRate)
     const judged = totals.bloomFalsePositives + totals.bloomNegatives
-    return {
+    const stats: EngineStats = {
       totals,
       shards,
       workerRestarts: this.threads.reduce((sum, thread) => sum + thread.restarts, 0),
       bloom: {
         bitsPerShard: geometry.bits,
         k: geometry.k,
-        bytes: 2 * geometry.bytesPerGeneration * this.config.shards,
+        bytes: 2 * geometry.bytesPerGeneration * filters,
         measuredFalsePositiveRate: judged === 0 ? 0 : totals.bloomFalsePositives / judged,
       },
     }
+    if (this.membership !== undefined) stats.ownership = { ...this.membership.stats, owned: this.membership.ownedPartitions().length }
+    return stats
   }
 
   /**
@@ -274,6 +346,8 @@ export class Engine {
       for (const lane of this.lanes) lane.abandon(error)
     }
     const stopped = Promise.all([
+      // Owned mode: flush, snapshot and release every partition, then close the partitions' store.
+      this.membership?.close().then(() => this.partitionStore!.close()),
       ...this.threads.map((thread) => thread.close()),
       Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.storeFactory?.close()),
       this.transactions?.close(),
@@ -317,6 +391,8 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
     reconcileUnanswered: c[Counter.RECONCILE_UNANSWERED],
     storeResets: c[Counter.STORE_RESETS],
     evictedKeys: c[Counter.EVICTED_KEYS],
+    groupCommits: c[Counter.GROUP_COMMITS],
+    notOwned: c[Counter.NOT_OWNED],
     verdicts: {
       new: v[VerdictCode.NEW],
       duplicate: v[VerdictCode.DUPLICATE],

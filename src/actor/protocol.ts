@@ -49,6 +49,10 @@ export const Counter = {
   STORE_RESETS: 17,
   /** Keys the store's server evicted (a Redis with allowEviction): settled keys among them may run again. */
   EVICTED_KEYS: 18,
+  /** Owned mode: group commits sent (one store call each, for every partition of the shard with settled keys). */
+  GROUP_COMMITS: 19,
+  /** Owned mode: messages answered in-flight with NOT_OWNER (their partition is not held here, or is being handed over or restored). */
+  NOT_OWNED: 20,
 } as const
 /** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const COUNTER_COUNT = Object.keys(Counter).length
@@ -59,6 +63,8 @@ export interface ActorBatch {
   /** Two u32 per key (xxHash64 lo, hi) as the router computed them: the bloom reuses them. */
   hashes: Uint32Array
   fingerprints: (string | undefined)[]
+  /** Owned mode: each key's partition. */
+  partitions?: Uint32Array
 }
 
 export interface Decision {
@@ -76,6 +82,8 @@ export interface Decision {
   unknownAt?: Uint8Array
   /** At those positions: the token the key was marked under (its episode). */
   unknownTokens?: (string | undefined)[]
+  /** Per position, for IN_FLIGHT verdicts with a reason of their own (owned mode: NOT_OWNER, a failed read); wins over storeError. */
+  errors?: (ErrorData | undefined)[]
 }
 
 /**
@@ -100,6 +108,12 @@ export interface Settlement {
 export interface StepReply {
   settled: SettleReply[]
   decision?: Decision
+  /**
+   * Owned mode, on the main thread: the settlements' replies once their group
+   * commit is durable, in place of `settled`, so the decision does not wait
+   * for the flush.
+   */
+  settledLater?: Promise<SettleReply[]>
 }
 
 export interface SettleReply {
@@ -110,6 +124,8 @@ export interface SettleReply {
   counters: Float64Array
   /** Set when the commit or release call failed after its retries: nothing is known settled. */
   storeError?: ErrorData
+  /** Per commit position, why a REFUSED commit was refused when it is not a lapsed lease (owned mode: EPOCH_REGRESSED, NOT_OWNER). */
+  commitErrors?: (ErrorData | undefined)[]
 }
 
 /** How a commit sent on a transport's connection ended (ShardActor.commitOn), with the counts since the last reply. */

@@ -95,6 +95,8 @@ export class CycleEntry<T = unknown> {
   handedOut = false
   /** Later messages of the same key (or hash) that wait for this one. */
   waiting: CycleEntry<T>[] | undefined = undefined
+  /** Owned mode: the key's partition. */
+  partition = 0
 
   constructor(
     readonly key: string,
@@ -292,8 +294,20 @@ export class ShardCycle<T = unknown> {
       return
     }
     if (this.abandoned) return
-    for (let s = 0; s < settling.length; s++) this.applySettled(settling[s].entries, reply.settled[s])
+    if (reply.settledLater !== undefined) void reply.settledLater.then((settled) => this.applyLater(settling, settled), (error: unknown) => this.applyLater(settling, error))
+    else for (let s = 0; s < settling.length; s++) this.applySettled(settling[s].entries, reply.settled[s])
     if (reply.decision !== undefined) this.applyDecision(taken, reply.decision)
+  }
+
+  /** Owned mode: the settlements of a step, once their group commit answered (or, as an error, failed past the store's handling). */
+  private applyLater(settling: { entries: SettlingEntries<T> }[], settled: SettleReply[] | unknown): void {
+    if (this.abandoned) return
+    if (Array.isArray(settled)) for (let s = 0; s < settling.length; s++) this.applySettled(settling[s].entries, settled[s] as SettleReply)
+    else {
+      const data = failureData(settled, 'group commit failed')
+      for (const { entries } of settling) this.settleFailed(entries, data)
+    }
+    this.settleTurn()
   }
 
   /** Takes the next batch: up to maxBatch messages within the in-flight bound, each key at most once. */
@@ -349,7 +363,7 @@ export class ShardCycle<T = unknown> {
             continue
           }
           error = unknownKey(entry.key, 'shadow rollout runs it anyway')
-        } else error = decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(entry.key)} is being processed by another owner; retry later` }
+        } else error = decision.errors?.[j] ?? decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(entry.key)} is being processed by another owner; retry later` }
       }
       if (shadow) this.runShadow(entry, verdict, decision.results[j], error)
       else this.finish(entry, verdict, error, decision.results[j])
@@ -601,7 +615,7 @@ export class ShardCycle<T = unknown> {
       const entry = entries.commit[k]
       let error: ErrorData | undefined
       const code = reply.committed[k]
-      if (code === CommitCode.REFUSED) error = leaseLost(entry.key)
+      if (code === CommitCode.REFUSED) error = reply.commitErrors?.[k] ?? leaseLost(entry.key)
       else if (code !== CommitCode.COMMITTED) error = resultNotKept(entry.key, code)
       this.finish(entry, VerdictCode.NEW, error, entry.result)
     }
@@ -767,14 +781,16 @@ function actorBatchOf<T>(taken: CycleEntry<T>[]): ActorBatch {
   const keys: string[] = new Array(n)
   const fingerprints: (string | undefined)[] = new Array(n)
   const hashes = new Uint32Array(2 * n)
+  const partitions = new Uint32Array(n)
   for (let j = 0; j < n; j++) {
     const entry = taken[j]
     keys[j] = entry.key
     fingerprints[j] = entry.fingerprint
     hashes[2 * j] = entry.hashLo
     hashes[2 * j + 1] = entry.hashHi
+    partitions[j] = entry.partition
   }
-  return { keys, hashes, fingerprints }
+  return { keys, hashes, fingerprints, partitions }
 }
 
 function leaseLost(key: string): ErrorData {

@@ -75,11 +75,12 @@ export class ShardLane {
     this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error), signal)
   }
 
-  push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number): void {
+  push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number, partition = 0): void {
     if (job.handler === undefined && this.remote !== undefined) this.forward.push({ key, hashLo, hashHi, fingerprint, message, job, slot })
     else {
       const entry = new CycleEntry(key, hashLo, hashHi, fingerprint, message, job.handler ?? this.localModule!.handle, job, slot)
       entry.ride = job.ride
+      entry.partition = partition
       entry.reconcile = job.handler !== undefined ? this.reconcile : this.localModule?.reconcile
       this.cycle.push(entry)
     }
