@@ -89,14 +89,15 @@ export interface EngineStats {
   }
 }
 
-/** Internal knobs for tests: an injected clock for exact lease and TTL tests (threads: 0 only). */
+/** Internal knobs for tests: an injected clock for exact lease and TTL tests (threads: 0 only), and a partition store several owned engines of one process share. */
 export interface EngineInternals {
   clock?: Clock
+  partitionStore?: PartitionStore
 }
 
 export async function createEngine(options: EngineOptions = {}, internals: EngineInternals = {}): Promise<Engine> {
   const config = resolveConfig(options)
-  const engine = new Engine(config, internals.clock ?? systemClock)
+  const engine = new Engine(config, internals.clock ?? systemClock, internals.partitionStore)
   await engine.start()
   return engine
 }
@@ -123,7 +124,12 @@ export class Engine {
   private membership: Membership | undefined
   private readonly events = new EventEmitter()
 
-  constructor(config: EngineConfig, private readonly clock: Clock) {
+  constructor(
+    config: EngineConfig,
+    private readonly clock: Clock,
+    /** Owned mode: a store shared with other engines (tests); closed by its owner, not here. */
+    private readonly sharedPartitionStore?: PartitionStore,
+  ) {
     this.config = config
     // Owned mode routes to partitions; a partition's shard is partition % shards.
     this.router = new Router(config.mode === 'owned' ? config.partitions : config.shards, config.maxBatch)
@@ -167,7 +173,7 @@ export class Engine {
    */
   private async startOwned(): Promise<void> {
     const { config } = this
-    const store = config.store.kind === 'redis' ? new RedisPartitionStore(config.store, config.group) : new MemoryPartitionStore(this.clock)
+    const store = this.sharedPartitionStore ?? (config.store.kind === 'redis' ? new RedisPartitionStore(config.store, config.group) : new MemoryPartitionStore(this.clock))
     this.partitionStore = store
     const actors: OwnedShardActor[] = []
     for (let shard = 0; shard < config.shards; shard++) {
@@ -180,7 +186,7 @@ export class Engine {
     try {
       await this.membership.start()
     } catch (error) {
-      await store.close()
+      if (store !== this.sharedPartitionStore) await store.close()
       throw error
     }
   }
@@ -347,7 +353,7 @@ export class Engine {
     }
     const stopped = Promise.all([
       // Owned mode: flush, snapshot and release every partition, then close the partitions' store.
-      this.membership?.close().then(() => this.partitionStore!.close()),
+      this.membership?.close().then(() => (this.partitionStore === this.sharedPartitionStore ? undefined : this.partitionStore!.close())),
       ...this.threads.map((thread) => thread.close()),
       Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.storeFactory?.close()),
       this.transactions?.close(),

@@ -228,7 +228,7 @@ function summarize(
       bloomFalsePositives,
       storeOperations: layer('storeOperations'),
     },
-    config: { shards: options.shards, threads: options.threads, store: 'redis' },
+    config: { shards: options.shards, threads: options.threads, store: 'redis', mode: 'strict' },
     transport: {
       kind: 'bullmq',
       consumers: options.consumers,

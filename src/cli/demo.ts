@@ -17,6 +17,8 @@ export interface DemoOptions {
   json: boolean
   /** memory (default) or a sqlite store; a SQL store runs on tables of its own, dropped at the end. */
   store?: StoreOptions
+  /** Owned mode (memory store, threads 0): partitions, group commits, no store call before a never-seen key. */
+  mode?: 'strict' | 'owned'
 }
 
 export interface DemoSummary {
@@ -34,7 +36,9 @@ export interface DemoSummary {
   batchLatencyMs?: { p50: number; p99: number }
   /** Summed over every engine (one per consumer process with --redis). */
   layers: { lruHits: number; storeDuplicates: number; bloomNegatives: number; bloomPositives: number; bloomFalsePositives: number; storeOperations: number }
-  config: { shards: number; threads: number; store: string }
+  config: { shards: number; threads: number; store: string; mode: 'strict' | 'owned' }
+  /** Owned mode: partitions, their moves and fenced writes, group commits. */
+  ownership?: { partitions: number; members: number; moved: number; fencedWrites: number; groupCommits: number }
   /** With --redis: the run went through BullMQ. */
   transport?: {
     kind: 'bullmq'
@@ -66,10 +70,12 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     uniqueKeys = Math.max(uniqueKeys, message.payload!.n + 1)
   }
   const store = options.store?.kind === 'sqlite' ? { ...options.store, tablePrefix: `idem_demo_${randomUUID().replaceAll('-', '').slice(0, 8)}_` } : options.store
+  const mode = options.mode ?? 'strict'
   const engine = await createEngine({
     shards: options.shards,
     threads: options.threads,
     ...(store === undefined ? {} : { store }),
+    ...(mode === 'owned' ? { mode, partitions: 64 } : {}),
     bloom: { expectedItems: Math.max(1, uniqueKeys), falsePositiveRate: 0.01 },
     lru: { maxKeys: 100_000 },
   })
@@ -124,7 +130,18 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
       bloomFalsePositives: t.bloomFalsePositives,
       storeOperations: t.storeOperations,
     },
-    config: { shards: options.shards, threads: options.threads, store: store?.kind === 'sqlite' ? `sqlite:${store.path}` : 'memory' },
+    config: { shards: options.shards, threads: options.threads, store: store?.kind === 'sqlite' ? `sqlite:${store.path}` : 'memory', mode },
+    ...(stats.ownership === undefined
+      ? {}
+      : {
+          ownership: {
+            partitions: engine.config.partitions,
+            members: stats.ownership.members,
+            moved: stats.ownership.handedOver + stats.ownership.lost,
+            fencedWrites: t.fencedWrites,
+            groupCommits: t.groupCommits,
+          },
+        }),
   }
 }
 
@@ -135,6 +152,13 @@ export function formatDemoSummary(s: DemoSummary): string {
     [
       ...(s.transport === undefined ? [] : [['transport', `BullMQ: ${s.transport.consumers} consumer process${s.transport.consumers === 1 ? '' : 'es'} × concurrency ${s.transport.concurrency}`]]),
       ['store / shards / threads', `${s.config.store} / ${s.config.shards} / ${s.config.threads}`],
+      ...(s.ownership === undefined
+        ? []
+        : [
+            ['mode', `owned: ${s.ownership.partitions} partitions, ${s.ownership.members} member${s.ownership.members === 1 ? '' : 's'}`],
+            ['partitions moved / fenced writes', `${s.ownership.moved} / ${s.ownership.fencedWrites}`],
+            ['group commits', s.ownership.groupCommits],
+          ]),
       ['messages', s.messages],
       ['unique keys', s.uniqueKeys],
       ['handler effects', s.effects],

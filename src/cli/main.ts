@@ -22,7 +22,7 @@ interface Command {
 const commands: Record<string, Command> = {
   demo: {
     synopsis: `idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
-             [--store memory|sqlite:PATH] [--redis URL [--consumers N] [--concurrency N]]`,
+             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N]]`,
     about: `  demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
@@ -34,7 +34,10 @@ const commands: Record<string, Command> = {
          The queue and every key of the run are deleted at the end (bullmq must be
          installed: it is an optional peer dependency).
          --store sqlite:PATH runs the embedded demo on the SQLite store in that file
-         (tables of its own, dropped at the end) instead of the memory store.`,
+         (tables of its own, dropped at the end) instead of the memory store.
+         --mode owned runs the embedded demo in owned mode (64 partitions, one
+         member, threads 0): never-seen keys run with no store call, DONE records
+         go in group commits; the summary adds partitions and group commits.`,
     run: demo,
   },
   bench: {
@@ -150,12 +153,15 @@ async function demo(args: string[]): Promise<number> {
       consumers: { type: 'string' },
       concurrency: { type: 'string' },
       store: { type: 'string' },
+      mode: { type: 'string' },
     },
     strict: true,
   })
   const viaRedis = values.redis !== undefined
+  const owned = values.mode === 'owned'
   values.messages ??= viaRedis ? '100000' : '1000000'
-  values.threads ??= viaRedis ? '0' : String(defaultDemoThreads())
+  // Owned mode keeps its partitions in actors on the main thread.
+  values.threads ??= viaRedis || owned ? '0' : String(defaultDemoThreads())
   const flags = new OptionReader(Object.fromEntries(Object.entries(values).map(([name, value]) => [`--${name}`, flagValue(value)])))
   const problems = flags.problems
   for (const flag of ['--consumers', '--concurrency']) {
@@ -169,10 +175,14 @@ async function demo(args: string[]): Promise<number> {
   const consumers = flags.integer('--consumers', 2, 1, 64)
   const concurrency = flags.integer('--concurrency', consumerDefaults.concurrency, 1, 65_536)
   if (viaRedis) flags.string('--redis', undefined, 'a redis:// or rediss:// URL', (url) => /^rediss?:\/\//.test(url))
+  const mode = flags.oneOf('--mode', ['strict', 'owned'], 'strict')
+  if (owned && threads > 0) flags.mustBe('--threads', '0 with --mode owned (its partitions live on the main thread)')
   const store = values.store === undefined ? undefined : parseStoreFlag(values.store)
   if (typeof store === 'string') problems.push(`--store: ${store}`)
   else if (store !== undefined && store.kind !== 'memory' && store.kind !== 'sqlite') problems.push('--store: the embedded demo runs on memory or sqlite:PATH')
   else if (store !== undefined && viaRedis) problems.push('--store: not with --redis (that demo runs on the Redis store)')
+  else if (store?.kind === 'sqlite' && owned) problems.push('--store: memory with --mode owned (a SQL store cannot hold partition leases yet)')
+  if (owned && viaRedis) problems.push('--mode: owned runs embedded for now (the BullMQ demo is strict)')
   if (problems.length > 0) {
     console.error(`idem demo: ${problems.join('\n           ')}`)
     return 2
@@ -188,7 +198,7 @@ async function demo(args: string[]): Promise<number> {
       console.error(`idem demo: ${error.message}`)
       return 128 + constants.signals[error.signal]
     }
-  } else summary = await runDemo({ ...options, ...(typeof store === 'object' ? { store } : {}) })
+  } else summary = await runDemo({ ...options, mode, ...(typeof store === 'object' ? { store } : {}) })
   console.log(values.json ? JSON.stringify(summary) : formatDemoSummary(summary))
   const ok = summary.effects === summary.uniqueKeys && summary.lost === 0 && summary.doubleEffects === 0
   if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects})`)

@@ -117,7 +117,8 @@ export class Membership {
     if (partitions.length > 0) this.emit({ acquired: [], lost: partitions.filter((p) => !this.leaving.has(p)) })
     for (const p of partitions) this.actorOf(p).stopAccepting(p)
     await Promise.all([...new Set(partitions.map((p) => this.actorOf(p)))].map((actor) => actor.flushAll()))
-    await this.snapshotAll().catch(() => {})
+    // A fresh snapshot spares the next owner most of the log (none when snapshots are off).
+    if (this.config.ownership.snapshotEveryMs > 0) await this.snapshotAll()
     const held: HeldPartition[] = partitions.map((partition) => ({ partition, epoch: this.held.get(partition)! }))
     try {
       if (held.length > 0) await this.store.release(this.config.ownership.memberId, held)

@@ -31,11 +31,13 @@ interface OwnedPartition {
   open: number
 }
 
-/** A decided batch's new keys not settled yet, by position. */
+/** A decided batch's new keys not settled yet, by position, with the epoch each was decided under. */
 interface OwnedClaims {
   batch: ActorBatch
   open: Uint8Array
   openCount: number
+  /** A key is committed under the epoch it was decided in: a partition lost and taken again meanwhile refuses it. */
+  epochs: Float64Array
 }
 
 /** A settled key waiting for its group commit. */
@@ -257,6 +259,7 @@ export class OwnedShardActor implements ActorPort {
       list.push(i)
     }
     const claimed = new Uint8Array(n)
+    const epochs = new Float64Array(n)
     const readIndexes: number[] = []
     for (const [p, positions] of byPartition) {
       const state = this.owned.get(p)!
@@ -277,6 +280,7 @@ export class OwnedShardActor implements ActorPort {
           // Never seen in this partition, by any owner within the window: it runs, no store call.
           verdicts[i] = VerdictCode.NEW
           claimed[i] = 1
+          epochs[i] = state.epoch
           state.open++
           continue
         }
@@ -315,6 +319,7 @@ export class OwnedShardActor implements ActorPort {
           case 'absent':
             verdicts[i] = VerdictCode.NEW
             claimed[i] = 1
+            epochs[i] = state.epoch
             state.open++
             c[Counter.BLOOM_FALSE_POSITIVES]++
             break
@@ -322,7 +327,7 @@ export class OwnedShardActor implements ActorPort {
             const result = decodeResult(record.result)
             const fingerprint = decodeFingerprint(record.fingerprint)
             answerSettled(i, fingerprint, result, fingerprints[i], verdicts, results, storedFingerprints)
-            this.remember(keys[i], fingerprint, result, now, record.expiresInMs)
+            this.remember(keys[i], fingerprint, result, now, false, record.expiresInMs)
             break
           }
           case 'unknown':
@@ -343,7 +348,7 @@ export class OwnedShardActor implements ActorPort {
     const token = `${this.tokenPrefix}.${this.shard}.${++this.batches}`
     let openCount = 0
     for (let i = 0; i < n; i++) openCount += claimed[i]
-    if (openCount > 0) this.claimsByToken.set(token, { batch, open: claimed, openCount })
+    if (openCount > 0) this.claimsByToken.set(token, { batch, open: claimed, openCount, epochs })
     const decision: Decision = { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
     if (errors !== undefined) decision.errors = errors
     if (unknownAt !== undefined) {
@@ -370,18 +375,21 @@ export class OwnedShardActor implements ActorPort {
     }
     decided.openCount -= s.commit.length + s.release.length + s.unknown.length
     if (decided.openCount === 0) this.claimsByToken.delete(s.token)
-    for (const j of s.release) this.closeOne(partitions[j])
+    for (const j of s.release) this.closeOne(partitions[j], decided.epochs[j])
 
     const collector = new SettleCollector(s.commit.length, s.unknown.length)
     const now = this.clock.now()
     const add = (j: number, index: number, unknown: boolean, result: unknown): void => {
       const p = partitions[j]
+      const epoch = decided.epochs[j]
       const state = this.owned.get(p)
       const fingerprint = batch.fingerprints[j]
-      if (state === undefined) {
-        // Lost before its commit: refused here, as the store would.
-        this.closeOne(p)
-        this.refuse(collector, index, unknown, notOwner(batch.keys[j], p, 'was lost before the group commit'))
+      if (state === undefined || state.epoch !== epoch) {
+        // Lost (and perhaps taken again) since the key was decided: refused here, as the store would.
+        this.refuse(collector, index, unknown, {
+          code: ErrorCode.LEASE_LOST,
+          message: `handler finished for key ${JSON.stringify(batch.keys[j])}, but partition ${p} was lost since it was decided (epoch ${epoch}): the commit was refused and the effect is not recorded; the partition's owner may run it`,
+        })
         return
       }
       let encoded = ''
@@ -392,7 +400,7 @@ export class OwnedShardActor implements ActorPort {
       }
       this.pending.push({
         partition: p,
-        epoch: state.epoch,
+        epoch,
         key: { key: batch.keys[j], fingerprint: encodeFingerprint(fingerprint) ?? '', result: unknown ? String(now) : encoded, unknown },
         hashLo: batch.hashes[2 * j],
         hashHi: batch.hashes[2 * j + 1],
@@ -422,9 +430,10 @@ export class OwnedShardActor implements ActorPort {
     collector.answered()
   }
 
-  private closeOne(partition: number): void {
+  /** One message of the partition decided under `epoch` is settled: the hand-over waits for none to be open. */
+  private closeOne(partition: number, epoch: number): void {
     const state = this.owned.get(partition)
-    if (state !== undefined && state.open > 0) state.open--
+    if (state !== undefined && state.epoch === epoch && state.open > 0) state.open--
   }
 
   private scheduleFlush(): void {
@@ -479,6 +488,8 @@ export class OwnedShardActor implements ActorPort {
       const data = failureData(error, 'group commit failed')
       this.keepUnflushed(batch)
       for (const item of batch) {
+        if (item.reply === detached) continue
+        this.closeOne(item.partition, item.epoch)
         item.reply.storeError = data
         item.reply.answered()
       }
@@ -492,13 +503,11 @@ export class OwnedShardActor implements ActorPort {
       if (reply.status === 'ok') {
         if (state !== undefined && state.epoch === part.epoch) state.logId = maxLogId(state.logId, reply.logId)
         for (const item of members) {
+          this.remember(item.key.key, item.fingerprint, item.result, now, item.key.unknown)
+          if (item.reply === detached) continue
           if (item.key.unknown) item.reply.marked[item.index] = 1
-          else {
-            const code = item.reply.committed[item.index]
-            if (code === CommitCode.REFUSED) item.reply.committed[item.index] = CommitCode.COMMITTED
-            this.remember(item.key.key, item.fingerprint, item.result, now)
-          }
-          this.closeOne(part.partition)
+          else if (item.reply.committed[item.index] === CommitCode.REFUSED) item.reply.committed[item.index] = CommitCode.COMMITTED
+          this.closeOne(part.partition, part.epoch)
           item.reply.answered()
         }
         continue
@@ -508,7 +517,8 @@ export class OwnedShardActor implements ActorPort {
           ? { code: ErrorCode.EPOCH_REGRESSED, message: `partition ${part.partition}'s epoch in the store is ${reply.storeEpoch}, below ${part.epoch}, the one this member acquired: it was set back by hand, so nothing was written; the handler's effect is not recorded` }
           : { code: ErrorCode.LEASE_LOST, message: `partition ${part.partition} was taken over (epoch ${reply.storeEpoch} in the store, ours ${part.epoch}): the group commit was refused and the handler's effect is not recorded; the new owner may run it` }
       for (const item of members) {
-        this.closeOne(part.partition)
+        if (item.reply === detached) continue
+        this.closeOne(part.partition, part.epoch)
         this.refuse(item.reply, item.index, item.key.unknown, { code: error.code, message: `key ${JSON.stringify(item.key.key)}: ${error.message}` })
       }
       if (state !== undefined && state.epoch === part.epoch) this.onLost(part.partition, part.epoch)
@@ -578,8 +588,9 @@ export class OwnedShardActor implements ActorPort {
     state.generationStartedAt = now
   }
 
-  private remember(key: string, fingerprint: string | undefined, result: unknown, now: number, expiresInMs = this.config.ttlMs): void {
-    if (expiresInMs <= 0) return
+  private remember(key: string, fingerprint: string | undefined, result: unknown, now: number, unknown = false, expiresInMs = this.config.ttlMs): void {
+    // An UNKNOWN key is not settled: its deliveries must read the record (and wait for an operator).
+    if (unknown || expiresInMs <= 0) return
     this.settled?.set(key, { fingerprint, result, expiresAt: now + expiresInMs })
   }
 

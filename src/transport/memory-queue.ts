@@ -8,7 +8,8 @@
  * delays are short, and tests wait on consumeMemoryQueue, not on the clock.
  */
 import type { Engine } from '../engine.js'
-import { ConfigError } from '../errors.js'
+import { ConfigError, ErrorCode, IdemError } from '../errors.js'
+import { MAX_PARTITIONS, partitionOf } from '../owned/partition-of.js'
 import type { Handler, Message, Outcome } from '../message.js'
 import { settleOf, Settle } from '../outcome.js'
 
@@ -23,6 +24,13 @@ export interface MemoryQueueOptions {
   maxAttempts?: number
   /** Delay before a retried or waiting message is delivered again, in ms. @default 10 */
   retryDelayMs?: number
+  /**
+   * Owned mode: split the queue into this many partitions by the engine's key
+   * hash (partitionOf), as a partitioned BullMQ queue or Redis stream is;
+   * consumeMemoryQueue then takes only the partitions its engine owns. Must
+   * equal the engine's `partitions`. @default none (one queue)
+   */
+  partitions?: number
 }
 
 /** One hand-out of a message by take(); give it back to settle() with its outcome. */
@@ -51,8 +59,16 @@ interface Delayed<P> {
   delivery: Delivery<P>
 }
 
+/** One partition's deliverable messages (the whole queue when not partitioned). */
+interface Ready<P> {
+  items: Delivery<P>[]
+  head: number
+}
+
 const DEFAULT_MAX_ATTEMPTS = 5
 const DEFAULT_RETRY_DELAY_MS = 10
+/** How often an owned consumer looks again while the messages left belong to other members' partitions. */
+const OWNED_POLL_MS = 10
 
 /**
  * An in-process queue with a real queue's delivery semantics: at-least-once,
@@ -65,25 +81,32 @@ export class MemoryQueue<P = unknown> {
   readonly #failed: FailedMessage<P>[] = []
   #acked = 0
   #redeliveries = 0
-  #ready: Delivery<P>[] = []
-  #head = 0
+  readonly #ready: Ready<P>[]
+  #readyCount = 0
+  /** Where the next take() starts among the partitions asked for, so none starves the others. */
+  #turn = 0
   #delayed: Delayed<P>[] = []
   readonly #maxAttempts: number
   readonly #retryDelayMs: number
+  /** The partition count, or undefined for a queue that is not partitioned. */
+  readonly partitions: number | undefined
 
   /** Throws ConfigError (INVALID_CONFIG) naming every bad option. */
   constructor(options: MemoryQueueOptions = {}) {
     const problems = [
       ...integerProblems('maxAttempts', options.maxAttempts, 1, 2 ** 31),
       ...integerProblems('retryDelayMs', options.retryDelayMs, 0, 2 ** 31),
+      ...integerProblems('partitions', options.partitions, 1, MAX_PARTITIONS),
     ]
     if (problems.length > 0) throw new ConfigError(problems)
     this.#maxAttempts = options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS
     this.#retryDelayMs = options.retryDelayMs ?? DEFAULT_RETRY_DELAY_MS
+    this.partitions = options.partitions
+    this.#ready = Array.from({ length: options.partitions ?? 1 }, () => ({ items: [], head: 0 }))
   }
 
   add(message: Message<P>): void {
-    this.#ready.push({ message, attempts: 0 })
+    this.#push({ message, attempts: 0 })
   }
 
   /** Messages acked: their key is done (handler ran and committed, or a duplicate). */
@@ -103,19 +126,31 @@ export class MemoryQueue<P = unknown> {
 
   /** Messages waiting, now or after a retry delay. */
   get waiting(): number {
-    return this.#ready.length - this.#head + this.#delayed.length
+    return this.#readyCount + this.#delayed.length
   }
 
-  /** Takes up to `max` deliverable messages. */
-  take(max: number): MemoryDelivery<P>[] {
+  /** Takes up to `max` deliverable messages; of a partitioned queue, only from `partitions` (all when left out). */
+  take(max: number, partitions?: readonly number[]): MemoryDelivery<P>[] {
     this.#promoteDue(Date.now())
-    const end = Math.min(this.#ready.length, this.#head + max)
-    const batch = this.#ready.slice(this.#head, end)
-    this.#head = end
-    if (this.#head > 65_536 && this.#head * 2 > this.#ready.length) {
-      this.#ready = this.#ready.slice(this.#head)
-      this.#head = 0
+    const batch: Delivery<P>[] = []
+    const count = partitions?.length ?? this.#ready.length
+    const first = count === 0 ? 0 : this.#turn++ % count
+    for (let k = 0; k < count && batch.length < max; k++) {
+      const index = partitions === undefined ? (first + k) % count : partitions[(first + k) % count]
+      const ready = this.#ready[index]
+      if (ready === undefined) continue
+      const end = Math.min(ready.items.length, ready.head + max - batch.length)
+      for (let i = ready.head; i < end; i++) batch.push(ready.items[i])
+      ready.head = end
+      if (ready.head === ready.items.length) {
+        ready.items = []
+        ready.head = 0
+      } else if (ready.head > 65_536 && ready.head * 2 > ready.items.length) {
+        ready.items = ready.items.slice(ready.head)
+        ready.head = 0
+      }
     }
+    this.#readyCount -= batch.length
     for (const delivery of batch) delivery.attempts++
     return batch
   }
@@ -151,10 +186,24 @@ export class MemoryQueue<P = unknown> {
     if (this.#delayed.length === 0) return
     const still: Delayed<P>[] = []
     for (const entry of this.#delayed) {
-      if (entry.due <= now) this.#ready.push(entry.delivery)
+      if (entry.due <= now) this.#push(entry.delivery)
       else still.push(entry)
     }
     this.#delayed = still
+  }
+
+  #push(delivery: Delivery<P>): void {
+    this.#ready[this.partitions === undefined ? 0 : this.#partitionOf(delivery.message)].items.push(delivery)
+    this.#readyCount++
+  }
+
+  /** A message the engine would refuse (a bad key) goes to partition 0, where whoever owns it gets its invalid verdict. */
+  #partitionOf(message: Message<P>): number {
+    try {
+      return partitionOf(message.key, this.partitions!, message.namespace)
+    } catch {
+      return 0
+    }
   }
 }
 
@@ -188,13 +237,18 @@ export async function consumeMemoryQueue<P>(queue: MemoryQueue<P>, engine: Engin
   const batchSize = options.batchSize ?? 1024
   const inFlight = options.batchesInFlight ?? 4
   const { signal } = options
+  const owned = engine.config.mode === 'owned'
+  if (owned && queue.partitions !== engine.config.partitions) {
+    throw new IdemError(ErrorCode.PARTITIONS_MISMATCH, `the queue has ${queue.partitions === undefined ? 'no partitions' : `${queue.partitions} partitions`}, the owned engine ${engine.config.partitions}: give the queue { partitions: ${engine.config.partitions} }`)
+  }
   const worker = async (): Promise<void> => {
     while (signal?.aborted !== true) {
-      const deliveries = queue.take(batchSize)
+      // Owned mode: only the partitions this member holds now; the others' messages wait for their owners.
+      const deliveries = owned ? queue.take(batchSize, engine.ownedPartitions()) : queue.take(batchSize)
       if (deliveries.length === 0) {
         const due = queue.nextDueIn()
-        if (due === undefined) return
-        await pause(due, signal)
+        if (due === undefined && (!owned || queue.waiting === 0)) return
+        await pause(due ?? OWNED_POLL_MS, signal)
         continue
       }
       const started = performance.now()
