@@ -56,6 +56,8 @@ export interface DemoSummary {
   }
 }
 
+const OWNED_DEMO_PARTITIONS = 64
+
 /** Threads for the demo: on a 2-core machine one actor thread beside the main thread. */
 export function defaultDemoThreads(): number {
   return Math.max(1, Math.min(4, availableParallelism() - 1))
@@ -63,19 +65,19 @@ export function defaultDemoThreads(): number {
 
 /** Runs a generated stream through the in-memory queue and the engine; counts every effect. */
 export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
-  const queue = new MemoryQueue<DemoPayload>()
+  const mode = options.mode ?? 'strict'
+  const queue = new MemoryQueue<DemoPayload>(mode === 'owned' ? { partitions: OWNED_DEMO_PARTITIONS } : {})
   let uniqueKeys = 0
   for (const message of demoStream(options)) {
     queue.add(message)
     uniqueKeys = Math.max(uniqueKeys, message.payload!.n + 1)
   }
   const store = options.store?.kind === 'sqlite' ? { ...options.store, tablePrefix: `idem_demo_${randomUUID().replaceAll('-', '').slice(0, 8)}_` } : options.store
-  const mode = options.mode ?? 'strict'
   const engine = await createEngine({
     shards: options.shards,
     threads: options.threads,
     ...(store === undefined ? {} : { store }),
-    ...(mode === 'owned' ? { mode, partitions: 64 } : {}),
+    ...(mode === 'owned' ? { mode, partitions: OWNED_DEMO_PARTITIONS } : {}),
     bloom: { expectedItems: Math.max(1, uniqueKeys), falsePositiveRate: 0.01 },
     lru: { maxKeys: 100_000 },
   })
