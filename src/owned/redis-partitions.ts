@@ -1,4 +1,197 @@
-// TEMP STUB (not committed)
+import { Redis } from 'ioredis'
+import { ErrorCode, errorText, IdemError } from '../errors.js'
+import { withRetries } from '../retry.js'
 import type { RedisStoreConfig } from '../store/redis/redis-options.js'
-import type { PartitionStore } from './partition-store.js'
-export const RedisPartitionStore = class { constructor(_c: RedisStoreConfig, _g: string) { throw new Error('stub') } } as unknown as new (c: RedisStoreConfig, g: string) => PartitionStore
+import { permanentRedisError } from '../store/redis/redis-errors.js'
+import { hashTagOf, readRecord, recordKey } from '../store/redis/redis-records.js'
+import { defineScripts, readLua } from '../store/redis/script-loader.js'
+import { acceptIdentity, formatIdentity, freshIdentity, identityKey, resetError } from '../store/redis/store-identity.js'
+import type { Heartbeat, HeldPartition, LogEntry, PartitionCommit, PartitionCommitReply, PartitionStore, ReadRecord, Snapshot } from './partition-store.js'
+
+type OwnedClient = Redis & {
+  idemHeartbeat(members: string, identity: string, ...args: string[]): Promise<[string, ...string[]]>
+  idemAcquire(...args: string[]): Promise<number[]>
+  idemRelease(...args: string[]): Promise<number>
+  idemGroupCommit(identity: string, ...args: (string | Buffer)[]): Promise<[string, string, number][]>
+  idemWriteSnapshot(epochKey: string, snapshotKey: string, ...args: (string | Buffer)[]): Promise<number>
+  idemReadRecords(...keys: string[]): Promise<(string | number)[]>
+}
+
+const scripts = {
+  idemHeartbeat: { lua: readLua(import.meta.url, 'heartbeat.lua'), numberOfKeys: 2 },
+  idemAcquire: { lua: readLua(import.meta.url, 'acquire.lua'), numberOfKeys: 0 },
+  idemRelease: { lua: readLua(import.meta.url, 'release.lua'), numberOfKeys: 0 },
+  idemGroupCommit: { lua: readLua(import.meta.url, 'group-commit.lua'), numberOfKeys: 1 },
+  idemWriteSnapshot: { lua: readLua(import.meta.url, 'write-snapshot.lua'), numberOfKeys: 2 },
+  idemReadRecords: { lua: readLua(import.meta.url, 'read-records.lua'), numberOfKeys: 0 },
+}
+
+const RESET_REPLY = 'IDEM_STORE_RESET '
+
+/**
+ * Owned mode's store on a single Redis. Under `${prefix}own:${group}:` it
+ * keeps the partition count, the members (a sorted set by expiry), each
+ * partition's lease ("member\nepoch", PX), epoch (never expires), log (a
+ * stream of hashes, trimmed to the dedup window) and snapshot (a hash). The
+ * key records are the strict store's (same names, same layout), so `idem
+ * keys` reads and resolves them alike, and the store's identity record is
+ * shared with it: a Redis that lost its data fails heartbeats and group
+ * commits closed (STORE_RESET) until an engine restarts after `idem store ack-reset`.
+ */
+export class RedisPartitionStore implements PartitionStore {
+  private readonly client: OwnedClient
+  private readonly ownsClient: boolean
+  private readonly base: string
+  /** The identity record accepted at checkPartitions, compared by every heartbeat and group commit. */
+  private identity = ''
+
+  constructor(
+    private readonly config: RedisStoreConfig,
+    group: string,
+  ) {
+    if (config.client !== undefined) {
+      this.client = config.client as OwnedClient
+      this.ownsClient = false
+    } else {
+      this.client = new Redis(config.url!, {
+        commandTimeout: config.commandTimeoutMs,
+        maxRetriesPerRequest: 0,
+        retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
+      }) as OwnedClient
+      this.ownsClient = true
+      // Connection errors surface as failed calls, retried and counted there.
+      this.client.on('error', () => {})
+    }
+    defineScripts(this.client, scripts)
+    this.base = `${config.prefix}own:${group}:`
+  }
+
+  async checkPartitions(partitions: number): Promise<void> {
+    await this.call('check', async () => {
+      const { prefix, hashTags } = this.config
+      const created = formatIdentity(freshIdentity(hashTags))
+      const found = await this.client.set(identityKey(prefix), created, 'NX', 'GET')
+      if (found === null) this.identity = created
+      else {
+        const identity = acceptIdentity(found, prefix, hashTags)
+        if (identity.state !== 'ok') throw resetError(prefix, found)
+        this.identity = found
+      }
+    })
+    const key = `${this.base}partitions`
+    const stored = await this.call('check', () => this.client.set(key, String(partitions), 'NX', 'GET'))
+    if (stored !== null && stored !== String(partitions)) {
+      throw new IdemError(
+        ErrorCode.PARTITIONS_MISMATCH,
+        `the group was set up with ${/^\d+$/.test(stored) ? `${stored} partitions` : `${JSON.stringify(stored.slice(0, 100))} as its partition count`} (${JSON.stringify(key)}), this engine has ${partitions}: keys would map to other partitions (partitions is fixed per deployment)`,
+      )
+    }
+  }
+
+  async heartbeat(member: string, leaseMs: number, held: HeldPartition[]): Promise<Heartbeat> {
+    const args = [member, String(leaseMs), `${this.base}lease:`]
+    for (const { partition, epoch } of held) args.push(String(partition), String(epoch))
+    const [flags, ...members] = await this.call('heartbeat', () => this.client.idemHeartbeat(`${this.base}members`, identityKey(this.config.prefix), this.identity, ...args))
+    const renewed = held.map((_, k) => flags.charCodeAt(k) === 0x31)
+    return { members: members.sort(), renewed }
+  }
+
+  async acquire(member: string, partitions: number[], leaseMs: number): Promise<number[]> {
+    const epochs = await this.call('acquire', () => this.client.idemAcquire(member, String(leaseMs), `${this.base}lease:`, `${this.base}epoch:`, ...partitions.map(String)))
+    return epochs.map(Number)
+  }
+
+  async release(member: string, held: HeldPartition[]): Promise<void> {
+    const args = [member, `${this.base}lease:`]
+    for (const { partition, epoch } of held) args.push(String(partition), String(epoch))
+    await this.call('release', () => this.client.idemRelease(...args))
+  }
+
+  async leave(member: string): Promise<void> {
+    await this.call('leave', () => this.client.zrem(`${this.base}members`, member))
+  }
+
+  async read(keys: string[]): Promise<ReadRecord[]> {
+    const { prefix, hashTags } = this.config
+    const names = keys.map((key) => recordKey(prefix, hashTagOf(key, hashTags), key))
+    const reply = await this.call('read', () => this.client.idemReadRecords(...names))
+    return keys.map((_, k) => {
+      const text = reply[2 * k] as string
+      if (text === '') return { state: 'absent', fingerprint: '', result: '', token: '', expiresInMs: 0 }
+      const record = readRecord(text)
+      return {
+        state: record.done ? 'done' : record.unknown ? 'unknown' : 'in-progress',
+        fingerprint: record.fingerprint,
+        result: record.result,
+        token: record.token,
+        expiresInMs: Math.max(0, Number(reply[2 * k + 1])),
+      }
+    })
+  }
+
+  async groupCommit(parts: PartitionCommit[], ttlMs: number): Promise<PartitionCommitReply[]> {
+    const { prefix, hashTags } = this.config
+    const args: (string | Buffer)[] = [String(ttlMs), `${this.base}epoch:`, `${this.base}log:`, String(parts.length)]
+    for (const part of parts) {
+      args.push(String(part.partition), String(part.epoch), part.token, String(part.keys.length), part.hashes)
+      for (const key of part.keys) args.push(recordKey(prefix, hashTagOf(key.key, hashTags), key.key), key.unknown ? 'u' : 'd', key.fingerprint, key.result)
+    }
+    // Safe to repeat: the same records again, and a second log entry of the same hashes.
+    const reply = await this.call('group commit', () => this.client.idemGroupCommit(identityKey(prefix), this.identity, ...args))
+    return reply.map(([status, logId, storeEpoch]) => ({ status: status as PartitionCommitReply['status'], logId, storeEpoch: Number(storeEpoch) }))
+  }
+
+  async writeSnapshot(partition: number, snapshot: Snapshot): Promise<boolean> {
+    const written = await this.call('snapshot', () =>
+      this.client.idemWriteSnapshot(`${this.base}epoch:${partition}`, `${this.base}snap:${partition}`, String(snapshot.epoch), snapshot.bytes, snapshot.logId, String(snapshot.generationStartedAt)),
+    )
+    return written === 1
+  }
+
+  async readSnapshot(partition: number): Promise<Snapshot | undefined> {
+    const fields = await this.call('snapshot', () => this.client.hgetallBuffer(`${this.base}snap:${partition}`))
+    if (Object.keys(fields).length === 0) return undefined
+    // A hash missing a field reads as an empty snapshot: the caller refuses it and replays the whole log.
+    return {
+      bytes: fields.bytes ?? Buffer.alloc(0),
+      logId: fields.logId?.toString() ?? '0-0',
+      generationStartedAt: Number(fields.generationStartedAt?.toString() ?? Date.now()),
+      epoch: Number(fields.epoch?.toString() ?? 0),
+    }
+  }
+
+  async readLog(partition: number, afterId: string, count: number): Promise<LogEntry[]> {
+    const entries = await this.call('log read', () => this.client.xrangeBuffer(`${this.base}log:${partition}`, `(${afterId}`, '+', 'COUNT', count))
+    return entries.map(([id, fields]) => {
+      let hashes: Buffer = Buffer.alloc(0)
+      for (let f = 0; f + 1 < fields.length; f += 2) if (fields[f].toString() === 'h') hashes = fields[f + 1]
+      return { id: id.toString(), hashes }
+    })
+  }
+
+  async epochOf(partition: number): Promise<number> {
+    return Number((await this.call('epoch read', () => this.client.get(`${this.base}epoch:${partition}`))) ?? 0)
+  }
+
+  async close(): Promise<void> {
+    if (!this.ownsClient) return
+    try {
+      await this.client.quit()
+    } catch {
+      this.client.disconnect()
+    }
+  }
+
+  /** One call with the store's bounded retries; a changed identity record fails closed at once (STORE_RESET). */
+  private call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    return withRetries(run, { retries: this.config.retries, backoffMs: this.config.retryBackoffMs }, {
+      permanent: (error) => {
+        if (error instanceof IdemError) return error
+        const text = errorText(error)
+        if (text.startsWith(RESET_REPLY)) return resetError(this.config.prefix, text.slice(RESET_REPLY.length))
+        return permanentRedisError(error, `owned mode ${what}`)
+      },
+      exhausted: (error, attempts) => new IdemError(ErrorCode.STORE_FAILED, `owned mode ${what} failed after ${attempts} attempts: ${errorText(error)}`, { cause: error }),
+    })
+  }
+}
