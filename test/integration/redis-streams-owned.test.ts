@@ -271,6 +271,22 @@ describe('owned consumers on partitioned streams', () => {
     expect(m.errors).toEqual([])
   })
 
+  it('an entry on another partition\'s stream is dead-lettered with PARTITIONS_MISMATCH, not left NOT_OWNER forever; a bad key on partition 0 with INVALID_KEY', async () => {
+    const n = names()
+    const p = producer(n.stream)
+    await p.add({ key: 'routed' })
+    const key = Array.from({ length: 100 }, (_, i) => `k-${i}`).find((k) => partitionOf(k, PARTITIONS) !== 3)!
+    const misplaced = (await redis.xadd(partitionStreamOf(n.stream, 3), '*', 'key', key)) as string
+    const badKey = await p.add({ note: 'no key field' })
+    const m = await member(n, 'solo')
+    await untilAllAcked(n.stream, 3)
+    const letters = ((await redis.xrange(`${n.stream}:dead`, '-', '+')) as [string, string[]][]).map(([, pairs]) => Object.fromEntries(Array.from({ length: pairs.length / 2 }, (_, i) => [pairs[2 * i], pairs[2 * i + 1]])))
+    expect(letters).toHaveLength(2)
+    expect(letters).toContainEqual(expect.objectContaining({ id: misplaced, stream: partitionStreamOf(n.stream, 3), code: ErrorCode.PARTITIONS_MISMATCH, key }))
+    expect(letters).toContainEqual(expect.objectContaining({ id: badKey, stream: partitionStreamOf(n.stream, 0), code: ErrorCode.INVALID_KEY }))
+    expect(m.consumer.stats()).toMatchObject({ new: 1, deadLettered: 2, inFlight: 0 })
+  })
+
   it('two members share the partitions; a third joins mid-stream: partitions move to it, lost 0, double 0', async () => {
     const n = names()
     const { keys, unique } = spreadKeys(6000, 777)

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import type { Engine } from '../../engine.js'
 import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { replyKind } from '../../store/redis/redis-errors.js'
 import { messageOf, type HandlerContext, type Message, type Outcome } from '../../message.js'
@@ -7,7 +8,7 @@ import type { DeadLetter, StreamEntry, StreamPart } from './entry.js'
 import { deadLetterReason, EntryAction, entryActionOf, exhausted } from './entry-action.js'
 import { resolveStreamConsumerOptions, type StreamConsumerConfig, type StreamConsumerOptions } from './options.js'
 import { OwnedStreams } from './owned-streams.js'
-import { recordPartitions } from './partitioned-stream.js'
+import { partitionOfStream, recordPartitions } from './partitioned-stream.js'
 import { StreamClient, transportError, type Settlement } from './stream-client.js'
 
 /** Counts of one consumer since it started. */
@@ -330,6 +331,8 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
       const keys = new Array<string | undefined>(entries.length)
       const messages: Message<StreamEntry>[] = []
       const positions: number[] = []
+      // Owned mode: the partition each entry's stream is for, to catch entries produced onto another partition's stream.
+      const streamPartitions = this.owned === undefined ? undefined : parts.flatMap((part) => part.entries.map(() => partitionOfStream(this.config.stream, part.stream)))
       entries.forEach((entry, i) => {
         let message: Message<StreamEntry>
         try {
@@ -339,6 +342,11 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
           return
         }
         if (typeof message.key === 'string') keys[i] = message.key
+        const misrouted = streamPartitions === undefined ? undefined : misroutedError(engine, message, streamPartitions[i])
+        if (misrouted !== undefined) {
+          outcomes[i] = invalidOutcome(message.key, misrouted)
+          return
+        }
         messages.push(message)
         positions.push(i)
       })
@@ -490,6 +498,28 @@ function backoff(attempt: number): number {
  */
 export function createStreamConsumer<R = unknown>(options: StreamConsumerOptions<R>): StreamConsumer<R> {
   return new StreamConsumer(options)
+}
+
+/**
+ * Owned mode: an entry on one partition's stream whose key is in another
+ * partition (a producer with another key function, namespace or partition
+ * count, or an XADD by hand) would be NOT_OWNER here forever, or run by a
+ * member that does not own its key: dead-lettered with PARTITIONS_MISMATCH
+ * instead. A key the engine refuses is left to the engine (INVALID_KEY).
+ */
+function misroutedError(engine: Engine, message: Message<StreamEntry>, streamPartition: number): IdemError | undefined {
+  let partition: number
+  try {
+    partition = engine.partitionOf(message.key, message.namespace)
+  } catch {
+    return undefined
+  }
+  if (partition === streamPartition) return undefined
+  return new IdemError(
+    ErrorCode.PARTITIONS_MISMATCH,
+    `key ${JSON.stringify(message.key)} is in partition ${partition} of ${engine.config.partitions}, but the entry is on the stream of partition ${streamPartition}: produce with createStreamProducer, the consumer's keyOf and namespaceOf, and ${engine.config.partitions} partitions`,
+    { key: message.key },
+  )
 }
 
 /** How a dead-lettered entry is named in the message of a keyOf (namespaceOf, fingerprintOf) that threw. */

@@ -15,6 +15,11 @@ export function partitionStreamOf(stream: string, partition: number): string {
   return `${stream}:p${partition}`
 }
 
+/** The partition of a stream named by partitionStreamOf(stream, partition). */
+export function partitionOfStream(stream: string, partitionStream: string): number {
+  return Number(partitionStream.slice(stream.length + 2))
+}
+
 /** The key holding the recorded partition count of `stream`'s partitioned streams. */
 export function partitionsKeyOf(stream: string): string {
   return `${stream}:idem-partitions`
