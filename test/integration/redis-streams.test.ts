@@ -594,7 +594,7 @@ describe('options', () => {
     await problem({ claimIdleMs: 2000, inFlightDelayMs: 2001 }, 'inFlightDelayMs: must be at most claimIdleMs (2000), got 2001')
     await problem({ stream: 's', deadLetterStream: 's' }, 'deadLetterStream: must be other than stream ("s"), got "s"')
     await problem({ startId: 'latest' }, `startId: must be '0', '$' or a stream id like '1718000000000-0', got "latest"`)
-    await problem({ concurrency: 5 }, 'concurrency: must be left out (not an option of createStreamConsumer; known: stream, group, consumer, engine, handler, keyOf, fingerprintOf, namespaceOf, connection, count, batchesInFlight, blockMs, claimIdleMs, reclaimIntervalMs, maxDeliveries, retryDelayMs, inFlightDelayMs, deadLetterStream, startId), got 5')
+    await problem({ concurrency: 5 }, 'concurrency: must be left out (not an option of createStreamConsumer; known: stream, mode, group, consumer, engine, handler, keyOf, fingerprintOf, namespaceOf, connection, count, batchesInFlight, blockMs, claimIdleMs, reclaimIntervalMs, maxDeliveries, retryDelayMs, inFlightDelayMs, deadLetterStream, startId), got 5')
   })
 
   it('needs a connection when the engine store names no single Redis', async () => {

@@ -8,7 +8,10 @@ import { ErrorCode } from '../../dist/src/errors.js'
 import { resolveConsumerOptions, resolveProcessorOptions } from '../../dist/src/transport/bullmq/options.js'
 import { resolveStreamConsumerOptions } from '../../dist/src/transport/redis-streams/options.js'
 
-const engineWith = (leaseMs: number, store: Record<string, unknown> = { kind: 'redis', url: 'redis://127.0.0.1:6379' }) => ({ processBatch() {}, config: { leaseMs, store } })
+const engineWith = (leaseMs: number, store: Record<string, unknown> = { kind: 'redis', url: 'redis://127.0.0.1:6379' }, mode = 'strict') => ({
+  processBatch() {},
+  config: { leaseMs, store, mode, ownership: { leaseMs: 1500 } },
+})
 
 /** The one ConfigError a resolve throws, with exactly these problem lines. */
 const configError = (...problems: string[]) => expect.objectContaining({ code: ErrorCode.INVALID_CONFIG, problems })
@@ -96,10 +99,17 @@ describe('redis streams consumer options', () => {
     ['deadLetterStream empty', { deadLetterStream: '' }, 'deadLetterStream: must be a non-empty string, got ""'],
     ['deadLetterStream the stream itself', { deadLetterStream: 's' }, 'deadLetterStream: must be other than stream ("s"), got "s"'],
     ['startId a word', { startId: 'latest' }, `startId: must be '0', '$' or a stream id like '1718000000000-0', got "latest"`],
+    ['mode a word', { mode: 'fast' }, "mode: must be 'strict' or 'owned', got \"fast\""],
+    ['mode owned beside a strict engine', { mode: 'owned' }, "mode: must be the engine's mode ('strict'): create the engine with mode: 'owned', got \"owned\""],
+    [
+      'mode strict beside an owned engine',
+      { mode: 'strict', engine: engineWith(1000, undefined, 'owned') },
+      "mode: must be the engine's mode ('owned'): an owned engine reads the partition streams, got \"strict\"",
+    ],
     [
       'an unknown option',
       { concurrency: 5 },
-      'concurrency: must be left out (not an option of createStreamConsumer; known: stream, group, consumer, engine, handler, keyOf, fingerprintOf, namespaceOf, connection, count, batchesInFlight, blockMs, claimIdleMs, reclaimIntervalMs, maxDeliveries, retryDelayMs, inFlightDelayMs, deadLetterStream, startId), got 5',
+      'concurrency: must be left out (not an option of createStreamConsumer; known: stream, mode, group, consumer, engine, handler, keyOf, fingerprintOf, namespaceOf, connection, count, batchesInFlight, blockMs, claimIdleMs, reclaimIntervalMs, maxDeliveries, retryDelayMs, inFlightDelayMs, deadLetterStream, startId), got 5',
     ],
   ]
   for (const [name, overrides, message] of cases) {
@@ -114,6 +124,12 @@ describe('redis streams consumer options', () => {
 
   it('fills the defaults, the connection from the engine store', () => {
     const filled = { count: 1024, batchesInFlight: 8, blockMs: 1000, claimIdleMs: 60_000, reclaimIntervalMs: 1000, maxDeliveries: 5, retryDelayMs: 5000, inFlightDelayMs: 1000, startId: '0' }
-    expect(resolveStreamConsumerOptions(base as never)).toMatchObject({ ...filled, connection: 'redis://127.0.0.1:6379', deadLetterStream: 's:dead' })
+    expect(resolveStreamConsumerOptions(base as never)).toMatchObject({ ...filled, mode: 'strict', connection: 'redis://127.0.0.1:6379', deadLetterStream: 's:dead' })
+  })
+
+  it("owned mode: the engine's mode by default; claimIdleMs defaults to the engine's ownership.leaseMs and may be below its key leaseMs", () => {
+    const owned = { ...base, engine: engineWith(30_000, undefined, 'owned') }
+    expect(resolveStreamConsumerOptions(owned as never)).toMatchObject({ mode: 'owned', claimIdleMs: 1500, inFlightDelayMs: 1000, retryDelayMs: 1500 })
+    expect(resolveStreamConsumerOptions({ ...owned, claimIdleMs: 500 } as never)).toMatchObject({ claimIdleMs: 500, inFlightDelayMs: 500 })
   })
 })

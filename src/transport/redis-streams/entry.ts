@@ -21,6 +21,8 @@ export interface StreamEntry {
 export interface DeadLetter {
   /** The entry's id in the source stream. */
   id: string
+  /** Owned mode: the partition stream the entry was on (`${stream}:p${partition}`), as ids are per stream. */
+  stream?: string
   /** The idempotency key, when keyOf gave a string. */
   key?: string
   code: ErrorCode
@@ -36,22 +38,39 @@ export function fieldsOf(pairs: readonly string[]): Record<string, string> {
   return fields
 }
 
+/** Entries of one stream, as a read or a reclaim hands them over: settled on that stream. */
+export interface StreamPart {
+  stream: string
+  entries: StreamEntry[]
+}
+
 /**
- * XREADGROUP's reply for one stream as fresh entries (delivery 1). RESP2 gives
- * `[[stream, items]]`; RESP3 (ioredis 6's default protocol) gives a map, which
- * ioredis flattens to `[stream, items]`. null: nothing arrived within BLOCK.
+ * XREADGROUP's reply as fresh entries (delivery 1), per stream read. RESP2
+ * gives `[[stream, items], …]`; RESP3 (ioredis 6's default protocol) gives a
+ * map, which ioredis flattens to `[stream, items, stream, items, …]`. null:
+ * nothing arrived within BLOCK. Streams with no entries are left out.
  */
-export function entriesOfRead(reply: unknown): StreamEntry[] {
+export function partsOfRead(reply: unknown): StreamPart[] {
   if (reply === null || reply === undefined) return []
   const outer = reply as unknown[]
-  type Items = [string, string[] | null][]
-  const items = (typeof outer[0] === 'string' ? outer[1] : (outer[0] as unknown[])[1]) as Items
-  const entries: StreamEntry[] = new Array(items.length)
-  let n = 0
-  // A '>' read only returns live entries; a null would be one deleted under us, with nothing to run.
-  for (const [id, pairs] of items) if (pairs !== null) entries[n++] = { id, fields: fieldsOf(pairs), deliveries: 1 }
-  entries.length = n
-  return entries
+  const pairs: [string, Items][] = []
+  if (typeof outer[0] === 'string') for (let i = 0; i + 1 < outer.length; i += 2) pairs.push([outer[i] as string, outer[i + 1] as Items])
+  else for (const pair of outer as [string, Items][]) pairs.push(pair)
+  const parts: StreamPart[] = []
+  for (const [stream, items] of pairs) {
+    const entries: StreamEntry[] = []
+    // A '>' read only returns live entries; a null would be one deleted under us, with nothing to run.
+    for (const [id, fields] of items ?? []) if (fields !== null) entries.push({ id, fields: fieldsOf(fields), deliveries: 1 })
+    if (entries.length > 0) parts.push({ stream, entries })
+  }
+  return parts
+}
+
+type Items = [string, string[] | null][] | null
+
+/** XREADGROUP's reply for one stream as fresh entries (delivery 1). */
+export function entriesOfRead(reply: unknown): StreamEntry[] {
+  return partsOfRead(reply)[0]?.entries ?? []
 }
 
 /** reclaim.lua's reply. */
@@ -76,7 +95,9 @@ export function entriesOfReclaim(reply: unknown): Reclaimed {
  * of ours, and `JSON.parse(fields)` gives back exactly what keyOf saw.
  */
 export function deadLetterFields(letter: DeadLetter, group: string, consumer: string): string[] {
-  const pairs = ['id', letter.id, 'code', letter.code, 'message', letter.message, 'deliveries', String(letter.deliveries)]
+  const pairs = ['id', letter.id]
+  if (letter.stream !== undefined) pairs.push('stream', letter.stream)
+  pairs.push('code', letter.code, 'message', letter.message, 'deliveries', String(letter.deliveries))
   if (letter.key !== undefined) pairs.push('key', letter.key)
   pairs.push('group', group, 'consumer', consumer, 'fields', JSON.stringify(letter.fields))
   return pairs

@@ -9,8 +9,19 @@ export type StreamHandler<R = unknown> = (entry: StreamEntry, context: HandlerCo
 
 /** Options of `createStreamConsumer`. */
 export interface StreamConsumerOptions<R = unknown> {
-  /** The stream key to consume. */
+  /**
+   * The stream key to consume. In owned mode, the name of the partitioned
+   * stream: entries are on `${stream}:p${partition}` (createStreamProducer
+   * puts them there), and the consumer reads the streams of the partitions
+   * its engine owns.
+   */
   stream: string
+  /**
+   * 'owned' reads the partition streams of the partitions the engine owns
+   * (DESIGN.md §5): needs an owned engine. Must be the engine's mode.
+   * @default the engine's mode
+   */
+  mode?: 'strict' | 'owned'
   /** The consumer group. Created at start if missing (with the stream, MKSTREAM). */
   group: string
   /**
@@ -69,7 +80,13 @@ export interface StreamConsumerOptions<R = unknown> {
    * stopped consumer's entries get this old. At least the engine's leaseMs:
    * a dead owner's claims lapse at most leaseMs after it died, so an entry
    * taken over sooner would only find its key in flight.
-   * @default max(60000, 2 × engine leaseMs)
+   *
+   * Owned mode: only a partition's owner takes its entries over, and a dead
+   * member's entries once its partitions have moved to a new owner (the
+   * partition epoch fences the dead one); keys hold no claims to wait for,
+   * so any value works and this one sets how soon after the move a crashed
+   * member's entries run again.
+   * @default max(60000, 2 × engine leaseMs); owned mode: the engine's ownership.leaseMs
    */
   claimIdleMs?: number
   /** How often this consumer looks for pending entries old enough to take over, in ms. Each look is one call per COUNT entries. @default 1000 */
@@ -114,6 +131,7 @@ export const defaults = {
 
 const known = fieldsOf<StreamConsumerOptions>({
   stream: true,
+  mode: true,
   group: true,
   consumer: true,
   engine: true,
@@ -153,13 +171,17 @@ export function resolveStreamConsumerOptions<R>(options: StreamConsumerOptions<R
   const fingerprintOf = o.function<StreamConsumerConfig<R>['fingerprintOf']>('fingerprintOf', ofEntry, false)
   const namespaceOf = o.function<StreamConsumerConfig<R>['namespaceOf']>('namespaceOf', ofEntry, false)
 
+  const engineMode = isEngine(engine) ? engine.config.mode : 'strict'
+  const mode = o.oneOf('mode', ['strict', 'owned'], engineMode)
+  if (isEngine(engine) && mode !== engineMode) o.mustBe('mode', `the engine's mode ('${engineMode}'): ${mode === 'owned' ? "create the engine with mode: 'owned'" : 'an owned engine reads the partition streams'}`)
   const connection = resolveConnection(o, isEngine(engine) ? engine : undefined)
   const count = o.integer('count', defaults.count, 1, 65_536)
   const batchesInFlight = o.integer('batchesInFlight', defaults.batchesInFlight, 1, 64)
   const blockMs = o.integer('blockMs', defaults.blockMs, 1, MAX_MS)
   const leaseMs = isEngine(engine) ? engine.config.leaseMs : 0
-  const claimIdleMs = o.integer('claimIdleMs', Math.max(defaults.claimIdleMs, 2 * leaseMs), 1, MAX_MS)
-  if (o.has('claimIdleMs') && claimIdleMs < leaseMs) {
+  const claimIdleMs = o.integer('claimIdleMs', mode === 'owned' && isEngine(engine) ? engine.config.ownership.leaseMs : Math.max(defaults.claimIdleMs, 2 * leaseMs), 1, MAX_MS)
+  // Owned mode holds no key claims that a take-over would have to wait for (see the option).
+  if (mode === 'strict' && o.has('claimIdleMs') && claimIdleMs < leaseMs) {
     o.mustBe(
       'claimIdleMs',
       `at least the engine's leaseMs (${leaseMs}), as a dead consumer's claims lapse only after leaseMs, so its entries taken over sooner would find their keys in flight`,
@@ -178,6 +200,7 @@ export function resolveStreamConsumerOptions<R>(options: StreamConsumerOptions<R
 
   return {
     stream,
+    mode,
     group,
     consumer,
     engine: engine as Engine,

@@ -3,7 +3,7 @@ import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { withRetries } from '../../retry.js'
 import { replyKind } from '../../store/redis/redis-errors.js'
 import { defineScripts, readLua } from '../../store/redis/script-loader.js'
-import { deadLetterFields, entriesOfRead, entriesOfReclaim, type DeadLetter, type Reclaimed, type StreamEntry } from './entry.js'
+import { deadLetterFields, entriesOfReclaim, partsOfRead, type DeadLetter, type Reclaimed, type StreamEntry, type StreamPart } from './entry.js'
 
 const scripts = {
   idemStreamReclaim: { lua: readLua(import.meta.url, 'reclaim.lua'), numberOfKeys: 1 },
@@ -15,8 +15,9 @@ type ScriptClient = Redis & {
   idemStreamDeadLetter(stream: string, dead: string, group: string, ...entries: string[]): Promise<string>
 }
 
-/** One settlement of a batch: every part goes out in one pipeline (one round trip). */
+/** One settlement of a batch's entries of one stream: every settlement of a batch goes out in one pipeline (one round trip). */
 export interface Settlement {
+  stream: string
   acks: string[]
   deadLetters: DeadLetter[]
   /** In-flight entries: aged so that a reclaim takes them up after inFlightDelayMs, their delivery count kept. */
@@ -26,7 +27,6 @@ export interface Settlement {
 }
 
 export interface StreamClientConfig {
-  stream: string
   group: string
   consumer: string
   deadLetterStream: string
@@ -69,9 +69,9 @@ export class StreamClient {
     defineScripts(this.commands, scripts)
   }
 
-  /** Creates the group (and the stream, MKSTREAM) unless it exists. */
-  async ensureGroup(startId: string): Promise<void> {
-    const { stream, group } = this.config
+  /** Creates the group on `stream` (and the stream, MKSTREAM) unless it exists. */
+  async ensureGroup(stream: string, startId: string): Promise<void> {
+    const { group } = this.config
     try {
       await this.commands.call('XGROUP', 'CREATE', stream, group, startId, 'MKSTREAM')
     } catch (error) {
@@ -79,11 +79,14 @@ export class StreamClient {
     }
   }
 
-  /** Up to `count` entries never delivered to the group, waiting up to blockMs for the first. */
-  async read(count: number, blockMs: number): Promise<StreamEntry[]> {
-    const { stream, group, consumer } = this.config
+  /**
+   * Up to `count` entries of each stream never delivered to the group, in one
+   * XREADGROUP over all the streams, waiting up to blockMs for the first.
+   */
+  async read(streams: readonly string[], count: number, blockMs: number): Promise<StreamPart[]> {
+    const { group, consumer } = this.config
     if (this.readerId === undefined) this.readerId = Number(await this.reader.call('CLIENT', 'ID'))
-    return entriesOfRead(await this.reader.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', stream, '>'))
+    return partsOfRead(await this.reader.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'BLOCK', blockMs, 'STREAMS', ...streams, ...streams.map(() => '>')))
   }
 
   /**
@@ -100,50 +103,58 @@ export class StreamClient {
     }
   }
 
-  /** Takes over up to `count` entries pending for at least claimIdleMs, from `cursor`, with their delivery counts. */
-  async reclaim(cursor: string, count: number): Promise<Reclaimed> {
-    const { stream, group, consumer, claimIdleMs } = this.config
+  /** Takes over up to `count` entries of `stream` pending for at least claimIdleMs, from `cursor`, with their delivery counts. */
+  async reclaim(stream: string, cursor: string, count: number): Promise<Reclaimed> {
+    const { group, consumer, claimIdleMs } = this.config
     return entriesOfReclaim(await this.commands.idemStreamReclaim(stream, group, consumer, claimIdleMs, cursor, count))
   }
 
   /** Resets the idle time of entries this consumer is still working on, so no one takes them over (delivery count unchanged). */
-  async touch(ids: readonly string[]): Promise<void> {
-    const { stream, group, consumer } = this.config
-    if (ids.length > 0) await this.commands.call('XCLAIM', stream, group, consumer, 0, ...ids, 'JUSTID')
+  async touch(parts: readonly { stream: string; ids: readonly string[] }[]): Promise<void> {
+    const { group, consumer } = this.config
+    const pipeline = this.commands.pipeline()
+    for (const { stream, ids } of parts) if (ids.length > 0) pipeline.call('XCLAIM', stream, group, consumer, 0, ...ids, 'JUSTID')
+    if (pipeline.length === 0) return
+    const replies = (await pipeline.exec()) ?? []
+    const failed = replies.find(([error]) => error !== null)
+    if (failed !== undefined) throw failed[0]
   }
 
   /**
-   * Acks, dead-letters and ages one batch's entries in one pipeline, retried
-   * as a whole on failure: XACK and XCLAIM are safe to repeat, and the
-   * dead-letter script writes a letter only for an entry its own ack removed.
-   * Returns, per dead letter, whether this call moved it.
+   * Acks, dead-letters and ages one batch's entries (of every stream it read)
+   * in one pipeline, retried as a whole on failure: XACK and XCLAIM are safe
+   * to repeat, and the dead-letter script writes a letter only for an entry
+   * its own ack removed. Returns, per settlement and per dead letter, whether
+   * this call moved it.
    */
-  async settle(settlement: Settlement): Promise<boolean[]> {
-    const { stream, group, consumer, deadLetterStream, claimIdleMs, inFlightDelayMs, retryDelayMs } = this.config
-    const { acks, deadLetters, waits, retries } = settlement
-    const letterArgs: string[] = []
-    for (const letter of deadLetters) {
-      const pairs = deadLetterFields(letter, group, consumer)
-      letterArgs.push(letter.id, String(pairs.length), ...pairs)
-    }
+  async settle(settlements: readonly Settlement[]): Promise<boolean[][]> {
+    const { group, consumer, deadLetterStream, claimIdleMs, inFlightDelayMs, retryDelayMs } = this.config
     return withRetries(
       async () => {
         const pipeline = this.commands.pipeline()
-        if (acks.length > 0) pipeline.call('XACK', stream, group, ...acks)
-        if (deadLetters.length > 0) (pipeline as unknown as ScriptClient).idemStreamDeadLetter(stream, deadLetterStream, group, ...letterArgs)
-        // Aged, not re-run here: the entry stays in the pending list (a crash loses nothing) and its
-        // idle time is set so that XAUTOCLAIM — this consumer's or another's — takes it up after the delay.
-        if (retries.length > 0) pipeline.call('XCLAIM', stream, group, consumer, 0, ...retries.map((e) => e.id), 'IDLE', claimIdleMs - retryDelayMs, 'JUSTID')
-        // An in-flight retry is not a delivery: XAUTOCLAIM will add one, so the count is set one lower first.
-        for (const [deliveries, ids] of byDeliveries(waits)) {
-          pipeline.call('XCLAIM', stream, group, consumer, 0, ...ids, 'IDLE', claimIdleMs - inFlightDelayMs, 'RETRYCOUNT', Math.max(0, deliveries - 1), 'JUSTID')
+        /** Per settlement, the index of its dead-letter reply in the pipeline (-1: none). */
+        const letterReplies: number[] = []
+        for (const { stream, acks, deadLetters, waits, retries } of settlements) {
+          if (acks.length > 0) pipeline.call('XACK', stream, group, ...acks)
+          letterReplies.push(deadLetters.length > 0 ? pipeline.length : -1)
+          if (deadLetters.length > 0) (pipeline as unknown as ScriptClient).idemStreamDeadLetter(stream, deadLetterStream, group, ...letterArgsOf(deadLetters, group, consumer))
+          // Aged, not re-run here: the entry stays in the pending list (a crash loses nothing) and its
+          // idle time is set so that XAUTOCLAIM — this consumer's or another's — takes it up after the delay.
+          if (retries.length > 0) pipeline.call('XCLAIM', stream, group, consumer, 0, ...retries.map((e) => e.id), 'IDLE', claimIdleMs - retryDelayMs, 'JUSTID')
+          // An in-flight retry is not a delivery: XAUTOCLAIM will add one, so the count is set one lower first.
+          for (const [deliveries, ids] of byDeliveries(waits)) {
+            pipeline.call('XCLAIM', stream, group, consumer, 0, ...ids, 'IDLE', claimIdleMs - inFlightDelayMs, 'RETRYCOUNT', Math.max(0, deliveries - 1), 'JUSTID')
+          }
         }
+        if (pipeline.length === 0) return settlements.map(() => [])
         const replies = (await pipeline.exec()) ?? []
         const failed = replies.find(([error]) => error !== null)
         if (failed !== undefined) throw failed[0]
-        if (deadLetters.length === 0) return []
-        const moved = replies[acks.length > 0 ? 1 : 0][1] as string
-        return deadLetters.map((_, i) => moved.charCodeAt(i) === 0x31)
+        return settlements.map(({ deadLetters }, k) => {
+          if (letterReplies[k] < 0) return []
+          const moved = replies[letterReplies[k]][1] as string
+          return deadLetters.map((_, i) => moved.charCodeAt(i) === 0x31)
+        })
       },
       { retries: SETTLE_RETRIES, backoffMs: SETTLE_BACKOFF_MS },
       { exhausted: (error) => transportError('settle (XACK, dead letters, XCLAIM)', error) },
@@ -166,6 +177,16 @@ export class StreamClient {
   disconnectReader(): void {
     this.reader.disconnect()
   }
+}
+
+/** The dead-letter script's arguments: per letter, its id, the count of its field/value words, then the words. */
+function letterArgsOf(deadLetters: readonly DeadLetter[], group: string, consumer: string): string[] {
+  const args: string[] = []
+  for (const letter of deadLetters) {
+    const pairs = deadLetterFields(letter, group, consumer)
+    args.push(letter.id, String(pairs.length), ...pairs)
+  }
+  return args
 }
 
 function byDeliveries(entries: readonly StreamEntry[]): Map<number, string[]> {
