@@ -8,9 +8,8 @@
  * double effects are read the same way for members in this process and for
  * the one in a child process that is SIGKILLed.
  */
-import { fork, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
-import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
@@ -19,6 +18,7 @@ import { partitionOf } from '../../dist/src/index.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { createStreamConsumer, createStreamProducer, partitionStreamOf, type StreamConsumer, type StreamProducer } from '../../dist/src/transport/redis-streams/index.js'
 import { STALL_MS, untilDone } from '../support/progress.js'
+import { exited, PartitionedStream, produce, spreadKeys, startChild as startChildMember, type ChildMember } from '../support/owned-streams.js'
 
 const url = 'redis://127.0.0.1:6379'
 const PARTITIONS = 16
@@ -32,7 +32,6 @@ const scopes: string[] = []
 const producers: StreamProducer[] = []
 const members: Member[] = []
 const children = new Set<ChildProcess>()
-const fixture = fileURLToPath(new URL('../support/fixtures/streams-owned-consumer.mjs', import.meta.url))
 
 afterEach(async () => {
   for (const child of children) child.kill('SIGKILL')
@@ -45,7 +44,9 @@ afterAll(() => redis.disconnect())
 function names() {
   const scope = `test:streams-owned:${randomUUID()}`
   scopes.push(scope)
-  return { scope, stream: `${scope}:s`, prefix: `${scope}:idem:`, effects: `${scope}:effects` }
+  const stream = `${scope}:s`
+  const effects = `${scope}:effects`
+  return { scope, stream, prefix: `${scope}:idem:`, effects, s: new PartitionedStream(redis, stream, PARTITIONS, effects) }
 }
 type Names = ReturnType<typeof names>
 
@@ -100,85 +101,6 @@ async function member(n: Names, id: string): Promise<Member> {
   }
   members.push(m)
   return m
-}
-
-/** 30% resends of earlier keys drawn uniformly, so duplicates are spread through the stream. */
-function spreadKeys(count: number, seed = 12345): { keys: string[]; unique: number } {
-  let state = seed
-  const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
-  const keys: string[] = []
-  let unique = 0
-  for (let i = 0; i < count; i++) {
-    if (unique > 0 && random() < 0.3) keys.push(keyName(Math.floor(random() * unique)))
-    else keys.push(keyName(unique++))
-  }
-  return { keys, unique }
-}
-const keyName = (n: number): string => (n % 7 === 0 ? `注文-${n}` : `order-${n}`)
-
-/** Adds `keys` in chunks, `pauseMs` apart (a producer running beside the consumers). */
-async function produce(p: StreamProducer, keys: string[], chunk: number, pauseMs: number): Promise<void> {
-  for (let i = 0; i < keys.length; i += chunk) {
-    await p.addMany(keys.slice(i, i + chunk).map((key) => ({ key, amount: '10' })))
-    if (pauseMs > 0) await new Promise((resolve) => setTimeout(resolve, pauseMs))
-  }
-}
-
-/** Pending (read, not acked) and lag (not read) summed over every partition stream. */
-async function groupState(stream: string): Promise<{ pending: number; lag: number }> {
-  let pending = 0
-  let lag = 0
-  for (let p = 0; p < PARTITIONS; p++) {
-    const groups = (await redis.xinfo('GROUPS', partitionStreamOf(stream, p)).catch(() => [])) as unknown[][]
-    if (groups.length === 0) continue
-    const record = Object.fromEntries(Array.from({ length: groups[0].length / 2 }, (_, i) => [groups[0][2 * i], groups[0][2 * i + 1]]))
-    pending += Number(record.pending)
-    lag += Number(record.lag)
-  }
-  return { pending, lag }
-}
-
-/** Pending entries under one consumer name, over every partition stream. */
-async function pendingOf(stream: string, consumer: string): Promise<number> {
-  let total = 0
-  for (let p = 0; p < PARTITIONS; p++) {
-    const rows = (await redis.xpending(partitionStreamOf(stream, p), 'g', '-', '+', 100_000, consumer).catch(() => [])) as unknown[]
-    total += rows.length
-  }
-  return total
-}
-
-async function effectsOf(n: Names, unique: number): Promise<{ lost: number; doubles: number; keys: number }> {
-  const perKey = Object.values(await redis.hgetall(n.effects)).map(Number)
-  return { keys: perKey.length, lost: unique - perKey.length, doubles: perKey.reduce((sum, c) => sum + c - 1, 0) }
-}
-
-/** Waits until every entry of `total` is read and acked on every partition stream. */
-async function untilAllAcked(stream: string, total: number): Promise<void> {
-  await untilDone({
-    what: 'every entry acked',
-    done: async () => {
-      const { pending, lag } = await groupState(stream)
-      return pending === 0 && lag === 0 && (await entriesIn(stream)) === total
-    },
-    progress: async () => {
-      const { pending, lag } = await groupState(stream)
-      return (await entriesIn(stream)) - pending - lag
-    },
-    pollMs: 50,
-  })
-}
-
-async function entriesIn(stream: string): Promise<number> {
-  let total = 0
-  for (let p = 0; p < PARTITIONS; p++) total += await redis.xlen(partitionStreamOf(stream, p))
-  return total
-}
-
-/** Whether the members' partitions are disjoint and cover all of them. */
-function shareIsComplete(owned: number[][]): boolean {
-  const all = owned.flat()
-  return all.length === PARTITIONS && new Set(all).size === PARTITIONS
 }
 
 describe('the stream producer for partitioned streams', () => {
@@ -261,8 +183,8 @@ describe('owned consumers on partitioned streams', () => {
     await produce(producer(n.stream), keys, 500, 0)
     const m = await member(n, 'solo')
     expect(m.engine.ownedPartitions()).toEqual([...Array(PARTITIONS).keys()])
-    await untilAllAcked(n.stream, keys.length)
-    const effects = await effectsOf(n, unique)
+    await n.s.untilAllAcked(keys.length)
+    const effects = await n.s.effects(unique)
     const stats = m.consumer.stats()
     console.log(`owned streams, one member: ${keys.length} entries (${unique} keys), ${stats.batches} batches (${(stats.read / Math.max(1, stats.batches)).toFixed(0)} entries each), new ${stats.new}, duplicates ${stats.duplicates}`)
     expect(effects).toEqual({ keys: unique, lost: 0, doubles: 0 })
@@ -279,7 +201,7 @@ describe('owned consumers on partitioned streams', () => {
     const misplaced = (await redis.xadd(partitionStreamOf(n.stream, 3), '*', 'key', key)) as string
     const badKey = await p.add({ note: 'no key field' })
     const m = await member(n, 'solo')
-    await untilAllAcked(n.stream, 3)
+    await n.s.untilAllAcked(3)
     const letters = ((await redis.xrange(`${n.stream}:dead`, '-', '+')) as [string, string[]][]).map(([, pairs]) => Object.fromEntries(Array.from({ length: pairs.length / 2 }, (_, i) => [pairs[2 * i], pairs[2 * i + 1]])))
     expect(letters).toHaveLength(2)
     expect(letters).toContainEqual(expect.objectContaining({ id: misplaced, stream: partitionStreamOf(n.stream, 3), code: ErrorCode.PARTITIONS_MISMATCH, key }))
@@ -294,7 +216,7 @@ describe('owned consumers on partitioned streams', () => {
     await p.add({ key: 'warm-up' })
     const a = await member(n, 'member-a')
     const b = await member(n, 'member-b')
-    await untilDone({ what: 'two members share the partitions', done: () => shareIsComplete([a, b].map((m) => m.engine.ownedPartitions())) && a.engine.ownedPartitions().length > 0 && b.engine.ownedPartitions().length > 0, progress: () => 0, stallMs: STALL_MS })
+    await untilDone({ what: 'two members share the partitions', done: () => n.s.shareIsComplete([a, b].map((m) => m.engine.ownedPartitions())) && a.engine.ownedPartitions().length > 0 && b.engine.ownedPartitions().length > 0, progress: () => 0, stallMs: STALL_MS })
     const before = { a: a.engine.ownedPartitions(), b: b.engine.ownedPartitions() }
 
     const producing = produce(p, keys, 100, 20)
@@ -305,15 +227,15 @@ describe('owned consumers on partitioned streams', () => {
     const c = await member(n, 'member-c')
     await untilDone({
       what: 'three members share the partitions',
-      done: () => shareIsComplete([a, b, c].map((m) => m.engine.ownedPartitions())) && c.engine.ownedPartitions().length > 0,
+      done: () => n.s.shareIsComplete([a, b, c].map((m) => m.engine.ownedPartitions())) && c.engine.ownedPartitions().length > 0,
       progress: () => c.engine.ownedPartitions().length,
       pollMs: 5,
     })
     const handOverMs = performance.now() - joinedAt
     await producing
-    await untilAllAcked(n.stream, keys.length + 1)
+    await n.s.untilAllAcked(keys.length + 1)
 
-    const effects = await effectsOf(n, unique + 1)
+    const effects = await n.s.effects(unique + 1)
     const after = { a: a.engine.ownedPartitions(), b: b.engine.ownedPartitions(), c: c.engine.ownedPartitions() }
     const moved = after.c.length
     console.log(
@@ -321,7 +243,7 @@ describe('owned consumers on partitioned streams', () => {
         `hand-over ${handOverMs.toFixed(0)} ms from the join to a complete disjoint share (${lostAt.size} partitions handed over); ` +
         `reads a/b/c ${[a, b, c].map((m) => m.consumer.stats().read).join('/')}, in-flight waits ${[a, b, c].map((m) => m.consumer.stats().inFlight).join('/')}, reclaimed ${[a, b, c].map((m) => m.consumer.stats().reclaimed).join('/')}; lost ${effects.lost}, double ${effects.doubles}`,
     )
-    expect(shareIsComplete([after.a, after.b, after.c])).toBe(true)
+    expect(n.s.shareIsComplete([after.a, after.b, after.c])).toBe(true)
     expect(moved).toBeGreaterThan(0)
     // Only partitions that the newcomer took changed hands.
     for (const partition of after.a) expect(before.a).toContain(partition)
@@ -339,7 +261,7 @@ describe('owned consumers on partitioned streams', () => {
     const c = await member(n, 'member-c')
     await untilDone({
       what: 'three members share the partitions',
-      done: () => shareIsComplete([a, b, c].map((m) => m.engine.ownedPartitions())) && [a, b, c].every((m) => m.engine.ownedPartitions().length > 0),
+      done: () => n.s.shareIsComplete([a, b, c].map((m) => m.engine.ownedPartitions())) && [a, b, c].every((m) => m.engine.ownedPartitions().length > 0),
       progress: () => c.engine.ownedPartitions().length,
     })
     const leaving = b.engine.ownedPartitions()
@@ -347,12 +269,12 @@ describe('owned consumers on partitioned streams', () => {
     await untilDone({ what: 'a third of the keys done', done: async () => (await redis.hlen(n.effects)) >= unique / 3, progress: () => redis.hlen(n.effects), pollMs: 20 })
     const closedAt = performance.now()
     await b.close()
-    await untilDone({ what: 'two members share the partitions', done: () => shareIsComplete([a, c].map((m) => m.engine.ownedPartitions())), progress: () => a.engine.ownedPartitions().length + c.engine.ownedPartitions().length, pollMs: 5 })
+    await untilDone({ what: 'two members share the partitions', done: () => n.s.shareIsComplete([a, c].map((m) => m.engine.ownedPartitions())), progress: () => a.engine.ownedPartitions().length + c.engine.ownedPartitions().length, pollMs: 5 })
     const handOverMs = performance.now() - closedAt
     await producing
-    await untilAllAcked(n.stream, keys.length)
-    const effects = await effectsOf(n, unique)
-    const left = await pendingOf(n.stream, 'member-b')
+    await n.s.untilAllAcked(keys.length)
+    const effects = await n.s.effects(unique)
+    const left = await n.s.pendingOf('member-b')
     console.log(`owned streams, a member closes: its ${leaving.length} partitions taken over ${handOverMs.toFixed(0)} ms after close() began (its consumer acked ${b.consumer.stats().acked}, left ${left} pending); lost ${effects.lost}, double ${effects.doubles}`)
     expect(leaving.length).toBeGreaterThan(0)
     expect(effects).toMatchObject({ lost: 0, doubles: 0 })
@@ -368,7 +290,7 @@ describe('owned consumers on partitioned streams', () => {
     const victim = await startChild(n, 'member-victim')
     await untilDone({
       what: 'two members share the partitions',
-      done: () => shareIsComplete([a.engine.ownedPartitions(), victim.owned]) && victim.owned.length > 0,
+      done: () => n.s.shareIsComplete([a.engine.ownedPartitions(), victim.owned]) && victim.owned.length > 0,
       progress: () => victim.owned.length,
     })
     const producing = produce(p, keys, 100, 10)
@@ -376,14 +298,14 @@ describe('owned consumers on partitioned streams', () => {
     const victimPartitions = victim.owned
     victim.process.kill('SIGKILL')
     const killedAt = performance.now()
-    await new Promise<void>((resolve) => (victim.process.exitCode !== null || victim.process.signalCode !== null ? resolve() : victim.process.once('exit', () => resolve())))
-    const heldAtKill = await pendingOf(n.stream, 'member-victim')
+    await exited(victim.process)
+    const heldAtKill = await n.s.pendingOf('member-victim')
     await untilDone({ what: 'the survivor owns every partition', done: () => a.engine.ownedPartitions().length === PARTITIONS, progress: () => a.engine.ownedPartitions().length, pollMs: 5 })
     const movedMs = performance.now() - killedAt
     await producing
-    await untilAllAcked(n.stream, keys.length)
-    const effects = await effectsOf(n, unique)
-    const left = await pendingOf(n.stream, 'member-victim')
+    await n.s.untilAllAcked(keys.length)
+    const effects = await n.s.effects(unique)
+    const left = await n.s.pendingOf('member-victim')
     console.log(
       `owned streams, a member SIGKILLed: its ${victimPartitions.length} partitions moved ${movedMs.toFixed(0)} ms after the kill (leaseMs ${LEASE_MS}); ` +
         `${heldAtKill} entries pending under it at the kill, ${left} at the end; survivor reclaimed ${a.consumer.stats().reclaimed}; lost ${effects.lost}, double ${effects.doubles} (bound: the ${heldAtKill} it held)`,
@@ -397,28 +319,6 @@ describe('owned consumers on partitioned streams', () => {
   })
 })
 
-interface Child {
-  process: ChildProcess
-  /** Its partitions, as it last reported them. */
-  owned: number[]
-}
-
-/** A member in a child process (streams-owned-consumer.mjs), so it can be killed without a goodbye. */
-function startChild(n: Names, memberId: string): Promise<Child> {
-  const args = [url, n.stream, n.prefix, n.effects, memberId, PARTITIONS, LEASE_MS, CLAIM_IDLE_MS, COUNT, BATCHES_IN_FLIGHT].map(String)
-  const child = fork(fixture, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
-  children.add(child)
-  child.on('exit', () => children.delete(child))
-  const handle: Child = { process: child, owned: [] }
-  child.on('message', (message: { owned?: number[] }) => {
-    if (message.owned !== undefined) handle.owned = message.owned
-  })
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`member ${memberId} not ready after ${STALL_MS / 1000} s`)), STALL_MS)
-    child.once('message', () => {
-      clearTimeout(timer)
-      resolve(handle)
-    })
-    child.once('exit', (code, signal) => reject(new Error(`member ${memberId} exited before it was ready (${code ?? signal})`)))
-  })
+function startChild(n: Names, memberId: string): Promise<ChildMember> {
+  return startChildMember(n.s, memberId, { url, prefix: n.prefix, leaseMs: LEASE_MS, claimIdleMs: CLAIM_IDLE_MS, count: COUNT, batchesInFlight: BATCHES_IN_FLIGHT }, children)
 }
