@@ -12,12 +12,14 @@
   ARGV[5..] held partitions as partition, epoch pairs
 
   Returns { renewed flags ('1' per renewed lease, '0' per lost one), member, member, … },
-  or the error 'IDEM_STORE_RESET <found>' when the identity record changed.
+  or the error 'IDEM_STORE_RESET <found or written>' when the identity record
+  changed (nothing else done).
 ]]
+-- checkIdentity: check-identity.lua, prepended (a record gone becomes the reset marker, as for the strict store).
 if ARGV[1] ~= '' then
-  local found = redis.call('GET', KEYS[2])
-  if found ~= ARGV[1] then
-    return redis.error_reply('IDEM_STORE_RESET ' .. (found or ''))
+  local refused = checkIdentity(KEYS[2], ARGV[1])
+  if refused then
+    return refused
   end
 end
 local time = redis.call('TIME')

@@ -12,7 +12,7 @@ interface StoredRecord {
   done: boolean
   token: string
   fingerprint: string
-  /** DONE: the result's JSON ('' for none); UNKNOWN: since when (ms). */
+  /** DONE: the result's JSON ('' for none); UNKNOWN: since when (ms, this store's clock, as Redis's group commit writes it). */
   value: string
   expiresAt: number
 }
@@ -98,7 +98,7 @@ export class MemoryPartitionStore implements PartitionStore {
     return parts.map((part) => {
       const storeEpoch = this.epochs.get(part.partition) ?? 0
       if (storeEpoch !== part.epoch) return { status: storeEpoch > part.epoch ? 'stale' : 'regressed', logId: '', storeEpoch }
-      for (const key of part.keys) this.write(key, part.token, now + ttlMs)
+      for (const key of part.keys) this.write(key, part.token, now, ttlMs)
       const id = this.nextLogId(now)
       const log = this.logs.get(part.partition) ?? []
       // Trimmed to the dedup window, like the Redis stream's MINID.
@@ -147,8 +147,8 @@ export class MemoryPartitionStore implements PartitionStore {
     return lease
   }
 
-  private write(key: CommitKey, token: string, expiresAt: number): void {
-    this.records.set(key.key, { done: !key.unknown, token, fingerprint: key.fingerprint, value: key.result, expiresAt })
+  private write(key: CommitKey, token: string, now: number, ttlMs: number): void {
+    this.records.set(key.key, { done: !key.unknown, token, fingerprint: key.fingerprint, value: key.unknown ? String(now) : key.result, expiresAt: now + ttlMs })
   }
 
   /** Stream-like ids, "ms-seq", increasing even when the clock stands still or steps back. */

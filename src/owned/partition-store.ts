@@ -37,7 +37,7 @@ export interface CommitKey {
   key: string
   /** '' for none. */
   fingerprint: string
-  /** JSON text, '' for none (the caller encodes and caps it). */
+  /** JSON text, '' for none (the caller encodes and caps it). Ignored for an UNKNOWN record: its "since" is the store's clock. */
   result: string
   /** true: an UNKNOWN record (handler timed out / outcomeUnknown), false: DONE. */
   unknown: boolean

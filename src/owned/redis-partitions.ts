@@ -5,6 +5,7 @@ import type { RedisStoreConfig } from '../store/redis/redis-options.js'
 import { permanentRedisError } from '../store/redis/redis-errors.js'
 import { hashTagOf, readRecord, recordKey } from '../store/redis/redis-records.js'
 import { defineScripts, readLua } from '../store/redis/script-loader.js'
+import { readServerInfo, refuseUntrustedServer } from '../store/redis/server-check.js'
 import { acceptIdentity, formatIdentity, freshIdentity, identityKey, resetError } from '../store/redis/store-identity.js'
 import type { Heartbeat, HeldPartition, LogEntry, PartitionCommit, PartitionCommitReply, PartitionStore, ReadRecord, Snapshot } from './partition-store.js'
 
@@ -17,11 +18,14 @@ type OwnedClient = Redis & {
   idemReadRecords(...keys: string[]): Promise<(string | number)[]>
 }
 
+/** The strict store's identity check (a record gone becomes the reset marker), prepended to the scripts that fail closed on it. */
+const checkIdentityLua = readLua(import.meta.url, '../store/redis/check-identity.lua')
+
 const scripts = {
-  idemHeartbeat: { lua: readLua(import.meta.url, 'heartbeat.lua'), numberOfKeys: 2 },
+  idemHeartbeat: { lua: `${checkIdentityLua}\n${readLua(import.meta.url, 'heartbeat.lua')}`, numberOfKeys: 2 },
   idemAcquire: { lua: readLua(import.meta.url, 'acquire.lua'), numberOfKeys: 0 },
   idemRelease: { lua: readLua(import.meta.url, 'release.lua'), numberOfKeys: 0 },
-  idemGroupCommit: { lua: readLua(import.meta.url, 'group-commit.lua'), numberOfKeys: 1 },
+  idemGroupCommit: { lua: `${checkIdentityLua}\n${readLua(import.meta.url, 'group-commit.lua')}`, numberOfKeys: 1 },
   idemWriteSnapshot: { lua: readLua(import.meta.url, 'write-snapshot.lua'), numberOfKeys: 2 },
   idemReadRecords: { lua: readLua(import.meta.url, 'read-records.lua'), numberOfKeys: 0 },
 }
@@ -66,9 +70,17 @@ export class RedisPartitionStore implements PartitionStore {
     this.base = `${config.prefix}own:${group}:`
   }
 
+  /**
+   * First the server, as the strict store checks it (server-check.ts): an
+   * evicted lease or epoch would let a second owner in. Then the identity
+   * record, accepted or created as the strict store does; a reset marker
+   * fails closed here. Then the partition count, recorded at first use.
+   */
   async checkPartitions(partitions: number): Promise<void> {
     await this.call('check', async () => {
-      const { prefix, hashTags } = this.config
+      const { prefix, hashTags, allowEviction } = this.config
+      const info = await readServerInfo(this.client)
+      if (info !== undefined) refuseUntrustedServer(info, allowEviction)
       const created = formatIdentity(freshIdentity(hashTags))
       const found = await this.client.set(identityKey(prefix), created, 'NX', 'GET')
       if (found === null) this.identity = created
@@ -134,7 +146,8 @@ export class RedisPartitionStore implements PartitionStore {
     const args: (string | Buffer)[] = [String(ttlMs), `${this.base}epoch:`, `${this.base}log:`, String(parts.length)]
     for (const part of parts) {
       args.push(String(part.partition), String(part.epoch), part.token, String(part.keys.length), part.hashes)
-      for (const key of part.keys) args.push(recordKey(prefix, hashTagOf(key.key, hashTags), key.key), key.unknown ? 'u' : 'd', key.fingerprint, key.result)
+      // An UNKNOWN record's since is Redis's clock (group-commit.lua), so its result is not sent.
+      for (const key of part.keys) args.push(recordKey(prefix, hashTagOf(key.key, hashTags), key.key), key.unknown ? 'u' : 'd', key.fingerprint, key.unknown ? '' : key.result)
     }
     // Safe to repeat: the same records again, and a second log entry of the same hashes.
     const reply = await this.call('group commit', () => this.client.idemGroupCommit(identityKey(prefix), this.identity, ...args))
@@ -151,13 +164,14 @@ export class RedisPartitionStore implements PartitionStore {
   async readSnapshot(partition: number): Promise<Snapshot | undefined> {
     const fields = await this.call('snapshot', () => this.client.hgetallBuffer(`${this.base}snap:${partition}`))
     if (Object.keys(fields).length === 0) return undefined
-    // A hash missing a field reads as an empty snapshot: the caller refuses it and replays the whole log.
-    return {
-      bytes: fields.bytes ?? Buffer.alloc(0),
-      logId: fields.logId?.toString() ?? '0-0',
-      generationStartedAt: Number(fields.generationStartedAt?.toString() ?? Date.now()),
-      epoch: Number(fields.epoch?.toString() ?? 0),
-    }
+    const logId = fields.logId?.toString() ?? ''
+    const generationStartedAt = Number(fields.generationStartedAt?.toString() ?? NaN)
+    const epoch = Number(fields.epoch?.toString() ?? NaN)
+    // A hash missing a field, or holding one that is not what writeSnapshot wrote, reads as an
+    // empty snapshot: the caller refuses it and replays the whole log, which is always safe.
+    const whole = fields.bytes !== undefined && /^\d+-\d+$/.test(logId) && Number.isFinite(generationStartedAt) && Number.isInteger(epoch)
+    if (!whole) return { bytes: Buffer.alloc(0), logId: '0-0', generationStartedAt: Number.isFinite(generationStartedAt) ? generationStartedAt : 0, epoch: Number.isInteger(epoch) ? epoch : 0 }
+    return { bytes: fields.bytes, logId, generationStartedAt, epoch }
   }
 
   async readLog(partition: number, afterId: string, count: number): Promise<LogEntry[]> {

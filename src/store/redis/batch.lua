@@ -14,16 +14,12 @@
            key (its KEYS[1]), its argument count, its arguments. Zero
            operations: the identity check alone (the store's timer)
 
-  First the identity: a record that is not the one the store accepted means
-  the data under the prefix is not the data the store has been using. Gone
-  (a restart without persistence, a FLUSHALL): every key settled before is
-  gone with it, and a claim now would take a key whose handler already ran.
-  So no operation of the call runs; the record becomes a reset marker (the
-  same record with "state":"reset" and the time, so every engine on the
-  prefix fails closed, also one that starts later) and the call answers the
-  error `IDEM_STORE_RESET <the record found or written>`. A reset marker, or
-  another record (an acknowledged reset the store has not adopted yet),
-  answers the same error.
+  First the identity (check-identity.lua, prepended): a record that is not
+  the one the store accepted means the data under the prefix is not the data
+  the store has been using, and a claim now could take a key whose handler
+  already ran. So no operation of the call runs; a record gone becomes a reset
+  marker, and the call answers the error `IDEM_STORE_RESET <the record found
+  or written>`.
 
   Then one reply per operation, in order. An operation that raises an
   error (a record key holding another type, a write refused at maxmemory)
@@ -34,15 +30,9 @@
 ]]
 local identityKey, expected = ARGV[1], ARGV[2]
 if identityKey ~= '' then
-  local found = redis.call('GET', identityKey)
-  if found ~= expected then
-    if not found then
-      local now = redis.call('TIME')
-      local since = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
-      found = string.gsub(expected, '"state":"ok"}$', '"state":"reset","since":' .. since .. '}')
-      redis.call('SET', identityKey, found, 'NX')
-    end
-    return redis.error_reply('IDEM_STORE_RESET ' .. found)
+  local refused = checkIdentity(identityKey, expected)
+  if refused then
+    return refused
   end
 end
 

@@ -6,6 +6,7 @@ import type { RedisStoreConfig } from './redis-options.js'
 import { hashTagOf, readRecord, recordKey } from './redis-records.js'
 import { permanentRedisError } from './redis-errors.js'
 import { defineScripts, readLua } from './script-loader.js'
+import { readServerInfo, refuseUntrustedServer } from './server-check.js'
 import { acceptIdentity, acknowledges, formatIdentity, freshIdentity, identityKey, okRecordOf, parseIdentity, resetError, type StoreIdentity } from './store-identity.js'
 
 /**
@@ -14,6 +15,7 @@ import { acceptIdentity, acknowledges, formatIdentity, freshIdentity, identityKe
  */
 const batchLua = [
   readLua(import.meta.url, 'split-keys.lua'),
+  readLua(import.meta.url, 'check-identity.lua'),
   // In storeOperations' order: forget calls inspect, so inspect comes first.
   ...storeOperations.map((operation) => `local function ${operation}(KEYS, ARGV)\n${readLua(import.meta.url, `${operation}.lua`)}\nend`),
   readLua(import.meta.url, 'batch.lua'),
@@ -58,9 +60,6 @@ const MERGE_KEYS = 64
 
 /** Claimed keys of a token not yet committed or released; beyond this many tokens the oldest are forgotten (their commits take the per-key path). */
 const MAX_OPEN_TOKENS = 65_536
-
-/** SET … NX … GET, which a claim is built on, came with Redis 7.0. */
-const MIN_REDIS_MAJOR = 7
 
 /** How often the identity record is checked without traffic: a reset is seen within about this long even on a quiet store (and on a cluster, where calls do not check it). */
 const IDENTITY_CHECK_MS = 1000
@@ -372,13 +371,8 @@ export class RedisStore extends StoreBase<TagGroup> {
    * (watchIdentity) for a loss of data.
    */
   private async checkServer(): Promise<void> {
-    let info: string | undefined
-    try {
-      info = String(await this.client.info())
-    } catch (error) {
-      if (!/^(NOPERM|ERR unknown command)/.test(errorText(error))) throw error
-    }
-    if (info !== undefined) this.checkInfo(info)
+    const info = await readServerInfo(this.client)
+    if (info !== undefined) refuseUntrustedServer(info, this.config.allowEviction)
     await this.establishIdentity()
     this.serverChecked = true
     if (this.closed) return
@@ -386,20 +380,6 @@ export class RedisStore extends StoreBase<TagGroup> {
     if (this.config.allowEviction) {
       this.evictedKeys = info === undefined ? undefined : evictedKeysOf(info)
       this.evictionTimer = setInterval(this.watchEvictions, EVICTION_CHECK_MS).unref()
-    }
-  }
-
-  private checkInfo(info: string): void {
-    const version = /redis_version:([\d.]+)/.exec(info)?.[1] ?? 'unknown'
-    if (Number.parseInt(version, 10) < MIN_REDIS_MAJOR) {
-      throw new IdemError(ErrorCode.STORE_UNSUPPORTED, `the redis store needs Redis ${MIN_REDIS_MAJOR}.0 or later (claims use SET … NX … GET); this server is Redis ${version}`)
-    }
-    const policy = /maxmemory_policy:(\S+)/.exec(info)?.[1]
-    if (policy !== undefined && policy !== 'noeviction' && !this.config.allowEviction) {
-      throw new IdemError(
-        ErrorCode.STORE_UNSAFE,
-        `the redis store refuses a server with maxmemory-policy ${policy}: an evicted record lets a settled key run again, and an evicted lease lets a second owner in; set maxmemory-policy noeviction on the server, or store.allowEviction: true to accept the risk`,
-      )
     }
   }
 
