@@ -378,7 +378,6 @@ export class OwnedShardActor implements ActorPort {
     for (const j of s.release) this.closeOne(partitions[j], decided.epochs[j])
 
     const collector = new SettleCollector(s.commit.length, s.unknown.length)
-    const now = this.clock.now()
     const add = (j: number, index: number, unknown: boolean, result: unknown): void => {
       const p = partitions[j]
       const epoch = decided.epochs[j]
@@ -401,7 +400,7 @@ export class OwnedShardActor implements ActorPort {
       this.pending.push({
         partition: p,
         epoch,
-        key: { key: batch.keys[j], fingerprint: encodeFingerprint(fingerprint) ?? '', result: unknown ? String(now) : encoded, unknown },
+        key: { key: batch.keys[j], fingerprint: encodeFingerprint(fingerprint) ?? '', result: unknown ? '' : encoded, unknown },
         hashLo: batch.hashes[2 * j],
         hashHi: batch.hashes[2 * j + 1],
         reply: collector,
