@@ -10,7 +10,8 @@ import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
 import type { EngineOptions } from '../../dist/src/config.js'
-import { ErrorCode, IdemError } from '../../dist/src/errors.js'
+import { ErrorCode, IdemError, outcomeUnknown } from '../../dist/src/errors.js'
+import { CommitCode } from '../../dist/src/store/store.js'
 import type { Message } from '../../dist/src/message.js'
 import { partitionOf } from '../../dist/src/owned/partition-of.js'
 import { assignPartitions } from '../../dist/src/owned/assignment.js'
@@ -218,6 +219,33 @@ describe('owned mode on Redis: warm start', () => {
       const again = await b.processBatch(keys.map((key) => ({ key })), () => 1)
       expect(again.filter((o) => o.verdict !== 'duplicate')).toEqual([])
     }
+  })
+})
+
+describe('owned mode on Redis: effects that may or may not have happened', () => {
+  it('a handler that cannot tell marks its key UNKNOWN in the group commit: redeliveries wait (OUTCOME_UNKNOWN) until an operator resolves it', async () => {
+    const prefix = newPrefix()
+    const a = await member(prefix, 'a', { lru: { maxKeys: 0 } })
+    let runs = 0
+    const handler = (): never => {
+      runs++
+      throw outcomeUnknown('the payment call timed out')
+    }
+    const first = await a.process({ key: 'pay-1', fingerprint: 'fp' }, handler)
+    expect(first).toMatchObject({ verdict: 'new', error: { code: ErrorCode.OUTCOME_UNKNOWN } })
+    const again = await a.process({ key: 'pay-1', fingerprint: 'fp' }, handler)
+    expect(again).toMatchObject({ verdict: 'in-flight', error: { code: ErrorCode.OUTCOME_UNKNOWN } })
+    expect(runs).toBe(1)
+    // What `idem keys resolve --done` does, on the same records.
+    const operator = new RedisStore(resolveRedisStore({ kind: 'redis', url, prefix }, 0, []))
+    try {
+      expect((await operator.inspect(['pay-1']))[0]).toMatchObject({ state: 'unknown', fingerprint: 'fp' })
+      expect([...(await operator.resolve(['pay-1'], [true], [{ paid: true }], 60_000))]).toEqual([CommitCode.COMMITTED])
+    } finally {
+      await operator.close()
+    }
+    expect(await a.process({ key: 'pay-1', fingerprint: 'fp' }, handler)).toEqual({ key: 'pay-1', verdict: 'duplicate', result: { paid: true } })
+    expect(runs).toBe(1)
   })
 })
 
