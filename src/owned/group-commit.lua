@@ -9,10 +9,14 @@
   ARGV[1]  the identity record this store accepted ('' to skip the check)
   ARGV[2]  TTL of the records and the logs' window, in ms
   ARGV[3]  epoch key prefix, ARGV[4] log key prefix (the partition number is appended)
-  ARGV[5]  the number of partitions, then per partition:
-           partition, epoch, token, key count, hashes (8 bytes per key),
-           then per key: record key, kind ('d' DONE or 'u' UNKNOWN), fingerprint,
-           the result's JSON ('' for none; ignored for UNKNOWN)
+  ARGV[5]  the number of partitions, then 8 per partition:
+           partition, epoch, token, hashes (8 bytes per key), kinds (one
+           character per key: 'd' DONE or 'u' UNKNOWN), and, NUL-joined (none
+           of them holds a NUL: record keys never do, fingerprints and results
+           are JSON), the record keys, the fingerprints, the results ('' for
+           none; ignored for UNKNOWN). Packed, not one argument per key:
+           encoding arguments costs the client more than the script costs
+           Redis (split: split-keys.lua, prepended).
 
   Records: 'd' .. token .. '\n' .. fingerprint .. '\n' .. result, or
   'u' .. token .. '\n' .. fingerprint .. '\n' .. since, PX ttl: the layout of
@@ -38,15 +42,14 @@ local minId = tostring(math.max(0, now - tonumber(ttl)))
 local out = {}
 local at = 6
 for _ = 1, tonumber(ARGV[5]) do
-  local partition, epoch, token, count, hashes = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], tonumber(ARGV[at + 3]), ARGV[at + 4]
-  at = at + 5
+  local partition, epoch, token, hashes, kinds = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local stored = tonumber(redis.call('GET', ARGV[3] .. partition) or '0')
   if stored == epoch then
-    for k = 0, count - 1 do
-      local base = at + 4 * k
-      local kind = ARGV[base + 1]
-      local value = kind == 'u' and since or ARGV[base + 3]
-      redis.call('SET', ARGV[base], kind .. token .. '\n' .. ARGV[base + 2] .. '\n' .. value, 'PX', ttl)
+    local keys, fingerprints, results = split(ARGV[at + 5]), split(ARGV[at + 6]), split(ARGV[at + 7])
+    for k = 1, #keys do
+      local kind = string.sub(kinds, k, k)
+      local value = kind == 'u' and since or results[k]
+      redis.call('SET', keys[k], kind .. token .. '\n' .. fingerprints[k] .. '\n' .. value, 'PX', ttl)
     end
     local id = redis.call('XADD', ARGV[4] .. partition, 'MINID', '~', minId, '*', 'h', hashes)
     redis.call('PEXPIRE', ARGV[4] .. partition, tonumber(ttl) * 2)
@@ -54,6 +57,6 @@ for _ = 1, tonumber(ARGV[5]) do
   else
     out[#out + 1] = { stored > epoch and 'stale' or 'regressed', '', stored }
   end
-  at = at + 4 * count
+  at = at + 8
 end
 return out

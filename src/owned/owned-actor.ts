@@ -10,6 +10,8 @@ import { decodeFingerprint, decodeResult, encodeFingerprint, encodeResult } from
 import { CommitCode } from '../store/store.js'
 import type { CommitKey, PartitionCommit, PartitionStore, Snapshot } from './partition-store.js'
 
+/** Group commits a shard keeps out at once: one gathers while the other is out, as the cycle's steps do. */
+const FLUSHES_IN_FLIGHT = 2
 /** Log entries read per call while a partition is restored. */
 const LOG_PAGE = 1000
 /** Keys of failed group commits kept for another try; beyond, the oldest are given up (counted in droppedSettlements). */
@@ -435,12 +437,20 @@ export class OwnedShardActor implements ActorPort {
     if (state !== undefined && state.epoch === epoch && state.open > 0) state.open--
   }
 
+  /**
+   * Group commit: while fewer than FLUSHES_IN_FLIGHT flushes are out, what
+   * waits goes at once (no linger when the store keeps up); beyond, settled
+   * keys gather and go when one answers, at flushMaxKeys, or after flushMs at
+   * the latest. So the batch grows with the load and the latency stays about
+   * one round trip.
+   */
   private scheduleFlush(): void {
-    if (this.pending.length >= this.config.ownership.flushMaxKeys) {
+    if (this.pending.length === 0) return
+    if (this.flushes.size < FLUSHES_IN_FLIGHT || this.pending.length >= this.config.ownership.flushMaxKeys) {
       clearTimeout(this.flushTimer)
       this.flushTimer = undefined
       this.flush()
-    } else if (this.flushTimer === undefined && this.pending.length > 0) {
+    } else if (this.flushTimer === undefined) {
       this.flushTimer = setTimeout(() => {
         this.flushTimer = undefined
         this.flush()
@@ -455,7 +465,11 @@ export class OwnedShardActor implements ActorPort {
     this.pending = []
     this.unflushed = []
     this.unflushedKeys.clear()
-    const sent = this.groupCommit(batch).finally(() => this.flushes.delete(sent))
+    const sent = this.groupCommit(batch).finally(() => {
+      this.flushes.delete(sent)
+      // What gathered while the others were out goes now.
+      this.scheduleFlush()
+    })
     this.flushes.add(sent)
   }
 

@@ -15,19 +15,21 @@ type OwnedClient = Redis & {
   idemRelease(...args: string[]): Promise<number>
   idemGroupCommit(identity: string, ...args: (string | Buffer)[]): Promise<[string, string, number][]>
   idemWriteSnapshot(epochKey: string, snapshotKey: string, ...args: (string | Buffer)[]): Promise<number>
-  idemReadRecords(...keys: string[]): Promise<(string | number)[]>
+  idemReadRecords(keys: string): Promise<(string | number)[]>
 }
 
 /** The strict store's identity check (a record gone becomes the reset marker), prepended to the scripts that fail closed on it. */
 const checkIdentityLua = readLua(import.meta.url, '../store/redis/check-identity.lua')
+/** The strict store's `split` of NUL-joined arguments, prepended to the scripts that take packed keys. */
+const splitLua = readLua(import.meta.url, '../store/redis/split-keys.lua')
 
 const scripts = {
   idemHeartbeat: { lua: `${checkIdentityLua}\n${readLua(import.meta.url, 'heartbeat.lua')}`, numberOfKeys: 2 },
   idemAcquire: { lua: readLua(import.meta.url, 'acquire.lua'), numberOfKeys: 0 },
   idemRelease: { lua: readLua(import.meta.url, 'release.lua'), numberOfKeys: 0 },
-  idemGroupCommit: { lua: `${checkIdentityLua}\n${readLua(import.meta.url, 'group-commit.lua')}`, numberOfKeys: 1 },
+  idemGroupCommit: { lua: `${checkIdentityLua}\n${splitLua}\n${readLua(import.meta.url, 'group-commit.lua')}`, numberOfKeys: 1 },
   idemWriteSnapshot: { lua: readLua(import.meta.url, 'write-snapshot.lua'), numberOfKeys: 2 },
-  idemReadRecords: { lua: readLua(import.meta.url, 'read-records.lua'), numberOfKeys: 0 },
+  idemReadRecords: { lua: `${splitLua}\n${readLua(import.meta.url, 'read-records.lua')}`, numberOfKeys: 0 },
 }
 
 const RESET_REPLY = 'IDEM_STORE_RESET '
@@ -46,6 +48,8 @@ export class RedisPartitionStore implements PartitionStore {
   private readonly client: OwnedClient
   private readonly ownsClient: boolean
   private readonly base: string
+  /** Group commits waiting for this turn's call. */
+  private queuedCommits: { parts: PartitionCommit[]; ttlMs: number; resolve: (replies: PartitionCommitReply[]) => void; reject: (error: unknown) => void }[] = []
   /** The identity record accepted at checkPartitions, compared by every heartbeat and group commit. */
   private identity = ''
 
@@ -125,8 +129,8 @@ export class RedisPartitionStore implements PartitionStore {
 
   async read(keys: string[]): Promise<ReadRecord[]> {
     const { prefix, hashTags } = this.config
-    const names = keys.map((key) => recordKey(prefix, hashTagOf(key, hashTags), key))
-    const reply = await this.call('read', () => this.client.idemReadRecords(...names))
+    const names = keys.map((key) => recordKey(prefix, hashTagOf(key, hashTags), key)).join('\0')
+    const reply = await this.call('read', () => this.client.idemReadRecords(names))
     return keys.map((_, k) => {
       const text = reply[2 * k] as string
       if (text === '') return { state: 'absent', fingerprint: '', result: '', token: '', expiresInMs: 0 }
@@ -141,13 +145,57 @@ export class RedisPartitionStore implements PartitionStore {
     })
   }
 
-  async groupCommit(parts: PartitionCommit[], ttlMs: number): Promise<PartitionCommitReply[]> {
+  /**
+   * The group commits the shards make in one turn of the event loop share one
+   * script call (their partitions differ: a partition lives in one shard),
+   * as the strict store's small operations do.
+   */
+  groupCommit(parts: PartitionCommit[], ttlMs: number): Promise<PartitionCommitReply[]> {
+    return new Promise((resolve, reject) => {
+      if (this.queuedCommits.length === 0) queueMicrotask(this.sendCommits)
+      this.queuedCommits.push({ parts, ttlMs, resolve, reject })
+    })
+  }
+
+  private readonly sendCommits = (): void => {
+    const queued = this.queuedCommits
+    this.queuedCommits = []
+    for (const ttlMs of new Set(queued.map((q) => q.ttlMs))) {
+      const same = queued.filter((q) => q.ttlMs === ttlMs)
+      this.commitNow(
+        same.flatMap((q) => q.parts),
+        ttlMs,
+      ).then(
+        (replies) => {
+          let at = 0
+          for (const q of same) {
+            q.resolve(replies.slice(at, at + q.parts.length))
+            at += q.parts.length
+          }
+        },
+        (error: unknown) => same.forEach((q) => q.reject(error)),
+      )
+    }
+  }
+
+  private async commitNow(parts: PartitionCommit[], ttlMs: number): Promise<PartitionCommitReply[]> {
     const { prefix, hashTags } = this.config
     const args: (string | Buffer)[] = [String(ttlMs), `${this.base}epoch:`, `${this.base}log:`, String(parts.length)]
     for (const part of parts) {
-      args.push(String(part.partition), String(part.epoch), part.token, String(part.keys.length), part.hashes)
-      // An UNKNOWN record's since is Redis's clock (group-commit.lua), so its result is not sent.
-      for (const key of part.keys) args.push(recordKey(prefix, hashTagOf(key.key, hashTags), key.key), key.unknown ? 'u' : 'd', key.fingerprint, key.unknown ? '' : key.result)
+      const n = part.keys.length
+      let kinds = ''
+      const names: string[] = new Array(n)
+      const fingerprints: string[] = new Array(n)
+      const results: string[] = new Array(n)
+      for (let k = 0; k < n; k++) {
+        const key = part.keys[k]
+        kinds += key.unknown ? 'u' : 'd'
+        names[k] = recordKey(prefix, hashTagOf(key.key, hashTags), key.key)
+        fingerprints[k] = key.fingerprint
+        // An UNKNOWN record's since is Redis's clock (group-commit.lua), so its result is not sent.
+        results[k] = key.unknown ? '' : key.result
+      }
+      args.push(String(part.partition), String(part.epoch), part.token, part.hashes, kinds, names.join('\0'), fingerprints.join('\0'), results.join('\0'))
     }
     // Safe to repeat: the same records again, and a second log entry of the same hashes.
     const reply = await this.call('group commit', () => this.client.idemGroupCommit(identityKey(prefix), this.identity, ...args))
