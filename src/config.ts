@@ -127,7 +127,7 @@ export interface EngineOptions {
 export interface OwnershipOptions {
   /** A member's heartbeat and its partition leases last this long; a crashed member's partitions move after it. Renewed every leaseMs/3. @default 10_000 */
   leaseMs?: number
-  /** Longest wait of a settled message for its group commit. @default 5 */
+  /** Longest wait of a settled message for its group commit while two of its shard's flushes are out (with fewer out it goes at once). @default 5 */
   flushMs?: number
   /** A group commit goes at once when this many keys wait. @default 1024 */
   flushMaxKeys?: number

@@ -138,15 +138,34 @@ describe('owned mode on the memory store (one member)', () => {
     expect(calls).toBe(2)
   })
 
-  it('an outcome waits for its group commit: flushMs holds it, flushMaxKeys sends at once', async () => {
-    const slow = await owned({ ownership: { flushMs: 300, flushMaxKeys: 1000 } })
+  it('an outcome waits for its group commit; a lone key does not linger for flushMs; under load keys gather and none waits flushMs', async () => {
+    const store = new MemoryPartitionStore(systemClock)
+    const commits: number[] = []
+    // A store whose group commits take 150 ms: the outcome may not come before.
+    const slow = new Proxy(store, {
+      get(target, property) {
+        const value = Reflect.get(target, property) as unknown
+        if (typeof value !== 'function') return value
+        if (property === 'groupCommit') {
+          return async (...args: unknown[]) => {
+            await new Promise((resolve) => setTimeout(resolve, 150))
+            commits.push((args[0] as unknown[]).length)
+            return value.apply(target, args)
+          }
+        }
+        return value.bind(target)
+      },
+    })
+    const e = await owned({ ownership: { flushMs: 60_000, flushMaxKeys: 1024 } }, slow)
     const started = performance.now()
-    await slow.process({ key: 'a' }, () => 1)
-    expect(performance.now() - started).toBeGreaterThanOrEqual(250)
-    const full = await owned({ ownership: { flushMs: 60_000, flushMaxKeys: 4 } })
-    // 4 shards × 4 keys at least fill a flush in every shard that gets them: with 64 keys nothing waits a minute.
-    const outcomes = await full.processBatch(Array.from({ length: 64 }, (_, n) => ({ key: `k${n}` })), () => 1)
-    expect(outcomes.filter((o) => o.verdict === 'new')).toHaveLength(64)
+    expect(await e.process({ key: 'a' }, () => 1)).toEqual({ key: 'a', verdict: 'new', result: 1 })
+    const ms = performance.now() - started
+    expect(ms).toBeGreaterThanOrEqual(140)
+    expect(commits).toHaveLength(1)
+    // 2,000 keys with flushMs a minute: flushes go as earlier ones answer, none waits for the timer.
+    const outcomes = await e.processBatch(Array.from({ length: 2000 }, (_, n) => ({ key: `k${n}` })), () => 1)
+    expect(outcomes.filter((o) => o.verdict === 'new')).toHaveLength(2000)
+    expect(e.stats().totals.groupCommits).toBeLessThan(2000 / 4)
   }, 60_000)
 })
 
