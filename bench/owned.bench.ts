@@ -411,6 +411,7 @@ function costTable(title: string, results: Record<Mode, EngineRun[]>): BenchTabl
       'every figure per 1,000 messages of the timed stream; store ops: the engine\'s (strict: claims and commits, one per shard batch and step; owned: record reads of maybe-seen keys the LRU missed, and group commits)',
       'bloom negatives: in owned mode each one ran its handler with no store call before it (a store call saved); in strict mode they are counted but every key the LRU misses is claimed all the same',
       'Redis commands: INFO stats total_commands_processed, which counts the commands run inside scripts (a group commit\'s SETs and XADD) as well as the script call; Redis and Node CPU: user + system time of the server (INFO cpu) and of this process',
+      'why the Redis work comes out alike: a strict claim is one SET NX per key, and a strict commit of keys with no result to keep is one SET of the batch\'s lease record (commit.lua \'all\'); an owned group commit writes a SET per key plus an XADD per partition. Owned mode saves round trips, which batches of 1024 already make few',
       'the Redis figures are the whole server\'s: another client of a shared server counts too',
     ],
   }
