@@ -17,17 +17,20 @@ export interface DupIds {
 }
 
 /**
- * `dupRate` of the ids repeat an earlier one: half a recent id (a producer
- * resend), half an old one drawn uniformly (a late redelivery). Deterministic per seed.
+ * `dupRate` of the ids repeat an earlier one: `recentShare` of those a recent
+ * id, one of the last 100 (a producer resend), the rest an old one drawn
+ * uniformly from every earlier id (a late redelivery, spread through the
+ * stream). Deterministic per seed; the default 0.5 draws the same ids as
+ * before the option existed.
  */
-export function dupIds(count: number, seed: number, dupRate: number): DupIds {
+export function dupIds(count: number, seed: number, dupRate: number, recentShare = 0.5): DupIds {
   let state = (seed + 1) * 0x9e3779b9
   const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
   const ids: number[] = []
   let unique = 0
   for (let i = 0; i < count; i++) {
     if (unique > 0 && random() < dupRate) {
-      const back = random() < 0.5 ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
+      const back = random() < recentShare ? Math.min(unique, 1 + Math.floor(random() * 100)) : 1 + Math.floor(random() * unique)
       ids.push(unique - back)
     } else ids.push(unique++)
   }

@@ -3,7 +3,8 @@
  * JSON message bodies by JSON.parse, so every key is a new flat string that
  * nothing has hashed yet (see fresh-keys.ts for why that matters), of mixed
  * shapes and lengths, some of them CJK, with repeats spread through the
- * stream (dup-stream.ts: half recent resends, half late redeliveries).
+ * stream (dup-stream.ts: half recent resends, half late redeliveries, or
+ * another `recentShare`).
  *
  * Shapes, chosen per key id by a hash of (seed, id), so the same id always has
  * the same text:
@@ -31,18 +32,21 @@ export class JsonTraffic {
   readonly #cjkShare: number
   readonly #seed: number
   readonly #dupRate: number
+  readonly #recentShare: number | undefined
   #nextId = 0
   #pass = 0
 
-  constructor(options: { cjkShare: number; dupRate: number; seed: number }) {
+  /** recentShare: the share of repeats that resend one of the last 100 keys (dupIds' default when absent); 0 spreads every repeat uniformly over the earlier keys. */
+  constructor(options: { cjkShare: number; dupRate: number; seed: number; recentShare?: number }) {
     this.#cjkShare = options.cjkShare
     this.#dupRate = options.dupRate
+    this.#recentShare = options.recentShare
     this.#seed = options.seed >>> 0
   }
 
   /** `count` messages, parsed from one JSON text: what a consumer holds after decoding a batch of bodies. */
   next(count: number): TrafficPass {
-    const { ids, unique } = dupIds(count, this.#seed + this.#pass++, this.#dupRate)
+    const { ids, unique } = dupIds(count, this.#seed + this.#pass++, this.#dupRate, this.#recentShare)
     const first = this.#nextId
     this.#nextId += unique
     const bodies = ids.map((id, i) => `{"key":"${this.#keyText(first + id)}","amount":${i % 997}}`)

@@ -43,7 +43,7 @@ const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
 const RUNS = 3
 const BATCH = 1024
 const SHARDS = 8
-const IN_FLIGHT_CALLS = 64
+export const IN_FLIGHT_CALLS = 64
 const DUP_RATE = 0.3
 
 export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult> {
@@ -216,12 +216,13 @@ async function ioredisPipelined(total: number, prefix: string): Promise<number> 
 }
 
 
-interface PeerRun {
+export interface PeerRun {
   rate: number
   effects: number
 }
 
-async function powertools(stream: Stream, prefix: string): Promise<PeerRun> {
+/** Powertools makeIdempotent over its CachePersistenceLayer on @redis/client, IN_FLIGHT_CALLS in flight; also run by the owned suite. */
+export async function powertools(stream: Stream, prefix: string): Promise<PeerRun> {
   const client = await createClient({ url: URL_ }).connect()
   const effects = new Set<string>()
   let effectCount = 0

@@ -17,6 +17,7 @@ import { runBloomSuite } from './bloom.bench.js'
 import { runBullmqSuite } from './bullmq.bench.js'
 import { runEngineSuite } from './engine.bench.js'
 import { runLruSuite } from './lru.bench.js'
+import { runOwnedSuite } from './owned.bench.js'
 import { runRedisSuite } from './redis.bench.js'
 import { runStreamsSuite } from './streams.bench.js'
 import { runSqlSuite } from './sql.bench.js'
@@ -31,6 +32,7 @@ const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>>
   streams: runStreamsSuite,
   sql: runSqlSuite,
   bullmq: runBullmqSuite,
+  owned: runOwnedSuite,
 }
 
 /** Runs the suites; bad flags throw parseArgs' error, which the CLI reports with the usage (exit 2). */
