@@ -66,6 +66,12 @@ export interface CycleOptions {
   handlerTimeoutMs: number
   reconcileAttempts: number
   reconcileBackoffMs: number
+  /**
+   * Owned mode: a step's settlements do not hold the step (they wait for their
+   * group commit apart), so ended handlers gather for a turn before a step
+   * takes them, instead of one step each.
+   */
+  mode?: 'strict' | 'owned'
 }
 
 /** One message on its way through a shard's cycle, and its outcome once final. */
@@ -439,7 +445,7 @@ export class ShardCycle<T = unknown> {
       entry.error = { code, message: `handler failed for key ${JSON.stringify(entry.key)}: ${errorText(value)}` }
     }
     this.ended.push(entry)
-    this.kick()
+    this.kick(this.options.mode === 'owned')
   }
 
   /** Adds a started handler to the deadline queue, dropping the ended ones at its head first so the queue holds about what runs. */
