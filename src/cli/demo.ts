@@ -38,7 +38,17 @@ export interface DemoSummary {
   layers: { lruHits: number; storeDuplicates: number; bloomNegatives: number; bloomPositives: number; bloomFalsePositives: number; storeOperations: number }
   config: { shards: number; threads: number; store: string; mode: 'strict' | 'owned' }
   /** Owned mode: partitions, their moves and fenced writes, group commits. */
-  ownership?: { partitions: number; members: number; moved: number; fencedWrites: number; groupCommits: number }
+  ownership?: {
+    partitions: number
+    members: number
+    /** Acquisitions of a partition after its first (hand-overs, take-overs after a kill). */
+    moved: number
+    fencedWrites: number
+    groupCommits: number
+    /** With --kill-every: members SIGKILLed, and the entries they held unacked when they died (the bound on double effects). */
+    kills?: number
+    heldAtKills?: number
+  }
   /** With --redis: the run went through BullMQ. */
   transport?: {
     kind: 'bullmq'
@@ -153,12 +163,14 @@ export function formatDemoSummary(s: DemoSummary): string {
     ['idem demo', 'value'],
     [
       ...(s.transport === undefined ? [] : [['transport', `BullMQ: ${s.transport.consumers} consumer process${s.transport.consumers === 1 ? '' : 'es'} × concurrency ${s.transport.concurrency}`]]),
+      ...(s.config.store === 'redis' && s.config.mode === 'owned' ? [['transport', `Redis Streams, ${s.ownership!.partitions} partition streams, ${s.ownership!.members} member processes`]] : []),
       ['store / shards / threads', `${s.config.store} / ${s.config.shards} / ${s.config.threads}`],
       ...(s.ownership === undefined
         ? []
         : [
             ['mode', `owned: ${s.ownership.partitions} partitions, ${s.ownership.members} member${s.ownership.members === 1 ? '' : 's'}`],
             ['partitions moved / fenced writes', `${s.ownership.moved} / ${s.ownership.fencedWrites}`],
+            ...(s.ownership.kills === undefined ? [] : [['members SIGKILLed / entries they held', `${s.ownership.kills} / ${s.ownership.heldAtKills}`]]),
             ['group commits', s.ownership.groupCommits],
           ]),
       ['messages', s.messages],

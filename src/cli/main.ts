@@ -22,7 +22,7 @@ interface Command {
 const commands: Record<string, Command> = {
   demo: {
     synopsis: `idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
-             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N]]`,
+             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]`,
     about: `  demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
@@ -37,7 +37,13 @@ const commands: Record<string, Command> = {
          (tables of its own, dropped at the end) instead of the memory store.
          --mode owned runs the embedded demo in owned mode (64 partitions, one
          member, threads 0): never-seen keys run with no store call, DONE records
-         go in group commits; the summary adds partitions and group commits.`,
+         go in group commits; the summary adds partitions and group commits.
+         With --redis URL --mode owned the stream goes through 64 partitioned
+         Redis streams to --consumers member processes (default 2) sharing the
+         partitions; --kill-every S SIGKILLs the member holding the most
+         partitions every S seconds and starts a new one: its partitions move
+         after the lease (3 s), and the summary shows lost 0 and the doubles
+         against what the killed members held unacked.`,
     run: demo,
   },
   bench: {
@@ -75,6 +81,11 @@ const commands: Record<string, Command> = {
          run again; ack-reset accepts that, and the running engines resume. Exit 0
          when acknowledged or when there is no reset, 1 when there is no record.`,
     run: async (args) => (await import('./store-admin.js')).runStoreAdmin(args),
+  },
+  'consume-owned': {
+    // One member process of `idem demo --redis URL --mode owned`, forked by it with an IPC channel.
+    synopsis: 'idem consume-owned --redis URL --stream NAME --prefix P --effects KEY --member NAME [--partitions N] [--shards N] [--lease-ms N] [--expected-keys N]',
+    run: async (args) => (await import('./consume-owned.js')).runConsumeOwned(args),
   },
   consume: {
     // One consumer process of `idem demo --redis`, forked by it with an IPC channel.
@@ -154,6 +165,7 @@ async function demo(args: string[]): Promise<number> {
       concurrency: { type: 'string' },
       store: { type: 'string' },
       mode: { type: 'string' },
+      'kill-every': { type: 'string' },
     },
     strict: true,
   })
@@ -182,7 +194,9 @@ async function demo(args: string[]): Promise<number> {
   else if (store !== undefined && store.kind !== 'memory' && store.kind !== 'sqlite') problems.push('--store: the embedded demo runs on memory or sqlite:PATH')
   else if (store !== undefined && viaRedis) problems.push('--store: not with --redis (that demo runs on the Redis store)')
   else if (store?.kind === 'sqlite' && owned) problems.push('--store: memory with --mode owned (a SQL store cannot hold partition leases yet)')
-  if (owned && viaRedis) problems.push('--mode: owned runs embedded for now (the BullMQ demo is strict)')
+  const killEvery = flags.integer('--kill-every', 0, 1, 3600)
+  if (flags.has('--kill-every') && !(owned && viaRedis)) flags.mustBe('--kill-every', 'given with --redis URL --mode owned only (the member processes it kills)')
+  if (owned && viaRedis && flags.has('--concurrency')) flags.mustBe('--concurrency', 'left out with --mode owned (members read 512 entries a call, 4 calls in flight)')
   if (problems.length > 0) {
     console.error(`idem demo: ${problems.join('\n           ')}`)
     return 2
@@ -192,7 +206,9 @@ async function demo(args: string[]): Promise<number> {
   if (viaRedis) {
     const { runBullDemo, DemoInterrupted } = await import('./demo-bullmq.js')
     try {
-      summary = await runBullDemo({ ...options, redis: values.redis!, consumers, concurrency })
+      summary = owned
+        ? await (await import('./demo-owned.js')).runOwnedDemo({ ...options, redis: values.redis!, consumers, killEverySeconds: killEvery })
+        : await runBullDemo({ ...options, redis: values.redis!, consumers, concurrency })
     } catch (error) {
       if (!(error instanceof DemoInterrupted)) throw error
       console.error(`idem demo: ${error.message}`)
@@ -200,8 +216,10 @@ async function demo(args: string[]): Promise<number> {
     }
   } else summary = await runDemo({ ...options, mode, ...(typeof store === 'object' ? { store } : {}) })
   console.log(values.json ? JSON.stringify(summary) : formatDemoSummary(summary))
-  const ok = summary.effects === summary.uniqueKeys && summary.lost === 0 && summary.doubleEffects === 0
-  if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects})`)
+  // Killed members may have run what they had not yet committed: doubles up to what they held are the stated window.
+  const doublesAllowed = summary.ownership?.heldAtKills ?? 0
+  const ok = summary.lost === 0 && summary.doubleEffects <= doublesAllowed
+  if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects}${doublesAllowed > 0 ? `, at most ${doublesAllowed} allowed by the kills` : ''})`)
   return ok ? 0 : 1
 }
 
