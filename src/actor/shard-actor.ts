@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { LRUCache } from 'lru-cache'
 import { BloomFilter } from '../bloom/bloom-filter.js'
 import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
@@ -7,6 +6,7 @@ import type { Redis } from 'ioredis'
 import { RedisStore } from '../store/redis/redis-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './shard-cycle.js'
+import { answerSettled, rotateGenerations, SettledKeys } from './settled-keys.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNAPPLIED_SETTLEMENTS = 1024
@@ -18,13 +18,6 @@ interface Claims {
   openCount: number
 }
 
-/** A settled key held in memory: enough to answer a duplicate without I/O. */
-interface Settled {
-  fingerprint: string | undefined
-  result: unknown
-  expiresAt: number
-}
-
 /**
  * One shard's actor: its LRU of settled keys, its bloom filter and its store
  * slice. Single-threaded by construction; the cycle that feeds it (shard-cycle.ts)
@@ -33,7 +26,7 @@ interface Settled {
  */
 export class ShardActor {
   private readonly bloom: BloomFilter
-  private readonly settled: LRUCache<string, Settled> | undefined
+  private readonly settled: SettledKeys
   private readonly counters = new Float64Array(COUNTER_COUNT)
   private generationStartedAt: number
   /** Tokens must never repeat across restarts of this shard, or a stale owner could pass as a live one. */
@@ -65,8 +58,7 @@ export class ShardActor {
       maxBatchKeys: config.maxBatch,
     })
     // The memory store answers from memory already: an LRU in front of it would only hold a second copy of its records.
-    const lruMax = config.store.kind === 'memory' ? 0 : Math.ceil(config.lru.maxKeys / config.shards)
-    this.settled = lruMax > 0 ? new LRUCache<string, Settled>({ max: lruMax }) : undefined
+    this.settled = new SettledKeys(config.store.kind === 'memory' ? 0 : Math.ceil(config.lru.maxKeys / config.shards))
     this.generationStartedAt = clock.now()
   }
 
@@ -104,11 +96,11 @@ export class ShardActor {
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const claimIndexes: number[] = []
     for (let i = 0; i < n; i++) {
-      if (maybeSeen[i] === 1 && this.settled !== undefined) {
-        const hit = this.settled.get(keys[i])
-        if (hit !== undefined && hit.expiresAt > now) {
+      if (maybeSeen[i] === 1) {
+        const hit = this.settled.get(keys[i], now)
+        if (hit !== undefined) {
           c[Counter.LRU_HITS]++
-          this.answerSettled(i, hit.fingerprint, hit.result, fingerprints[i], verdicts, results, storedFingerprints)
+          answerSettled(i, hit.fingerprint, hit.result, fingerprints[i], verdicts, results, storedFingerprints)
           continue
         }
       }
@@ -144,7 +136,7 @@ export class ShardActor {
             if (maybeSeen[i] === 1) c[Counter.BLOOM_FALSE_POSITIVES]++
             break
           case ClaimCode.DONE:
-            this.answerSettled(i, replies.fingerprints[j], replies.results[j], fingerprints[i], verdicts, results, storedFingerprints)
+            answerSettled(i, replies.fingerprints[j], replies.results[j], fingerprints[i], verdicts, results, storedFingerprints)
             this.remember(keys[i], replies.fingerprints[j], replies.results[j], now, replies.doneExpiresInMs?.[j])
             break
           case ClaimCode.IN_PROGRESS:
@@ -350,40 +342,14 @@ export class ShardActor {
     this.counters[Counter.DROPPED_SETTLEMENTS] += this.unappliedSettlements.length
   }
 
-  private answerSettled(
-    i: number,
-    storedFingerprint: string | undefined,
-    result: unknown,
-    fingerprint: string | undefined,
-    verdicts: Uint8Array,
-    results: unknown[],
-    storedFingerprints: (string | undefined)[],
-  ): void {
-    if (storedFingerprint !== undefined && fingerprint !== undefined && storedFingerprint !== fingerprint) {
-      verdicts[i] = VerdictCode.CONFLICT
-      storedFingerprints[i] = storedFingerprint
-    } else {
-      verdicts[i] = VerdictCode.DUPLICATE
-      results[i] = result
-    }
-  }
-
   /** Held until the record expires in the store: a full TTL after our own commit, the store's remaining time for a DONE key it answered. */
   private remember(key: string, fingerprint: string | undefined, result: unknown, now: number, expiresInMs = this.config.ttlMs): void {
-    if (expiresInMs <= 0) return
-    this.settled?.set(key, { fingerprint, result, expiresAt: now + expiresInMs })
+    this.settled.remember(key, fingerprint, result, now, expiresInMs)
   }
 
-  /**
-   * Each generation spans one TTL, so current + previous remember every key for
-   * at least the dedup window: the filter may forget a key only after its DONE
-   * record could have expired.
-   */
   private rotateBloom(now: number): void {
-    const elapsed = now - this.generationStartedAt
-    if (elapsed < this.config.ttlMs) return
-    const rotations = elapsed >= 2 * this.config.ttlMs ? 2 : 1
-    for (let r = 0; r < rotations; r++) this.bloom.rotate()
+    const rotations = rotateGenerations(this.bloom, this.generationStartedAt, now, this.config.ttlMs)
+    if (rotations === 0) return
     this.counters[Counter.BLOOM_ROTATIONS] += rotations
     this.generationStartedAt = now
   }

@@ -11,6 +11,7 @@ import type { ConsumeCommand, ConsumeReport } from './consume-protocol.js'
 import { percentile, type DemoOptions, type DemoSummary } from './demo.js'
 import { demoStream } from './demo-stream.js'
 import { Progress } from './progress.js'
+import { effectCounts, effectTotals, onInterrupt, ready } from './demo-processes.js'
 
 export interface BullDemoOptions extends DemoOptions {
   /** redis:// URL of the Redis holding the queue, the store records and the effect counts. */
@@ -52,18 +53,9 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
   const queue = new Queue(queueName, { connection: { url: options.redis } })
   const children: Child[] = []
 
-  // Ctrl-C (or SIGTERM) stops the run where it is; `finally` below then
-  // deletes the queue and the run's keys before the error reaches the CLI.
-  let interrupted: NodeJS.Signals | undefined
-  const interrupt = (signal: NodeJS.Signals): void => {
-    interrupted ??= signal
-    for (const child of children) child.process.kill('SIGKILL')
-  }
-  const checkInterrupted = (): void => {
-    if (interrupted !== undefined) throw new DemoInterrupted(interrupted, queueName, prefix)
-  }
-  process.once('SIGINT', interrupt)
-  process.once('SIGTERM', interrupt)
+  // `finally` below deletes the queue and the run's keys before an interruption reaches the CLI.
+  const interruption = onInterrupt(() => children, `queue ${queueName}`, prefix)
+  const checkInterrupted = interruption.check
 
   try {
     await redis.ping()
@@ -72,7 +64,7 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
     for (const message of messages) uniqueKeys = Math.max(uniqueKeys, message.payload!.n + 1)
 
     for (let i = 0; i < options.consumers; i++) children.push(startConsumer(options, queueName, prefix, effectsKey, uniqueKeys))
-    await Promise.all(children.map(ready))
+    await Promise.all(children.map((child, i) => ready(child.process, `consumer process ${i + 1}`)))
     checkInterrupted()
 
     const progress = new Progress(options.messages, 'jobs', !options.json && process.stderr.isTTY === true)
@@ -110,26 +102,13 @@ export async function runBullDemo(options: BullDemoOptions): Promise<DemoSummary
     checkInterrupted() // a step that failed because the run was being stopped: report the interruption
     throw error
   } finally {
-    process.off('SIGINT', interrupt)
-    process.off('SIGTERM', interrupt)
+    interruption.dispose()
     for (const child of children) if (child.process.exitCode === null && child.process.signalCode === null) child.process.kill('SIGKILL')
     await Promise.all(children.map((child) => child.exited))
     await queue.obliterate({ force: true }).catch(() => {})
     await queue.close().catch(() => {})
     await deleteKeysUnder(redis, prefix).catch(() => {})
     redis.disconnect()
-  }
-}
-
-/** The run was stopped by a signal; the CLI exits 128 + its number, as a shell would. */
-export class DemoInterrupted extends Error {
-  constructor(
-    readonly signal: NodeJS.Signals,
-    queue: string,
-    prefix: string,
-  ) {
-    super(`interrupted by ${signal}; deleted the run's queue ${queue} and its keys ${prefix}*`)
-    this.name = 'DemoInterrupted'
   }
 }
 
@@ -158,30 +137,6 @@ function startConsumer(options: BullDemoOptions, queue: string, prefix: string, 
   return entry
 }
 
-function ready(child: Child): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onReport = (report: ConsumeReport): void => {
-      if (report.type !== 'ready') return
-      child.process.off('message', onReport)
-      resolve()
-    }
-    child.process.on('message', onReport)
-    child.process.once('exit', (code, signal) => reject(new Error(`a consumer process exited before it was ready (${signal ?? `code ${code}`})`)))
-  })
-}
-
-/** Effects per unique key, read from the run's hash in pages (HSCAN), so a large run never needs one huge reply. */
-async function effectCounts(redis: Redis, effectsKey: string, uniqueKeys: number): Promise<Uint32Array> {
-  const perKey = new Uint32Array(uniqueKeys)
-  let cursor = '0'
-  do {
-    const [next, fields] = await redis.hscan(effectsKey, cursor, 'COUNT', 10_000)
-    cursor = next
-    for (let i = 0; i < fields.length; i += 2) perKey[Number(fields[i])] = Number(fields[i + 1])
-  } while (cursor !== '0')
-  return perKey
-}
-
 function summarize(
   options: BullDemoOptions,
   uniqueKeys: number,
@@ -192,14 +147,7 @@ function summarize(
   queue: string,
   prefix: string,
 ): DemoSummary {
-  let effects = 0
-  let lost = 0
-  let doubleEffects = 0
-  for (const count of perKey) {
-    effects += count
-    if (count === 0) lost++
-    if (count > 1) doubleEffects += count - 1
-  }
+  const { effects, lost, doubleEffects } = effectTotals(perKey)
   const sum = (pick: (r: (typeof reports)[number]) => number): number => reports.reduce((total, r) => total + pick(r), 0)
   const layer = (field: keyof Omit<LayerStats, 'verdicts'>): number => sum((r) => r.engine[field])
   const latencies = reports.flatMap((r) => r.latencySample).sort((a, b) => a - b)

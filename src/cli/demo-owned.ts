@@ -7,7 +7,7 @@ import type { LayerStats } from '../engine.js'
 import { deleteKeysUnder } from '../store/redis/delete-keys.js'
 import { createStreamProducer, partitionStreamOf } from '../transport/redis-streams/index.js'
 import type { OwnedConsumeReport } from './consume-protocol.js'
-import { DemoInterrupted } from './demo-bullmq.js'
+import { effectCounts, effectTotals, onInterrupt, ready } from './demo-processes.js'
 import type { DemoOptions, DemoSummary } from './demo.js'
 import { demoStream } from './demo-stream.js'
 import { Progress } from './progress.js'
@@ -56,16 +56,9 @@ export async function runOwnedDemo(options: OwnedDemoOptions): Promise<DemoSumma
   // Windows of the kills: entries a victim held unacked when it died (what may run twice).
   let heldAtKills = 0
 
-  let interrupted: NodeJS.Signals | undefined
-  const interrupt = (signal: NodeJS.Signals): void => {
-    interrupted ??= signal
-    for (const m of members) m.process.kill('SIGKILL')
-  }
-  const checkInterrupted = (): void => {
-    if (interrupted !== undefined) throw new DemoInterrupted(interrupted, stream, prefix)
-  }
-  process.once('SIGINT', interrupt)
-  process.once('SIGTERM', interrupt)
+  // `finally` below deletes the run's streams and keys before an interruption reaches the CLI.
+  const interruption = onInterrupt(() => members, `streams ${stream}:p*`, prefix)
+  const checkInterrupted = interruption.check
   const startMember = (uniqueKeys: number): Member => {
     const member = spawnMember(options, `member-${++memberCount}`, stream, prefix, effectsKey, uniqueKeys)
     members.push(member)
@@ -78,7 +71,7 @@ export async function runOwnedDemo(options: OwnedDemoOptions): Promise<DemoSumma
     let uniqueKeys = 0
     for (const message of messages) uniqueKeys = Math.max(uniqueKeys, message.payload!.n + 1)
     for (let i = 0; i < options.consumers; i++) startMember(uniqueKeys)
-    await Promise.all(members.map(ready))
+    await Promise.all(members.map((m) => ready(m.process, m.name)))
     checkInterrupted()
 
     const progress = new Progress(options.messages, 'msgs', !options.json && process.stderr.isTTY === true)
@@ -94,7 +87,8 @@ export async function runOwnedDemo(options: OwnedDemoOptions): Promise<DemoSumma
       killed.push(victim)
       heldAtKills += await pendingOf(redis, stream, victim.name)
       if (!options.json) process.stderr.write(`idem demo: SIGKILLed ${victim.name} (it held ${victim.last!.owned.length} partitions); starting a new member\n`)
-      await ready(startMember(uniqueKeys))
+      const replacement = startMember(uniqueKeys)
+      await ready(replacement.process, replacement.name)
     }
     for (let i = 0; i < messages.length; i += ADD_CHUNK) {
       checkInterrupted()
@@ -130,8 +124,7 @@ export async function runOwnedDemo(options: OwnedDemoOptions): Promise<DemoSumma
     checkInterrupted()
     throw error
   } finally {
-    process.off('SIGINT', interrupt)
-    process.off('SIGTERM', interrupt)
+    interruption.dispose()
     for (const m of members) if (m.process.exitCode === null && m.process.signalCode === null) m.process.kill('SIGKILL')
     await Promise.all(members.map((m) => m.exited))
     await producer.close().catch(() => {})
@@ -166,18 +159,6 @@ function spawnMember(options: OwnedDemoOptions, name: string, stream: string, pr
   return member
 }
 
-function ready(member: Member): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onReport = (report: OwnedConsumeReport): void => {
-      if (report.type !== 'ready') return
-      member.process.off('message', onReport)
-      resolve()
-    }
-    member.process.on('message', onReport)
-    member.process.once('exit', (code, signal) => reject(new Error(`${member.name} exited before it was ready (${signal ?? `code ${code}`})`)))
-  })
-}
-
 /** Pending (read, not acked) and lag (not read) over every partition stream of the run. */
 async function groupState(redis: Redis, stream: string): Promise<{ pending: number; lag: number }> {
   let pending = 0
@@ -204,26 +185,8 @@ async function pendingOf(redis: Redis, stream: string, consumer: string): Promis
   return total
 }
 
-async function effectCounts(redis: Redis, effectsKey: string, uniqueKeys: number): Promise<Uint32Array> {
-  const perKey = new Uint32Array(uniqueKeys)
-  let cursor = '0'
-  do {
-    const [next, fields] = await redis.hscan(effectsKey, cursor, 'COUNT', 10_000)
-    cursor = next
-    for (let i = 0; i < fields.length; i += 2) perKey[Number(fields[i])] = Number(fields[i + 1])
-  } while (cursor !== '0')
-  return perKey
-}
-
 function summarize(options: OwnedDemoOptions, uniqueKeys: number, perKey: Uint32Array, seconds: number, members: Member[], kills: number, heldAtKills: number): DemoSummary {
-  let effects = 0
-  let lost = 0
-  let doubleEffects = 0
-  for (const count of perKey) {
-    effects += count
-    if (count === 0) lost++
-    if (count > 1) doubleEffects += count - 1
-  }
+  const { effects, lost, doubleEffects } = effectTotals(perKey)
   const reports = members.map((m) => m.last).filter((r) => r !== undefined)
   const sum = (pick: (r: (typeof reports)[number]) => number): number => reports.reduce((total, r) => total + pick(r), 0)
   const layer = (field: keyof Omit<LayerStats, 'verdicts'>): number => sum((r) => r.engine[field])

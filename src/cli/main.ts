@@ -204,7 +204,8 @@ async function demo(args: string[]): Promise<number> {
   const options = { messages, dupRate, shards, threads, seed, json: values.json }
   let summary
   if (viaRedis) {
-    const { runBullDemo, DemoInterrupted } = await import('./demo-bullmq.js')
+    const { runBullDemo } = await import('./demo-bullmq.js')
+    const { DemoInterrupted } = await import('./demo-processes.js')
     try {
       summary = owned
         ? await (await import('./demo-owned.js')).runOwnedDemo({ ...options, redis: values.redis!, consumers, killEverySeconds: killEvery })

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { LRUCache } from 'lru-cache'
 import { BloomFilter, bloomGeometry, invalidSnapshot } from '../bloom/bloom-filter.js'
 import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
@@ -8,6 +7,7 @@ import { failureData, type ActorPort } from '../actor/shard-cycle.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type Settlement, type SettleReply, type StepReply } from '../actor/protocol.js'
 import { decodeFingerprint, decodeResult, encodeFingerprint, encodeResult } from '../store/record-codec.js'
 import { CommitCode } from '../store/store.js'
+import { answerSettled, rotateGenerations, SettledKeys } from '../actor/settled-keys.js'
 import type { CommitKey, PartitionCommit, PartitionStore, Snapshot } from './partition-store.js'
 
 /** Group commits a shard keeps out at once: one gathers while the other is out, as the cycle's steps do. */
@@ -81,13 +81,6 @@ class SettleCollector {
   }
 }
 
-/** A settled key held in memory: enough to answer a duplicate without I/O. */
-interface Settled {
-  fingerprint: string | undefined
-  result: unknown
-  expiresAt: number
-}
-
 /**
  * One shard's actor in owned mode (DESIGN.md §5): the partitions of this
  * shard that this member holds, each with its own bloom filter. A "never
@@ -99,7 +92,7 @@ interface Settled {
  */
 export class OwnedShardActor implements ActorPort {
   private readonly owned = new Map<number, OwnedPartition>()
-  private readonly settled: LRUCache<string, Settled> | undefined
+  private readonly settled: SettledKeys
   private readonly counters = new Float64Array(COUNTER_COUNT)
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private batches = 0
@@ -123,8 +116,7 @@ export class OwnedShardActor implements ActorPort {
     /** Told when a group commit finds a partition taken over or set back: the member stops using it. */
     private readonly onLost: (partition: number, epoch: number) => void,
   ) {
-    const lruMax = Math.ceil(config.lru.maxKeys / config.shards)
-    this.settled = lruMax > 0 ? new LRUCache<string, Settled>({ max: lruMax }) : undefined
+    this.settled = new SettledKeys(Math.ceil(config.lru.maxKeys / config.shards))
     this.maxResultBytes = config.store.kind === 'redis' ? config.store.maxResultBytes : Infinity
     this.perPartitionItems = Math.max(1, Math.ceil(config.bloom.expectedItems / config.partitions))
   }
@@ -286,8 +278,8 @@ export class OwnedShardActor implements ActorPort {
           state.open++
           continue
         }
-        const hit = this.settled?.get(keys[i])
-        if (hit !== undefined && hit.expiresAt > now) {
+        const hit = this.settled.get(keys[i], now)
+        if (hit !== undefined) {
           c[Counter.LRU_HITS]++
           answerSettled(i, hit.fingerprint, hit.result, fingerprints[i], verdicts, results, storedFingerprints)
           continue
@@ -591,20 +583,16 @@ export class OwnedShardActor implements ActorPort {
     return new BloomFilter(this.newBloomOptions())
   }
 
-  /** As in strict mode: each generation spans one TTL, so the filter forgets a key only after its record could have expired. */
   private rotateBloom(state: OwnedPartition, now: number): void {
-    const elapsed = now - state.generationStartedAt
-    if (elapsed < this.config.ttlMs) return
-    const rotations = elapsed >= 2 * this.config.ttlMs ? 2 : 1
-    for (let r = 0; r < rotations; r++) state.bloom.rotate()
+    const rotations = rotateGenerations(state.bloom, state.generationStartedAt, now, this.config.ttlMs)
+    if (rotations === 0) return
     this.counters[Counter.BLOOM_ROTATIONS] += rotations
     state.generationStartedAt = now
   }
 
   private remember(key: string, fingerprint: string | undefined, result: unknown, now: number, unknown = false, expiresInMs = this.config.ttlMs): void {
     // An UNKNOWN key is not settled: its deliveries must read the record (and wait for an operator).
-    if (unknown || expiresInMs <= 0) return
-    this.settled?.set(key, { fingerprint, result, expiresAt: now + expiresInMs })
+    if (!unknown) this.settled.remember(key, fingerprint, result, now, expiresInMs)
   }
 
   takeCounters(): Float64Array {
@@ -620,15 +608,6 @@ function notOwner(key: string, partition: number, why: string): ErrorData {
   return { code: ErrorCode.NOT_OWNER, message: `key ${JSON.stringify(key)} is in partition ${partition}, which ${why}; retry later (its owner handles it)` }
 }
 
-function answerSettled(i: number, storedFingerprint: string | undefined, result: unknown, fingerprint: string | undefined, verdicts: Uint8Array, results: unknown[], storedFingerprints: (string | undefined)[]): void {
-  if (storedFingerprint !== undefined && fingerprint !== undefined && storedFingerprint !== fingerprint) {
-    verdicts[i] = VerdictCode.CONFLICT
-    storedFingerprints[i] = storedFingerprint
-  } else {
-    verdicts[i] = VerdictCode.DUPLICATE
-    results[i] = result
-  }
-}
 
 /** Log hashes as (lo, hi) pairs; copied, as a Buffer from the store may not be 4-byte aligned. */
 function hashesOf(bytes: Buffer): Uint32Array {
