@@ -9,6 +9,7 @@ import { decodeFingerprint, decodeResult, encodeFingerprint, encodeResult } from
 import { CommitCode } from '../store/store.js'
 import { answerSettled, rotateGenerations, SettledKeys } from '../actor/settled-keys.js'
 import type { CommitKey, PartitionCommit, PartitionStore, Snapshot } from './partition-store.js'
+import { MAX_PARTITIONS } from './partition-of.js'
 
 /** Group commits a shard keeps out at once: one gathers while the other is out, as the cycle's steps do. */
 const FLUSHES_IN_FLIGHT = 2
@@ -43,19 +44,18 @@ interface OwnedClaims {
 }
 
 /** A settled key waiting for its group commit. */
-interface Pending {
+/** A settled key waiting for its group commit: what the store writes (CommitKey, values encoded), and where its answer goes. */
+interface Pending extends CommitKey {
   partition: number
   epoch: number
-  key: CommitKey
   hashLo: number
   hashHi: number
-  /** Where its answer goes. */
   reply: SettleCollector
   /** Its index in the collector's commit (or unknown) positions. */
   index: number
-  /** A fingerprint for the LRU once durable. */
-  fingerprint: string | undefined
-  result: unknown
+  /** The fingerprint and result as given, for the LRU once durable. */
+  rawFingerprint: string | undefined
+  rawResult: unknown
 }
 
 /** Gathers one settlement's answers as its keys' group commits reply. */
@@ -372,45 +372,51 @@ export class OwnedShardActor implements ActorPort {
     for (const j of s.release) this.closeOne(partitions[j], decided.epochs[j])
 
     const collector = new SettleCollector(s.commit.length, s.unknown.length)
-    const add = (j: number, index: number, unknown: boolean, result: unknown): void => {
-      const p = partitions[j]
-      const epoch = decided.epochs[j]
-      const state = this.owned.get(p)
-      const fingerprint = batch.fingerprints[j]
-      if (state === undefined || state.epoch !== epoch) {
-        // Lost (and perhaps taken again) since the key was decided: refused here, as the store would.
-        this.refuse(collector, index, unknown, {
-          code: ErrorCode.LEASE_LOST,
-          message: `handler finished for key ${JSON.stringify(batch.keys[j])}, but partition ${p} was lost since it was decided (epoch ${epoch}): the commit was refused and the effect is not recorded; the partition's owner may run it`,
-        })
-        return
-      }
-      let encoded = ''
-      if (!unknown && this.config.keepResults) {
-        const text = encodeResult(result, this.maxResultBytes)
-        if (typeof text === 'string') encoded = text
-        else if (text !== null) collector.committed[index] = text
-      }
-      this.pending.push({
-        partition: p,
-        epoch,
-        key: { key: batch.keys[j], fingerprint: encodeFingerprint(fingerprint) ?? '', result: unknown ? '' : encoded, unknown },
-        hashLo: batch.hashes[2 * j],
-        hashHi: batch.hashes[2 * j + 1],
-        reply: collector,
-        index,
-        fingerprint,
-        result: encoded === '' ? undefined : result,
-      })
-    }
-    for (let k = 0; k < s.commit.length; k++) add(s.commit[k], k, false, s.commitResults?.[k])
-    for (let k = 0; k < s.unknown.length; k++) add(s.unknown[k], k, true, undefined)
+    for (let k = 0; k < s.commit.length; k++) this.enqueue(decided, s.commit[k], collector, k, false, s.commitResults?.[k])
+    for (let k = 0; k < s.unknown.length; k++) this.enqueue(decided, s.unknown[k], collector, k, true, undefined)
     this.scheduleFlush()
     await collector.done
     const reply: SettleReply = { committed: collector.committed, marked: collector.marked, counters: this.takeCounters() }
     if (collector.storeError !== undefined) reply.storeError = collector.storeError
     if (collector.commitErrors !== undefined) reply.commitErrors = collector.commitErrors
     return reply
+  }
+
+  /** One settled position of a decided batch, into the next group commit (or refused here when its partition moved since). */
+  private enqueue(decided: OwnedClaims, j: number, collector: SettleCollector, index: number, unknown: boolean, result: unknown): void {
+    const { batch } = decided
+    const p = batch.partitions![j]
+    const epoch = decided.epochs[j]
+    const state = this.owned.get(p)
+    if (state === undefined || state.epoch !== epoch) {
+      // Lost (and perhaps taken again) since the key was decided: refused here, as the store would.
+      this.refuse(collector, index, unknown, {
+        code: ErrorCode.LEASE_LOST,
+        message: `handler finished for key ${JSON.stringify(batch.keys[j])}, but partition ${p} was lost since it was decided (epoch ${epoch}): the commit was refused and the effect is not recorded; the partition's owner may run it`,
+      })
+      return
+    }
+    let encoded = ''
+    if (!unknown && this.config.keepResults) {
+      const text = encodeResult(result, this.maxResultBytes)
+      if (typeof text === 'string') encoded = text
+      else if (text !== null) collector.committed[index] = text
+    }
+    const rawFingerprint = batch.fingerprints[j]
+    this.pending.push({
+      key: batch.keys[j],
+      fingerprint: rawFingerprint === undefined ? '' : (encodeFingerprint(rawFingerprint) as string),
+      result: encoded,
+      unknown,
+      partition: p,
+      epoch,
+      hashLo: batch.hashes[2 * j],
+      hashHi: batch.hashes[2 * j + 1],
+      reply: collector,
+      index,
+      rawFingerprint,
+      rawResult: encoded === '' ? undefined : result,
+    })
   }
 
   private refuse(collector: SettleCollector, index: number, unknown: boolean, error: ErrorData): void {
@@ -466,20 +472,24 @@ export class OwnedShardActor implements ActorPort {
   }
 
   private async groupCommit(batch: Pending[]): Promise<void> {
-    const byPartition = new Map<string, { part: PartitionCommit; members: Pending[]; hashes: number[] }>()
+    // By partition and epoch (one epoch per partition but for a partition lost and taken again between a settle and its flush).
+    const byPartition = new Map<number, { part: PartitionCommit; members: Pending[] }>()
     for (const item of batch) {
-      const id = `${item.partition}/${item.epoch}`
+      const id = item.epoch * MAX_PARTITIONS + item.partition
       let group = byPartition.get(id)
-      if (group === undefined) {
-        group = { part: { partition: item.partition, epoch: item.epoch, token: `p${item.partition}e${item.epoch}`, keys: [], hashes: Buffer.alloc(0) }, members: [], hashes: [] }
-        byPartition.set(id, group)
-      }
-      group.part.keys.push(item.key)
+      if (group === undefined) byPartition.set(id, (group = { part: { partition: item.partition, epoch: item.epoch, token: `p${item.partition}e${item.epoch}`, keys: [], hashes: EMPTY }, members: [] }))
       group.members.push(item)
-      group.hashes.push(item.hashLo, item.hashHi)
     }
     const groups = [...byPartition.values()]
-    for (const group of groups) group.part.hashes = Buffer.from(new Uint32Array(group.hashes).buffer)
+    for (const { part, members } of groups) {
+      const hashes = new Uint32Array(2 * members.length)
+      for (let k = 0; k < members.length; k++) {
+        hashes[2 * k] = members[k].hashLo
+        hashes[2 * k + 1] = members[k].hashHi
+      }
+      part.keys = members
+      part.hashes = Buffer.from(hashes.buffer)
+    }
     this.counters[Counter.STORE_OPERATIONS]++
     this.counters[Counter.GROUP_COMMITS]++
     let replies
@@ -508,9 +518,9 @@ export class OwnedShardActor implements ActorPort {
       if (reply.status === 'ok') {
         if (state !== undefined && state.epoch === part.epoch) state.logId = maxLogId(state.logId, reply.logId)
         for (const item of members) {
-          this.remember(item.key.key, item.fingerprint, item.result, now, item.key.unknown)
+          this.remember(item.key, item.rawFingerprint, item.rawResult, now, item.unknown)
           if (item.reply === detached) continue
-          if (item.key.unknown) item.reply.marked[item.index] = 1
+          if (item.unknown) item.reply.marked[item.index] = 1
           else if (item.reply.committed[item.index] === CommitCode.REFUSED) item.reply.committed[item.index] = CommitCode.COMMITTED
           this.closeOne(part.partition, part.epoch)
           item.reply.answered()
@@ -524,7 +534,7 @@ export class OwnedShardActor implements ActorPort {
       for (const item of members) {
         if (item.reply === detached) continue
         this.closeOne(part.partition, part.epoch)
-        this.refuse(item.reply, item.index, item.key.unknown, { code: error.code, message: `key ${JSON.stringify(item.key.key)}: ${error.message}` })
+        this.refuse(item.reply, item.index, item.unknown, { code: error.code, message: `key ${JSON.stringify(item.key)}: ${error.message}` })
       }
       if (state !== undefined && state.epoch === part.epoch) this.onLost(part.partition, part.epoch)
     }
@@ -539,7 +549,7 @@ export class OwnedShardActor implements ActorPort {
       }
       // Their answers went out already: a retry answers nobody.
       this.unflushed.push({ ...item, reply: detached })
-      this.unflushedKeys.add(item.key.key)
+      this.unflushedKeys.add(item.key)
     }
     if (this.retryTimer === undefined) {
       this.retryTimer = setTimeout(() => {
@@ -603,6 +613,7 @@ export class OwnedShardActor implements ActorPort {
 }
 
 const detached = new SettleCollector(0, 0)
+const EMPTY = Buffer.alloc(0)
 
 function notOwner(key: string, partition: number, why: string): ErrorData {
   return { code: ErrorCode.NOT_OWNER, message: `key ${JSON.stringify(key)} is in partition ${partition}, which ${why}; retry later (its owner handles it)` }
