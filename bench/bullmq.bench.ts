@@ -330,7 +330,7 @@ async function measure(admin: Redis, variant: Variant, load: Load, prefix: strin
       await warmEngine(engine)
       const consumer = createConsumer<JobData, void>({ queue: queue.name, connection, engine, handler: effect, keyOf: (job) => job.data.key, concurrency, autorun: false })
       cleanups.unshift(() => consumer.close())
-      worker = consumer.worker
+      worker = consumer.worker!
     }
     await worker.waitUntilReady()
     let completed = 0

@@ -547,7 +547,7 @@ describe('options', () => {
     const q = queue()
     const e = await engine(undefined, { leaseMs: 45_000 })
     const c = consumer({ queue: q.name, connection, engine: e, handler: () => 1, keyOf: () => 'k', autorun: false, maxStalledCount: 3 })
-    expect(c.worker.opts).toMatchObject({ concurrency: 256, lockDuration: 45_000, maxStalledCount: 3, autorun: false })
+    expect(c.worker!.opts).toMatchObject({ concurrency: 256, lockDuration: 45_000, maxStalledCount: 3, autorun: false })
   })
 
   it('progress events carry the stats; close() drains active jobs and is safe twice', async () => {

@@ -1,8 +1,10 @@
 import { EventEmitter } from 'node:events'
-import { RedisQueueBackend, Worker } from 'bullmq'
+import { Queue, RedisQueueBackend, Worker } from 'bullmq'
 import { Redis } from 'ioredis'
 import { idemProcessor, warnUnconfirmed, type IdemProcessor, type ProcessorStats } from './processor.js'
-import { resolveConsumerOptions, type ConsumerOptions, type JobSettlement, type UnconfirmedCommit } from './options.js'
+import { resolveConsumerOptions, type ConsumerConfig, type ConsumerOptions, type JobSettlement, type UnconfirmedCommit } from './options.js'
+import { partitionQueueOf, recordPartitions } from './partitioned-queue.js'
+import type { PartitionChange } from '../../owned/membership.js'
 
 /** A consumer's counts: the processor's, plus what its Worker saw. */
 export interface ConsumerStats extends ProcessorStats {
@@ -25,22 +27,33 @@ export interface ConsumerEvents {
 
 /**
  * A ready idempotent consumer: a BullMQ Worker running idemProcessor, with a
- * concurrency high enough for the engine to batch, and counts.
+ * concurrency high enough for the engine to batch, and counts. With an owned
+ * engine (README "Owned mode"), one Worker per partition queue the engine
+ * owns (`${queue}-p${i}`), started as partitions are acquired and closed
+ * (their active jobs settled) as they are handed over or lost.
  */
 export class Consumer<D = unknown, R = unknown> extends EventEmitter<ConsumerEvents> {
-  readonly worker: Worker<D, R | undefined>
+  /** The Worker, in strict mode; undefined in owned mode, whose Workers come and go with the partitions (`partitionWorkers()`). */
+  readonly worker: Worker<D, R | undefined> | undefined
   private readonly processor: IdemProcessor<D, R>
+  private readonly config: ConsumerConfig<D, R>
+  /** Owned mode: the Worker of each partition this consumer runs. */
+  private readonly owned = new Map<number, Worker<D, R | undefined>>()
+  private readonly closingWorkers = new Set<Promise<void>>()
+  private readonly onPartitions: ((change: PartitionChange) => void) | undefined
+  private readonly ready: Promise<void>
   private stalled = 0
   private workerErrors = 0
   private settledSinceProgress = 0
   private readonly timer: NodeJS.Timeout
   private closing: Promise<void> | undefined
-  /** Whether commits ride the Worker's connection (README, BullMQ): known once the Worker has connected. */
+  /** Whether commits ride the Worker's connection (README, BullMQ): known once the Worker has connected. Never in owned mode. */
   commitsRide = false
 
   constructor(options: ConsumerOptions<D, R>) {
     super()
     const config = resolveConsumerOptions(options)
+    this.config = config
     const { onSettled, onCommitUnconfirmed } = config.processor
     this.processor = idemProcessor<D, R>(config.engine, config.handler, {
       ...config.processor,
@@ -55,19 +68,32 @@ export class Consumer<D = unknown, R = unknown> extends EventEmitter<ConsumerEve
         this.emit('commitUnconfirmed', commit)
       },
     })
-    this.worker = new Worker<D, R | undefined>(config.queue, this.processor, config.worker)
-    // The connection BullMQ completes jobs on (RedisQueueBackend.client): commits ride it when the engine's store is on the same Redis.
-    if (this.worker.backend instanceof RedisQueueBackend) {
-      this.worker.backend.client.then(
-        (client) => void (this.commitsRide = client instanceof Redis && this.processor.carryCommitsOn(client)),
-        () => {}, // a Worker that cannot connect reports it through its own error event; commits then stay awaited
-      )
+    if (config.engine.config.mode === 'owned') {
+      this.worker = undefined
+      const { engine } = config
+      // The partition count is checked before any Worker runs: a mismatch would run jobs on queues their owners do not own.
+      this.ready = this.checkPartitions().then(() => {
+        if (this.closing !== undefined) return
+        for (const partition of engine.ownedPartitions()) this.startWorker(partition)
+        engine.on('partitions', this.onPartitions!)
+      })
+      this.ready.catch(() => {}) // reported by waitUntilReady()
+      this.onPartitions = ({ acquired, lost }) => {
+        if (this.closing !== undefined) return
+        for (const partition of lost) this.stopWorker(partition)
+        for (const partition of acquired) this.startWorker(partition)
+      }
+    } else {
+      this.worker = this.newWorker(config.queue)
+      // The connection BullMQ completes jobs on (RedisQueueBackend.client): commits ride it when the engine's store is on the same Redis.
+      if (this.worker.backend instanceof RedisQueueBackend) {
+        this.worker.backend.client.then(
+          (client) => void (this.commitsRide = client instanceof Redis && this.processor.carryCommitsOn(client)),
+          () => {}, // a Worker that cannot connect reports it through its own error event; commits then stay awaited
+        )
+      }
+      this.ready = Promise.resolve()
     }
-    this.worker.on('stalled', () => void this.stalled++)
-    this.worker.on('error', (error) => {
-      this.workerErrors++
-      if (this.listenerCount('error') > 0) this.emit('error', error)
-    })
     this.timer = setInterval(() => {
       if (this.settledSinceProgress === 0) return
       this.settledSinceProgress = 0
@@ -80,26 +106,71 @@ export class Consumer<D = unknown, R = unknown> extends EventEmitter<ConsumerEve
     return { ...this.processor.stats(), stalled: this.stalled, workerErrors: this.workerErrors }
   }
 
-  /** Resolves once the Worker is connected and taking jobs. */
-  waitUntilReady(): Promise<void> {
-    return this.worker.waitUntilReady().then(() => undefined)
+  /** Owned mode: the partitions this consumer runs a Worker for now, sorted. */
+  partitionWorkers(): number[] {
+    return [...this.owned.keys()].sort((a, b) => a - b)
+  }
+
+  /** Resolves once the Worker is connected and taking jobs (owned mode: once the partition count is checked and the owned partitions' Workers are connected); rejects with PARTITIONS_MISMATCH on another count. */
+  async waitUntilReady(): Promise<void> {
+    await this.ready
+    if (this.worker !== undefined) await this.worker.waitUntilReady()
+    else await Promise.all([...this.owned.values()].map((worker) => worker.waitUntilReady()))
   }
 
   /**
    * Stops taking jobs and waits for the active ones to settle (their commits
-   * included), then closes the Worker's connections. The engine stays open: it
+   * included), then closes the Workers' connections. The engine stays open: it
    * is the caller's. Safe to call twice.
    */
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
-        await this.worker.close()
+        if (this.onPartitions !== undefined) this.config.engine.off('partitions', this.onPartitions)
+        await this.ready.catch(() => {})
+        for (const partition of [...this.owned.keys()]) this.stopWorker(partition)
+        await Promise.all([this.worker?.close(), ...this.closingWorkers])
       } finally {
         clearInterval(this.timer)
         this.emit('progress', this.stats())
       }
     })()
     return this.closing
+  }
+
+  private newWorker(queue: string): Worker<D, R | undefined> {
+    const worker = new Worker<D, R | undefined>(queue, this.processor, this.config.worker)
+    worker.on('stalled', () => void this.stalled++)
+    worker.on('error', (error) => {
+      this.workerErrors++
+      if (this.listenerCount('error') > 0) this.emit('error', error)
+    })
+    return worker
+  }
+
+  private startWorker(partition: number): void {
+    if (this.owned.has(partition)) return
+    this.owned.set(partition, this.newWorker(partitionQueueOf(this.config.queue, partition)))
+  }
+
+  /** Its active jobs settle as their outcomes say (BullMQ's close waits for them); the partition's next owner takes what waits. */
+  private stopWorker(partition: number): void {
+    const worker = this.owned.get(partition)
+    if (worker === undefined) return
+    this.owned.delete(partition)
+    const closing = worker.close().finally(() => this.closingWorkers.delete(closing))
+    this.closingWorkers.add(closing)
+  }
+
+  private async checkPartitions(): Promise<void> {
+    const { queue, engine, worker } = this.config
+    const probe = new Queue(partitionQueueOf(queue, 0), { connection: worker.connection, ...(worker.prefix === undefined ? {} : { prefix: worker.prefix }) })
+    try {
+      const client = (await probe.backend.client) as unknown as Redis
+      await recordPartitions(client, queue, worker.prefix, engine.config.partitions, "this consumer's engine")
+    } finally {
+      await probe.close()
+    }
   }
 }
 

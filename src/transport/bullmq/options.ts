@@ -111,12 +111,21 @@ export interface ConsumerOptions<D = unknown, R = unknown> extends IdemProcessor
   /**
    * BullMQ's job lock, in ms; at least the engine's leaseMs, so that when BullMQ
    * hands a stalled job to another consumer, the dead owner's claim has lapsed
-   * too and the redelivery can claim it at once.
-   * @default max(30000, engine.config.leaseMs)
+   * too and the redelivery can claim it at once. In owned mode, at least
+   * ownership.leaseMs: a dead member's jobs come back as its partitions move.
+   * @default max(30000, engine.config.leaseMs); owned mode: engine.config.ownership.leaseMs
    */
   lockDuration?: number
   /** How often the `progress` event fires while jobs are being settled, in ms. @default 1000 */
   progressIntervalMs?: number
+  /**
+   * The engine's mode, said again where the consumer is made, so a consumer
+   * written for owned mode fails loudly on a strict engine (and the other way
+   * round). Left out, the consumer follows the engine: with an owned engine
+   * it runs one Worker per owned partition queue (`${queue}-p${i}`), each with
+   * this `concurrency`.
+   */
+  mode?: 'strict' | 'owned'
 }
 
 /** Processor options after defaults and validation. */
@@ -168,7 +177,7 @@ export interface ConsumerConfig<D, R> {
 }
 
 /** The options createConsumer takes for itself; every other one is BullMQ's and goes to its Worker. */
-const idemFields = fieldsOf<IdemProcessorOptions & Pick<ConsumerOptions, 'queue' | 'engine' | 'handler' | 'progressIntervalMs'>>({
+const idemFields = fieldsOf<IdemProcessorOptions & Pick<ConsumerOptions, 'queue' | 'engine' | 'handler' | 'progressIntervalMs' | 'mode'>>({
   queue: true,
   engine: true,
   handler: true,
@@ -179,6 +188,7 @@ const idemFields = fieldsOf<IdemProcessorOptions & Pick<ConsumerOptions, 'queue'
   onSettled: true,
   onCommitUnconfirmed: true,
   progressIntervalMs: true,
+  mode: true,
 })
 
 /** Validates createConsumer's options once; throws one ConfigError naming every bad field. */
@@ -191,10 +201,17 @@ export function resolveConsumerOptions<D, R>(options: ConsumerOptions<D, R>): Co
   if (connection === null || typeof connection !== 'object') o.mustBe('connection', 'BullMQ connection options or an ioredis client')
   const concurrency = o.integer('concurrency', defaults.concurrency, 1, 65_536)
   const engine = o.value('engine')
-  const leaseMs = isEngine(engine) ? engine.config.leaseMs : 0
-  const lockDuration = o.integer('lockDuration', Math.max(defaults.lockDurationMs, leaseMs), 1, 2 ** 31 - 1)
-  if (lockDuration < leaseMs) o.mustBe('lockDuration', `at least the engine's leaseMs (${leaseMs}), so that a stalled job is redelivered only after its claim lapsed`)
+  const owned = isEngine(engine) && engine.config.mode === 'owned'
+  // Owned mode has no key leases: a dead member's jobs come back once their lock lapses, as its partitions move after ownership.leaseMs.
+  const leaseMs = !isEngine(engine) ? 0 : owned ? engine.config.ownership.leaseMs : engine.config.leaseMs
+  const lockDuration = o.integer('lockDuration', owned ? leaseMs : Math.max(defaults.lockDurationMs, leaseMs), 1, 2 ** 31 - 1)
+  if (lockDuration < leaseMs) o.mustBe('lockDuration', owned ? `at least the engine's ownership.leaseMs (${leaseMs}), so that a stalled job comes back only once its partition could have moved` : `at least the engine's leaseMs (${leaseMs}), so that a stalled job is redelivered only after its claim lapsed`)
   const progressIntervalMs = o.integer('progressIntervalMs', defaults.progressIntervalMs, 10, 3_600_000)
+  if (o.has('mode')) {
+    const mode = o.oneOf('mode', ['strict', 'owned'], 'strict')
+    if (isEngine(engine) && engine.config.mode !== mode) o.mustBe('mode', `the engine's mode ('${engine.config.mode}'), as the consumer runs the engine's partitions in owned mode and one queue in strict mode`)
+  }
+  if (o.has('queue') && isEngine(engine) && engine.config.mode === 'owned' && queue.includes(':')) o.mustBe('queue', 'a name without ":" in owned mode (partition queues are `${queue}-p${i}`; BullMQ refuses ":")')
   o.check()
 
   const worker: Record<string, unknown> = {}
