@@ -108,6 +108,8 @@ export interface ChildMember {
   /** Its consumer's and engine's counts, as it last reported them. */
   stats: Record<string, number>
   engine: { fencedWrites: number; notOwned: number }
+  /** Its resident set size, first and last reported (bytes). */
+  rss: { first: number; last: number }
 }
 
 export interface ChildOptions {
@@ -129,11 +131,15 @@ export function startChild(s: PartitionedStream, memberId: string, options: Chil
   const child = fork(fixture, args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
   children.add(child)
   child.on('exit', () => children.delete(child))
-  const handle: ChildMember = { id: memberId, process: child, owned: [], stats: {}, engine: { fencedWrites: 0, notOwned: 0 } }
-  child.on('message', (message: { owned?: number[]; stats?: Record<string, number>; engine?: ChildMember['engine'] }) => {
+  const handle: ChildMember = { id: memberId, process: child, owned: [], stats: {}, engine: { fencedWrites: 0, notOwned: 0 }, rss: { first: 0, last: 0 } }
+  child.on('message', (message: { owned?: number[]; stats?: Record<string, number>; engine?: ChildMember['engine']; rss?: number }) => {
     if (message.owned !== undefined) handle.owned = message.owned
     if (message.stats !== undefined) handle.stats = message.stats
     if (message.engine !== undefined) handle.engine = message.engine
+    if (message.rss !== undefined) {
+      if (handle.rss.first === 0) handle.rss.first = message.rss
+      handle.rss.last = message.rss
+    }
   })
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`member ${memberId} not ready after ${STALL_MS / 1000} s`)), STALL_MS)
