@@ -53,10 +53,10 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { createEngine } from '../src/engine.js'
 import type { Message } from '../src/message.js'
-import { createStreamConsumer } from '../src/transport/redis-streams/index.js'
-import { entriesOfRead, type StreamEntry } from '../src/transport/redis-streams/entry.js'
+import { createStreamConsumer, createStreamProducer, partitionStreamOf } from '../src/transport/redis-streams/index.js'
+import { entriesOfRead, partsOfRead, type StreamEntry } from '../src/transport/redis-streams/entry.js'
 import { defaults } from '../src/transport/redis-streams/options.js'
-import { formatRatio, markUnclean, median, progress, shortRate, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { formatRatio, markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
 import { cpuMeter, type CpuPerItem } from './dup-stream.js'
 import { seededRandom } from './fresh-keys.js'
@@ -70,6 +70,8 @@ const DUP_RATE = 0.3
 /** A few CJK keys, as a service with some Chinese and Japanese tenants has. */
 const CJK_SHARE = 0.1
 const SHARDS = 8
+/** Owned mode: partition streams of the owned table (one member owns them all). */
+const PARTITIONS = 64
 /** No entry acked for this long means a consumer is stuck, not slow. */
 const STALL_MS = 30_000
 /** Shortest and longest simulated I/O, in ms. */
@@ -191,13 +193,16 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
     admin.disconnect()
   }
 
+  const owned = await ownedPairs(options, checks)
+
   const find = (kind: HandlerKind, setting: Setting, side: Side): Run[] => runs.get(cases.find((c) => c.kind === kind && c.setting === setting && c.side === side)!)!
   const ratiosOf = (kind: HandlerKind, setting: Setting): number[] => {
     const raw = find(kind, setting, 'raw')
     return find(kind, setting, 'idem').map((idem, i) => idem.rate / raw[i].rate)
   }
   const tables = KINDS.map((kind) => pairTable(kind, entriesOf(kind), settings, find, ratiosOf))
-  const targets: Target[] = []
+  tables.push(owned.table)
+  const targets: Target[] = [owned.target]
   if (settings.includes(DEFAULTS)) {
     for (const kind of KINDS) {
       const ratio = median(ratiosOf(kind, DEFAULTS))
@@ -448,4 +453,147 @@ async function engineOnly(admin: Redis, bodies: readonly string[], setting: Sett
   const cpu = await meter(bodies.length)
   await engine.close()
   return { rate, cpu, ...tally(effects) }
+}
+
+/**
+ * Owned mode (issue 13): the same traffic on PARTITIONS partition streams
+ * (createStreamProducer), read by a raw consumer that XREADGROUPs all of them
+ * at once with the same COUNT per call (split among the streams, as the owned
+ * consumer splits it) and the same batches in flight, and by idem's owned
+ * consumer whose engine is the only member of its group (it owns every
+ * partition). Runs alternate raw and idem; the ratio is the median of each
+ * run's idem/raw.
+ */
+async function ownedPairs(options: SuiteOptions, checks: Check[]): Promise<{ table: BenchTable; target: Target }> {
+  const admin = new Redis(URL_)
+  const prefix = `idem-bench-streams-owned:${randomUUID()}:`
+  const entries = options.quick ? HANDLERS.trivial.entries / 5 : HANDLERS.trivial.entries
+  const rates = { raw: [] as number[], idem: [] as number[] }
+  const ratios: number[] = []
+  try {
+    for (let run = 0; run < RUNS; run++) {
+      const load = makeLoad(`${prefix}s${run}`, entries, run, false)
+      progress(SUITE, `owned run ${run + 1}/${RUNS}: filling ${PARTITIONS} partition streams with ${entries.toLocaleString('en-US')} entries`)
+      const producer = createStreamProducer({ stream: load.stream, partitions: PARTITIONS, connection: admin, keyOf: (entry) => (JSON.parse(entry.fields.body) as Body).key })
+      for (let i = 0; i < load.bodies.length; i += 2000) await producer.addMany(load.bodies.slice(i, i + 2000).map((body) => ({ body })))
+      await producer.close()
+      const pair: Partial<Record<'raw' | 'idem', Run>> = {}
+      for (const side of run % 2 === 0 ? (['raw', 'idem'] as const) : (['idem', 'raw'] as const)) {
+        progress(SUITE, `owned run ${run + 1}/${RUNS}: ${side}`)
+        const counter = effectCounter(undefined)
+        const result = side === 'raw' ? await rawPartitioned(admin, load.stream, `g-${side}`, DEFAULTS, entries, counter) : await idemOwned(admin, load.stream, `g-${side}`, DEFAULTS, entries, `${prefix}idem${run}:`, counter)
+        pair[side] = result
+        rates[side].push(result.rate)
+        progress(SUITE, `  ${shortRate(result.rate)} msgs/s, CPU per entry: node ${result.cpu.node.toFixed(1)} µs, redis ${result.cpu.redis.toFixed(1)} µs`)
+        checks.push({
+          name: `owned streams, ${side}, run ${run + 1}: ${side === 'raw' ? 'one effect per entry' : 'one effect per unique key'}`,
+          ok: side === 'raw' ? result.effects === entries : result.keys === load.unique && result.doubles === 0,
+          detail: side === 'raw' ? `${result.effects} effects for ${entries} entries` : `${result.keys} keys run for ${load.unique} unique keys${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}`,
+        })
+      }
+      ratios.push(pair.idem!.rate / pair.raw!.rate)
+      await deleteKeysUnder(admin, prefix)
+    }
+  } finally {
+    await deleteKeysUnder(admin, prefix)
+    admin.disconnect()
+  }
+  const ratio = median(ratios)
+  const table = withRatios({
+    title: `Redis Streams in owned mode, trivial handler, ${entries.toLocaleString('en-US')} entries with ${Math.round(DUP_RATE * 100)}% duplicates on ${PARTITIONS} partition streams, same COUNT and batches in flight: msgs/s`,
+    baseline: 'raw XREADGROUP/XACK over the partition streams',
+    ratioOf: 'rate',
+    columns: [
+      { key: 'runs', title: `msgs/s of ${RUNS} runs` },
+      { key: 'rate', title: 'msgs/s (median)' },
+    ],
+    rows: [
+      { label: 'raw XREADGROUP/XACK over the partition streams', values: { runs: rates.raw.map(shortRate).join(' / '), rate: median(rates.raw) } },
+      { label: `idem owned consumer (${PARTITIONS} partitions on ${SHARDS} shards, one member)`, values: { runs: rates.idem.map(shortRate).join(' / '), rate: median(rates.idem) } },
+    ],
+    notes: [
+      `${settingName(DEFAULTS, false)} both, COUNT split among the streams read; the raw consumer runs the handler for every entry, idem once per key; ratio of each run's pair: ${ratios.map(formatRatio).join(' / ')}`,
+    ],
+  })
+  const target: Target = {
+    name: `Redis Streams in owned mode vs raw XREADGROUP/XACK over the same partition streams, trivial handler`,
+    goal: '>= 0.9x',
+    measured: `${ratio.toFixed(2)}x (${shortRate(median(rates.idem))} vs ${shortRate(median(rates.raw))} msgs/s)`,
+    met: ratio >= 0.9,
+  }
+  return { table, target }
+}
+
+/** The raw consumer of rawConsumer over every partition stream at once: one XREADGROUP of all, one XACK per stream of a batch. */
+async function rawPartitioned(admin: Redis, stream: string, group: string, setting: Setting, total: number, counter: EffectCounter): Promise<Run> {
+  const reader = new Redis(URL_)
+  const commands = new Redis(URL_)
+  const streams = Array.from({ length: PARTITIONS }, (_, p) => partitionStreamOf(stream, p))
+  for (const s of streams) await commands.xgroup('CREATE', s, group, '0', 'MKSTREAM')
+  const perStream = Math.max(1, Math.ceil(setting.count / PARTITIONS))
+  let taken = 0
+  const inFlight = new Set<Promise<void>>()
+  const meter = await cpuMeter(admin)
+  const started = performance.now()
+  while (taken < total) {
+    while (inFlight.size >= setting.batchesInFlight) await Promise.race(inFlight)
+    const parts = partsOfRead(await reader.call('XREADGROUP', 'GROUP', group, 'raw', 'COUNT', perStream, 'BLOCK', 1000, 'STREAMS', ...streams, ...streams.map(() => '>')))
+    if (parts.length === 0) continue
+    const acks: Promise<unknown>[] = []
+    for (const part of parts) {
+      taken += part.entries.length
+      for (const entry of part.entries) counter.handler(entry)
+      acks.push(commands.call('XACK', part.stream, group, ...part.entries.map((e) => e.id)))
+    }
+    const batch: Promise<void> = Promise.all(acks).then(() => void inFlight.delete(batch))
+    inFlight.add(batch)
+  }
+  await Promise.all(inFlight)
+  const rate = total / ((performance.now() - started) / 1000)
+  const cpu = await meter(total)
+  reader.disconnect()
+  commands.disconnect()
+  return { rate, cpu, ...tally(counter.effects) }
+}
+
+/** idem's owned consumer, its engine alone in its group (so it owns every partition), until every entry is acked. */
+async function idemOwned(admin: Redis, stream: string, group: string, setting: Setting, total: number, storePrefix: string, counter: EffectCounter): Promise<Run> {
+  const engine = await createEngine({ mode: 'owned', partitions: PARTITIONS, shards: SHARDS, group: 'bench', store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
+  await warmEngine(engine)
+  // Timed from before the consumer exists, as idemConsumer is: it starts reading at once.
+  const meter = await cpuMeter(admin)
+  const started = performance.now()
+  const consumer = createStreamConsumer({
+    stream,
+    group,
+    consumer: 'idem',
+    engine,
+    handler: counter.handler,
+    keyOf: (entry) => (JSON.parse(entry.fields.body) as Body).key,
+    count: setting.count,
+    batchesInFlight: setting.batchesInFlight,
+  })
+  let lastAcked = 0
+  let lastProgress = performance.now()
+  await new Promise<void>((resolve, reject) => {
+    const poll = setInterval(() => {
+      const { acked, deadLettered } = consumer.stats()
+      if (acked + deadLettered >= total) {
+        clearInterval(poll)
+        resolve()
+      } else if (acked !== lastAcked) {
+        lastAcked = acked
+        lastProgress = performance.now()
+      } else if (performance.now() - lastProgress > STALL_MS) {
+        clearInterval(poll)
+        reject(new Error(`the owned streams consumer acked nothing for ${STALL_MS / 1000} s (${acked} of ${total} acked)`))
+      }
+    }, 2)
+  })
+  const rate = total / ((performance.now() - started) / 1000)
+  const cpu = await meter(total)
+  await consumer.close()
+  const closed = await Promise.race([engine.close().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 10_000).unref())])
+  if (!closed) markUnclean()
+  return { rate, cpu, ...tally(counter.effects) }
 }
