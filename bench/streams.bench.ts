@@ -390,8 +390,14 @@ async function rawConsumer(admin: Redis, stream: string, group: string, setting:
   return { rate, cpu, ...tally(counter.effects) }
 }
 
-async function idemConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, storePrefix: string, counter: EffectCounter): Promise<Run> {
-  const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
+/** idem's consumer until every entry is acked; `owned`: an owned engine alone in its group (it owns every partition), reading the partition streams. */
+async function idemConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, storePrefix: string, counter: EffectCounter, owned = false): Promise<Run> {
+  const engine = await createEngine({
+    shards: SHARDS,
+    store: { kind: 'redis', url: URL_, prefix: storePrefix },
+    bloom: { expectedItems: total * 2 },
+    ...(owned ? { mode: 'owned' as const, partitions: PARTITIONS, group: 'bench' } : {}),
+  })
   await warmEngine(engine)
   const meter = await cpuMeter(admin)
   const started = performance.now()
@@ -481,7 +487,7 @@ async function ownedPairs(options: SuiteOptions, checks: Check[]): Promise<{ tab
       for (const side of run % 2 === 0 ? (['raw', 'idem'] as const) : (['idem', 'raw'] as const)) {
         progress(SUITE, `owned run ${run + 1}/${RUNS}: ${side}`)
         const counter = effectCounter(undefined)
-        const result = side === 'raw' ? await rawPartitioned(admin, load.stream, `g-${side}`, DEFAULTS, entries, counter) : await idemOwned(admin, load.stream, `g-${side}`, DEFAULTS, entries, `${prefix}idem${run}:`, counter)
+        const result = side === 'raw' ? await rawPartitioned(admin, load.stream, `g-${side}`, DEFAULTS, entries, counter) : await idemConsumer(admin, load.stream, `g-${side}`, DEFAULTS, entries, `${prefix}idem${run}:`, counter, true)
         pair[side] = result
         rates[side].push(result.rate)
         progress(SUITE, `  ${shortRate(result.rate)} msgs/s, CPU per entry: node ${result.cpu.node.toFixed(1)} µs, redis ${result.cpu.redis.toFixed(1)} µs`)
@@ -553,47 +559,5 @@ async function rawPartitioned(admin: Redis, stream: string, group: string, setti
   const cpu = await meter(total)
   reader.disconnect()
   commands.disconnect()
-  return { rate, cpu, ...tally(counter.effects) }
-}
-
-/** idem's owned consumer, its engine alone in its group (so it owns every partition), until every entry is acked. */
-async function idemOwned(admin: Redis, stream: string, group: string, setting: Setting, total: number, storePrefix: string, counter: EffectCounter): Promise<Run> {
-  const engine = await createEngine({ mode: 'owned', partitions: PARTITIONS, shards: SHARDS, group: 'bench', store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
-  await warmEngine(engine)
-  // Timed from before the consumer exists, as idemConsumer is: it starts reading at once.
-  const meter = await cpuMeter(admin)
-  const started = performance.now()
-  const consumer = createStreamConsumer({
-    stream,
-    group,
-    consumer: 'idem',
-    engine,
-    handler: counter.handler,
-    keyOf: (entry) => (JSON.parse(entry.fields.body) as Body).key,
-    count: setting.count,
-    batchesInFlight: setting.batchesInFlight,
-  })
-  let lastAcked = 0
-  let lastProgress = performance.now()
-  await new Promise<void>((resolve, reject) => {
-    const poll = setInterval(() => {
-      const { acked, deadLettered } = consumer.stats()
-      if (acked + deadLettered >= total) {
-        clearInterval(poll)
-        resolve()
-      } else if (acked !== lastAcked) {
-        lastAcked = acked
-        lastProgress = performance.now()
-      } else if (performance.now() - lastProgress > STALL_MS) {
-        clearInterval(poll)
-        reject(new Error(`the owned streams consumer acked nothing for ${STALL_MS / 1000} s (${acked} of ${total} acked)`))
-      }
-    }, 2)
-  })
-  const rate = total / ((performance.now() - started) / 1000)
-  const cpu = await meter(total)
-  await consumer.close()
-  const closed = await Promise.race([engine.close().then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 10_000).unref())])
-  if (!closed) markUnclean()
   return { rate, cpu, ...tally(counter.effects) }
 }

@@ -69,7 +69,7 @@ export async function effectCounts(redis: Redis, effectsKey: string, uniqueKeys:
 }
 
 /** Effects in all, unique keys never run, and runs beyond the first. */
-export function effectTotals(perKey: Uint32Array): { effects: number; lost: number; doubleEffects: number } {
+export function effectTotals(perKey: ArrayLike<number> & Iterable<number>): { effects: number; lost: number; doubleEffects: number } {
   let effects = 0
   let lost = 0
   let doubleEffects = 0

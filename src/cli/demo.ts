@@ -6,6 +6,7 @@ import { dropSqlTables } from '../store/sql/sql-admin.js'
 import { consumeMemoryQueue, MemoryQueue } from '../transport/memory-queue.js'
 import { demoStream, type DemoPayload } from './demo-stream.js'
 import { Progress } from './progress.js'
+import { effectTotals } from './demo-processes.js'
 import { formatTable } from './table.js'
 
 export interface DemoOptions {
@@ -112,14 +113,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   await engine.close()
   if (store?.kind === 'sqlite') await dropSqlTables(store)
 
-  let effectCount = 0
-  let lost = 0
-  let doubleEffects = 0
-  for (const count of effects) {
-    effectCount += count
-    if (count === 0) lost++
-    if (count > 1) doubleEffects += count - 1
-  }
+  const { effects: effectCount, lost, doubleEffects } = effectTotals(effects)
   latencies.sort((a, b) => a - b)
   const t = stats.totals
   return {

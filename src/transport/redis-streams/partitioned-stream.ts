@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis'
-import { ErrorCode, IdemError } from '../../errors.js'
+import { recordPartitionCount } from '../partition-count.js'
 
 /**
  * Owned mode's stream layout (DESIGN.md §5): one stream per partition, named
@@ -25,21 +25,8 @@ export function partitionsKeyOf(stream: string): string {
   return `${stream}:idem-partitions`
 }
 
-/**
- * Records `partitions` for `stream` unless a count is recorded (SET NX), and
- * refuses another count with PARTITIONS_MISMATCH naming both. One round trip:
- * the GET in the same pipeline reads whichever count won the SET NX.
- */
+/** Records `partitions` for `stream`, or refuses another recorded count (recordPartitionCount). */
 export async function recordPartitions(client: Redis, stream: string, partitions: number, who: string): Promise<void> {
   const key = partitionsKeyOf(stream)
-  const replies = (await client.pipeline().set(key, String(partitions), 'NX').get(key).exec()) ?? []
-  const failed = replies.find(([error]) => error !== null)
-  if (failed !== undefined) throw failed[0]
-  const recorded = Number(replies[1][1])
-  if (recorded !== partitions) {
-    throw new IdemError(
-      ErrorCode.PARTITIONS_MISMATCH,
-      `stream "${stream}" is split into ${String(replies[1][1])} partitions (recorded in ${key}), ${who} has ${partitions}: keys would land on streams whose owners do not own them (partitions is fixed per deployment)`,
-    )
-  }
+  await recordPartitionCount(client, key, partitions, (recorded) => `stream "${stream}" is split into ${recorded} partitions (recorded in ${key}), ${who} has ${partitions}: keys would land on streams whose owners do not own them (partitions is fixed per deployment)`)
 }
