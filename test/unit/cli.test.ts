@@ -22,11 +22,24 @@ describe('idem demo', () => {
     for (const label of ['messages', 'unique keys', 'handler effects', 'msgs/s', 'p99']) expect(run.stdout).toContain(label)
   })
 
+  it('--mode owned runs the embedded demo in owned mode: partitions and group commits in the table, lost 0, double 0', () => {
+    const run = idem('demo', '--messages', '5000', '--mode', 'owned')
+    expect(run.code).toBe(0)
+    expect(run.stdout).toMatch(/owned: 64 partitions, 1 member/)
+    expect(run.stdout).toMatch(/group commits\s+\d/)
+    expect(run.stdout).toMatch(/double effects\s+0/)
+  })
+
   it.each([
     [['--messages', '0'], '--messages: must be an integer from 1 to 100000000, got 0'],
     [['--dup-rate', '1.5'], '--dup-rate: must be a number in [0, 1), got 1.5'],
     [['--threads', 'two'], '--threads: must be an integer from 0 to 64, got "two"'],
     [['--bogus'], "Unknown option '--bogus'"],
+    [['--mode', 'fast'], `--mode: must be 'strict' or 'owned', got "fast"`],
+    [['--mode', 'owned', '--threads', '2'], '--threads: must be 0 with --mode owned'],
+    [['--mode', 'owned', '--store', 'sqlite:/tmp/idem-cli-test.db'], '--store: memory with --mode owned'],
+    [['--kill-every', '5'], '--kill-every: must be given with --redis URL --mode owned only'],
+    [['--redis', 'redis://127.0.0.1:6379', '--mode', 'owned', '--kill-every', '0'], '--kill-every: must be an integer from 1 to 3600, got 0'],
   ])('bad flags %j exit 2 with the reason', (args, reason) => {
     const run = idem('demo', ...args)
     expect(run.code).toBe(2)
