@@ -56,6 +56,8 @@ import { Redis } from 'ioredis'
 import { demoStream } from '../src/cli/demo-stream.js'
 import { createEngine } from '../src/engine.js'
 import { createConsumer } from '../src/transport/bullmq/consumer.js'
+import { createProducer } from '../src/transport/bullmq/producer.js'
+import { partitionQueueOf } from '../src/transport/bullmq/partitioned-queue.js'
 import { formatRatio, median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
 import { cpuMeter, type CpuPerItem } from './dup-stream.js'
@@ -166,7 +168,6 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     await deleteKeysUnder(admin, prefix)
     admin.disconnect()
   }
-  const short = (rate: number): string => `${(rate / 1000).toFixed(1)}k`
   const ratioIn = (table: Record<Variant, number[]>, variant: Variant): number => median(table[variant].map((rate, run) => rate / table.raw[run]))
   const roundRatio = (variant: Variant): number => ratioIn(rates, variant)
   const table: BenchTable = withRatios({
@@ -244,7 +245,113 @@ export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult
     measured: `${slowRatio.toFixed(2)}x, median of ${SLOW_RUNS} rounds' ratios (medians: ${median(slowRates['idem-redis']).toFixed(0)} vs ${median(slowRates.raw).toFixed(0)} jobs/s; 1 shard ${ratioIn(slowRates, 'idem-redis-1').toFixed(2)}x)`,
     met: slowRatio >= 0.9,
   }
-  return { suite: SUITE, tables: [table, sweepTable, slowTable], checks, targets: [target, slowTarget] }
+  const owned = await ownedRows(prefix, messages, options.quick ? 2 : OWNED_RUNS, checks)
+  return { suite: SUITE, tables: [table, sweepTable, slowTable, owned.table], checks, targets: [target, slowTarget, owned.target] }
+}
+
+const short = (rate: number): string => `${(rate / 1000).toFixed(1)}k`
+
+/** Owned mode: partition queues, and the rounds of its table (raw then idem, alternating). */
+const OWNED_PARTITIONS = 8
+const OWNED_RUNS = 3
+
+/**
+ * Owned mode (issue 13): the same jobs on OWNED_PARTITIONS partition queues
+ * (createProducer), taken by raw Workers, one per partition queue, and by
+ * idem's owned consumer (its engine alone in its group, so it runs a Worker
+ * per partition queue), at the same total concurrency (CONCURRENCY split
+ * among the Workers), trivial handler. A row runs from its Workers' start to
+ * the last job completed.
+ */
+async function ownedRows(prefix: string, messages: number, runs: number, checks: Check[]): Promise<{ table: BenchTable; target: Target }> {
+  const admin = new Redis(URL_)
+  try {
+    return await ownedRounds(admin, prefix, messages, runs, checks)
+  } finally {
+    await deleteKeysUnder(admin, prefix)
+    admin.disconnect()
+  }
+}
+
+async function ownedRounds(admin: Redis, prefix: string, messages: number, runs: number, checks: Check[]): Promise<{ table: BenchTable; target: Target }> {
+  const rates = { raw: [] as number[], idem: [] as number[] }
+  const ratios: number[] = []
+  const perWorker = Math.max(1, CONCURRENCY / OWNED_PARTITIONS)
+  for (let run = 0; run < runs; run++) {
+    const load = makeLoad(messages, 500 + run)
+    const pair: Partial<Record<'raw' | 'idem', number>> = {}
+    for (const side of inRoundOrder(['raw', 'idem'] as const, run)) {
+      progress(SUITE, `owned run ${run + 1}/${runs}: ${side}, ${load.jobs.length.toLocaleString('en-US')} jobs on ${OWNED_PARTITIONS} partition queues`)
+      const queue = `${prefix}owned${run}${side}`.replace(/:/g, '-')
+      const producer = createProducer<JobData>({ queue, connection, partitions: OWNED_PARTITIONS, keyOf: (job) => job.data.key })
+      for (let i = 0; i < load.jobs.length; i += 1000) await producer.addBulk(load.jobs.slice(i, i + 1000).map((data) => ({ name: 'order', data, opts: { removeOnComplete: true } })))
+      const effects = new Uint8Array(load.unique)
+      let effectCount = 0
+      const handler = (job: Job<JobData>): void => {
+        effects[job.data.n]++
+        effectCount++
+      }
+      let completed: () => number
+      const stops: (() => Promise<unknown>)[] = []
+      const started = performance.now()
+      if (side === 'raw') {
+        let count = 0
+        for (let p = 0; p < OWNED_PARTITIONS; p++) {
+          const worker = new Worker<JobData>(partitionQueueOf(queue, p), async (job) => handler(job), { connection, concurrency: perWorker })
+          worker.on('completed', () => void count++)
+          stops.push(() => worker.close())
+        }
+        completed = () => count
+      } else {
+        const engine = await createEngine({ mode: 'owned', partitions: OWNED_PARTITIONS, shards: 8, group: 'bench', bloom: { expectedItems: load.unique }, store: { kind: 'redis', url: URL_, prefix: `${prefix}owned${run}:` } })
+        const consumer = createConsumer<JobData, void>({ queue, connection, engine, handler, keyOf: (job) => job.data.key, concurrency: perWorker })
+        stops.push(() => consumer.close(), () => engine.close())
+        completed = () => consumer.stats().completed
+      }
+      while (completed() < load.jobs.length) await new Promise((resolve) => setTimeout(resolve, 5))
+      const rate = load.jobs.length / ((performance.now() - started) / 1000)
+      for (const stop of stops) await stop()
+      await producer.close()
+      for (let p = 0; p < OWNED_PARTITIONS; p++) {
+        const q = new Queue(partitionQueueOf(queue, p), { connection })
+        await q.obliterate({ force: true })
+        await q.close()
+      }
+      await deleteKeysUnder(admin, prefix)
+      pair[side] = rate
+      rates[side].push(rate)
+      const unique = effects.reduce((n, e) => n + (e > 0 ? 1 : 0), 0)
+      checks.push({
+        name: `owned partition queues, ${side}, run ${run + 1}: ${side === 'raw' ? 'one effect per job' : 'one effect per unique key'}`,
+        ok: side === 'raw' ? effectCount === load.jobs.length : effectCount === load.unique && unique === load.unique,
+        detail: `${effectCount} effects for ${side === 'raw' ? `${load.jobs.length} jobs` : `${load.unique} unique keys`}`,
+      })
+      progress(SUITE, `  ${short(rate)} jobs/s`)
+    }
+    ratios.push(pair.idem! / pair.raw!)
+  }
+  const ratio = median(ratios)
+  const table = withRatios({
+    title: `BullMQ in owned mode, trivial handler, ${messages.toLocaleString('en-US')} jobs with ${DUP_RATE * 100}% duplicates on ${OWNED_PARTITIONS} partition queues, total concurrency ${CONCURRENCY}: jobs/s`,
+    baseline: 'raw Workers, one per partition queue',
+    ratioOf: 'rate',
+    columns: [
+      { key: 'runs', title: `jobs/s of ${runs} runs` },
+      { key: 'rate', title: 'jobs/s (median)' },
+    ],
+    rows: [
+      { label: 'raw Workers, one per partition queue', values: { runs: rates.raw.map(short).join(' / '), rate: median(rates.raw) } },
+      { label: `idem owned createConsumer (one Worker per owned partition queue, ${OWNED_PARTITIONS} partitions on 8 shards)`, values: { runs: rates.idem.map(short).join(' / '), rate: median(rates.idem) } },
+    ],
+    notes: [`concurrency ${perWorker} per Worker on both sides; jobs added before the Workers start; ratio of each run's pair: ${ratios.map(formatRatio).join(' / ')}`],
+  })
+  const target: Target = {
+    name: 'BullMQ in owned mode vs raw Workers over the same partition queues at the same total concurrency, trivial handler',
+    goal: '>= 0.9x',
+    measured: `${ratio.toFixed(2)}x (${short(median(rates.idem))} vs ${short(median(rates.raw))} jobs/s)`,
+    met: ratio >= 0.9,
+  }
+  return { table, target }
 }
 
 /** Rows in alternating order from round to round, so no row always runs first (or last) on a drifting machine. */

@@ -71,7 +71,8 @@ describe('soak: owned and strict mode under mixed faults', () => {
   it(
     `${MINUTES} minutes: kills, stops, Redis restarts, joins and leaves; lost 0 and doubles within the windows in both worlds, RSS bounded`,
     async () => {
-      server = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'] })
+      // A restart reloads everything the run wrote (records, streams): minutes of it take seconds to load on a loaded machine.
+      server = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always'], readyTimeoutMs: 120_000 })
       const url = server.url
       const admin = new Redis(url, { maxRetriesPerRequest: null })
       // Its calls wait out the restarts; the connection errors meanwhile are expected.

@@ -14,7 +14,7 @@ import { ConfigError, ErrorCode } from '../../dist/src/errors.js'
 import { partitionOf } from '../../dist/src/index.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { createConsumer, createProducer, partitionQueueOf, type Consumer, type Producer } from '../../dist/src/transport/bullmq/index.js'
-import { untilDone } from '../support/progress.js'
+import { FAULT_TEST_TIMEOUT_MS, untilDone } from '../support/progress.js'
 
 const url = 'redis://127.0.0.1:6379'
 const connection = { url }
@@ -144,7 +144,7 @@ describe('BullMQ owned mode: consumers', () => {
     await untilSettled([c], jobs.length, effects, unique)
     expect(lostAndDouble(effects, unique)).toEqual({ lost: 0, double: 0 })
     expect(c.stats()).toMatchObject({ completed: jobs.length, new: unique, duplicates: jobs.length - unique, failed: 0, rejected: 0 })
-  })
+  }, FAULT_TEST_TIMEOUT_MS)
 
   it('two members share the partitions; a third joins mid-stream: partitions move, lost 0, double 0; a member that closes hands over', async () => {
     const { queue, prefix } = names()
@@ -178,7 +178,8 @@ describe('BullMQ owned mode: consumers', () => {
     expect(lostAndDouble(effects, unique)).toEqual({ lost: 0, double: 0 })
     expect([a, b, c].reduce((n, x) => n + x.stats().failed, 0)).toBe(0)
     expect(c.stats().completed).toBeGreaterThan(0)
-  })
+    // Bounded by progress (untilDone); on a loaded machine the hand-overs take longer than vitest's default minute.
+  }, FAULT_TEST_TIMEOUT_MS)
 
   it('a job of a partition this member does not own is never run here: in-flight NOT_OWNER through the engine', async () => {
     const { prefix } = names()

@@ -120,7 +120,7 @@ describe('owned mode on Redis: members of one group', () => {
     expect(queue.acked).toBe(keys.length)
     expect(fourth.ownedPartitions().length).toBeGreaterThan(0)
     expect(all.reduce((n, m) => n + m.stats().totals.fencedWrites, 0)).toBe(0)
-  })
+  }, 10 * 60_000)
 
   it('a closing member hands its partitions over; the others restore them and every settled key stays a duplicate', async () => {
     const prefix = newPrefix()

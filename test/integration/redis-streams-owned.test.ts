@@ -17,7 +17,7 @@ import { ConfigError, ErrorCode } from '../../dist/src/errors.js'
 import { partitionOf } from '../../dist/src/index.js'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { createStreamConsumer, createStreamProducer, partitionStreamOf, type StreamConsumer, type StreamProducer } from '../../dist/src/transport/redis-streams/index.js'
-import { STALL_MS, untilDone } from '../support/progress.js'
+import { FAULT_TEST_TIMEOUT_MS, STALL_MS, untilDone } from '../support/progress.js'
 import { exited, PartitionedStream, produce, spreadKeys, startChild as startChildMember, type ChildMember } from '../support/owned-streams.js'
 
 const url = 'redis://127.0.0.1:6379'
@@ -176,7 +176,8 @@ describe('the stream producer for partitioned streams', () => {
   })
 })
 
-describe('owned consumers on partitioned streams', () => {
+// Bounded by progress (untilDone); on a loaded machine the hand-overs and the SIGKILL take longer than vitest's default minute.
+describe('owned consumers on partitioned streams', { timeout: FAULT_TEST_TIMEOUT_MS }, () => {
   it('one member: 3,000 entries with 30% duplicates spread through them, each key once, every partition stream acked', async () => {
     const n = names()
     const { keys, unique } = spreadKeys(3000)

@@ -29,6 +29,8 @@ export interface StartRedisOptions {
   port?: number
   /** Extra redis-server arguments, appended after the defaults so they win. */
   args?: string[]
+  /** How long a start (or restart) may take to answer PING: a server loading a large AOF on a loaded machine needs more than the default. @default 10000 */
+  readyTimeoutMs?: number
 }
 
 export interface ClusterNodeAddress {
@@ -135,14 +137,14 @@ async function terminate({ child, exited }: Spawned): Promise<void> {
   clearTimeout(timer)
 }
 
-async function launch(port: number, dir: string, args: string[]): Promise<Spawned> {
+async function launch(port: number, dir: string, args: string[], readyTimeoutMs = READY_TIMEOUT_MS): Promise<Spawned> {
   const spawned = spawnServer(port, dir, args)
   let gone = false
   void spawned.exited.then(() => (gone = true))
-  const ready = await pollUntil(async () => (await redisCli(port, ['PING'], 500)) === 'PONG', READY_TIMEOUT_MS, () => gone)
+  const ready = await pollUntil(async () => (await redisCli(port, ['PING'], 500)) === 'PONG', readyTimeoutMs, () => gone)
   if (ready) return spawned
   await terminate(spawned)
-  const why = gone ? `exited (code ${spawned.child.exitCode}, signal ${spawned.child.signalCode})` : `did not answer PING within ${READY_TIMEOUT_MS} ms`
+  const why = gone ? `exited (code ${spawned.child.exitCode}, signal ${spawned.child.signalCode})` : `did not answer PING within ${readyTimeoutMs} ms`
   throw new Error(`redis-server on port ${port} ${why}. Its output:\n${spawned.log()}`)
 }
 
@@ -150,7 +152,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
   const port = options.port ?? (await freePort())
   const args = options.args ?? []
   const dir = await mkdtemp(join(tmpdir(), 'redis-test-'))
-  let current = await launch(port, dir, args).catch(async (err: unknown) => {
+  let current = await launch(port, dir, args, options.readyTimeoutMs).catch(async (err: unknown) => {
     await rm(dir, { recursive: true, force: true })
     throw err
   })
@@ -174,7 +176,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<Redis
       await terminate(current)
       // The same dir keeps a cluster node's nodes.conf (its identity); recreate it in case stop() removed it.
       await mkdir(dir, { recursive: true })
-      current = await launch(port, dir, args)
+      current = await launch(port, dir, args, options.readyTimeoutMs)
     },
   }
 }
