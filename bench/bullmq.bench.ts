@@ -60,7 +60,7 @@ import { createProducer } from '../src/transport/bullmq/producer.js'
 import { partitionQueueOf } from '../src/transport/bullmq/partitioned-queue.js'
 import { formatRatio, median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
-import { cpuMeter, type CpuPerItem } from './dup-stream.js'
+import { cpuMeter, type CpuPerItem, connectBenchRedis } from './dup-stream.js'
 import { JsonTraffic } from './json-traffic.js'
 import { warmEngine } from './warm-engine.js'
 
@@ -113,13 +113,7 @@ const labels: Record<Variant, string> = {
 
 export async function runBullmqSuite(options: SuiteOptions): Promise<SuiteResult> {
   const prefix = `idem-bench-bullmq:${randomUUID()}:`
-  const admin = new Redis(URL_)
-  try {
-    await admin.ping()
-  } catch (error) {
-    admin.disconnect()
-    throw new Error(`the bullmq suite needs a Redis at ${URL_} (set IDEM_BENCH_REDIS): ${(error as Error).message}`)
-  }
+  const admin = await connectBenchRedis(SUITE, URL_)
   const messages = options.quick ? 5_000 : 50_000
   const checks: Check[] = []
   const rates = rowsOf()

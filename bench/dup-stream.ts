@@ -2,7 +2,7 @@
  * What the Redis, SQL and stream suites share: one stream of keys with
  * duplicates, the same for every contender of a run, and CPU time per item.
  */
-import type { Redis } from 'ioredis'
+import { Redis } from 'ioredis'
 
 /** Keys in arrival order and how many distinct ones they hold. */
 export interface DupStream {
@@ -72,4 +72,16 @@ async function redisCpuUs(client: Redis): Promise<number> {
     return Number(value)
   }
   return (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6
+}
+
+/** A connection to the suites' Redis (`url`, IDEM_BENCH_REDIS or the machine's), checked; an error naming the suite that needs it when it does not answer. */
+export async function connectBenchRedis(suite: string, url: string): Promise<Redis> {
+  const admin = new Redis(url)
+  try {
+    await admin.ping()
+  } catch (error) {
+    admin.disconnect()
+    throw new Error(`the ${suite} suite needs a Redis at ${url} (set IDEM_BENCH_REDIS): ${(error as Error).message}`)
+  }
+  return admin
 }

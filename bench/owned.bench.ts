@@ -57,7 +57,7 @@ import { createEngine, type Engine } from '../src/engine.js'
 import type { EngineOptions } from '../src/config.js'
 import type { Handler, Message } from '../src/message.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
-import { cpuMeter } from './dup-stream.js'
+import { cpuMeter, connectBenchRedis } from './dup-stream.js'
 import { seededRandom } from './fresh-keys.js'
 import { JsonTraffic } from './json-traffic.js'
 import { powertools, IN_FLIGHT_CALLS as POWERTOOLS_IN_FLIGHT } from './redis.bench.js'
@@ -111,16 +111,10 @@ interface EngineRun {
 export async function runOwnedSuite(options: SuiteOptions): Promise<SuiteResult> {
   const runs = options.quick ? 2 : 3
   const prefix = `idem-bench:${randomUUID()}:`
-  const admin = new Redis(URL_)
+  const admin = await connectBenchRedis(SUITE, URL_)
   const checks: Check[] = []
   const targets: Target[] = []
   const tables: BenchTable[] = []
-  try {
-    await admin.ping()
-  } catch (error) {
-    admin.disconnect()
-    throw new Error(`the owned suite needs a Redis at ${URL_} (set IDEM_BENCH_REDIS): ${(error as Error).message}`)
-  }
   try {
     // 1. trivial handler: where the store calls owned mode saves show
     const messages = options.quick ? 50_000 : 500_000

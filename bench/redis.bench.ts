@@ -35,7 +35,7 @@ import { resolveRedisStore } from '../src/store/redis/redis-options.js'
 import { RedisStore } from '../src/store/redis/redis-store.js'
 import { median, progress, withRatios, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
-import { dupStream, type DupStream as Stream } from './dup-stream.js'
+import { dupStream, type DupStream as Stream, connectBenchRedis } from './dup-stream.js'
 import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'redis'
@@ -48,16 +48,10 @@ const DUP_RATE = 0.3
 
 export async function runRedisSuite(options: SuiteOptions): Promise<SuiteResult> {
   const prefix = `idem-bench:${randomUUID()}:`
-  const admin = new Redis(URL_)
+  const admin = await connectBenchRedis(SUITE, URL_)
   const checks: Check[] = []
   const targets: Target[] = []
   const tables: BenchTable[] = []
-  try {
-    await admin.ping()
-  } catch (error) {
-    admin.disconnect()
-    throw new Error(`the redis suite needs a Redis at ${URL_} (set IDEM_BENCH_REDIS): ${(error as Error).message}`)
-  }
   try {
     // 1. claim+commit against the server's ceiling
     const claimKeys = options.quick ? 100_000 : 500_000

@@ -58,7 +58,7 @@ import { entriesOfRead, partsOfRead, type StreamEntry } from '../src/transport/r
 import { defaults } from '../src/transport/redis-streams/options.js'
 import { formatRatio, markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
-import { cpuMeter, type CpuPerItem } from './dup-stream.js'
+import { cpuMeter, type CpuPerItem, connectBenchRedis } from './dup-stream.js'
 import { seededRandom } from './fresh-keys.js'
 import { JsonTraffic } from './json-traffic.js'
 import { warmEngine } from './warm-engine.js'
@@ -138,13 +138,7 @@ interface Load {
 
 export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResult> {
   const settings = settingsToRun()
-  const admin = new Redis(URL_)
-  try {
-    await admin.ping()
-  } catch (error) {
-    admin.disconnect()
-    throw new Error(`the streams suite needs a Redis at ${URL_} (set IDEM_BENCH_REDIS): ${(error as Error).message}`)
-  }
+  const admin = await connectBenchRedis(SUITE, URL_)
   const prefix = `idem-bench-streams:${randomUUID()}:`
   const entriesOf = (kind: HandlerKind): number => (options.quick ? HANDLERS[kind].entries / 5 : HANDLERS[kind].entries)
   const checks: Check[] = []
