@@ -105,6 +105,16 @@ export interface ConsumerOptions<D = unknown, R = unknown> extends IdemProcessor
    * BullMQ's completion) where a raw Worker's job holds it for one. Measured
    * here, 256 and 1024 give idem about the same rate, and 1024 doubles the
    * time a job waits in the processor.
+   *
+   * In owned mode this is per Worker, and the consumer runs one Worker per
+   * partition its engine owns: a member's jobs in flight are concurrency ×
+   * its partitions, so they grow as it takes partitions over, as its share of
+   * the traffic does (a total split among Workers would change every Worker's
+   * concurrency at each move, and the jobs of one busy partition could not use
+   * the slots idle partitions leave). Each Worker also holds two Redis
+   * connections of its own (BullMQ's client and its blocking one). With many
+   * partitions per member, give a lower figure: 16 Workers × 16 matches one
+   * strict Worker's 256 (bench/bullmq.bench.ts, owned table).
    * @default 256
    */
   concurrency?: number
@@ -211,6 +221,8 @@ export function resolveConsumerOptions<D, R>(options: ConsumerOptions<D, R>): Co
     const mode = o.oneOf('mode', ['strict', 'owned'], 'strict')
     if (isEngine(engine) && engine.config.mode !== mode) o.mustBe('mode', `the engine's mode ('${engine.config.mode}'), as the consumer runs the engine's partitions in owned mode and one queue in strict mode`)
   }
+  // Owned Workers are made and closed by the consumer as partitions move; one made with autorun false would never run, and its partition's jobs would wait for good.
+  if (owned && o.has('autorun') && o.value('autorun') !== true) o.mustBe('autorun', 'left out (or true) in owned mode, where the consumer starts and closes one Worker per owned partition itself')
   if (o.has('queue') && isEngine(engine) && engine.config.mode === 'owned' && queue.includes(':')) o.mustBe('queue', 'a name without ":" in owned mode (partition queues are `${queue}-p${i}`; BullMQ refuses ":")')
   o.check()
 
