@@ -47,6 +47,14 @@
  * Redis and node share the machine's cores: what idem adds per batch (a claim
  * and a commit per shard batch, sharing script calls, and the engine's own
  * work) is CPU taken from the reads and acks too.
+ *
+ * Owned mode (issue 13's target, >= 0.9x raw with the trivial handler): the
+ * same traffic put by createStreamProducer on 64 partition streams, read by a
+ * raw consumer over all of them (one XREADGROUP, COUNT split among the
+ * streams, one XACK per stream of a batch) and by idem's owned consumer, one
+ * member owning every partition, at the transport's defaults; strict idem on
+ * one plain stream of the same entries runs in the same rounds. Checked: one
+ * effect per entry (raw) or per unique key (idem), nothing left pending.
  */
 import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -56,7 +64,7 @@ import type { Message } from '../src/message.js'
 import { createStreamConsumer, createStreamProducer, partitionStreamOf } from '../src/transport/redis-streams/index.js'
 import { entriesOfRead, partsOfRead, type StreamEntry } from '../src/transport/redis-streams/entry.js'
 import { defaults } from '../src/transport/redis-streams/options.js'
-import { formatRatio, markUnclean, median, progress, shortRate, withRatios, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { formatRatio, markUnclean, median, progress, shortRate, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
 import { cpuMeter, type CpuPerItem, connectBenchRedis } from './dup-stream.js'
 import { seededRandom } from './fresh-keys.js'
@@ -390,7 +398,7 @@ async function idemConsumer(admin: Redis, stream: string, group: string, setting
     shards: SHARDS,
     store: { kind: 'redis', url: URL_, prefix: storePrefix },
     bloom: { expectedItems: total * 2 },
-    ...(owned ? { mode: 'owned' as const, partitions: PARTITIONS, group: 'bench' } : {}),
+    ...(owned ? { mode: 'owned' as const, partitions: PARTITIONS, group: 'bench', ownership: { memberId: 'bench-member' } } : {}),
   })
   await warmEngine(engine)
   const meter = await cpuMeter(admin)
@@ -461,67 +469,120 @@ async function engineOnly(admin: Redis, bodies: readonly string[], setting: Sett
  * at once with the same COUNT per call (split among the streams, as the owned
  * consumer splits it) and the same batches in flight, and by idem's owned
  * consumer whose engine is the only member of its group (it owns every
- * partition). Runs alternate raw and idem; the ratio is the median of each
- * run's idem/raw.
+ * partition). Strict idem reads the same entries from one unpartitioned
+ * stream in the same run, so the table says what owned mode changes on this
+ * machine, not only how far it is from the raw consumer. The sides of a run
+ * alternate their order from run to run; a ratio is the median of each run's
+ * own ratio. --quick takes two runs (one of each order) instead of three.
  */
+type OwnedSide = 'raw' | 'owned' | 'strict'
+
+const OWNED_SIDES: readonly OwnedSide[] = ['raw', 'owned', 'strict']
+
+const OWNED_LABELS: Record<OwnedSide, string> = {
+  raw: 'raw XREADGROUP/XACK over the partition streams',
+  owned: `idem owned consumer (${PARTITIONS} partitions on ${SHARDS} shards, one member)`,
+  strict: 'idem strict consumer, one unpartitioned stream',
+}
+
 async function ownedPairs(options: SuiteOptions, checks: Check[]): Promise<{ table: BenchTable; target: Target }> {
   const admin = new Redis(URL_)
   const prefix = `idem-bench-streams-owned:${randomUUID()}:`
   const entries = options.quick ? HANDLERS.trivial.entries / 5 : HANDLERS.trivial.entries
-  const rates = { raw: [] as number[], idem: [] as number[] }
-  const ratios: number[] = []
+  const runCount = options.quick ? 2 : RUNS
+  const runs: Record<OwnedSide, Run[]> = { raw: [], owned: [], strict: [] }
   try {
-    for (let run = 0; run < RUNS; run++) {
+    for (let run = 0; run < runCount; run++) {
       const load = makeLoad(`${prefix}s${run}`, entries, run, false)
-      progress(SUITE, `owned run ${run + 1}/${RUNS}: filling ${PARTITIONS} partition streams with ${entries.toLocaleString('en-US')} entries`)
+      // The same bodies on one plain stream for strict idem (a key of its own: the partition streams are `${stream}:p${i}`).
+      const plain: Load = { ...load, stream: `${prefix}plain${run}` }
+      progress(SUITE, `owned run ${run + 1}/${runCount}: filling ${PARTITIONS} partition streams and one plain stream with ${entries.toLocaleString('en-US')} entries each`)
       const producer = createStreamProducer({ stream: load.stream, partitions: PARTITIONS, connection: admin, keyOf: (entry) => (JSON.parse(entry.fields.body) as Body).key })
       for (let i = 0; i < load.bodies.length; i += 2000) await producer.addMany(load.bodies.slice(i, i + 2000).map((body) => ({ body })))
       await producer.close()
-      const pair: Partial<Record<'raw' | 'idem', Run>> = {}
-      for (const side of run % 2 === 0 ? (['raw', 'idem'] as const) : (['idem', 'raw'] as const)) {
-        progress(SUITE, `owned run ${run + 1}/${RUNS}: ${side}`)
+      await fill(admin, plain)
+      const partitionStreams = Array.from({ length: PARTITIONS }, (_, p) => partitionStreamOf(load.stream, p))
+      for (const side of run % 2 === 0 ? OWNED_SIDES : [...OWNED_SIDES].reverse()) {
+        progress(SUITE, `owned run ${run + 1}/${runCount}: ${side}`)
+        const group = `g-${side}`
         const counter = effectCounter(undefined)
-        const result = side === 'raw' ? await rawPartitioned(admin, load.stream, `g-${side}`, DEFAULTS, entries, counter) : await idemConsumer(admin, load.stream, `g-${side}`, DEFAULTS, entries, `${prefix}idem${run}:`, counter, true)
-        pair[side] = result
-        rates[side].push(result.rate)
-        progress(SUITE, `  ${shortRate(result.rate)} msgs/s, CPU per entry: node ${result.cpu.node.toFixed(1)} µs, redis ${result.cpu.redis.toFixed(1)} µs`)
-        checks.push({
-          name: `owned streams, ${side}, run ${run + 1}: ${side === 'raw' ? 'one effect per entry' : 'one effect per unique key'}`,
-          ok: side === 'raw' ? result.effects === entries : result.keys === load.unique && result.doubles === 0,
-          detail: side === 'raw' ? `${result.effects} effects for ${entries} entries` : `${result.keys} keys run for ${load.unique} unique keys${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}`,
-        })
+        const storePrefix = `${prefix}${side}${run}:`
+        const result =
+          side === 'raw'
+            ? await rawPartitioned(admin, load.stream, group, DEFAULTS, entries, counter)
+            : side === 'owned'
+              ? await idemConsumer(admin, load.stream, group, DEFAULTS, entries, storePrefix, counter, true)
+              : await idemConsumer(admin, plain.stream, group, DEFAULTS, entries, storePrefix, counter)
+        runs[side].push(result)
+        progress(SUITE, `  ${shortRate(result.rate)} msgs/s, CPU per entry: node ${result.cpu.node.toFixed(1)} µs, redis ${result.cpu.redis.toFixed(1)} µs${result.detail === undefined ? '' : ` (${result.detail})`}`)
+        const name = `owned streams, ${side}, run ${run + 1}`
+        checks.push(
+          side === 'raw'
+            ? { name: `${name}: one effect per entry`, ok: result.effects === entries, detail: `${result.effects} effects for ${entries} entries` }
+            : { name: `${name}: one effect per unique key`, ok: result.keys === load.unique && result.doubles === 0, detail: `${result.keys} keys run for ${load.unique} unique keys${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}` },
+        )
+        // Every entry acked, none left pending in the group: what a consumer that stopped early or lost an ack would show.
+        const pending = await pendingOf(admin, side === 'strict' ? [plain.stream] : partitionStreams, group)
+        checks.push({ name: `${name}: every entry acked`, ok: pending === 0, detail: `${pending} of ${entries} entries left pending in group ${group}` })
       }
-      ratios.push(pair.idem!.rate / pair.raw!.rate)
       await deleteKeysUnder(admin, prefix)
     }
   } finally {
     await deleteKeysUnder(admin, prefix)
     admin.disconnect()
   }
-  const ratio = median(ratios)
-  const table = withRatios({
+  const rateOf = (side: OwnedSide): number => median(runs[side].map((r) => r.rate))
+  const ratiosOf = (side: OwnedSide, base: OwnedSide): number[] => runs[side].map((r, i) => r.rate / runs[base][i].rate)
+  const cpuOf = (side: OwnedSide, pick: (cpu: CpuPerItem) => number): string => median(runs[side].map((r) => pick(r.cpu))).toFixed(1)
+  const ownedRatios = ratiosOf('owned', 'raw')
+  const ratio = median(ownedRatios)
+  const table: BenchTable = {
     title: `Redis Streams in owned mode, trivial handler, ${entries.toLocaleString('en-US')} entries with ${Math.round(DUP_RATE * 100)}% duplicates on ${PARTITIONS} partition streams, same COUNT and batches in flight: msgs/s`,
-    baseline: 'raw XREADGROUP/XACK over the partition streams',
-    ratioOf: 'rate',
     columns: [
-      { key: 'runs', title: `msgs/s of ${RUNS} runs` },
+      { key: 'runs', title: `msgs/s of ${runCount} runs` },
       { key: 'rate', title: 'msgs/s (median)' },
+      { key: 'ratios', title: `vs raw, ${runCount} runs` },
+      { key: 'ratio', title: 'vs raw (median)', format: formatRatio },
+      { key: 'nodeCpu', title: 'Node CPU µs/entry' },
+      { key: 'redisCpu', title: 'Redis CPU µs/entry' },
     ],
-    rows: [
-      { label: 'raw XREADGROUP/XACK over the partition streams', values: { runs: rates.raw.map(shortRate).join(' / '), rate: median(rates.raw) } },
-      { label: `idem owned consumer (${PARTITIONS} partitions on ${SHARDS} shards, one member)`, values: { runs: rates.idem.map(shortRate).join(' / '), rate: median(rates.idem) } },
-    ],
+    rows: OWNED_SIDES.map((side) => ({
+      label: OWNED_LABELS[side],
+      values: {
+        runs: runs[side].map((r) => shortRate(r.rate)).join(' / '),
+        rate: rateOf(side),
+        ratios: ratiosOf(side, 'raw').map(formatRatio).join(' / '),
+        ratio: median(ratiosOf(side, 'raw')),
+        nodeCpu: cpuOf(side, (cpu) => cpu.node),
+        redisCpu: cpuOf(side, (cpu) => cpu.redis),
+      },
+      raw: { rates: runs[side].map((r) => r.rate) },
+    })),
     notes: [
-      `${settingName(DEFAULTS, false)} both, COUNT split among the streams read; the raw consumer runs the handler for every entry, idem once per key; ratio of each run's pair: ${ratios.map(formatRatio).join(' / ')}`,
+      `${settingName(DEFAULTS, false)} for all three, COUNT split among the streams read; the raw consumer runs the handler for every entry, idem once per key`,
+      `owned / strict per run: ${ratiosOf('owned', 'strict').map(formatRatio).join(' / ')}; the strict row reads one plain stream (the raw consumer over one stream is the strict tables' baseline above)`,
+      'CPU per entry over the whole run; Redis CPU is the server\'s, which other clients of the shared Redis add to',
     ],
-  })
+  }
   const target: Target = {
-    name: `Redis Streams in owned mode vs raw XREADGROUP/XACK over the same partition streams, trivial handler`,
+    name: 'Redis Streams in owned mode vs raw XREADGROUP/XACK over the same partition streams, trivial handler',
     goal: '>= 0.9x',
-    measured: `${ratio.toFixed(2)}x (${shortRate(median(rates.idem))} vs ${shortRate(median(rates.raw))} msgs/s)`,
+    measured: `${ratio.toFixed(2)}x (${shortRate(rateOf('owned'))} vs ${shortRate(rateOf('raw'))} msgs/s; runs ${ownedRatios.map(formatRatio).join(' / ')})`,
     met: ratio >= 0.9,
   }
   return { table, target }
+}
+
+/** Entries delivered to `group` and not acked, summed over `streams` (XPENDING's summary count). */
+async function pendingOf(client: Redis, streams: readonly string[], group: string): Promise<number> {
+  const pipeline = client.pipeline()
+  for (const stream of streams) pipeline.call('XPENDING', stream, group)
+  let pending = 0
+  for (const [error, reply] of (await pipeline.exec()) ?? []) {
+    if (error !== null) throw error
+    pending += Number((reply as [number | string, ...unknown[]])[0])
+  }
+  return pending
 }
 
 /** The raw consumer of rawConsumer over every partition stream at once: one XREADGROUP of all, one XACK per stream of a batch. */
