@@ -119,7 +119,9 @@ export class Membership {
     await Promise.all([...new Set(partitions.map((p) => this.actorOf(p)))].map((actor) => actor.flushAll()))
     // A fresh snapshot spares the next owner most of the log (none when snapshots are off).
     if (this.config.ownership.snapshotEveryMs > 0) await this.snapshotAll()
-    const held: HeldPartition[] = partitions.map((partition) => ({ partition, epoch: this.held.get(partition)! }))
+    // A partition with a handler still running (close gave up waiting for it) is not released but left
+    // to lapse, as strict mode leaves such a claim: its next owner comes leaseMs later, not at once.
+    const held: HeldPartition[] = partitions.filter((p) => this.actorOf(p).openOf(p) === 0).map((partition) => ({ partition, epoch: this.held.get(partition)! }))
     try {
       if (held.length > 0) await this.store.release(this.config.ownership.memberId, held)
       await this.store.leave(this.config.ownership.memberId)
@@ -227,15 +229,19 @@ export class Membership {
     return done.filter((p): p is number => p !== undefined)
   }
 
-  /** A graceful hand-over: stop taking, let open messages finish and their group commits land, then free the lease. */
+  /** A graceful hand-over: stop taking, let open messages finish (however long) and their group commits land, then free the lease. */
   private startHandOver(partition: number): void {
     this.leaving.add(partition)
     const actor = this.actorOf(partition)
     actor.stopAccepting(partition)
     this.emit({ acquired: [], lost: [partition] })
     const work = (async () => {
-      const deadline = performance.now() + this.config.ownership.leaseMs
-      while (actor.openOf(partition) > 0 && performance.now() < deadline && this.held.has(partition)) await sleep(10)
+      // No deadline: releasing while a handler of the partition still runs would let the next
+      // owner run a redelivery of its key beside it (DESIGN.md §4.2). The heartbeat keeps the
+      // lease meanwhile; handlerTimeoutMs, when set, bounds the wait (a timed-out key ends UNKNOWN). A close
+      // takes over from here (it releases only what has no handler running).
+      while (actor.openOf(partition) > 0 && this.held.has(partition) && !this.closed) await sleep(10)
+      if (actor.openOf(partition) > 0) return
       await actor.flushAll()
       const epoch = this.held.get(partition)
       if (epoch === undefined) return

@@ -277,6 +277,37 @@ describe('owned mode: members sharing one memory partition store', () => {
     expect(await store.epochOf(p)).toBeGreaterThanOrEqual(2)
   })
 
+  it('a graceful hand-over waits for a handler longer than the lease: the key never runs on two members at once', async () => {
+    const store = new MemoryPartitionStore(systemClock)
+    const a = await owned({ ownership: { memberId: 'member-a', leaseMs: 300 } }, store)
+    const key = [...Array(500).keys()].map(keyOf).find((k) => assignPartitions(['member-a', 'member-b'], 16)[partitionOf(k, 16)] === 'member-b')!
+    let running = 0
+    let most = 0
+    let effects = 0
+    const handler = async (): Promise<string> => {
+      most = Math.max(most, ++running)
+      await new Promise((resolve) => setTimeout(resolve, 1500))
+      running--
+      effects++
+      return 'done'
+    }
+    const first = a.process({ key }, handler)
+    await until(() => a.stats().totals.bloomNegatives === 1)
+    // b joins: the key's partition is assigned to b, but a's handler still runs, five leases long.
+    const b = await owned({ ownership: { memberId: 'member-b', leaseMs: 300 } }, store)
+    const p = partitionOf(key, 16)
+    const meanwhile = []
+    for (let i = 0; i < 5; i++) {
+      meanwhile.push(await b.process({ key }, handler))
+      await new Promise((resolve) => setTimeout(resolve, 150))
+    }
+    expect(meanwhile.map((o) => o.error?.code)).toEqual(Array(5).fill(ErrorCode.NOT_OWNER))
+    expect(await first).toEqual({ key, verdict: 'new', result: 'done' })
+    await until(() => b.ownedPartitions().includes(p))
+    expect(await b.process({ key }, handler)).toEqual({ key, verdict: 'duplicate', result: 'done' })
+    expect({ effects, most }).toEqual({ effects: 1, most: 1 })
+  })
+
   it('a member with another partition count is refused with PARTITIONS_MISMATCH', async () => {
     const store = new MemoryPartitionStore(systemClock)
     await owned({ ownership: { memberId: 'member-a' } }, store)
