@@ -439,7 +439,7 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
       inFlight: v[VerdictCode.IN_FLIGHT],
       conflict: v[VerdictCode.CONFLICT],
       invalid: v[VerdictCode.INVALID],
-      stale: 0,
+      stale: v[VerdictCode.STALE],
     },
   }
 }

@@ -2,7 +2,7 @@ import type { ErrorData } from './actor/protocol.js'
 import { ConflictError, ErrorCode, IdemError } from './errors.js'
 import { Verdict, type Outcome } from './message.js'
 
-const verdictOf: readonly Verdict[] = [Verdict.NEW, Verdict.DUPLICATE, Verdict.IN_FLIGHT, Verdict.CONFLICT, Verdict.INVALID]
+const verdictOf: readonly Verdict[] = [Verdict.NEW, Verdict.DUPLICATE, Verdict.IN_FLIGHT, Verdict.CONFLICT, Verdict.INVALID, Verdict.STALE]
 
 /** Builds the public outcome of one message from what the actor sent back as data. */
 export function toOutcome(key: string, code: number, result: unknown, error: ErrorData | undefined): Outcome {
