@@ -150,7 +150,13 @@ export class Engine {
     if (config.versions !== undefined) {
       const { store } = config
       this.versionStore = store.kind === 'redis' ? new RedisVersionStore(store) : new MemoryVersionStore(this.clock)
-      this.versionLane = new VersionLane(this.versionStore, config.versions, { leaseMs: config.leaseMs, ttlMs: config.ttlMs, signal: this.closeSignal.signal })
+      this.versionLane = new VersionLane(this.versionStore, config.versions, {
+        leaseMs: config.leaseMs,
+        ttlMs: config.ttlMs,
+        signal: this.closeSignal.signal,
+        cacheKeys: config.lru.maxKeys,
+        clock: this.clock,
+      })
       return
     }
     for (let t = 0; t < config.threads; t++) {
@@ -333,6 +339,7 @@ export class Engine {
       v.stale += versionCounts.stale
       v.inFlight += versionCounts.inFlight
       v.invalid += versionCounts.invalid
+      totals.lruHits += versionCounts.lruHits
       totals.storeOperations += versionCounts.storeOperations
       totals.fencedWrites += versionCounts.fencedWrites
       totals.storeFailures += versionCounts.storeFailures

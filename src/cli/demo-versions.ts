@@ -10,7 +10,7 @@ import { formatTable } from './table.js'
 /** A parcel's statuses, in the order its versions 1..5 carry them. */
 const STATUSES = ['created', 'picked-up', 'in-transit', 'out-for-delivery', 'delivered'] as const
 
-interface StatusPayload {
+export interface StatusPayload {
   version: number
   status: string
 }
@@ -140,7 +140,7 @@ export function versionsDemoOk(s: VersionsDemoSummary): boolean {
  * statuses) comes up to 2,000 later (a redelivery, a producer resend). Keys
  * of mixed lengths, one in eight in CJK.
  */
-function statusStream(options: VersionsDemoOptions): { texts: string[]; parcels: number; newest: Map<string, number>; outOfOrder: number } {
+export function statusStream(options: { messages: number; dupRate: number; seed: number }): { texts: string[]; parcels: number; newest: Map<string, number>; outOfOrder: number } {
   let state = options.seed * 0x9e3779b9 + 1
   const random = () => ((state = Math.imul(state ^ (state >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0) / 2 ** 32
   const parcels = Math.max(1, Math.round(options.messages / (STATUSES.length * (1 + options.dupRate))))

@@ -33,11 +33,15 @@ export class MemoryVersionStore implements VersionStore {
     const codes = new Uint8Array(keys.length)
     const applied: (string | undefined)[] = new Array(keys.length)
     const appliedStates: (string | undefined)[] = new Array(keys.length)
+    const expiresInMs = new Float64Array(keys.length)
     for (let i = 0; i < keys.length; i++) {
       let record = this.live(keys[i], now)
       applied[i] = record?.applied
       appliedStates[i] = record?.state
-      if (record?.applied !== undefined && compareVersionTexts(record.applied, versions[i]) >= 0) codes[i] = VersionClaim.STALE
+      if (record?.applied !== undefined && compareVersionTexts(record.applied, versions[i]) >= 0) {
+        codes[i] = VersionClaim.STALE
+        expiresInMs[i] = record.expiresAt - now
+      }
       else if (record?.token !== undefined && record.token !== token && record.leaseEnd > now) codes[i] = VersionClaim.IN_PROGRESS
       else {
         record ??= { leaseEnd: 0, expiresAt: 0 }
@@ -50,15 +54,17 @@ export class MemoryVersionStore implements VersionStore {
         codes[i] = VersionClaim.CLAIMED
       }
     }
-    return { codes, applied, states: appliedStates }
+    return { codes, applied, states: appliedStates, expiresInMs }
   }
 
-  async commit(keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
+  async commit(keys: readonly string[], token: string, ttlMs: number, _every: boolean): Promise<Uint8Array> {
     const now = this.clock.now()
     return answer(keys, (key) => {
       const record = this.live(key, now)
       if (record === undefined) return false
       if (record.token !== token) return record.token === undefined && record.committedBy === token
+      // The lease lapsed: the key may have been taken over since, so nothing is applied (the Redis store fences alike).
+      if (record.leaseEnd <= now) return false
       const newer = record.applied === undefined || compareVersionTexts(record.claimed!, record.applied) > 0
       if (newer) {
         record.applied = record.claimed
@@ -103,8 +109,8 @@ export class MemoryVersionStore implements VersionStore {
       return {
         applied: record.applied,
         state: record.state,
-        claimed: record.claimed,
-        token: record.token,
+        claimed: leased ? record.claimed : undefined,
+        token: leased ? record.token : undefined,
         leaseLeftMs: leased ? record.leaseEnd - now : 0,
         expiresInMs: record.expiresAt - now,
       }

@@ -8,33 +8,38 @@ import { defineScripts, readLua } from '../store/redis/script-loader.js'
 import type { VersionClaims, VersionStore, VersionView } from './version-store.js'
 
 type VersionClient = Redis & {
-  idemVersionClaim(count: number, ...args: string[]): Promise<string[]>
-  idemVersionCommit(count: number, ...args: string[]): Promise<string>
-  idemVersionRelease(count: number, ...args: string[]): Promise<string>
-  idemVersionRenew(count: number, ...args: string[]): Promise<string>
-  idemVersionInspect(count: number, ...keys: string[]): Promise<(string | number)[]>
+  idemVersionClaim(...args: string[]): Promise<[string, ...(string | number)[]]>
+  idemVersionCommit(...args: string[]): Promise<string>
+  idemVersionRelease(...args: string[]): Promise<string>
+  idemVersionRenew(...args: string[]): Promise<string>
+  idemVersionInspect(...args: string[]): Promise<(string | number)[]>
 }
 
-const compareLua = readLua(import.meta.url, 'version-compare.lua')
+/** The strict store's `split` of NUL-joined arguments and the versions' record helpers, prepended to each script. */
+const commonLua = `${readLua(import.meta.url, '../store/redis/split-keys.lua')}\n${readLua(import.meta.url, 'version-compare.lua')}`
+const script = (file: string) => ({ lua: `${commonLua}\n${readLua(import.meta.url, file)}`, numberOfKeys: 0 })
 const scripts = {
-  idemVersionClaim: { lua: `${compareLua}\n${readLua(import.meta.url, 'claim-versions.lua')}` },
-  idemVersionCommit: { lua: `${compareLua}\n${readLua(import.meta.url, 'commit-versions.lua')}` },
-  idemVersionRelease: { lua: readLua(import.meta.url, 'release-versions.lua') },
-  idemVersionRenew: { lua: `${compareLua}\n${readLua(import.meta.url, 'renew-versions.lua')}` },
-  idemVersionInspect: { lua: `${compareLua}\n${readLua(import.meta.url, 'inspect-versions.lua')}` },
+  idemVersionClaim: script('claim-versions.lua'),
+  idemVersionCommit: script('commit-versions.lua'),
+  idemVersionRelease: script('release-versions.lua'),
+  idemVersionRenew: script('renew-versions.lua'),
+  idemVersionInspect: script('inspect-versions.lua'),
 }
 
 /**
- * Version-aware records on a single Redis: one hash per key under
+ * Version-aware records on a single Redis: one string per key under
  * `${prefix}v:` (apart from the strict store's records, so a key handled both
- * ways is two records), one script call per batch and operation, leases on
- * the server's clock.
+ * ways is two records) and one lease record per claim call under
+ * `${prefix}vt:`; one script call per batch and operation, the batch packed
+ * into NUL-joined arguments (version-compare.lua says why the lease is apart).
  */
 export class RedisVersionStore implements VersionStore {
   readonly health = { retries: 0, failures: 0 }
   private readonly client: VersionClient
   private readonly ownsClient: boolean
   private readonly prefix: string
+  /** Each claim's lease: prefix .. token ('p' while held, 'd' once its keys are committed). */
+  private readonly tokenPrefix: string
 
   constructor(private readonly config: RedisStoreConfig) {
     if (config.client !== undefined) {
@@ -52,49 +57,58 @@ export class RedisVersionStore implements VersionStore {
     }
     defineScripts(this.client, scripts)
     this.prefix = `${config.prefix}v:`
+    this.tokenPrefix = `${config.prefix}vt:`
   }
 
-  private names(keys: readonly string[]): string[] {
-    return keys.map((key) => recordKey(this.prefix, hashTagOf(key, this.config.hashTags), key))
+  /** The record keys of a batch, NUL-joined (no record key holds NUL). */
+  private names(keys: readonly string[]): string {
+    let packed = ''
+    for (let i = 0; i < keys.length; i++) packed += (i === 0 ? '' : '\0') + recordKey(this.prefix, hashTagOf(keys[i], this.config.hashTags), keys[i])
+    return packed
   }
 
   async claim(keys: readonly string[], versions: readonly string[], states: readonly (string | undefined)[], token: string, leaseMs: number, ttlMs: number): Promise<VersionClaims> {
-    const args = [...this.names(keys), token, String(leaseMs), String(ttlMs)]
-    for (let i = 0; i < keys.length; i++) args.push(versions[i], states[i] ?? '')
-    const [codes, ...values] = await this.call('claim', () => this.client.idemVersionClaim(keys.length, ...args))
+    const packedStates = states.map((state) => state ?? '').join('\0')
+    const [codes, ...values] = await this.call('claim', () => this.client.idemVersionClaim(token, String(leaseMs), String(ttlMs), this.tokenPrefix, this.names(keys), versions.join('\0'), packedStates))
     const n = keys.length
-    const answer: VersionClaims = { codes: new Uint8Array(n), applied: new Array(n), states: new Array(n) }
+    const answer: VersionClaims = { codes: new Uint8Array(n), applied: new Array(n), states: new Array(n), expiresInMs: new Float64Array(n) }
     for (let i = 0; i < n; i++) {
       answer.codes[i] = codes.charCodeAt(i) - 0x30
-      answer.applied[i] = values[2 * i] || undefined
-      answer.states[i] = values[2 * i + 1] || undefined
+      answer.applied[i] = (values[3 * i] as string) || undefined
+      answer.states[i] = (values[3 * i + 1] as string) || undefined
+      answer.expiresInMs[i] = values[3 * i + 2] as number
     }
     return answer
   }
 
-  async commit(keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array> {
-    return flags(await this.call('commit', () => this.client.idemVersionCommit(keys.length, ...this.names(keys), token, String(ttlMs))))
+  async commit(keys: readonly string[], token: string, ttlMs: number, every: boolean): Promise<Uint8Array> {
+    const reply = every
+      ? await this.call('commit', () => this.client.idemVersionCommit(token, String(ttlMs), this.tokenPrefix, 'all', String(keys.length)))
+      : await this.call('commit', () => this.client.idemVersionCommit(token, String(ttlMs), this.tokenPrefix, 'each', this.names(keys)))
+    return flags(reply)
   }
 
   async release(keys: readonly string[], token: string): Promise<Uint8Array> {
-    return flags(await this.call('release', () => this.client.idemVersionRelease(keys.length, ...this.names(keys), token)))
+    return flags(await this.call('release', () => this.client.idemVersionRelease(token, this.names(keys))))
   }
 
   async renew(keys: readonly string[], token: string, leaseMs: number, ttlMs: number): Promise<Uint8Array> {
-    return flags(await this.call('renew', () => this.client.idemVersionRenew(keys.length, ...this.names(keys), token, String(leaseMs), String(ttlMs))))
+    return flags(await this.call('renew', () => this.client.idemVersionRenew(token, String(leaseMs), String(ttlMs), this.tokenPrefix, this.names(keys))))
   }
 
   async inspect(keys: readonly string[]): Promise<(VersionView | undefined)[]> {
-    const [now, ...fields] = await this.call('inspect', () => this.client.idemVersionInspect(keys.length, ...this.names(keys)))
+    const fields = await this.call('inspect', () => this.client.idemVersionInspect(this.tokenPrefix, this.names(keys)))
     return keys.map((_, i) => {
-      const [applied, state, claimed, token, leaseEnd, pttl] = fields.slice(6 * i, 6 * i + 6)
-      if (Number(pttl) < 0) return undefined
+      const [applied, state, claimed, token, leaseLeftMs, pttl] = fields.slice(6 * i, 6 * i + 6)
+      const live = Number(leaseLeftMs) > 0
+      // A record whose claim lapsed (or whose commit's token record expired with its TTL) and that holds no applied version is as good as absent.
+      if (Number(pttl) < 0 || (applied === '' && !live)) return undefined
       return {
         applied: (applied as string) || undefined,
         state: (state as string) || undefined,
-        claimed: (claimed as string) || undefined,
-        token: (token as string) || undefined,
-        leaseLeftMs: token === '' ? 0 : Math.max(0, Number(leaseEnd) - Number(now)),
+        claimed: live ? (claimed as string) : undefined,
+        token: live ? (token as string) : undefined,
+        leaseLeftMs: live ? Number(leaseLeftMs) : 0,
         expiresInMs: Number(pttl),
       }
     })

@@ -1,23 +1,22 @@
 --[[
-  Extends this token's live claims.
+  Extends this token's lease, and its records' lives to match.
 
-  KEYS     record keys
   ARGV[1]  owner token
   ARGV[2]  lease in ms
   ARGV[3]  TTL a commit gives the record, in ms
+  ARGV[4]  prefix of token records
+  ARGV[5]  record keys the token holds, NUL-joined
 
   Returns one character per key: '1' = renewed, '0' = lost (lapsed or taken over).
 ]]
-local now = nowMs()
 local token = ARGV[1]
-local lease = tonumber(ARGV[2])
+local lease = ARGV[2]
+local renewed = redis.call('SET', ARGV[4] .. token, 'p', 'XX', 'PX', lease, 'GET') == 'p'
 local out = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  local r = redis.call('HMGET', key, 't', 'l')
-  if r[1] == token and tonumber(r[2]) > now then
-    redis.call('HSET', key, 'l', now + lease)
-    outlive(key, lease + tonumber(ARGV[3]))
+for i, key in ipairs(split(ARGV[5])) do
+  local f = fields(redis.call('GET', key))
+  if renewed and f[4] == token then
+    redis.call('PEXPIRE', key, tonumber(lease) + tonumber(ARGV[3]))
     out[i] = '1'
   else
     out[i] = '0'

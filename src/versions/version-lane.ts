@@ -1,23 +1,39 @@
 import { randomBytes } from 'node:crypto'
 import { ErrorCode, errorText, IdemError } from '../errors.js'
 import { Verdict, type Handler, type Message, type Outcome } from '../message.js'
+import type { Clock } from '../clock.js'
+import { AppliedVersions } from './applied-versions.js'
 import { compareVersionTexts, decodeVersion, encodeVersion } from './version-order.js'
 import { allowedMove, isState, type VersionRules } from './version-rules.js'
 import { VersionClaim, type VersionStore } from './version-store.js'
 
-/** One message of a batch, as the lane runs it. */
+/** One processBatch call: its outcomes, and how many are still to come. */
+interface Batch {
+  outcomes: Outcome[]
+  each: ((index: number, outcome: Outcome) => void) | undefined
+  handler: Handler
+  remaining: number
+  done: () => void
+}
+
+/** One message, from its claim to its outcome. */
 interface Item {
-  /** Its position in the batch (outcomes). */
+  batch: Batch
+  /** Its position in the batch. */
   index: number
   storeKey: string
   message: Message
   version: string
   state: string | undefined
+  /** The claim it holds, once claimed. */
+  token: string
   result?: unknown
   failure?: unknown
 }
 
 export interface VersionCounts {
+  /** Stale and duplicate messages answered from the local cache of applied versions, with no store call. */
+  lruHits: number
   new: number
   duplicate: number
   stale: number
@@ -33,56 +49,89 @@ export interface VersionLaneOptions {
   ttlMs: number
   /** Aborted when the engine closes: every handler's context.signal. */
   signal: AbortSignal
+  /** Keys whose applied version is held in memory (0: none). */
+  cacheKeys: number
+  clock: Clock
 }
 
 /**
  * Runs version-aware messages (README "Versions and state machines"). Every
  * message is claimed in the store: a seen key is no reason to skip, only a
- * version not newer than the applied one is. One key's versions run one at a
- * time and in order: within a batch they are sorted, a batch waits for this
- * process's earlier batches holding the same keys, and another process's live
- * claim answers in-flight, so a newer version waits for the older one's run.
- * Each round of a batch is one claim call, handlers run concurrently, then one
- * commit and one release call.
+ * version not newer than the applied one is.
+ *
+ * One key's versions run one at a time and in order: a key has a queue here
+ * (a batch's versions of it sorted, later batches behind), and its next
+ * version is claimed only once the one before has its outcome; another
+ * process's live claim answers in-flight, so there a newer version waits for
+ * the older one's run through a redelivery. Keys do not wait for each
+ * other: claims, commits and releases that become due in one turn of the
+ * event loop go to the store together, one call each per owner token.
  */
 export class VersionLane {
-  readonly counts: VersionCounts = { new: 0, duplicate: 0, stale: 0, inFlight: 0, invalid: 0, storeOperations: 0, fencedWrites: 0, storeFailures: 0 }
-  /** The last batch of this process holding each key: the next one waits for it. */
-  private readonly tails = new Map<string, Promise<void>>()
+  readonly counts: VersionCounts = { lruHits: 0, new: 0, duplicate: 0, stale: 0, inFlight: 0, invalid: 0, storeOperations: 0, fencedWrites: 0, storeFailures: 0 }
+  /** Keys with a version being claimed, run or settled: the versions waiting behind it, in order. */
+  private readonly queues = new Map<string, Item[]>()
+  private toClaim: Item[] = []
+  private toCommit: Item[] = []
+  private toRelease: Item[] = []
+  private flushing = false
+  /** Items whose handler runs: their claims are renewed every leaseMs/3. */
+  private readonly running = new Set<Item>()
+  private renewal: NodeJS.Timeout | undefined
+  /** Per claim token, its items claimed and not yet committed or released: a commit of all of them is one write. */
+  private readonly held = new Map<string, number>()
   private readonly active = new Set<Promise<void>>()
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private tokenCount = 0
+  private readonly applied: AppliedVersions
 
   constructor(
     private readonly store: VersionStore,
     private readonly rules: VersionRules,
     private readonly options: VersionLaneOptions,
-  ) {}
+  ) {
+    this.applied = new AppliedVersions(options.cacheKeys)
+  }
 
   /** Runs the messages at `indices` (their keys already valid, scoped as `storeKeys`), filling `outcomes` and calling `each` per final outcome. */
   run(messages: readonly Message[], indices: readonly number[], storeKeys: readonly (string | undefined)[], outcomes: Outcome[], handler: Handler, each: ((index: number, outcome: Outcome) => void) | undefined): Promise<void> {
-    const finish = (index: number, outcome: Outcome): void => {
-      outcomes[index] = outcome
-      each?.(index, outcome)
-    }
+    let done!: () => void
+    const finished = new Promise<void>((resolve) => (done = resolve))
+    const batch: Batch = { outcomes, each, handler, remaining: indices.length, done }
+    if (indices.length === 0) return Promise.resolve()
     const byKey = new Map<string, Item[]>()
+    const now = this.options.clock.now()
     for (const index of indices) {
       const message = messages[index]
-      const item = this.itemOf(message, index, storeKeys[index]!)
+      const item = this.itemOf(batch, message, index, storeKeys[index]!)
       if (item instanceof IdemError) {
         this.counts.invalid++
-        finish(index, { key: message.key, verdict: Verdict.INVALID, error: item })
+        this.finish(batch, index, { key: message.key, verdict: Verdict.INVALID, error: item })
+        continue
+      }
+      const held = this.applied.get(item.storeKey, now)
+      if (held !== undefined && compareVersionTexts(held, item.version) >= 0) {
+        this.counts.lruHits++
+        this.skip(item, held)
         continue
       }
       const items = byKey.get(item.storeKey)
       if (items === undefined) byKey.set(item.storeKey, [item])
       else items.push(item)
     }
-    for (const items of byKey.values()) if (items.length > 1) items.sort((a, b) => compareVersionTexts(a.version, b.version))
-    const work = this.runKeys(byKey, handler, finish)
-    this.active.add(work)
-    void work.finally(() => this.active.delete(work))
-    return work
+    for (const [key, items] of byKey) {
+      if (items.length > 1) items.sort((a, b) => compareVersionTexts(a.version, b.version))
+      const queue = this.queues.get(key)
+      if (queue !== undefined) queue.push(...items)
+      else {
+        this.queues.set(key, items.slice(1))
+        this.toClaim.push(items[0])
+      }
+    }
+    this.schedule()
+    this.active.add(finished)
+    void finished.then(() => this.active.delete(finished))
+    return finished
   }
 
   /** Resolves once every batch taken so far has its outcomes. */
@@ -90,165 +139,227 @@ export class VersionLane {
     while (this.active.size > 0) await Promise.all(this.active)
   }
 
-  private itemOf(message: Message, index: number, storeKey: string): Item | IdemError {
+  private itemOf(batch: Batch, message: Message, index: number, storeKey: string): Item | IdemError {
     const { rules } = this
     let version: unknown
     let state: unknown
+    let reading = 'versionOf'
     try {
       version = rules.versionOf(message)
+      reading = 'stateOf'
       if (rules.stateOf !== undefined) state = rules.stateOf(message)
     } catch (error) {
-      return new IdemError(ErrorCode.INVALID_MESSAGE, `${rules.stateOf !== undefined && version !== undefined ? 'stateOf' : 'versionOf'} threw for key ${JSON.stringify(message.key)}: ${errorText(error)}`, { key: message.key, cause: error })
+      return new IdemError(ErrorCode.INVALID_MESSAGE, `${reading} threw for key ${JSON.stringify(message.key)}: ${errorText(error)}`, { key: message.key, cause: error })
     }
     const encoded = encodeVersion(version)
     if ('problem' in encoded) return new IdemError(ErrorCode.INVALID_MESSAGE, `key ${JSON.stringify(message.key)}: ${encoded.problem}`, { key: message.key })
     if (rules.stateOf !== undefined && !isState(state)) {
-      return new IdemError(ErrorCode.INVALID_MESSAGE, `key ${JSON.stringify(message.key)}: stateOf must return a non-empty string of at most 100 characters, got ${typeof state === 'string' ? JSON.stringify(state.slice(0, 120)) : typeof state}`, { key: message.key })
+      return new IdemError(ErrorCode.INVALID_MESSAGE, `key ${JSON.stringify(message.key)}: stateOf must return a non-empty string of at most 100 characters without U+0000, got ${typeof state === 'string' ? JSON.stringify(state.slice(0, 120)) : typeof state}`, { key: message.key })
     }
-    return { index, storeKey, message, version: encoded.text, state: state as string | undefined }
+    return { batch, index, storeKey, message, version: encoded.text, state: state as string | undefined, token: '' }
   }
 
-  private async runKeys(byKey: Map<string, Item[]>, handler: Handler, finish: (index: number, outcome: Outcome) => void): Promise<void> {
-    if (byKey.size === 0) return
-    const earlier = new Set<Promise<void>>()
-    let done!: () => void
-    const mine = new Promise<void>((resolve) => (done = resolve))
-    for (const key of byKey.keys()) {
-      const tail = this.tails.get(key)
-      if (tail !== undefined) earlier.add(tail)
-      this.tails.set(key, mine)
+  private finish(batch: Batch, index: number, outcome: Outcome): void {
+    batch.outcomes[index] = outcome
+    batch.each?.(index, outcome)
+    if (--batch.remaining === 0) batch.done()
+  }
+
+  /** A version not newer than the applied one: a duplicate when equal, else stale. */
+  private skip(item: Item, applied: string): void {
+    const equal = applied === item.version
+    if (equal) this.counts.duplicate++
+    else this.counts.stale++
+    this.finish(item.batch, item.index, { key: item.message.key, verdict: equal ? Verdict.DUPLICATE : Verdict.STALE })
+  }
+
+  /** The item has its outcome: the next version of its key may be claimed. */
+  private settle(item: Item, outcome: Outcome): void {
+    this.finish(item.batch, item.index, outcome)
+    this.next(item)
+  }
+
+  private next(item: Item): void {
+    const queue = this.queues.get(item.storeKey)!
+    const next = queue.shift()
+    if (next === undefined) this.queues.delete(item.storeKey)
+    else {
+      this.toClaim.push(next)
+      this.schedule()
     }
-    try {
-      if (earlier.size > 0) await Promise.all(earlier)
-      const queues = [...byKey.values()]
-      for (let round = 0; ; round++) {
-        const items = queues.filter((q) => q.length > round).map((q) => q[round])
-        if (items.length === 0) break
-        await this.runRound(items, handler, finish)
+  }
+
+  /** Store calls wait for the end of this turn, so what becomes due in it goes together. */
+  private schedule(): void {
+    if (this.flushing) return
+    this.flushing = true
+    setImmediate(() => {
+      this.flushing = false
+      const claims = this.toClaim
+      const commits = this.toCommit
+      const releases = this.toRelease
+      this.toClaim = []
+      this.toCommit = []
+      this.toRelease = []
+      if (claims.length > 0) void this.claim(claims)
+      const tokens = new Map<string, { commits: Item[]; releases: Item[] }>()
+      const of = (token: string) => {
+        let due = tokens.get(token)
+        if (due === undefined) tokens.set(token, (due = { commits: [], releases: [] }))
+        return due
       }
-    } finally {
-      for (const key of byKey.keys()) if (this.tails.get(key) === mine) this.tails.delete(key)
-      done()
-    }
+      for (const item of releases) of(item.token).releases.push(item)
+      for (const item of commits) of(item.token).commits.push(item)
+      for (const [token, due] of tokens) void this.settleToken(token, due.commits, due.releases)
+    })
   }
 
-  private async runRound(items: Item[], handler: Handler, finish: (index: number, outcome: Outcome) => void): Promise<void> {
+  /** A token's releases go first, so a commit of every key it still holds can be one write. */
+  private async settleToken(token: string, commits: Item[], releases: Item[]): Promise<void> {
+    if (releases.length > 0) await this.release(releases)
+    if (commits.length > 0) await this.commit(commits, this.held.get(token) === commits.length)
+  }
+
+  private unhold(token: string, count: number): void {
+    const left = this.held.get(token)! - count
+    if (left === 0) this.held.delete(token)
+    else this.held.set(token, left)
+  }
+
+  private async claim(items: Item[]): Promise<void> {
     const { store, options, counts } = this
     const token = `${this.tokenPrefix}.${(this.tokenCount++).toString(36)}`
-    const keys = items.map((item) => item.storeKey)
     let claims
     try {
       counts.storeOperations++
-      claims = await store.claim(keys, items.map((item) => item.version), items.map((item) => item.state), token, options.leaseMs, options.ttlMs)
+      claims = await store.claim(items.map((item) => item.storeKey), items.map((item) => item.version), items.map((item) => item.state), token, options.leaseMs, options.ttlMs)
     } catch (error) {
-      this.storeFailed(items, error, Verdict.IN_FLIGHT, finish)
+      counts.storeFailures++
+      for (const item of items) {
+        counts.inFlight++
+        this.settle(item, { key: item.message.key, verdict: Verdict.IN_FLIGHT, error: storeError(error, item.message.key) })
+      }
       return
     }
-    const toRun: Item[] = []
-    const toRelease: Item[] = []
+    let claimed = 0
+    for (const code of claims.codes) if (code === VersionClaim.CLAIMED) claimed++
+    if (claimed > 0) this.held.set(token, claimed)
     for (let i = 0; i < items.length; i++) {
       const item = items[i]
       const { key } = item.message
       const code = claims.codes[i]
       const applied = claims.applied[i]
       if (code === VersionClaim.STALE) {
-        const equal = applied === item.version
-        if (equal) counts.duplicate++
-        else counts.stale++
-        finish(item.index, { key, verdict: equal ? Verdict.DUPLICATE : Verdict.STALE })
+        this.applied.remember(item.storeKey, applied!, this.options.clock.now(), claims.expiresInMs[i])
+        this.skip(item, applied!)
+        this.next(item)
       } else if (code === VersionClaim.IN_PROGRESS) {
         counts.inFlight++
-        finish(item.index, { key, verdict: Verdict.IN_FLIGHT, error: new IdemError(ErrorCode.IN_FLIGHT, `another owner runs a version of key ${JSON.stringify(key)}; retry later`, { key }) })
-      } else if (this.rules.transitions !== undefined && !allowedMove(this.rules, claims.states[i], item.state!)) {
-        counts.invalid++
-        toRelease.push(item)
-        const from = claims.states[i]
-        const why = from === undefined ? `it is not an initial state` : `${JSON.stringify(from)} (version ${decodeVersion(applied!)}) does not move to it`
-        finish(item.index, { key, verdict: Verdict.INVALID, error: new IdemError(ErrorCode.ILLEGAL_TRANSITION, `key ${JSON.stringify(key)} cannot move to ${JSON.stringify(item.state)}: ${why}`, { key }) })
-      } else toRun.push(item)
+        this.settle(item, { key, verdict: Verdict.IN_FLIGHT, error: new IdemError(ErrorCode.IN_FLIGHT, `another owner runs a version of key ${JSON.stringify(key)}; retry later`, { key }) })
+      } else {
+        item.token = token
+        if (this.rules.transitions !== undefined && !allowedMove(this.rules, claims.states[i], item.state!)) {
+          const from = claims.states[i]
+          const why = from === undefined ? 'it is not an initial state' : `${JSON.stringify(from)} (version ${decodeVersion(applied!)}) does not move to it`
+          item.failure = new IdemError(ErrorCode.ILLEGAL_TRANSITION, `key ${JSON.stringify(key)} cannot move to ${JSON.stringify(item.state)}: ${why}`, { key })
+          this.toRelease.push(item)
+          this.schedule()
+        } else void this.runHandler(item)
+      }
     }
-    if (toRun.length > 0) await this.runHandlers(toRun, handler, token)
-    const succeeded = toRun.filter((item) => item.failure === undefined)
-    for (const item of toRun) if (item.failure !== undefined) toRelease.push(item)
-    await Promise.all([this.commit(succeeded, token, finish), this.release(toRelease, token, finish)])
   }
 
-  /** Runs the claimed items' handlers at once, renewing their claims every leaseMs/3 while any runs. */
-  private async runHandlers(items: Item[], handler: Handler, token: string): Promise<void> {
-    const { store, options, counts } = this
-    const context = { signal: options.signal }
-    const running = new Set(items)
-    const renewal = setInterval(() => {
-      const held = [...running]
-      counts.storeOperations++
-      store.renew(held.map((item) => item.storeKey), token, options.leaseMs, options.ttlMs).catch(() => {
-        // A failed renewal leaves the lease to run its course: the commit is fenced if it lapsed.
-      })
-    }, Math.max(1, Math.floor(options.leaseMs / 3)))
+  private async runHandler(item: Item): Promise<void> {
+    this.running.add(item)
+    this.renewal ??= setInterval(() => this.renew(), Math.max(1, Math.floor(this.options.leaseMs / 3)))
     try {
-      await Promise.all(
-        items.map(async (item) => {
-          try {
-            item.result = await handler(item.message, context)
-          } catch (error) {
-            item.failure = error
-          } finally {
-            running.delete(item)
-          }
-        }),
-      )
-    } finally {
-      clearInterval(renewal)
+      item.result = await item.batch.handler(item.message, { signal: this.options.signal })
+      this.toCommit.push(item)
+    } catch (error) {
+      item.failure = error
+      this.toRelease.push(item)
+    }
+    this.running.delete(item)
+    if (this.running.size === 0) {
+      clearInterval(this.renewal)
+      this.renewal = undefined
+    }
+    this.schedule()
+  }
+
+  private renew(): void {
+    const { store, options, counts } = this
+    for (const group of byToken([...this.running])) {
+      counts.storeOperations++
+      // A failed renewal leaves the lease to run its course: the commit is fenced if it lapsed.
+      store.renew(group.map((item) => item.storeKey), group[0].token, options.leaseMs, options.ttlMs).catch(() => undefined)
     }
   }
 
-  private async commit(items: Item[], token: string, finish: (index: number, outcome: Outcome) => void): Promise<void> {
-    if (items.length === 0) return
+  private async commit(items: Item[], every: boolean): Promise<void> {
     const { counts } = this
     let applied: Uint8Array
     try {
       counts.storeOperations++
-      applied = await this.store.commit(items.map((item) => item.storeKey), token, this.options.ttlMs)
+      applied = await this.store.commit(items.map((item) => item.storeKey), items[0].token, this.options.ttlMs, every)
     } catch (error) {
-      this.storeFailed(items, error, Verdict.NEW, finish)
+      this.unhold(items[0].token, items.length)
+      // The handlers ran but their versions are not applied: the messages come back (STORE_FAILED waits), and run again once the leases lapse.
+      counts.storeFailures++
+      for (const item of items) {
+        counts.new++
+        this.settle(item, { key: item.message.key, verdict: Verdict.NEW, error: storeError(error, item.message.key) })
+      }
       return
     }
+    this.unhold(items[0].token, items.length)
     for (let i = 0; i < items.length; i++) {
       const item = items[i]
       const { key } = item.message
       counts.new++
       if (applied[i] === 1) {
+        this.applied.remember(item.storeKey, item.version, this.options.clock.now(), this.options.ttlMs)
         const outcome: Outcome = { key, verdict: Verdict.NEW }
         if (item.result !== undefined) outcome.result = item.result
-        finish(item.index, outcome)
+        this.settle(item, outcome)
       } else {
         counts.fencedWrites++
-        finish(item.index, { key, verdict: Verdict.NEW, error: new IdemError(ErrorCode.LEASE_LOST, `the claim of key ${JSON.stringify(key)} lapsed before its commit and was taken over, or a version as new was applied meanwhile: not applied`, { key }) })
+        this.settle(item, { key, verdict: Verdict.NEW, error: new IdemError(ErrorCode.LEASE_LOST, `the claim of key ${JSON.stringify(key)} lapsed before its commit and was taken over, or a version as new was applied meanwhile: not applied`, { key }) })
       }
     }
   }
 
-  private async release(items: Item[], token: string, finish: (index: number, outcome: Outcome) => void): Promise<void> {
-    if (items.length === 0) return
+  private async release(items: Item[]): Promise<void> {
     this.counts.storeOperations++
     // A failed release only delays the next run of these keys until the lease lapses.
-    await this.store.release(items.map((item) => item.storeKey), token).catch(() => undefined)
+    await this.store.release(items.map((item) => item.storeKey), items[0].token).catch(() => undefined)
+    this.unhold(items[0].token, items.length)
     for (const item of items) {
-      if (item.failure === undefined) continue
-      this.counts.new++
       const { key } = item.message
-      finish(item.index, { key, verdict: Verdict.NEW, error: new IdemError(ErrorCode.HANDLER_FAILED, `handler failed for key ${JSON.stringify(key)}: ${errorText(item.failure)}`, { key, cause: item.failure }) })
+      if (item.failure instanceof IdemError && item.failure.code === ErrorCode.ILLEGAL_TRANSITION) {
+        this.counts.invalid++
+        this.settle(item, { key, verdict: Verdict.INVALID, error: item.failure })
+      } else {
+        this.counts.new++
+        this.settle(item, { key, verdict: Verdict.NEW, error: new IdemError(ErrorCode.HANDLER_FAILED, `handler failed for key ${JSON.stringify(key)}: ${errorText(item.failure)}`, { key, cause: item.failure }) })
+      }
     }
   }
+}
 
-  /** A store call failed after its retries: the messages wait (in-flight), or, handlers having run, their commit is left to the lease (new with STORE_FAILED). */
-  private storeFailed(items: Item[], error: unknown, verdict: Verdict, finish: (index: number, outcome: Outcome) => void): void {
-    this.counts.storeFailures++
-    const failure = error instanceof IdemError ? error : new IdemError(ErrorCode.STORE_FAILED, errorText(error), { cause: error })
-    for (const item of items) {
-      if (verdict === Verdict.NEW) this.counts.new++
-      else this.counts.inFlight++
-      finish(item.index, { key: item.message.key, verdict, error: new IdemError(failure.code, failure.message, { key: item.message.key, cause: error }) })
-    }
+/** Items grouped by the token of their claim: one store call per group. */
+function byToken(items: Item[]): Item[][] {
+  if (items.length === 0) return []
+  const groups = new Map<string, Item[]>()
+  for (const item of items) {
+    const group = groups.get(item.token)
+    if (group === undefined) groups.set(item.token, [item])
+    else group.push(item)
   }
+  return [...groups.values()]
+}
+
+function storeError(error: unknown, key: string): IdemError {
+  const code = error instanceof IdemError ? error.code : ErrorCode.STORE_FAILED
+  return new IdemError(code, errorText(error), { key, cause: error })
 }

@@ -32,6 +32,8 @@ export function encodeVersion(version: unknown): { text: string } | { problem: s
     if (version.length === 0) return { problem: 'a string version must not be empty' }
     if (Buffer.byteLength(version) > MAX_VERSION_BYTES) return { problem: `a string version must be at most ${MAX_VERSION_BYTES} UTF-8 bytes` }
     if (!version.isWellFormed()) return { problem: 'a string version must be well-formed UTF-16 (no lone surrogate)' }
+    // NUL separates the fields of a Redis record.
+    if (version.includes('\0')) return { problem: 'a string version must not contain U+0000' }
     return { text: `s${version}` }
   }
   return { problem: `versionOf must return a number, a bigint or a string, got ${version === null ? 'null' : typeof version}` }
@@ -46,8 +48,23 @@ export function decodeVersion(text: string): string {
   return text.charCodeAt(0) === 0x69 /* 'i' */ ? text.slice(3) : text.slice(1)
 }
 
-/** Byte order of the UTF-8 forms, without encoding them: UTF-16 order differs only where a surrogate meets U+E000..U+FFFF. */
+/**
+ * Byte order of the UTF-8 forms (code point order), without encoding them:
+ * UTF-16 order differs only where a surrogate meets U+E000..U+FFFF, so those
+ * units are moved above the others before comparing.
+ */
 export function compareVersionTexts(a: string, b: string): number {
   if (a === b) return 0
-  return Buffer.compare(Buffer.from(a), Buffer.from(b))
+  const n = Math.min(a.length, b.length)
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i)
+    const y = b.charCodeAt(i)
+    if (x !== y) return codePointRank(x) - codePointRank(y)
+  }
+  return a.length - b.length
+}
+
+function codePointRank(unit: number): number {
+  if (unit < 0xd800) return unit
+  return unit < 0xe000 ? unit + 0x2000 : unit - 0x800
 }

@@ -24,10 +24,11 @@ export interface VersionRules {
 
 /** A state is stored with the record: a short, non-empty string. */
 export const MAX_STATE_LENGTH = 100
-const STATE_RULE = `a non-empty string of at most ${MAX_STATE_LENGTH} characters`
+const STATE_RULE = `a non-empty string of at most ${MAX_STATE_LENGTH} characters, without U+0000`
 
+/** NUL separates the fields of a Redis record. */
 export function isState(value: unknown): value is string {
-  return typeof value === 'string' && value.length > 0 && value.length <= MAX_STATE_LENGTH && value.isWellFormed()
+  return typeof value === 'string' && value.length > 0 && value.length <= MAX_STATE_LENGTH && value.isWellFormed() && !value.includes('\0')
 }
 
 /** Reads `versions`, pushing one line per bad field. */

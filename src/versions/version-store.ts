@@ -21,13 +21,15 @@ export interface VersionClaims {
   /** The applied version (sortable text) and the state it left, per key; undefined when none was applied. */
   applied: (string | undefined)[]
   states: (string | undefined)[]
+  /** For STALE: ms until the record expires, so a local cache forgets the applied version when the store does. */
+  expiresInMs: Float64Array
 }
 
 /** One key's record, as an operator sees it. */
 export interface VersionView {
   applied: string | undefined
   state: string | undefined
-  /** The version claimed now, with its owner's token; undefined when none is. */
+  /** The version claimed now, with its owner's token; undefined when no claim is live. */
   claimed: string | undefined
   token: string | undefined
   /** ms until the claim's lease ends (0 when none is live). */
@@ -47,11 +49,12 @@ export interface VersionStore {
   claim(keys: readonly string[], versions: readonly string[], states: readonly (string | undefined)[], token: string, leaseMs: number, ttlMs: number): Promise<VersionClaims>
   /**
    * The claimed version becomes the applied one (with its state), for ttlMs.
-   * 1 = applied (or applied earlier by this token: a retried call), 0 =
-   * refused: the key is claimed by another token now (this lease lapsed and
-   * was taken over), or a version as new was applied meanwhile (fencing by version).
+   * `every`: these are all the keys the token still holds (its releases came
+   * first), which a store may commit with one write. 1 = applied (or applied
+   * earlier by this token: a retried call), 0 = refused: this claim's lease
+   * lapsed and the key may have been taken over (fencing).
    */
-  commit(keys: readonly string[], token: string, ttlMs: number): Promise<Uint8Array>
+  commit(keys: readonly string[], token: string, ttlMs: number, every: boolean): Promise<Uint8Array>
   /** Drops this token's claim; the applied version stays. 1 = released or nothing to release, 0 = another token's claim. */
   release(keys: readonly string[], token: string): Promise<Uint8Array>
   /** Extends this token's live claims. 1 = renewed, 0 = lost. */

@@ -69,7 +69,7 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
     const first = await claimOne(store, 'k', v(3), 'A', 'paid')
     expect([...first.codes]).toEqual([CLAIMED])
     expect(first.applied).toEqual([undefined])
-    expect([...(await store.commit(['k'], 'A', ttl))]).toEqual([1])
+    expect([...(await store.commit(['k'], 'A', ttl, false))]).toEqual([1])
     for (const older of [1, 2, 3]) {
       const stale = await claimOne(store, 'k', v(older), 'B', 'created')
       expect([...stale.codes]).toEqual([STALE])
@@ -79,7 +79,7 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
     const newer = await claimOne(store, 'k', v(4), 'B', 'shipped')
     expect([...newer.codes]).toEqual([CLAIMED])
     expect(newer.states).toEqual(['paid'])
-    expect([...(await store.commit(['k'], 'B', ttl))]).toEqual([1])
+    expect([...(await store.commit(['k'], 'B', ttl, false))]).toEqual([1])
     expect((await store.inspect(['k']))[0]).toMatchObject({ applied: v(4), state: 'shipped', claimed: undefined, leaseLeftMs: 0 })
   })
 
@@ -100,7 +100,7 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
   it('a release keeps the applied version: an older version stays stale after a failed run of a newer one', async () => {
     const { store } = make()
     await claimOne(store, 'k', v(2), 'A', 'created')
-    await store.commit(['k'], 'A', ttl)
+    await store.commit(['k'], 'A', ttl, true)
     await claimOne(store, 'k', v(3), 'B', 'paid')
     expect([...(await store.release(['k'], 'B'))]).toEqual([1])
     const after = await claimOne(store, 'k', v(1), 'C')
@@ -114,9 +114,9 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
     await claimOne(store, 'k', v(1), 'A')
     await advance(lease + 50)
     expect([...(await claimOne(store, 'k', v(2), 'B')).codes]).toEqual([CLAIMED])
-    expect([...(await store.commit(['k'], 'A', ttl))]).toEqual([0])
+    expect([...(await store.commit(['k'], 'A', ttl, false))]).toEqual([0])
     expect([...(await store.renew(['k'], 'A', lease, ttl))]).toEqual([0])
-    expect([...(await store.commit(['k'], 'B', ttl))]).toEqual([1])
+    expect([...(await store.commit(['k'], 'B', ttl, false))]).toEqual([1])
     expect((await store.inspect(['k']))[0]?.applied).toBe(v(2))
   })
 
@@ -126,9 +126,9 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
     await claimOne(store, 'k', v(3), 'A')
     await advance(lease + 50)
     await claimOne(store, 'k', v(5), 'B')
-    await store.commit(['k'], 'B', ttl)
+    await store.commit(['k'], 'B', ttl, true)
     // A wakes up: its commit is refused, and its version 3 is stale when redelivered.
-    expect([...(await store.commit(['k'], 'A', ttl))]).toEqual([0])
+    expect([...(await store.commit(['k'], 'A', ttl, false))]).toEqual([0])
     expect([...(await claimOne(store, 'k', v(3), 'A')).codes]).toEqual([STALE])
     expect((await store.inspect(['k']))[0]?.applied).toBe(v(5))
   })
@@ -136,28 +136,62 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
   it('a retried commit answers applied; a commit with no claim is refused', async () => {
     const { store } = make()
     await claimOne(store, 'k', v(1), 'A')
-    expect([...(await store.commit(['k'], 'A', ttl))]).toEqual([1])
-    expect([...(await store.commit(['k'], 'A', ttl))]).toEqual([1])
-    expect([...(await store.commit(['k'], 'B', ttl))]).toEqual([0])
-    expect([...(await store.commit(['absent'], 'A', ttl))]).toEqual([0])
+    expect([...(await store.commit(['k'], 'A', ttl, false))]).toEqual([1])
+    expect([...(await store.commit(['k'], 'A', ttl, false))]).toEqual([1])
+    expect([...(await store.commit(['k'], 'B', ttl, false))]).toEqual([0])
+    expect([...(await store.commit(['absent'], 'A', ttl, false))]).toEqual([0])
+  })
+
+  it('a commit of every key a token still holds applies them all; keys it released first stay as they were', async () => {
+    const { store } = make()
+    await store.claim(['a', 'b'], [v(1), v(1)], ['x', 'x'], 'A', lease, ttl)
+    await store.commit(['a', 'b'], 'A', ttl, true)
+    const claims = await store.claim(['a', 'b', 'c'], [v(2), v(2), v(2)], ['y', 'y', 'y'], 'B', lease, ttl)
+    expect([...claims.codes]).toEqual([CLAIMED, CLAIMED, CLAIMED])
+    expect(claims.applied).toEqual([v(1), v(1), undefined])
+    expect([...(await store.release(['b'], 'B'))]).toEqual([1])
+    expect([...(await store.commit(['a', 'c'], 'B', ttl, true))]).toEqual([1, 1])
+    // A retried commit answers applied.
+    expect([...(await store.commit(['a', 'c'], 'B', ttl, true))]).toEqual([1, 1])
+    const views = await store.inspect(['a', 'b', 'c'])
+    expect(views.map((view) => [view?.applied, view?.state, view?.claimed])).toEqual([
+      [v(2), 'y', undefined],
+      [v(1), 'x', undefined],
+      [v(2), 'y', undefined],
+    ])
+    const after = await store.claim(['a', 'b', 'c'], [v(2), v(2), v(2)], [undefined, undefined, undefined], 'C', lease, ttl)
+    expect([...after.codes]).toEqual([STALE, CLAIMED, STALE])
+  })
+
+  it('a commit of every key is refused once the lease lapsed and another token took a key over', async () => {
+    const { store, advance } = make()
+    await store.claim(['a', 'b'], [v(1), v(1)], [undefined, undefined], 'A', lease, ttl)
+    await advance(lease + 50)
+    await claimOne(store, 'a', v(2), 'B')
+    expect([...(await store.commit(['a', 'b'], 'A', ttl, true))]).toEqual([0, 0])
+    expect([...(await store.commit(['a'], 'B', ttl, true))]).toEqual([1])
+    const views = await store.inspect(['a', 'b'])
+    expect(views.map((view) => view?.applied)).toEqual([v(2), undefined])
   })
 
   it('renew keeps a claim past its lease; without it the claim lapses', async () => {
     const { store, advance } = make()
-    await store.claim(['r', 'l'], [v(1), v(1)], [undefined, undefined], 'A', lease, ttl)
+    await claimOne(store, 'r', v(1), 'A')
+    await claimOne(store, 'l', v(1), 'A2')
     for (let step = 0; step < 3; step++) {
       await advance(lease / 2)
       expect([...(await store.renew(['r'], 'A', lease, ttl))]).toEqual([1])
     }
     const claims = await store.claim(['r', 'l'], [v(2), v(2)], [undefined, undefined], 'B', lease, ttl)
     expect([...claims.codes]).toEqual([IN_PROGRESS, CLAIMED])
+    expect([...(await store.commit(['l'], 'A2', ttl, true))]).toEqual([0])
     expect((await store.inspect(['r']))[0]?.leaseLeftMs).toBeGreaterThan(0)
   })
 
   it('an applied version is forgotten ttl after its commit: an older version runs again', async () => {
     const { store, advance } = make()
     await claimOne(store, 'k', v(9), 'A')
-    await store.commit(['k'], 'A', ttl)
+    await store.commit(['k'], 'A', ttl, true)
     await advance(ttl + 100)
     expect(await store.inspect(['k'])).toEqual([undefined])
     expect([...(await claimOne(store, 'k', v(1), 'B')).codes]).toEqual([CLAIMED])
@@ -177,7 +211,7 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
     ]
     const keys = pairs.map((_, i) => `p${i}`)
     await store.claim(keys, pairs.map(([, newer]) => v(newer)), keys.map(() => undefined), 'A', lease, ttl)
-    await store.commit(keys, 'A', ttl)
+    await store.commit(keys, 'A', ttl, true)
     const older = await store.claim(keys, pairs.map(([old]) => v(old)), keys.map(() => undefined), 'B', lease, ttl)
     expect([...older.codes]).toEqual(keys.map(() => STALE))
     for (const [old, newer] of pairs) expect(compareVersionTexts(v(old), v(newer))).toBeLessThan(0)
@@ -186,7 +220,7 @@ describe.each(subjects)('version store: %s', (_name, { lease, ttl, make }) => {
 
 describe('version texts', () => {
   it('refuses what is not a version, saying why', () => {
-    for (const bad of [-1, 1.5, NaN, Infinity, 2 ** 53, -1n, '', 'x'.repeat(257), '\ud800', null, undefined, {}, true]) {
+    for (const bad of [-1, 1.5, NaN, Infinity, 2 ** 53, -1n, '', 'x'.repeat(257), '\ud800', 'a\0b', null, undefined, {}, true]) {
       expect(encodeVersion(bad)).toHaveProperty('problem')
     }
     expect(encodeVersion(10n ** 99n)).toHaveProperty('problem')
