@@ -126,7 +126,7 @@ export interface EngineOptions {
   /**
    * Version-aware keys (README "Versions and state machines"): a message runs
    * when its version is newer than the one applied for its key, not only when
-   * its key is new. Strict mode, threads 0, a memory or single-Redis store.
+   * its key is new. Strict mode, threads 0; a memory, single-Redis or SQL store.
    */
   versions?: VersionOptions
 }
@@ -262,8 +262,9 @@ function checkVersionLimits(o: OptionReader, given: { threads: number; store: St
   const { store } = given
   if (given.threads > 0) o.mustBe('threads', '0 with versions (version-aware keys run on the main thread)')
   if (given.mode !== 'strict') o.mustBe('mode', "'strict' with versions")
-  if (store.kind !== 'memory' && store.kind !== 'redis') o.mustBe('store', 'a memory or redis store with versions (SQL and custom stores keep no versions yet)', store.kind)
-  else if (store.kind === 'redis' && store.cluster !== undefined) o.mustBe('store', 'a single Redis with versions', 'a cluster')
+  if (store.kind === 'custom') o.mustBe('store', 'a memory, redis, postgres, mysql or sqlite store with versions (a custom store keeps no versions)', store.kind)
+  else if (store.kind === 'redis' && store.cluster !== undefined) o.mustBe('store', 'a single Redis with versions (a claim call writes lease records beside its keys, which a cluster cannot)', 'a cluster')
+  else if (isSqlKind(store.kind) && !(store as SqlStoreConfig).createTables) o.mustBe('store.createTables', `true with versions (they keep their records in a table of their own, ${(store as SqlStoreConfig).tablePrefix}versions, created on first use)`, false)
   else if (store.kind === 'redis' && store.requireReplicas > 0) o.mustBe('store.requireReplicas', '0 with versions (version commits do not wait for replicas)')
   if (given.rollout !== 'enforce') o.mustBe('rollout', "'enforce' with versions")
   if (given.reconcile !== undefined) o.mustBe('reconcile', 'left out with versions (a version either applies or is released: there is no UNKNOWN state to reconcile)')

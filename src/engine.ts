@@ -24,6 +24,8 @@ import type { PartitionStore } from './owned/partition-store.js'
 import { RedisPartitionStore } from './owned/redis-partitions.js'
 import { MemoryVersionStore } from './versions/memory-versions.js'
 import { RedisVersionStore } from './versions/redis-versions.js'
+import { SqlVersionStore } from './versions/sql-versions.js'
+import type { SqlStoreConfig } from './store/sql/sql-options.js'
 import { VersionLane } from './versions/version-lane.js'
 import type { VersionStore } from './versions/version-store.js'
 
@@ -149,7 +151,7 @@ export class Engine {
     if (config.mode === 'owned') return this.startOwned()
     if (config.versions !== undefined) {
       const { store } = config
-      this.versionStore = store.kind === 'redis' ? new RedisVersionStore(store) : new MemoryVersionStore(this.clock)
+      this.versionStore = store.kind === 'redis' ? new RedisVersionStore(store) : store.kind === 'memory' ? new MemoryVersionStore(this.clock) : new SqlVersionStore(store as SqlStoreConfig, this.clock)
       this.versionLane = new VersionLane(this.versionStore, config.versions, {
         leaseMs: config.leaseMs,
         ttlMs: config.ttlMs,

@@ -10,15 +10,46 @@ import { ManualClock } from '../../dist/src/clock.js'
 import { resolveRedisStore } from '../../dist/src/store/redis/redis-options.js'
 import { MemoryVersionStore } from '../../dist/src/versions/memory-versions.js'
 import { RedisVersionStore } from '../../dist/src/versions/redis-versions.js'
+import { SqlVersionStore } from '../../dist/src/versions/sql-versions.js'
+import { resolveSqlStoreOptions } from '../../dist/src/store/sql/sql-admin.js'
+import type { SqlStoreOptions } from '../../dist/src/store/sql/sql-options.js'
+import { rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pg from 'pg'
+import mysql2 from 'mysql2/promise'
+import { MYSQL_URL, PG_URL } from '../support/sql.js'
 import { compareVersionTexts, encodeVersion } from '../../dist/src/versions/version-order.js'
 import { VersionClaim, type VersionStore } from '../../dist/src/versions/version-store.js'
 
 const { CLAIMED, STALE, IN_PROGRESS } = VersionClaim
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 const opened: VersionStore[] = []
+const sqliteFile = join(tmpdir(), `idem-versions-${randomUUID()}.db`)
+/** Each SQL subject's table, dropped at the end. */
+const tables: { kind: 'postgres' | 'mysql'; table: string }[] = []
 afterAll(async () => {
   await Promise.all(opened.map((s) => s.close()))
+  for (const suffix of ['', '-wal', '-shm']) rmSync(sqliteFile + suffix, { force: true })
+  const postgres = new pg.Client({ connectionString: PG_URL })
+  await postgres.connect()
+  const mysql = await mysql2.createConnection(MYSQL_URL)
+  for (const { kind, table } of tables) {
+    if (kind === 'postgres') await postgres.query(`DROP TABLE IF EXISTS "${table}"`)
+    else await mysql.query(`DROP TABLE IF EXISTS \`${table}\``)
+  }
+  await postgres.end()
+  await mysql.end()
 })
+
+/** A SQL version store on a table of its own. */
+function sqlSubject(options: SqlStoreOptions, clock?: ManualClock): Subject {
+  const tablePrefix = `tv_${randomUUID().slice(0, 8)}_`
+  if (options.kind !== 'sqlite') tables.push({ kind: options.kind, table: `${tablePrefix}versions` })
+  const store = new SqlVersionStore(resolveSqlStoreOptions({ ...options, tablePrefix } as SqlStoreOptions), clock ?? new ManualClock())
+  opened.push(store)
+  return { store, advance: clock === undefined ? sleep : async (ms) => clock.advance(ms) }
+}
 
 /** The sortable text of a version, for the store calls. */
 function v(version: number | bigint | string): string {
@@ -46,6 +77,19 @@ const subjects: [string, { lease: number; ttl: number; make: () => Subject }][] 
       },
     },
   ],
+  [
+    'sqlite',
+    {
+      lease: 1_000,
+      ttl: 10_000,
+      make: () => {
+        const clock = new ManualClock(1_000_000)
+        return sqlSubject({ kind: 'sqlite', path: sqliteFile }, clock)
+      },
+    },
+  ],
+  ['postgres', { lease: 300, ttl: 800, make: () => sqlSubject({ kind: 'postgres', url: PG_URL }) }],
+  ['mysql', { lease: 300, ttl: 800, make: () => sqlSubject({ kind: 'mysql', url: MYSQL_URL }) }],
   [
     'redis',
     {

@@ -175,7 +175,9 @@ describe('bad input', () => {
     const cases: [Partial<EngineOptions>, string][] = [
       [{ threads: 1 }, 'threads'],
       [{ mode: 'owned' }, 'mode'],
-      [{ store: { kind: 'sqlite', path: ':memory:' } as EngineOptions['store'] }, 'store'],
+      [{ store: { kind: 'custom', create: () => ({}) } as unknown as EngineOptions['store'] }, 'store'],
+      [{ store: { kind: 'sqlite', path: ':memory:', createTables: false } }, 'store.createTables'],
+      [{ store: { kind: 'redis', cluster: [{ host: '127.0.0.1', port: 7000 }] } }, 'store'],
       [{ rollout: 'shadow' }, 'rollout'],
       [{ handlerTimeoutMs: 1000 }, 'handlerTimeoutMs'],
       [{ reconcile: () => 'done' }, 'reconcile'],
