@@ -392,6 +392,7 @@ export class Engine {
     if (!drained) {
       const error = { code: ErrorCode.ENGINE_CLOSED, message: `the engine closed after waiting ${timeoutMs} ms (close timeoutMs) before this message had its outcome; a claim it held is left to lapse, and a redelivery after that runs it` }
       for (const lane of this.lanes) lane.abandon(error)
+      this.versionLane?.abandon(error)
     }
     const stopped = Promise.all([
       // Owned mode: flush, snapshot and release every partition, then close the partitions' store.

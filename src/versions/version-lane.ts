@@ -10,6 +10,8 @@ import { VersionClaim, type VersionStore } from './version-store.js'
 /** One processBatch call: its outcomes, and how many are still to come. */
 interface Batch {
   outcomes: Outcome[]
+  /** The keys of the messages this lane runs, by batch position (for abandon). */
+  keys: (string | undefined)[]
   each: ((index: number, outcome: Outcome) => void) | undefined
   handler: Handler
   remaining: number
@@ -81,6 +83,9 @@ export class VersionLane {
   /** Per claim token, its items claimed and not yet committed or released: a commit of all of them is one write. */
   private readonly held = new Map<string, number>()
   private readonly active = new Set<Promise<void>>()
+  /** Batches still waiting for outcomes, for abandon(). */
+  private readonly batches = new Set<Batch>()
+  private abandoned = false
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private tokenCount = 0
   private readonly applied: AppliedVersions
@@ -97,7 +102,9 @@ export class VersionLane {
   run(messages: readonly Message[], indices: readonly number[], storeKeys: readonly (string | undefined)[], outcomes: Outcome[], handler: Handler, each: ((index: number, outcome: Outcome) => void) | undefined): Promise<void> {
     let done!: () => void
     const finished = new Promise<void>((resolve) => (done = resolve))
-    const batch: Batch = { outcomes, each, handler, remaining: indices.length, done }
+    const keys: (string | undefined)[] = new Array(messages.length)
+    for (const index of indices) keys[index] = messages[index].key
+    const batch: Batch = { outcomes, keys, each, handler, remaining: indices.length, done }
     if (indices.length === 0) return Promise.resolve()
     const byKey = new Map<string, Item[]>()
     const now = this.options.clock.now()
@@ -129,8 +136,12 @@ export class VersionLane {
       }
     }
     this.schedule()
+    if (batch.remaining > 0) this.batches.add(batch)
     this.active.add(finished)
-    void finished.then(() => this.active.delete(finished))
+    void finished.then(() => {
+      this.active.delete(finished)
+      this.batches.delete(batch)
+    })
     return finished
   }
 
@@ -159,7 +170,30 @@ export class VersionLane {
     return { batch, index, storeKey, message, version: encoded.text, state: state as string | undefined, token: '' }
   }
 
+  /**
+   * Close gave up waiting: every message still without an outcome gets one
+   * with `error` (in-flight: delivered again later; a claim still held is left
+   * to lapse, so its redelivery runs once the lease ends), and nothing the
+   * lane does afterwards reaches a caller.
+   */
+  abandon(error: { code: ErrorCode; message: string }): void {
+    this.abandoned = true
+    for (const batch of this.batches) {
+      for (let index = 0; index < batch.outcomes.length; index++) {
+        if (batch.outcomes[index] !== undefined || batch.remaining === 0) continue
+        const key = batch.keys[index]
+        if (key === undefined) continue
+        const outcome: Outcome = { key, verdict: Verdict.IN_FLIGHT, error: new IdemError(error.code, error.message, { key }) }
+        batch.outcomes[index] = outcome
+        batch.each?.(index, outcome)
+        if (--batch.remaining === 0) batch.done()
+      }
+    }
+    this.batches.clear()
+  }
+
   private finish(batch: Batch, index: number, outcome: Outcome): void {
+    if (this.abandoned) return
     batch.outcomes[index] = outcome
     batch.each?.(index, outcome)
     if (--batch.remaining === 0) batch.done()

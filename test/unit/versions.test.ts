@@ -81,6 +81,15 @@ describe('version-aware keys', () => {
     expect(attempts).toBe(2)
   })
 
+  it('close gives up on a hung handler at its bound: every message without an outcome gets ENGINE_CLOSED in-flight', async () => {
+    const e = await createEngine({ versions: { versionOf: (m: Message<Status>) => m.payload!.version } })
+    const pending = e.processBatch([status('hung', 1), status('hung', 2), status('fine', 1)], (m) => (m.key === 'hung' ? new Promise(() => {}) : 'ok'))
+    await new Promise((resolve) => setTimeout(resolve, 20))
+    await e.close({ timeoutMs: 50 })
+    const outcomes = await pending
+    expect(verdicts(outcomes)).toEqual(['in-flight:ENGINE_CLOSED', 'in-flight:ENGINE_CLOSED', 'new'])
+  })
+
   it('keys under two namespaces keep two versions', async () => {
     const e = await engine()
     await e.process({ ...status('k', 5), namespace: 'eu' }, () => 1)
