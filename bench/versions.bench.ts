@@ -82,8 +82,9 @@ export async function runVersionsSuite(options: SuiteOptions): Promise<SuiteResu
             values: { runs: results[c].map((r) => Math.round(r.rate).toLocaleString('en-US')).join(' / '), rate: rate(c), handler: perK(c, (r) => r.runs), ops: perK(c, (r) => r.storeOperations) },
           })),
           notes: [
-            'threads 0, processBatch batches of 1024 with 4 in flight; strict has its LRU and bloom filter in front of Redis, versions claim every message in Redis (a seen key is no reason to skip)',
+            'threads 0, processBatch batches of 1024 with 4 in flight; strict answers repeats from its LRU, versions older and equal versions from their LRU of applied versions; every other message is a claim in Redis',
             'strict runs every status once, also an older one after a newer one; versions skip those as stale, so they run the handler less',
+            "versions run one key's statuses one after another (the newer waits for the older's commit), strict runs them at once: with slow handlers a batch waits for its parcels' chains",
           ],
         }),
       )
