@@ -1,7 +1,8 @@
-import { Redis } from 'ioredis'
+import type { Redis } from 'ioredis'
 import { ErrorCode, errorText, IdemError } from '../errors.js'
 import { withRetries } from '../retry.js'
 import type { RedisStoreConfig } from '../store/redis/redis-options.js'
+import { singleRedisClient } from '../store/redis/redis-client.js'
 import { permanentRedisError } from '../store/redis/redis-errors.js'
 import { hashTagOf, readRecord, recordKey } from '../store/redis/redis-records.js'
 import { defineScripts, readLua } from '../store/redis/script-loader.js'
@@ -57,19 +58,9 @@ export class RedisPartitionStore implements PartitionStore {
     private readonly config: RedisStoreConfig,
     group: string,
   ) {
-    if (config.client !== undefined) {
-      this.client = config.client as OwnedClient
-      this.ownsClient = false
-    } else {
-      this.client = new Redis(config.url!, {
-        commandTimeout: config.commandTimeoutMs,
-        maxRetriesPerRequest: 0,
-        retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
-      }) as OwnedClient
-      this.ownsClient = true
-      // Connection errors surface as failed calls, retried and counted there.
-      this.client.on('error', () => {})
-    }
+    const { client, owned } = singleRedisClient<OwnedClient>(config)
+    this.client = client
+    this.ownsClient = owned
     defineScripts(this.client, scripts)
     this.base = `${config.prefix}own:${group}:`
   }

@@ -4,6 +4,7 @@ import { jsonValues, StoreBase, storeOperations, type GroupClaim, type KeyGroup,
 import { ClaimCode } from '../store.js'
 import type { RedisStoreConfig } from './redis-options.js'
 import { hashTagOf, readRecord, recordKey } from './redis-records.js'
+import { redisClientOptions } from './redis-client.js'
 import { permanentRedisError } from './redis-errors.js'
 import { defineScripts, readLua } from './script-loader.js'
 import { readServerInfo, refuseUntrustedServer } from './server-check.js'
@@ -118,13 +119,7 @@ export class RedisStore extends StoreBase<TagGroup> {
 
   constructor(private readonly config: RedisStoreConfig) {
     super({ name: 'redis', retries: config.retries, retryBackoffMs: config.retryBackoffMs, maxResultBytes: config.maxResultBytes, values: jsonValues })
-    const clientOptions = {
-      commandTimeout: config.commandTimeoutMs,
-      // The store base's retry loop owns retries (bounded, counted); a command queued while
-      // the connection is down fails at once instead of waiting unboundedly.
-      maxRetriesPerRequest: 0,
-      retryStrategy: (attempt: number) => Math.min(50 * attempt, 1000),
-    }
+    const clientOptions = redisClientOptions(config)
     if (config.client !== undefined) {
       this.client = config.client as ScriptClient
       this.ownsClient = false
