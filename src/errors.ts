@@ -49,6 +49,8 @@ export const ErrorCode = {
   NOT_OWNER: 'NOT_OWNER',
   /** Owned mode: a partition's epoch in the store is below the one this member acquired: it was set back by hand, so nothing is written under it. */
   EPOCH_REGRESSED: 'EPOCH_REGRESSED',
+  /** HTTP layer: the key's request completed, but its response was not kept (over the body cap, streamed, or written past the layer), so a retry cannot be answered with it. */
+  RESPONSE_NOT_REPLAYABLE: 'RESPONSE_NOT_REPLAYABLE',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 
