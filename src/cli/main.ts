@@ -22,7 +22,8 @@ interface Command {
 const commands: Record<string, Command> = {
   demo: {
     synopsis: `idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
-             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]`,
+             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]
+  idem demo http [--keys N] [--burst N] [--concurrency N] [--json]`,
     about: `  demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
@@ -43,7 +44,13 @@ const commands: Record<string, Command> = {
          partitions; --kill-every S SIGKILLs the member holding the most
          partitions every S seconds and starts a new one: its partitions move
          after the lease (3 s), and the summary shows lost 0 and the doubles
-         against what the killed members held unacked.`,
+         against what the killed members held unacked.
+         demo http starts a server on a free loopback port with the HTTP
+         Idempotency-Key layer (idem/express over node:http, memory store) and
+         fires, per key (--keys, default 1,000), --burst concurrent copies
+         (default 4; the 409s retried), a retry after completion, and for every
+         10th key a changed body; it prints requests, route executions, replays,
+         409s, 422s, lost and double (both must be 0).`,
     run: demo,
   },
   bench: {
@@ -151,6 +158,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function demo(args: string[]): Promise<number> {
+  if (args[0] === 'http') return httpDemo(args.slice(1))
   const { values } = parseArgs({
     args,
     options: {
@@ -221,6 +229,28 @@ async function demo(args: string[]): Promise<number> {
   const doublesAllowed = summary.ownership?.heldAtKills ?? 0
   const ok = summary.lost === 0 && summary.doubleEffects <= doublesAllowed
   if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects}${doublesAllowed > 0 ? `, at most ${doublesAllowed} allowed by the kills` : ''})`)
+  return ok ? 0 : 1
+}
+
+async function httpDemo(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { keys: { type: 'string' }, burst: { type: 'string' }, concurrency: { type: 'string' }, json: { type: 'boolean', default: false } },
+    strict: true,
+  })
+  const flags = new OptionReader(Object.fromEntries(Object.entries(values).map(([name, value]) => [`--${name}`, flagValue(value)])))
+  const keys = flags.integer('--keys', 1000, 1, 10_000_000)
+  const burst = flags.integer('--burst', 4, 1, 1000)
+  const concurrency = flags.integer('--concurrency', 16, 1, 1000)
+  if (flags.problems.length > 0) {
+    console.error(`idem demo http: ${flags.problems.join('\n                ')}`)
+    return 2
+  }
+  const { formatHttpDemoSummary, httpDemoPassed, runHttpDemo } = await import('./demo-http.js')
+  const summary = await runHttpDemo({ keys, burst, concurrency, json: values.json })
+  console.log(values.json ? JSON.stringify(summary) : formatHttpDemoSummary(summary))
+  const ok = httpDemoPassed(summary)
+  if (!ok) console.error(`idem demo http: FAILED: lost ${summary.lost}, double ${summary.doubleExecutions}, unexpected ${summary.unexpected}, 422 ${summary.conflicts422} of ${summary.payloadChanges} changes`)
   return ok ? 0 : 1
 }
 
