@@ -11,6 +11,7 @@ import { createEngine, type Engine } from '../../dist/src/index.js'
 import { ADAPTERS, newState, type Answer, send, startApp, type AdapterName, type AppState, type LayerOptions, type RunningApp } from '../support/http-apps.js'
 import { waitFor } from '../support/wait-for.js'
 import { sqlKit } from '../support/sql.js'
+import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 
 const REDIS_URL = process.env.IDEM_TEST_REDIS ?? 'redis://127.0.0.1:6379'
 
@@ -245,7 +246,11 @@ describe.each(['redis', 'postgres'] as const)('HTTP layer on the %s store', (kin
   })
   afterAll(async () => {
     await engine.close()
-    if (kind === 'redis') await deleteRedisPrefix(redisPrefix)
+    if (kind === 'redis') {
+      const redis = new Redis(REDIS_URL)
+      await deleteKeysUnder(redis, redisPrefix)
+      redis.disconnect()
+    }
     await postgres.close()
   })
 
@@ -280,18 +285,4 @@ function fire(count: number, sendOne: () => Promise<Answer>): { all: Promise<Ans
   let answered = 0
   const answers = Array.from({ length: count }, () => sendOne().finally(() => answered++))
   return { all: Promise.all(answers), answered: () => answered }
-}
-
-async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL)
-  try {
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-      if (keys.length > 0) await redis.del(...keys)
-      cursor = next
-    } while (cursor !== '0')
-  } finally {
-    redis.disconnect()
-  }
 }

@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { ADAPTERS, send, type Answer } from '../support/http-apps.js'
 
 const REDIS_URL = process.env.IDEM_TEST_REDIS ?? 'redis://127.0.0.1:6379'
@@ -30,12 +31,7 @@ describe.each(ADAPTERS)('HTTP layer in two processes on %s', (adapter) => {
     for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   })
   afterAll(async () => {
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-      if (keys.length > 0) await redis.del(...keys)
-      cursor = next
-    } while (cursor !== '0')
+    await deleteKeysUnder(redis, prefix)
     redis.disconnect()
   })
 
