@@ -154,7 +154,7 @@ function readPolicy<Req>(o: OptionReader, base: PolicyFallback<Req>): RequestPol
   const wait = o.section('wait', 'an object like { maxMs: 5000 }')
   let waitMs = base.waitMs ?? 0
   let pollMs = base.pollMs ?? policyDefaults.pollMs
-  if (o.has('wait')) {
+  if (o.has('wait') && wait.valid) {
     wait.onlyKnown(['maxMs', 'pollMs'], 'wait')
     waitMs = wait.integer('maxMs', undefined, 1, MAX_LEASE_MS)
     pollMs = wait.integer('pollMs', policyDefaults.pollMs, 1, 60_000)
