@@ -20,6 +20,7 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { systemClock } from '../clock.js'
 import { ErrorCode, errorText, IdemError } from '../errors.js'
+import { SettledKeys } from '../actor/settled-keys.js'
 import { StoreFactory } from '../store/store-factory.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { resolveLayer, resolveRoutePolicy, type RequestPolicy, type RequestView } from './options.js'
@@ -43,6 +44,8 @@ export class IdempotencyCore<Req> {
   private readonly store: DedupStore
   private readonly storeFactory: StoreFactory
   private readonly running = new Set<RouteRun>()
+  /** Responses this process committed or was answered, until their records expire: a replay with no store call. */
+  private readonly settledKeys: SettledKeys
   private closed = false
 
   /** @throws ConfigError naming every bad option. */
@@ -54,6 +57,7 @@ export class IdempotencyCore<Req> {
     // live under their own keys, and its lifetime is the server's.
     this.storeFactory = new StoreFactory(config.engine.config.store, systemClock)
     this.store = this.storeFactory.forShard(0)
+    this.settledKeys = new SettledKeys(config.replayCacheKeys)
   }
 
   /** A route's policy: the layer's, with the route's overrides. @throws ConfigError */
@@ -92,10 +96,14 @@ export class IdempotencyCore<Req> {
   }
 
   private async claim(recordKey: string, fingerprint: string, policy: RequestPolicy<Req>): Promise<Decision> {
+    const settled = this.settledKeys.get(recordKey, Date.now())
+    if (settled !== undefined) return answerDone(settled.fingerprint, settled.result, fingerprint)
     const token = randomUUID()
     const deadline = Date.now() + policy.waitMs
     for (;;) {
       let replies
+      // Taken before the call: the record's remaining time, counted from here, ends no later than in the store.
+      const sentAt = Date.now()
       try {
         replies = await this.store.claim([recordKey], [fingerprint], token, policy.leaseMs, policy.ttlMs)
       } catch (error) {
@@ -103,7 +111,7 @@ export class IdempotencyCore<Req> {
       }
       const code = replies.codes[0]
       if (code === ClaimCode.CLAIMED) {
-        const run = new RouteRun(this.store, recordKey, token, policy, () => this.running.delete(run))
+        const run = new RouteRun(this.store, recordKey, token, fingerprint, policy, this.settledKeys, () => this.running.delete(run))
         this.running.add(run)
         return { kind: 'run', run }
       }
@@ -111,13 +119,13 @@ export class IdempotencyCore<Req> {
       // without one when a concurrent statement inserted the row after its snapshot was taken.
       const stored = replies.fingerprints[0]
       if (stored !== undefined && stored !== fingerprint) {
-        return reply(problemReply(ErrorCode.CONFLICT, 'this Idempotency-Key was used with another request (method, path or body); use a new key for a new request'))
+        return reply(conflictProblem())
       }
       if (code === ClaimCode.DONE) {
-        const replay = replayOf(replies.results[0])
-        return 'notReplayable' in replay
-          ? reply(problemReply(ErrorCode.RESPONSE_NOT_REPLAYABLE, `the request with this Idempotency-Key completed, but its response was not kept: ${replay.notReplayable}`))
-          : reply(replay)
+        const expiresInMs = replies.doneExpiresInMs?.[0]
+        // A store that cannot say when the record expires is not cached from: the cache must never outlive the record.
+        if (expiresInMs !== undefined) this.settledKeys.remember(recordKey, stored, replies.results[0], sentAt, expiresInMs)
+        return answerDone(stored, replies.results[0], fingerprint)
       }
       if (code === ClaimCode.UNKNOWN) return reply(problemReply(ErrorCode.OUTCOME_UNKNOWN, 'the outcome of the request with this Idempotency-Key is unknown until an operator resolves it (idem keys resolve)'))
       const left = deadline - Date.now()
@@ -145,7 +153,9 @@ export class RouteRun {
     private readonly store: DedupStore,
     private readonly recordKey: string,
     private readonly token: string,
+    private readonly fingerprint: string,
     private readonly policy: Pick<RequestPolicy<unknown>, 'leaseMs' | 'ttlMs' | 'replayHeaders' | 'maxBodyBytes' | 'storeClientErrors'>,
+    private readonly settledKeys: SettledKeys,
     private readonly onFinished: () => void,
   ) {
     this.finished = new Promise((resolve) => (this.settle = resolve))
@@ -165,7 +175,11 @@ export class RouteRun {
       if (release) await this.store.release([this.recordKey], this.token)
       else {
         const stored = storedResponseOf(completion, this.policy.replayHeaders, this.policy.maxBodyBytes)
+        const sentAt = Date.now()
         const [code] = await this.store.commit([this.recordKey], [stored], this.token, this.policy.ttlMs)
+        // What the store kept, as a claim would answer it (a result over the store's cap is not kept).
+        if (code === CommitCode.COMMITTED) this.settledKeys.remember(this.recordKey, this.fingerprint, stored, sentAt, this.policy.ttlMs)
+        else if (code !== CommitCode.REFUSED) this.settledKeys.remember(this.recordKey, this.fingerprint, undefined, sentAt, this.policy.ttlMs)
         if (code === CommitCode.REFUSED) warn(`the lease of an Idempotency-Key ran out before its request ended (leaseMs ${this.policy.leaseMs}): its response was not kept, and a retry may run the route again`)
       }
     } catch (error) {
@@ -175,6 +189,19 @@ export class RouteRun {
       this.onFinished()
     }
   }
+}
+
+/** A done key's answer: its kept response, or why there is none, or a conflict of fingerprints (a cached record's; the store's are checked before). */
+function answerDone(storedFingerprint: string | undefined, result: unknown, fingerprint: string): Decision {
+  if (storedFingerprint !== undefined && storedFingerprint !== fingerprint) return reply(conflictProblem())
+  const replay = replayOf(result)
+  return 'notReplayable' in replay
+    ? reply(problemReply(ErrorCode.RESPONSE_NOT_REPLAYABLE, `the request with this Idempotency-Key completed, but its response was not kept: ${replay.notReplayable}`))
+    : reply(replay)
+}
+
+function conflictProblem(): LayerReply {
+  return problemReply(ErrorCode.CONFLICT, 'this Idempotency-Key was used with another request (method, path or body); use a new key for a new request')
 }
 
 function reply(layerReply: LayerReply): Decision {

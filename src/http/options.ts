@@ -82,6 +82,14 @@ export interface IdempotencyOptions<Req> extends RequestPolicyOptions<Req> {
    * @default 'http'
    */
   namespace?: string
+  /**
+   * Completed requests whose responses this process keeps in memory until
+   * their records expire, so a replay costs no store call (an LRU, as the
+   * engine's settled keys). Each holds up to maxBodyBytes as base64: 1,000
+   * at the default cap is at most about 44 MB. 0 keeps none.
+   * @default 1000
+   */
+  replayCacheKeys?: number
 }
 
 /** Headers a replay carries by default: what describes the body and where the created resource is. */
@@ -94,6 +102,7 @@ const policyDefaults = {
   storeClientErrors: true,
   namespace: 'http',
   pollMs: 50,
+  replayCacheKeys: 1000,
 }
 
 /** How the layer treats the requests of a route. */
@@ -116,6 +125,7 @@ export interface RequestPolicy<Req> {
 export interface LayerConfig<Req> {
   engine: Engine
   namespace: string
+  replayCacheKeys: number
   policy: RequestPolicy<Req>
 }
 
@@ -126,14 +136,15 @@ const MAX_BODY_BYTES = 64 * 1024 * 1024
 /** The layer's options, validated once: every bad field named in one ConfigError. */
 export function resolveLayer<Req>(options: unknown, owner: string): LayerConfig<Req> {
   const o = new OptionReader(options)
-  o.onlyKnown(['engine', 'namespace', ...POLICY_FIELDS], owner)
+  o.onlyKnown(['engine', 'namespace', 'replayCacheKeys', ...POLICY_FIELDS], owner)
   const engine = o.value('engine')
   if (!isEngine(engine)) o.mustBe('engine', 'an idem Engine (await createEngine(...))')
   const namespace = o.string('namespace', policyDefaults.namespace, 'a non-empty string of at most 128 characters without U+0000', (text) => text.length > 0 && text.length <= 128 && !text.includes('\0'))
+  const replayCacheKeys = o.integer('replayCacheKeys', policyDefaults.replayCacheKeys, 0, 2 ** 24)
   const fallback = isEngine(engine) ? { ttlMs: engine.config.ttlMs, leaseMs: engine.config.leaseMs } : { ttlMs: 1, leaseMs: 10 }
   const policy = readPolicy<Req>(o, fallback)
   o.check()
-  return { engine: engine as Engine, namespace, policy }
+  return { engine: engine as Engine, namespace, replayCacheKeys, policy }
 }
 
 /** A route's overrides over the layer's policy, validated the same way. */

@@ -52,8 +52,11 @@ describe.each(ADAPTERS)('HTTP layer on %s', (adapter: AdapterName) => {
     return app.url
   }
 
-  it('runs a first request once and replays it byte for byte, with Idempotent-Replayed and the allowed headers only', async () => {
-    const url = await start()
+  it.each([
+    ['from the store', 0],
+    ['from the replay cache', 1000],
+  ])('runs a first request once and replays it byte for byte %s, with Idempotent-Replayed and the allowed headers only', async (_, replayCacheKeys) => {
+    const url = await start({ replayCacheKeys })
     const key = randomUUID()
     const first = await send(url, 'POST', '/orders', { key, body: { item: 'book' } })
     expect(first.status).toBe(201)

@@ -40,7 +40,7 @@ export interface RunningApp {
 }
 
 /** Layer options as every adapter takes them; `scope` and `fingerprint` get the framework's request, whose headers are Node's. */
-export type LayerOptions = Omit<IdempotencyOptions<{ headers: Record<string, string | string[] | undefined> }>, never>
+export type LayerOptions = IdempotencyOptions<{ headers: Record<string, string | string[] | undefined> }>
 
 export function newState(): AppState {
   return { runs: new Map(), largeBytes: 100_000 }

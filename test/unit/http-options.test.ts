@@ -27,8 +27,9 @@ describe('HTTP layer options', () => {
   afterAll(() => engine.close())
 
   it('fills defaults, leaseMs and ttlMs from the engine', () => {
-    const { namespace, policy } = resolveLayer({ engine }, 'test')
+    const { namespace, replayCacheKeys, policy } = resolveLayer({ engine }, 'test')
     expect(namespace).toBe('http')
+    expect(replayCacheKeys).toBe(1000)
     expect([...policy.methods]).toEqual(['POST', 'PATCH'])
     expect(policy).toMatchObject({ required: false, leaseMs: 5000, ttlMs: 60_000, maxBodyBytes: 32_768, storeClientErrors: true, waitMs: 0, pollMs: 50 })
     expect([...policy.replayHeaders]).toEqual(DEFAULT_REPLAY_HEADERS)
@@ -43,7 +44,8 @@ describe('HTTP layer options', () => {
   // One case per message: each options object has one bad field, and the test asserts the whole line.
   const cases: [string, Record<string, unknown>, string][] = [
     ['no engine', { engine: undefined }, 'engine: must be an idem Engine (await createEngine(...)), got undefined'],
-    ['unknown field', { colour: 'red' }, 'colour: must be left out (not an option of test; known: engine, namespace, methods, required, ttlMs, leaseMs, scope, fingerprint, replayHeaders, maxBodyBytes, storeClientErrors, wait), got "red"'],
+    ['unknown field', { colour: 'red' }, 'colour: must be left out (not an option of test; known: engine, namespace, replayCacheKeys, methods, required, ttlMs, leaseMs, scope, fingerprint, replayHeaders, maxBodyBytes, storeClientErrors, wait), got "red"'],
+    ['replayCacheKeys negative', { replayCacheKeys: -1 }, 'replayCacheKeys: must be an integer from 0 to 16777216, got -1'],
     ['namespace empty', { namespace: '' }, 'namespace: must be a non-empty string of at most 128 characters without U+0000, got ""'],
     ['methods not an array', { methods: 'POST' }, 'methods: must be a non-empty array of HTTP method names, got "POST"'],
     ['methods empty', { methods: [] }, 'methods: must be a non-empty array of HTTP method names, got []'],
