@@ -38,7 +38,19 @@ export function idempotency(options: IdempotencyOptions<ExpressRequest>): Idempo
   return middleware
 }
 
+/**
+ * Requests a layer has decided. The first layer a request meets decides it
+ * (app.use's, or a route's own); a later one lets it through, where a second
+ * claim of the key would find the first one's and answer 409 to itself.
+ */
+const decided = new WeakSet<IncomingMessage>()
+
 async function handle(core: IdempotencyCore<ExpressRequest>, policy: RequestPolicy<ExpressRequest>, request: ExpressRequest, response: ServerResponse, next: ExpressNext): Promise<void> {
+  if (decided.has(request)) {
+    next()
+    return
+  }
+  decided.add(request)
   let decision
   try {
     decision = await core.decide(viewOf(request), request, policy)

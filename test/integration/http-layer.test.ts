@@ -107,6 +107,27 @@ describe.each(ADAPTERS)('HTTP layer on %s', (adapter: AdapterName) => {
     expect((await send(url, 'GET', '/orders')).status).toBe(200)
   })
 
+  it("a route's own policy: a key not required on one route, the layer left out on another", async () => {
+    const url = await start({ required: true })
+    expect((await send(url, 'POST', '/lenient', { body: {} })).status).toBe(201)
+    const key = randomUUID()
+    expect((await send(url, 'POST', '/lenient', { key, body: {} })).status).toBe(201)
+    expect((await send(url, 'POST', '/lenient', { key, body: {} })).headers['idempotent-replayed']).toBe('true')
+    expect(state.runs.get('/lenient')).toBe(2)
+    expect((await send(url, 'POST', '/untouched', { key: '', body: {} })).status).toBe(201)
+    expect((await send(url, 'POST', '/untouched', { key, body: {} })).status).toBe(201)
+    expect(state.runs.get('/untouched')).toBe(2)
+  })
+
+  it.skipIf(adapter === 'fastify')('Express: a layer mounted twice on a route decides once (the first one), never 409 to itself', async () => {
+    const url = await start({ required: true })
+    expectProblem(await send(url, 'POST', '/twice', { body: {} }), 400, 'INVALID_KEY')
+    const key = randomUUID()
+    expect((await send(url, 'POST', '/twice', { key, body: {} })).status).toBe(201)
+    expect((await send(url, 'POST', '/twice', { key, body: {} })).headers['idempotent-replayed']).toBe('true')
+    expect(state.runs.get('/twice')).toBe(1)
+  })
+
   it('lets a request without a key through when keys are not required, running it each time', async () => {
     const url = await start()
     expect((await send(url, 'POST', '/orders', { body: { item: 'book' } })).status).toBe(201)

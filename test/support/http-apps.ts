@@ -11,6 +11,9 @@
  *   POST /stream        200, the body written in two chunks (streamed)
  *   POST /kill          SIGKILLs its process (child processes only)
  *   GET  /orders        200 (a method the layer leaves alone)
+ *   POST /lenient       201, its own policy: a key is not required
+ *   POST /untouched     201, the layer left out (Fastify: config false; Express: not mounted)
+ *   POST /twice         201, the layer mounted twice (Express only)
  */
 import { request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -66,7 +69,13 @@ async function startExpress(adapter: 'express4' | 'express5', options: LayerOpti
   const framework = (adapter === 'express5' ? express : (await import('express4' as string)).default) as typeof express
   const app = framework()
   const idem = expressIdempotency(options as never)
-  app.use(framework.json(), idem)
+  app.use(framework.json())
+  // Per-route policies need the layer mounted per route: app.use's would decide every request first.
+  app.post('/lenient', idem.route({ required: false }), (req, res) => void res.status(201).json({ run: ran(state, '/lenient') }))
+  app.post('/untouched', (req, res) => void res.status(201).json({ run: ran(state, '/untouched') }))
+  // Mounted twice on one route: the first layer decides, the second lets the request through.
+  app.post('/twice', idem, idem.route({ required: false }), (req, res) => void res.status(201).json({ run: ran(state, '/twice') }))
+  app.use(idem)
   const orders: express.RequestHandler = async (req, res) => {
     const order = orderOf(state, req.body, req.headers)
     await state.gate
@@ -114,6 +123,8 @@ async function startFastify(options: LayerOptions, state: AppState): Promise<Run
   }
   app.post('/orders', orders)
   app.patch('/orders', orders)
+  app.post('/lenient', { config: { idempotency: { required: false } } }, async (_request, reply) => reply.code(201).send({ run: ran(state, '/lenient') }))
+  app.post('/untouched', { config: { idempotency: false } }, async (_request, reply) => reply.code(201).send({ run: ran(state, '/untouched') }))
   app.get('/orders', async () => ({ orders: state.runs.get('/orders') ?? 0 }))
   app.post('/client-error', async (_request, reply) => reply.code(400).send({ error: 'bad item', run: ran(state, '/client-error') }))
   app.post('/server-error', async (_request, reply) => reply.code(503).send({ error: 'try later', run: ran(state, '/server-error') }))
