@@ -248,6 +248,28 @@ describe.each(ADAPTERS)('HTTP layer on %s', (adapter: AdapterName) => {
     expect(state.runs.get('/orders')).toBe(3)
   })
 
+  it('a store that cannot be reached: 503 STORE_FAILED with Retry-After, and the route does not run (fail closed)', async () => {
+    const deadEngine = await createEngine({ shards: 1, store: { kind: 'redis', url: 'redis://127.0.0.1:1', retries: 0 } })
+    try {
+      state = newState()
+      app = await startApp(adapter, { engine: deadEngine }, state)
+      const answer = await send(app.url, 'POST', '/orders', { key: randomUUID(), body: { item: 'book' } })
+      expectProblem(answer, 503, 'STORE_FAILED')
+      expect(answer.headers['retry-after']).toBe('1')
+      expect(state.runs.get('/orders')).toBeUndefined()
+    } finally {
+      await app?.close()
+      app = undefined
+      await deadEngine.close({ timeoutMs: 1000 })
+    }
+  })
+
+  it('a scope function that returns something else than a string or undefined fails the request (500), and the route does not run', async () => {
+    const url = await start({ scope: () => 42 as unknown as string })
+    expect((await send(url, 'POST', '/orders', { key: randomUUID(), body: { item: 'book' } })).status).toBe(500)
+    expect(state.runs.get('/orders')).toBeUndefined()
+  })
+
   it('refuses bad options at registration with a ConfigError naming each field', async () => {
     const bad = { engine, methods: 'POST', wait: { maxMs: 0 }, maxBodyBytes: -1, colour: 'red' } as unknown as LayerOptions
     const error = await startApp(adapter, bad, newState()).then(
