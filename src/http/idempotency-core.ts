@@ -66,9 +66,11 @@ export class IdempotencyCore<Req> {
   }
 
   /**
-   * Decides a request. Throws only what the user's scope or fingerprint
-   * function threw (the adapter hands it to the framework's error handling);
-   * a store that cannot answer is a 503 problem.
+   * Decides a request. Throws what the user's scope or fingerprint function
+   * threw, INVALID_CONFIG when one returns a bad value, and INVALID_MESSAGE
+   * for a parsed body the default fingerprint cannot digest (the adapter
+   * hands each to the framework's error handling); a store that cannot
+   * answer is a 503 problem.
    */
   async decide(view: RequestView, request: Req, policy: RequestPolicy<Req>): Promise<Decision> {
     if (!policy.methods.has(view.method)) return { kind: 'pass' }
