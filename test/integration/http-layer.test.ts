@@ -128,6 +128,19 @@ describe.each(ADAPTERS)('HTTP layer on %s', (adapter: AdapterName) => {
     expect(state.runs.get('/twice')).toBe(1)
   })
 
+  it.skipIf(adapter !== 'fastify')('Fastify: a reply written past the layer (reply.hijack()) is stored as not replayable once it is sent', async () => {
+    const url = await start()
+    const key = randomUUID()
+    const first = await send(url, 'POST', '/hijack', { key, body: {} })
+    expect(first.status).toBe(200)
+    expect(first.body.toString()).toBe('written past fastify')
+    // The key is settled when the raw response closes, just after the client has its answer.
+    let retry = await send(url, 'POST', '/hijack', { key, body: {} })
+    for (let attempt = 0; retry.status === 409 && retry.json.code === 'IN_FLIGHT' && attempt < 100; attempt++) retry = await send(url, 'POST', '/hijack', { key, body: {} })
+    expectProblem(retry, 409, 'RESPONSE_NOT_REPLAYABLE')
+    expect(state.runs.get('/hijack')).toBe(1)
+  })
+
   it('lets a request without a key through when keys are not required, running it each time', async () => {
     const url = await start()
     expect((await send(url, 'POST', '/orders', { body: { item: 'book' } })).status).toBe(201)

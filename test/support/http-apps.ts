@@ -14,6 +14,7 @@
  *   POST /lenient       201, its own policy: a key is not required
  *   POST /untouched     201, the layer left out (Fastify: config false; Express: not mounted)
  *   POST /twice         201, the layer mounted twice (Express only)
+ *   POST /hijack        200 written on the raw response after reply.hijack() (Fastify only)
  */
 import { request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -139,6 +140,12 @@ async function startFastify(options: LayerOptions, state: AppState): Promise<Run
   app.post('/stream', async (_request, reply) => {
     ran(state, '/stream')
     return reply.type('text/plain').send(Readable.from(['first ', 'second']))
+  })
+  app.post('/hijack', async (_request, reply) => {
+    ran(state, '/hijack')
+    reply.hijack()
+    reply.raw.writeHead(200, { 'content-type': 'text/plain' })
+    reply.raw.end('written past fastify')
   })
   app.post('/kill', async () => process.kill(process.pid, 'SIGKILL'))
   await app.listen({ port: 0, host: '127.0.0.1' })
