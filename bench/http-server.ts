@@ -6,12 +6,21 @@
  * express-idempotency with its Redis adapter. Sends { port } once listening,
  * and answers { runs } (the routes' runs so far) to any message.
  *
- *   node dist/bench/http-server.js <express4|express5|fastify> <bare|idem|peer> <redisUrl> <prefix>
+ * Or behind @node-idempotency/core (mode node-idempotency): its onRequest
+ * before the route, its onResponse when the route answers (res.json), as its
+ * README describes for a framework without a wrapper; its storage is an
+ * ioredis adapter doing what @node-idempotency/storage-adapter-redis does
+ * (SET NX PX, SET PX, GET), since that adapter needs redis 4, which conflicts
+ * here with bullmq's optional peer redis ≥ 5.
+ *
+ *   node dist/bench/http-server.js <express4|express5|fastify> <bare|idem|peer|node-idempotency> <redisUrl> <prefix>
  *
  * Routes: POST /orders (trivial), POST /slow-orders (holds 20 ms, as a route
  * that writes to a database does: the concurrency probe's route).
  */
 import type { AddressInfo } from 'node:net'
+import type { NextFunction, Request, Response } from 'express'
+import { Redis } from 'ioredis'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createEngine } from '../src/engine.js'
 
@@ -53,6 +62,7 @@ if (framework === 'fastify') {
     app.use(peer.idempotency({ dataAdapter: adapter as never }))
     answeredByPeer = (req) => peer.getSharedIdempotencyService().isHit(req as never)
   }
+  if (mode === 'node-idempotency') app.use(await nodeIdempotencyMiddleware(url, prefix))
   app.post('/orders', (req, res) => {
     if (!answeredByPeer(req)) res.status(201).json(answer(req.body))
   })
@@ -69,3 +79,38 @@ if (framework === 'fastify') {
 }
 process.on('message', () => process.send!({ runs }))
 process.send!({ port })
+
+/** @node-idempotency/core as Express middleware: 409 in progress, 422 fingerprint mismatch, 400 other refusals. */
+async function nodeIdempotencyMiddleware(redisUrl: string, keyPrefix: string): Promise<(req: Request, res: Response, next: NextFunction) => void> {
+  const { Idempotency } = await import('@node-idempotency/core')
+  const redis = new Redis(redisUrl)
+  const storage = {
+    setIfNotExists: async (key: string, value: string, { ttl }: { ttl?: number } = {}) => (await redis.set(key, value, 'PX', ttl ?? 86_400_000, 'NX')) === 'OK',
+    set: async (key: string, value: string, { ttl }: { ttl?: number }) => void (await redis.set(key, value, 'PX', ttl ?? 86_400_000)),
+    get: async (key: string) => (await redis.get(key)) ?? undefined,
+    connect: async () => undefined,
+    disconnect: async () => redis.disconnect(),
+  }
+  const layer = new Idempotency(storage, { cacheKeyPrefix: keyPrefix.replace(/:$/, ''), enforceIdempotency: true })
+  return (req, res, next) => {
+    const request = { method: req.method, headers: req.headers as Record<string, unknown>, body: req.body as Record<string, unknown>, path: req.path }
+    layer.onRequest(request).then(
+      (cached) => {
+        if (cached !== undefined) {
+          res.status((cached.additional as { status: number }).status).json(cached.body)
+          return
+        }
+        const json = res.json.bind(res)
+        res.json = (body: unknown) => {
+          void layer.onResponse(request, { body, additional: { status: res.statusCode } }).then(() => json(body))
+          return res
+        }
+        next()
+      },
+      (error: { code?: string; message: string }) => {
+        const status = error.code === 'REQUEST_IN_PROGRESS' ? 409 : error.code === 'IDEMPOTENCY_FINGERPRINT_MISSMATCH' ? 422 : 400
+        res.status(status).json({ error: error.message })
+      },
+    )
+  }
+}

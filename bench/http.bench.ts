@@ -14,17 +14,18 @@
  * The server runs in a child process (bench/http-server.ts) and autocannon
  * in this one, so the load generator never shares the server's event loop;
  * on a 2-core machine they share the cores with Redis. 50 connections, no
- * pipelining (HTTP clients do not pipeline), `DURATION_S` seconds per row
- * after a 1 s warm-up, rows of one framework back to back. Uses the Redis at
+ * pipelining (HTTP clients do not pipeline), 3 rounds of 4 s per row (1 s
+ * with --quick), each after a 1 s warm-up on a fresh server, the rows' order
+ * rotated per round; the table shows medians. Uses the Redis at
  * IDEM_BENCH_REDIS (default redis://127.0.0.1:6379) under a fresh prefix,
  * deleted afterwards. Checked: no errors, every answer 2xx, the route ran
  * once per answered new key (at least), and once in all for the replays.
  * Targets (issue 15): idem ≥ 0.5× bare with new keys, ≥ 0.8× bare on replays.
  *
- * The peer: express-idempotency (1.0, with express-idempotency-redis-adapter)
- * on the Express tables, same route, same Redis, same client, new keys and
- * replays; target idem ≥ 2× its requests/s. @node-idempotency/* is not
- * measured (not done yet). Then a probe per framework and layer: 50 copies
+ * The peers, on the Express tables, same route, same Redis, same client, new
+ * keys and replays (target: idem ≥ 2× their requests/s): express-idempotency
+ * 1.0 with express-idempotency-redis-adapter, and @node-idempotency/core 1.0
+ * as middleware (see http-server.ts for how, and its storage). Then a probe per framework and layer: 50 copies
  * of one request at once to a route that takes 20 ms (a real route's
  * database write): how many times the route ran, and what the copies got.
  */
@@ -35,7 +36,7 @@ import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
 import { connectBenchRedis } from './dup-stream.js'
-import { formatRatio, progress, withRatios, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { formatRatio, median, progress, withRatios, type BenchTable, type Check, type Row, type SuiteOptions, type SuiteResult, type Target } from './report.js'
 
 const SUITE = 'http'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
@@ -44,12 +45,15 @@ const CONNECTIONS = 50
 const BODY = JSON.stringify({ item: 'book', quantity: 1 })
 const serverScript = fileURLToPath(new URL('./http-server.js', import.meta.url))
 
-type Mode = 'bare' | 'idem, new keys' | 'idem, replays' | 'express-idempotency, new keys' | 'express-idempotency, replays'
+/** The layers a server runs: none, idem, or a peer (express-idempotency; @node-idempotency/core). */
+type Layer = 'bare' | 'idem' | 'peer' | 'node-idempotency'
+const layerNames = { idem: 'idem', peer: 'express-idempotency', 'node-idempotency': '@node-idempotency/core' } as const satisfies Record<Exclude<Layer, 'bare'>, string>
+type Mode = 'bare' | `${(typeof layerNames)[keyof typeof layerNames]}, ${'new keys' | 'replays'}`
 type Framework = (typeof FRAMEWORKS)[number]
-/** The peer is Express middleware: measured on the Express tables only. */
-const modesOf = (framework: Framework): Mode[] =>
-  framework === 'fastify' ? ['bare', 'idem, new keys', 'idem, replays'] : ['bare', 'idem, new keys', 'idem, replays', 'express-idempotency, new keys', 'express-idempotency, replays']
-const serverModeOf = (mode: Mode): 'bare' | 'idem' | 'peer' => (mode === 'bare' ? 'bare' : mode.startsWith('idem') ? 'idem' : 'peer')
+/** The peers are Express middleware here: measured on the Express tables only. */
+const layersOf = (framework: Framework): Exclude<Layer, 'bare'>[] => (framework === 'fastify' ? ['idem'] : ['idem', 'peer', 'node-idempotency'])
+const modesOf = (framework: Framework): Mode[] => ['bare', ...layersOf(framework).flatMap((layer) => [`${layerNames[layer]}, new keys`, `${layerNames[layer]}, replays`] as Mode[])]
+const serverModeOf = (mode: Mode): Layer => (mode === 'bare' ? 'bare' : (Object.keys(layerNames) as Exclude<Layer, 'bare'>[]).find((layer) => mode.startsWith(`${layerNames[layer]},`))!)
 /** Concurrent copies of one key in the probe, as the issue's proof asks. */
 const PROBE_COPIES = 50
 
@@ -62,8 +66,11 @@ interface Measured {
   runs: number
 }
 
+/** Rounds per row, the rows' order rotated each round: on a shared machine, a row run always first or last would carry the drift. */
+const ROUNDS = 3
+
 export async function runHttpSuite(options: SuiteOptions): Promise<SuiteResult> {
-  const durationS = options.quick ? 2 : 8
+  const durationS = options.quick ? 1 : 4
   const admin = await connectBenchRedis(SUITE, URL_)
   const prefix = `idem-bench-http-${randomUUID().slice(0, 8)}:`
   const tables: BenchTable[] = []
@@ -72,12 +79,17 @@ export async function runHttpSuite(options: SuiteOptions): Promise<SuiteResult> 
   try {
     const probeRows: Row[] = []
     for (const framework of FRAMEWORKS) {
-      const rows: Partial<Record<Mode, Measured>> = {}
-      for (const mode of modesOf(framework)) {
-        rows[mode] = await measure(framework, mode, prefix, durationS)
-        progress(SUITE, `${framework}, ${mode}: ${Math.round(rows[mode].requestsPerSec)} req/s, p99 ${rows[mode].p99Ms} ms`)
+      const modes = modesOf(framework)
+      const rounds = new Map<Mode, Measured[]>(modes.map((mode) => [mode, []]))
+      for (let round = 0; round < ROUNDS; round++) {
+        for (let i = 0; i < modes.length; i++) {
+          const mode = modes[(i + round) % modes.length]
+          const m = await measure(framework, mode, prefix, durationS)
+          rounds.get(mode)!.push(m)
+          progress(SUITE, `${framework}, ${mode}, round ${round + 1}: ${Math.round(m.requestsPerSec)} req/s, p99 ${m.p99Ms} ms`)
+        }
       }
-      const measured = rows as Record<Mode, Measured>
+      const measured = Object.fromEntries([...rounds].map(([mode, runs]) => [mode, combined(runs)])) as Record<Mode, Measured>
       tables.push(
         withRatios({
           title: `HTTP: ${framework}, one trivial POST route, ${CONNECTIONS} connections, Redis store (requests/s)`,
@@ -89,7 +101,7 @@ export async function runHttpSuite(options: SuiteOptions): Promise<SuiteResult> 
             { key: 'answered', title: 'answered' },
           ],
           rows: Object.entries(measured).map(([label, m]) => ({ label, values: { requestsPerSec: Math.round(m.requestsPerSec), p99Ms: m.p99Ms, answered: m.answered } })),
-          notes: [`${durationS} s per row after a 1 s warm-up; server in a child process, autocannon here`],
+          notes: [`median of ${ROUNDS} rounds of ${durationS} s per row (each after a 1 s warm-up, the order rotated per round); p99 the rounds' median; answered summed; server in a child process, autocannon here`],
         }),
       )
       for (const [mode, m] of Object.entries(measured)) {
@@ -98,21 +110,20 @@ export async function runHttpSuite(options: SuiteOptions): Promise<SuiteResult> 
       const fresh = measured['idem, new keys']
       checks.push({ name: `${framework}, idem, new keys: the route ran for every answered request`, ok: fresh.runs >= fresh.answered, detail: `${fresh.runs} runs for ${fresh.answered} answers` })
       const replays = measured['idem, replays']
-      checks.push({ name: `${framework}, idem, replays: the route ran once in all`, ok: replays.runs === 1, detail: `${replays.runs} runs` })
-      const layers: ('idem' | 'peer')[] = framework === 'fastify' ? ['idem'] : ['idem', 'peer']
-      for (const server of layers) {
+      checks.push({ name: `${framework}, idem, replays: the route ran once per round (each round a fresh server and key)`, ok: replays.runs === ROUNDS, detail: `${replays.runs} runs in ${ROUNDS} rounds` })
+      for (const server of layersOf(framework)) {
         const probe = await probeOneKey(framework, server, prefix)
-        probeRows.push({ label: `${framework}, ${server === 'idem' ? 'idem' : 'express-idempotency'}`, values: probe })
+        probeRows.push({ label: `${framework}, ${layerNames[server]}`, values: probe })
         progress(SUITE, `${framework}, ${server}: ${PROBE_COPIES} concurrent copies of one key ran the route ${probe.runs} time(s)`)
         if (server === 'idem') checks.push({ name: `${framework}, idem: ${PROBE_COPIES} concurrent copies of one key run the route once`, ok: probe.runs === 1, detail: `${probe.runs} runs; ${probe.ok2xx} 2xx, ${probe.conflict409} 409, ${probe.other} other` })
       }
       const ratio = (mode: Mode): number => measured[mode].requestsPerSec / measured.bare.requestsPerSec
       targets.push({ name: `${framework}: idem with new keys vs the bare route`, goal: '≥ 0.5x', measured: formatRatio(ratio('idem, new keys')), met: ratio('idem, new keys') >= 0.5 })
       targets.push({ name: `${framework}: idem replays vs the bare route`, goal: '≥ 0.8x', measured: formatRatio(ratio('idem, replays')), met: ratio('idem, replays') >= 0.8 })
-      if (framework !== 'fastify') {
-        const versus = (what: 'new keys' | 'replays'): number => measured[`idem, ${what}`].requestsPerSec / measured[`express-idempotency, ${what}`].requestsPerSec
+      for (const peer of layersOf(framework).filter((layer) => layer !== 'idem')) {
         for (const what of ['new keys', 'replays'] as const) {
-          targets.push({ name: `${framework}: idem vs express-idempotency (Redis), ${what}`, goal: '≥ 2x', measured: formatRatio(versus(what)), met: versus(what) >= 2 })
+          const versus = measured[`idem, ${what}`].requestsPerSec / measured[`${layerNames[peer]}, ${what}`].requestsPerSec
+          targets.push({ name: `${framework}: idem vs ${layerNames[peer]} (Redis), ${what}`, goal: '≥ 2x', measured: formatRatio(versus), met: versus >= 2 })
         }
       }
     }
@@ -125,7 +136,10 @@ export async function runHttpSuite(options: SuiteOptions): Promise<SuiteResult> 
         { key: 'other', title: 'other' },
       ],
       rows: probeRows,
-      notes: ['more than 1 route run is a double effect: the layer let two copies of one request through', 'express-idempotency reads the key (GET), then writes it (SET): copies that read before the first write all run'],
+      notes: [
+        'more than 1 route run is a double effect: the layer let two copies of one request through',
+        'express-idempotency reads the key (GET), then writes it (SET): copies that read before the first write all run; @node-idempotency/core claims with SET NX',
+      ],
     })
   } finally {
     await deleteKeysUnder(admin, prefix)
@@ -170,12 +184,25 @@ async function measure(framework: Framework, mode: Mode, prefix: string, duratio
   }
 }
 
-function startServer(framework: Framework, mode: 'bare' | 'idem' | 'peer', storePrefix: string): ChildProcess {
+/** The rounds of one row: median rate and p99; answers, failures and route runs summed. */
+function combined(runs: Measured[]): Measured {
+  const sum = (field: keyof Measured): number => runs.reduce((total, m) => total + m[field], 0)
+  return {
+    requestsPerSec: median(runs.map((m) => m.requestsPerSec)),
+    p99Ms: median(runs.map((m) => m.p99Ms)),
+    answered: sum('answered'),
+    non2xx: sum('non2xx'),
+    errors: sum('errors'),
+    runs: sum('runs'),
+  }
+}
+
+function startServer(framework: Framework, mode: Layer, storePrefix: string): ChildProcess {
   return fork(serverScript, [framework, mode, URL_, storePrefix], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
 }
 
 /** 50 copies of one request sent at once to a route that takes 20 ms: how many times the route ran, and what the copies got. */
-async function probeOneKey(framework: Framework, mode: 'idem' | 'peer', prefix: string): Promise<{ runs: number; ok2xx: number; conflict409: number; other: number }> {
+async function probeOneKey(framework: Framework, mode: Exclude<Layer, 'bare'>, prefix: string): Promise<{ runs: number; ok2xx: number; conflict409: number; other: number }> {
   const server = startServer(framework, mode, `${prefix}${framework}:probe:`)
   try {
     const { port } = await nextMessage<{ port: number }>(server)
