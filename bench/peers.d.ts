@@ -13,3 +13,28 @@ declare module 'bloomfilter' {
     test(value: string): boolean
   }
 }
+
+/**
+ * Types for `autocannon` 9 (mcollina/autocannon), which ships none: only the
+ * parts the HTTP bench calls (autocannon(options) as a promise of its result).
+ */
+declare module 'autocannon' {
+  interface Histogram {
+    average: number
+    p99: number
+  }
+  interface Result {
+    requests: Histogram
+    latency: Histogram
+    errors: number
+    non2xx: number
+    '2xx': number
+  }
+  interface Options {
+    url: string
+    connections?: number
+    duration?: number
+    requests?: { method?: string; body?: string; setupRequest?: (request: Record<string, unknown>) => Record<string, unknown> }[]
+  }
+  export default function autocannon(options: Options): Promise<Result>
+}

@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util'
 import { runBloomSuite } from './bloom.bench.js'
 import { runBullmqSuite } from './bullmq.bench.js'
 import { runEngineSuite } from './engine.bench.js'
+import { runHttpSuite } from './http.bench.js'
 import { runLruSuite } from './lru.bench.js'
 import { runOwnedSuite } from './owned.bench.js'
 import { runRedisSuite } from './redis.bench.js'
@@ -35,6 +36,7 @@ const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>>
   bullmq: runBullmqSuite,
   owned: runOwnedSuite,
   versions: runVersionsSuite,
+  http: runHttpSuite,
 }
 
 /** Runs the suites; bad flags throw parseArgs' error, which the CLI reports with the usage (exit 2). */

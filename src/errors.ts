@@ -51,6 +51,8 @@ export const ErrorCode = {
   EPOCH_REGRESSED: 'EPOCH_REGRESSED',
   /** Version-aware keys with transitions: the message's state is not a move allowed from the state the applied version left (the precondition check). */
   ILLEGAL_TRANSITION: 'ILLEGAL_TRANSITION',
+  /** HTTP layer: the key's request completed, but its response was not kept (over the body cap, streamed, or written past the layer), so a retry cannot be answered with it. */
+  RESPONSE_NOT_REPLAYABLE: 'RESPONSE_NOT_REPLAYABLE',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

@@ -23,7 +23,8 @@ const commands: Record<string, Command> = {
   demo: {
     synopsis: `idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
              [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]
-             [--versions [--redis URL]]`,
+             [--versions [--redis URL]]
+  idem demo http [--keys N] [--burst N] [--concurrency N] [--json]`,
     about: `  demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
@@ -49,7 +50,13 @@ const commands: Record<string, Command> = {
          delivered out of order and repeated: --messages defaults to 500,000)
          through version-aware keys on the memory store, or on --redis URL (a
          fresh prefix, deleted at the end), and checks every parcel ends at its
-         newest status, none went back, none ran a version twice.`,
+         newest status, none went back, none ran a version twice.
+         demo http starts a server on a free loopback port with the HTTP
+         Idempotency-Key layer (idem/express over node:http, memory store) and
+         fires, per key (--keys, default 1,000), --burst concurrent copies
+         (default 4; the 409s retried), a retry after completion, and for every
+         10th key a changed body; it prints requests, route executions, replays,
+         409s, 422s, lost and double (both must be 0).`,
     run: demo,
   },
   bench: {
@@ -157,6 +164,7 @@ async function main(argv: string[]): Promise<number> {
 }
 
 async function demo(args: string[]): Promise<number> {
+  if (args[0] === 'http') return httpDemo(args.slice(1))
   const { values } = parseArgs({
     args,
     options: {
@@ -252,6 +260,28 @@ async function demoVersions(values: Record<string, string | boolean | undefined>
   console.log(values.json === true ? JSON.stringify(summary) : formatVersionsDemoSummary(summary))
   const ok = versionsDemoOk(summary)
   if (!ok) console.error(`idem demo: FAILED: ${summary.atNewest} of ${summary.parcels} parcels at their newest status, ${summary.wentBack} went back, ${summary.ranTwice} versions ran twice`)
+  return ok ? 0 : 1
+}
+
+async function httpDemo(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { keys: { type: 'string' }, burst: { type: 'string' }, concurrency: { type: 'string' }, json: { type: 'boolean', default: false } },
+    strict: true,
+  })
+  const flags = new OptionReader(Object.fromEntries(Object.entries(values).map(([name, value]) => [`--${name}`, flagValue(value)])))
+  const keys = flags.integer('--keys', 1000, 1, 10_000_000)
+  const burst = flags.integer('--burst', 4, 1, 1000)
+  const concurrency = flags.integer('--concurrency', 16, 1, 1000)
+  if (flags.problems.length > 0) {
+    console.error(`idem demo http: ${flags.problems.join('\n                ')}`)
+    return 2
+  }
+  const { formatHttpDemoSummary, httpDemoPassed, runHttpDemo } = await import('./demo-http.js')
+  const summary = await runHttpDemo({ keys, burst, concurrency, json: values.json })
+  console.log(values.json ? JSON.stringify(summary) : formatHttpDemoSummary(summary))
+  const ok = httpDemoPassed(summary)
+  if (!ok) console.error(`idem demo http: FAILED: lost ${summary.lost}, double ${summary.doubleExecutions}, unexpected ${summary.unexpected}, 422 ${summary.conflicts422} of ${summary.payloadChanges} changes`)
   return ok ? 0 : 1
 }
 

@@ -60,6 +60,26 @@ describe('idem demo', () => {
     expect(run.stderr).toContain(reason)
   })
 
+  it('demo http: retries, concurrent copies and payload changes over real HTTP, every key run once, exit 0', () => {
+    const run = idem('demo', 'http', '--keys', '200', '--burst', '5', '--json')
+    expect(run.stderr).toBe('')
+    expect(run.code).toBe(0)
+    const summary = JSON.parse(run.stdout)
+    expect(summary).toMatchObject({ keys: 200, executions: 200, lost: 0, doubleExecutions: 0, unexpected: 0, conflicts422: 20, payloadChanges: 20 })
+    // Each key: 5 copies answered with a run or a replay, plus the retry after completion.
+    expect(summary.replays).toBe(200 * 5)
+    expect(summary.requests).toBe(200 * 6 + 20 + summary.inFlight409)
+  })
+
+  it('demo http prints its table, and refuses a bad flag with exit 2', () => {
+    const run = idem('demo', 'http', '--keys', '20')
+    expect(run.code).toBe(0)
+    for (const label of ['requests', 'route executions', 'replays', '409 in flight', '422 payload changed', 'lost', 'double']) expect(run.stdout).toContain(label)
+    const bad = idem('demo', 'http', '--burst', '0')
+    expect(bad.code).toBe(2)
+    expect(bad.stderr).toContain('--burst: must be an integer from 1 to 1000, got 0')
+  })
+
   it('an unknown command exits 2 with the usage', () => {
     const run = idem('frobnicate')
     expect(run.code).toBe(2)
@@ -71,7 +91,7 @@ describe('idem demo', () => {
 describe('idem usage', () => {
   it.each([
     ['demo', 'usage: idem demo  [--messages N]'],
-    ['bench', 'usage: idem bench [--json] [--quick] [--only bloom,lru,engine,redis,streams,sql,bullmq,owned,versions]'],
+    ['bench', 'usage: idem bench [--json] [--quick] [--only bloom,lru,engine,redis,streams,sql,bullmq,owned,versions,http]'],
     ['migrate', 'usage: idem migrate --store postgres://…|mysql://…|sqlite:PATH [--tables N] [--table-prefix P]'],
     ['store', 'usage: idem store show|ack-reset --store redis://HOST:PORT[/DB] [--prefix P]'],
     ['consume', 'usage: idem consume --redis URL --queue NAME'],
