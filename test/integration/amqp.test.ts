@@ -23,6 +23,7 @@ import {
   type AmqpDeadLetter,
   type AmqpPublisher,
 } from '../../dist/src/transport/amqp/index.js'
+import { keysWithDuplicates } from '../support/consumer-processes.js'
 import { startProxy } from '../support/tcp-proxy.js'
 import { waitFor } from '../support/wait-for.js'
 
@@ -115,16 +116,6 @@ async function depth(queue: string): Promise<number> {
   const { messageCount } = await channel.checkQueue(queue)
   await channel.close()
   return messageCount
-}
-
-/** 30% duplicates: every key of `unique` once, then copies of some of them, shuffled after the first half. */
-function keysWithDuplicates(unique: number, total: number): string[] {
-  const keys = Array.from({ length: total }, (_, i) => `order-${i < unique ? i : (i * 7919) % unique}`)
-  for (let i = keys.length - 1; i > unique / 2; i--) {
-    const j = Math.floor(unique / 2) + Math.floor(Math.random() * (i - unique / 2))
-    ;[keys[i], keys[j]] = [keys[j], keys[i]]
-  }
-  return keys
 }
 
 describe('createAmqpConsumer', () => {
