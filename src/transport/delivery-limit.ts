@@ -24,6 +24,16 @@ export function deadLetterReason(outcome: Outcome, deliveries: number, maxDelive
       message: `delivered ${deliveries} times (maxDeliveries ${maxDeliveries}) and never settled: the consumers that held it stopped before its outcome was durable; not run again`,
     }
   }
+  return failureReason(outcome, deliveries, maxDeliveries)
+}
+
+/**
+ * The code and message of an outcome no retry will follow: a conflict, bad
+ * input, or a handler's error on its last delivery (with that delivery's
+ * number). For a transport whose delivery count also counts waits (JetStream
+ * naks), where running out of deliveries never means the handler was skipped.
+ */
+export function failureReason(outcome: Outcome, deliveries: number, maxDeliveries: number): { code: ErrorCode; message: string } {
   const code = outcome.error?.code ?? (outcome.verdict === Verdict.CONFLICT ? ErrorCode.CONFLICT : ErrorCode.INVALID_MESSAGE)
   const message = outcome.error?.message ?? outcome.verdict
   if (outcome.verdict === Verdict.NEW) return { code, message: `${message} (delivery ${deliveries} of maxDeliveries ${maxDeliveries})` }

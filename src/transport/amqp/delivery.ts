@@ -1,7 +1,7 @@
 import type { ConsumeMessage } from 'amqplib'
-import { ErrorCode, IdemError } from '../../errors.js'
 import type { Outcome } from '../../message.js'
 import { Settle, settleOf } from '../../outcome.js'
+import { messageIdKey } from '../message-id.js'
 
 /** Headers idem reads and writes on the messages it handles. */
 export const Header = {
@@ -19,17 +19,11 @@ export const Header = {
 /**
  * The key of a delivery unless keyOf is given: its `messageId` property
  * (createAmqpPublisher sets it to the key), else its `x-message-id` header.
- * amqplib decodes both as UTF-8, replacing bytes that are not with U+FFFD:
- * two different ids could then read as one key and one of them would be
- * dropped as a duplicate, so such an id is refused (INVALID_KEY) instead.
+ * An id that was not valid UTF-8 is refused (messageIdKey).
  */
 export function defaultKeyOf(message: ConsumeMessage): unknown {
   const id = message.properties.messageId as unknown
-  const key = typeof id === 'string' && id !== '' ? id : headerText(message.properties.headers?.[Header.MESSAGE_ID])
-  if (typeof key === 'string' && key.includes('\uFFFD')) {
-    throw new IdemError(ErrorCode.INVALID_KEY, 'the message id is not valid UTF-8 (decoded with U+FFFD in it): two ids could read as one key')
-  }
-  return key
+  return messageIdKey(typeof id === 'string' && id !== '' ? id : headerText(message.properties.headers?.[Header.MESSAGE_ID]))
 }
 
 /** A header value as text: a string as is, a byte array decoded as UTF-8 (U+FFFD where it is not). */
