@@ -52,10 +52,12 @@ export interface JetStreamConsumerEvents {
 
 const BACKOFF_MS = 100
 const MAX_BACKOFF_MS = 5000
+/** How long one fetch waits for messages that are not there yet: what close() may wait for a fetch to end. */
+const FETCH_EXPIRES_MS = 1000
 
 /**
  * An idempotent JetStream pull consumer. The messages that arrive together
- * (consume keeps `batch` requested) go to the engine as one batch; each is
+ * (fetches of up to `batch`) go to the engine as one batch; each is
  * settled by its own outcome as soon as it is final, by msgActionOf: ack
  * once the outcome is durable, nak with a delay (in flight, handler errors),
  * or term with the code as its reason. Messages held longer than a third of
@@ -80,6 +82,8 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
   private termReasons = false
   private workingTimer: NodeJS.Timeout | undefined
   private wakeSleeper: (() => void) | undefined
+  /** The pull loop, waiting for held messages to settle. */
+  private roomWaiter: (() => void) | undefined
   private loop: Promise<void> | undefined
   private readonly ready: Promise<void>
   private closing: Promise<void> | undefined
@@ -111,6 +115,7 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
     this.closing ??= (async () => {
       this.stopping = true
       this.wakeSleeper?.()
+      this.roomWaiter?.()
       await this.ready.catch(() => {})
       await this.messages?.close().catch(() => {})
       await this.loop
@@ -143,26 +148,39 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
     this.loop = this.consumeLoop()
   }
 
-  /** Pulls for ever, starting consume again (after a backoff) when it ends under us (the consumer deleted, a server gone). */
+  /**
+   * Pulls for ever: one fetch at a time, for what is free of `batch` once no
+   * more than half of it is held. Messages are run as they arrive, not when
+   * the fetch ends. Why not consume(): it pulls again as messages arrive,
+   * not as they are settled, so a consumer with slow handlers would hold up
+   * to the server's max_ack_pending, and a SIGKILL could run all of them
+   * twice; fetch keeps what one consumer holds to `batch`.
+   */
   private async consumeLoop(): Promise<void> {
     const { stream, consumer: name, batch } = this.config
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
         const consumer = await jetstream(this.connection!).consumers.get(stream, name)
-        this.messages = await consumer.consume({ max_messages: batch })
-        if (this.stopping) await this.messages.close()
-        for await (const message of this.messages) {
-          attempt = 0
-          this.receive(message)
+        while (!this.stopping) {
+          await this.roomFor(Math.ceil(batch / 2))
+          if (this.stopping) return
+          this.messages = await consumer.fetch({ max_messages: batch - this.held.size, expires: FETCH_EXPIRES_MS })
+          for await (const message of this.messages) {
+            attempt = 0
+            this.receive(message)
+          }
         }
-        if (this.stopping) return
-        this.report(new IdemError(ErrorCode.TRANSPORT_FAILED, `jetstream consume of "${name}" on "${stream}" ended: starting it again`))
       } catch (error) {
         if (this.stopping) return
-        this.report(natsError('consume', error))
+        this.report(natsError('fetch', error))
       }
       await this.pause(Math.min(MAX_BACKOFF_MS, BACKOFF_MS * 2 ** Math.min(attempt, 16)))
     }
+  }
+
+  /** Resolves once at most `most` messages are held, or close() was called. */
+  private async roomFor(most: number): Promise<void> {
+    while (this.held.size > most && !this.stopping) await new Promise<void>((resolve) => (this.roomWaiter = resolve))
   }
 
   private receive(message: JsMsg): void {
@@ -218,6 +236,7 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
   /** Settles one message by its outcome. Acks are not awaited: a lost one redelivers the message, acked then as a duplicate. */
   private settle(msg: JsMsg, outcome: Outcome): void {
     this.held.delete(msg)
+    this.roomWaiter?.()
     const deliveries = msg.info.deliveryCount
     const { inFlightDelayMs, retryDelayMs } = this.config
     try {

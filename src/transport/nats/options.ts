@@ -39,8 +39,8 @@ export interface JetStreamConsumerOptions<R = unknown> {
   /** A tenant or namespace: the same key under two namespaces is two keys. @default none */
   namespaceOf?: (message: JsMsg) => unknown
   /**
-   * Messages the pull consumer keeps requested (consume's max_messages):
-   * what one consumer holds at once, and what one SIGKILL can leave run but
+   * The most messages one consumer holds at once (a fetch asks for what is
+   * free of it once half is free), and so what one SIGKILL can leave run but
    * not committed. The messages that arrive together go to the engine as
    * one batch.
    * @default 256
