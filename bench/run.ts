@@ -13,6 +13,7 @@
  */
 import { availableParallelism, cpus } from 'node:os'
 import { parseArgs } from 'node:util'
+import { runAmqpSuite } from './amqp.bench.js'
 import { runBloomSuite } from './bloom.bench.js'
 import { runBullmqSuite } from './bullmq.bench.js'
 import { runEngineSuite } from './engine.bench.js'
@@ -33,6 +34,7 @@ const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>>
   sql: runSqlSuite,
   bullmq: runBullmqSuite,
   owned: runOwnedSuite,
+  amqp: runAmqpSuite,
 }
 
 /** Runs the suites; bad flags throw parseArgs' error, which the CLI reports with the usage (exit 2). */

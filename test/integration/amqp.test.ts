@@ -343,6 +343,13 @@ describe('createAmqpPublisher', () => {
     expect(c.stats().duplicates).toBe(resends)
   })
 
+  it('a broker it cannot reach uses up the attempts: publish rejects with TRANSPORT_FAILED instead of hanging', async () => {
+    const p = createAmqpPublisher({ url: 'amqp://guest:guest@127.0.0.1:1', confirmTimeoutMs: 100, maxAttempts: 2 })
+    publishers.push(p)
+    await expect(p.publish('', 'nowhere', 'x', { key: 'k' })).rejects.toMatchObject({ code: ErrorCode.TRANSPORT_FAILED, message: expect.stringMatching(/2 attempts, none confirmed.*no channel within 100 ms/) })
+    expect(p.stats().resends).toBe(1)
+  })
+
   it('refuses a key the consumer would refuse, and puts a long key in the x-message-id header', async () => {
     const { queue, prefix } = await names()
     const p = publisher()

@@ -1,7 +1,7 @@
 import type { ConfirmChannel, Options } from 'amqplib'
-import { ErrorCode, IdemError } from '../../errors.js'
+import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { fieldsOf, invalidKey, KeyStatus, keyStatusOf, OptionReader } from '../../validation.js'
-import { amqpError, ChannelLink, type AmqpConnection } from './channel-link.js'
+import { ChannelLink, type AmqpConnection } from './channel-link.js'
 import { Header } from './delivery.js'
 
 /** Options of `createAmqpPublisher`. Give `url` or `connection`, not both. */
@@ -89,20 +89,26 @@ export class AmqpPublisher {
         this.resends++
         await new Promise((resolve) => setTimeout(resolve, RESEND_BACKOFF_MS))
       }
-      const channel = await this.link.whenUp()
       try {
-        await this.confirmed(channel, exchange, routingKey, content, publish)
+        await this.confirmed(await this.channelWithin(this.confirmTimeoutMs), exchange, routingKey, content, publish)
         return
       } catch (error) {
         lastError = error
       }
     }
-    throw amqpError(`publish of key ${JSON.stringify(key)} (${this.maxAttempts} attempts, none confirmed)`, lastError)
+    throw new IdemError(ErrorCode.TRANSPORT_FAILED, `amqp publish of key ${JSON.stringify(key)} failed (${this.maxAttempts} attempts, none confirmed): ${errorText(lastError)}`, { key, cause: lastError })
   }
 
   /** Closes the channel, and the connection when the publisher opened it from a URL. */
   close(): Promise<void> {
     return this.link.close()
+  }
+
+  /** The open channel, waiting up to `ms` for a (re)connect: a broker that is down uses up attempts instead of hanging the publish. */
+  private channelWithin(ms: number): Promise<ConfirmChannel> {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new IdemError(ErrorCode.TRANSPORT_FAILED, `no channel within ${ms} ms (the broker is unreachable)`)), ms)))
+    return Promise.race([this.link.whenUp(), late]).finally(() => clearTimeout(timer))
   }
 
   private confirmed(channel: ConfirmChannel, exchange: string, routingKey: string, content: Buffer, options: Options.Publish): Promise<void> {

@@ -1,7 +1,7 @@
 import { jetstream, type JetStreamClient } from '@nats-io/jetstream'
 import { connect, headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node'
 import { invalidKey, KeyStatus, keyStatusOf, fieldsOf, OptionReader } from '../../validation.js'
-import { natsError } from './consumer.js'
+import { errorText, ErrorCode, IdemError } from '../../errors.js'
 
 /** Options of `createJetStreamPublisher`. Give `servers` or `connection`, not both. */
 export interface JetStreamPublisherOptions {
@@ -78,7 +78,7 @@ export class JetStreamPublisher {
         lastError = error
       }
     }
-    throw natsError(`publish of key ${JSON.stringify(key)} (${this.maxAttempts} attempts, none acked)`, lastError)
+    throw new IdemError(ErrorCode.TRANSPORT_FAILED, `nats publish of key ${JSON.stringify(key)} failed (${this.maxAttempts} attempts, none acked): ${errorText(lastError)}`, { key, cause: lastError })
   }
 
   /** Closes the connection when the publisher opened it. */
