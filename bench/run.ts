@@ -18,6 +18,7 @@ import { runBloomSuite } from './bloom.bench.js'
 import { runBullmqSuite } from './bullmq.bench.js'
 import { runEngineSuite } from './engine.bench.js'
 import { runLruSuite } from './lru.bench.js'
+import { runNatsSuite } from './nats.bench.js'
 import { runOwnedSuite } from './owned.bench.js'
 import { runRedisSuite } from './redis.bench.js'
 import { runStreamsSuite } from './streams.bench.js'
@@ -35,6 +36,7 @@ const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>>
   bullmq: runBullmqSuite,
   owned: runOwnedSuite,
   amqp: runAmqpSuite,
+  nats: runNatsSuite,
 }
 
 /** Runs the suites; bad flags throw parseArgs' error, which the CLI reports with the usage (exit 2). */
