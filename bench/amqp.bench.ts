@@ -126,7 +126,11 @@ export async function runAmqpSuite(options: SuiteOptions): Promise<SuiteResult> 
       }
     }
   } finally {
-    for (const queue of queues) await admin.deleteQueue(queue).catch(() => {})
+    // A delay queue and its exchange share a name; deleting an exchange that was never declared is a no-op.
+    for (const queue of queues) {
+      await admin.deleteQueue(queue).catch(() => {})
+      await admin.deleteExchange(queue).catch(() => {})
+    }
     await broker.close().catch(() => {})
     await deleteKeysUnder(redis, scope)
     redis.disconnect()

@@ -72,8 +72,10 @@ async function names(queueArguments: Record<string, unknown> = {}) {
   await channel.assertQueue(deadLetterQueue, { durable: false })
   await channel.bindQueue(deadLetterQueue, deadLetterExchange, '')
   await channel.close()
-  queues.push(queue, deadLetterQueue, ...[200, 50, 1000, 5000, 300].map((ms) => delayQueueOf(queue, ms)))
-  exchanges.push(deadLetterExchange)
+  const delays = [200, 50, 1000, 5000, 300].map((ms) => delayQueueOf(queue, ms))
+  // A delay queue and its exchange share a name.
+  queues.push(queue, deadLetterQueue, ...delays)
+  exchanges.push(deadLetterExchange, ...delays)
   return { scope, queue, deadLetterExchange, deadLetterQueue, prefix: `${scope}:idem:` }
 }
 

@@ -25,10 +25,12 @@ const PERMANENT_REPLY_CODES = new Set([403, 404, 406])
  * delivery tags are per channel.
  */
 export class ChannelLink {
-  /** The open channel, set up; undefined between a loss and the next set-up. */
+  /** The open channel (from the start of its set-up); undefined between a loss and the next channel. */
   channel: ConfirmChannel | undefined
   /** Channels opened after the first: one per reconnect. */
   reconnects = 0
+  /** The last channel whose set-up completed. */
+  private setUpChannel: ConfirmChannel | undefined
   private connection: ChannelModel | undefined
   private stopping = false
   private wakeSleeper: (() => void) | undefined
@@ -55,7 +57,7 @@ export class ChannelLink {
 
   /** The channel once it is up: now, or after the next (re)connect. Rejects when the link stops first. */
   whenUp(): Promise<ConfirmChannel> {
-    if (this.channel !== undefined) return Promise.resolve(this.channel)
+    if (this.channel !== undefined && this.channel === this.setUpChannel) return Promise.resolve(this.channel)
     if (this.stopping) return Promise.reject(closedError())
     return new Promise((resolve, reject) => this.upWaiters.push({ resolve, reject }))
   }
@@ -79,6 +81,8 @@ export class ChannelLink {
       try {
         channel = await this.open()
         const closed = new Promise<void>((resolve) => channel!.once('close', resolve))
+        // The channel is the live one from before its set-up: deliveries can arrive as soon as set-up subscribes, and are settled on it.
+        this.channel = channel
         await this.setUp(channel)
         if (this.stopping) {
           await channel.close().catch(() => {})
@@ -87,13 +91,14 @@ export class ChannelLink {
         if (!this.firstUp) this.reconnects++
         this.firstUp = false
         attempt = 0
-        this.channel = channel
+        this.setUpChannel = channel
         for (const waiter of this.upWaiters.splice(0)) waiter.resolve(channel)
         await closed
         this.channel = undefined
         if (this.stopping) return
         this.report(new IdemError(ErrorCode.TRANSPORT_FAILED, 'amqp channel closed under the consumer: reopening it; its unacked deliveries go back to the queue'))
       } catch (error) {
+        this.channel = undefined
         await channel?.close().catch(() => {})
         if (this.stopping) return
         const failure = amqpError('open and set up a channel', error)

@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events'
 import type { ConfirmChannel, ConsumeMessage, Options } from 'amqplib'
+import type { Engine } from '../../engine.js'
 import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { messageOf, Verdict, type HandlerContext, type Message, type Outcome } from '../../message.js'
 import { invalidOutcome } from '../../outcome.js'
 import { deadLetterReason, exhausted } from '../delivery-limit.js'
 import { amqpError, ChannelLink } from './channel-link.js'
-import { delayQueueArguments, delayQueueOf, DeliveryAction, deliveriesOf, deliveryActionOf, Header } from './delivery.js'
+import { declareDelayQueue, delayQueueOf, DeliveryAction, deliveriesOf, deliveryActionOf, Header } from './delivery.js'
 import { resolveAmqpConsumerOptions, type AmqpConsumerConfig, type AmqpConsumerOptions } from './options.js'
+import { declarePartitionQueues, OwnedQueues, partitionOfQueue } from './partition-queues.js'
 
 /** Counts of one consumer since it started. */
 export interface AmqpConsumerStats {
@@ -55,6 +57,8 @@ export interface AmqpConsumerEvents {
 /** One delivery as the consumer holds it: settled on the channel it came on, or not at all. */
 interface Delivery {
   channel: ConfirmChannel
+  /** The queue it was consumed from: where a delayed copy goes back to. */
+  queue: string
   message: ConsumeMessage
   deliveries: number
 }
@@ -86,12 +90,18 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
   /** Batches in the engine and publishes of copies awaiting their confirm: close() waits for them. */
   private readonly running = new Set<Promise<unknown>>()
   private consumerTag: string | undefined
+  /** Owned mode: the partition queues consumed now; undefined in strict mode (one queue). */
+  private readonly owned: OwnedQueues | undefined
   private readonly ready: Promise<void>
   private closing: Promise<void> | undefined
 
   constructor(options: AmqpConsumerOptions<R>) {
     super()
     this.config = resolveAmqpConsumerOptions(options)
+    const { engine, queue } = this.config
+    if (engine.config.mode === 'owned') {
+      this.owned = new OwnedQueues(queue, engine, (channel, name, message) => this.receive(channel, name, message), (error) => this.report(amqpError('consume of a partition queue', error)))
+    }
     this.link = new ChannelLink(this.config.url ?? this.config.connection!, (channel) => this.setUp(channel), (error) => this.report(error))
     this.ready = this.link.start().then(() => undefined)
     // A rejection of ready is the caller's to see through waitUntilReady(); never unhandled.
@@ -119,7 +129,8 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
       this.stopping = true
       await this.ready.catch(() => {})
       const channel = this.link.channel
-      if (channel !== undefined && this.consumerTag !== undefined) await channel.cancel(this.consumerTag).catch(() => {})
+      if (this.owned !== undefined) await this.owned.cancelAll()
+      else if (channel !== undefined && this.consumerTag !== undefined) await channel.cancel(this.consumerTag).catch(() => {})
       this.flush()
       while (this.running.size > 0) await Promise.all(this.running)
       await this.link.close()
@@ -128,27 +139,28 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
   }
 
   private async setUp(channel: ConfirmChannel): Promise<void> {
-    const { queue, prefetch, inFlightDelayMs, retryDelayMs } = this.config
-    await channel.checkQueue(queue)
-    for (const delayMs of new Set([inFlightDelayMs, retryDelayMs])) {
-      await channel.assertQueue(delayQueueOf(queue, delayMs), { durable: true, arguments: delayQueueArguments(queue, delayMs) })
-    }
-    await channel.prefetch(prefetch)
+    const { queue, prefetch, inFlightDelayMs, retryDelayMs, engine } = this.config
+    if (this.owned === undefined) await channel.checkQueue(queue)
+    else await declarePartitionQueues(channel, queue, engine.config.partitions)
+    for (const delayMs of new Set([inFlightDelayMs, retryDelayMs])) await declareDelayQueue(channel, queue, delayMs)
+    // Owned mode consumes many partition queues on one channel: the limit is the channel's (global), or each queue would get its own prefetch.
+    await channel.prefetch(prefetch, this.owned !== undefined)
     if (this.stopping) return
-    const { consumerTag } = await channel.consume(queue, (message) => this.receive(channel, message), { noAck: false })
+    if (this.owned !== undefined) return this.owned.consumeOn(channel)
+    const { consumerTag } = await channel.consume(queue, (message) => this.receive(channel, queue, message), { noAck: false })
     this.consumerTag = consumerTag
   }
 
-  private receive(channel: ConfirmChannel, message: ConsumeMessage | null): void {
+  private receive(channel: ConfirmChannel, queue: string, message: ConsumeMessage | null): void {
     if (message === null) {
       // The broker cancelled the consumer (the queue was deleted): closing the channel makes the link set it up again, or report why not.
-      this.report(new IdemError(ErrorCode.TRANSPORT_FAILED, `amqp consumer of queue "${this.config.queue}" cancelled by the broker`))
+      this.report(new IdemError(ErrorCode.TRANSPORT_FAILED, `amqp consumer of queue "${queue}" cancelled by the broker`))
       void channel.close().catch(() => {})
       return
     }
     this.counts.received++
     this.holding++
-    this.pending.push({ channel, message, deliveries: deliveriesOf(message) })
+    this.pending.push({ channel, queue, message, deliveries: deliveriesOf(message) })
     if (this.flushScheduled) return
     this.flushScheduled = true
     setImmediate(() => this.flush())
@@ -174,6 +186,11 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
         message = messageOf(delivery.message, this.config, deliveryName, i)
       } catch (error) {
         this.settle(delivery, invalidOutcome(undefined, error as IdemError))
+        return
+      }
+      const misrouted = this.owned === undefined ? undefined : misroutedError(this.config.engine, this.config.queue, message, delivery.queue)
+      if (misrouted !== undefined) {
+        this.settle(delivery, invalidOutcome(message.key, misrouted))
         return
       }
       messages.push(message)
@@ -220,10 +237,10 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
         return
       case DeliveryAction.WAIT:
         // No delivery used: the copy carries the deliveries used before this one.
-        this.track(this.moveTo(channel, message, '', delayQueueOf(queue, this.config.inFlightDelayMs), { [Header.DELIVERIES]: deliveries - 1 }).then((moved) => moved && this.counts.inFlight++))
+        this.track(this.moveTo(channel, message, delayQueueOf(queue, this.config.inFlightDelayMs), delivery.queue, { [Header.DELIVERIES]: deliveries - 1 }).then((moved) => moved && this.counts.inFlight++))
         return
       case DeliveryAction.RETRY:
-        this.track(this.moveTo(channel, message, '', delayQueueOf(queue, this.config.retryDelayMs), { [Header.DELIVERIES]: deliveries }).then((moved) => moved && this.counts.retried++))
+        this.track(this.moveTo(channel, message, delayQueueOf(queue, this.config.retryDelayMs), delivery.queue, { [Header.DELIVERIES]: deliveries }).then((moved) => moved && this.counts.retried++))
         return
       case DeliveryAction.DEAD_LETTER:
         this.track(this.deadLetter(delivery, outcome))
@@ -273,7 +290,7 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
         channel.publish(exchange, routingKey, message.content, options, (error) => (error === null || error === undefined ? resolve() : reject(error as Error)))
       })
     } catch (error) {
-      this.report(amqpError(`publish to ${exchange === '' ? `queue "${routingKey}"` : `exchange "${exchange}"`}`, error))
+      this.report(amqpError(`publish to exchange "${exchange}" (routing key "${routingKey}")`, error))
       return false
     }
     return this.ack(channel, message)
@@ -300,6 +317,29 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
     if (error.code === ErrorCode.TRANSPORT_FAILED) this.counts.transportErrors++
     if (this.listenerCount('error') > 0) this.emit('error', error)
   }
+}
+
+/**
+ * Owned mode: a message on one partition's queue whose key is in another
+ * partition (a producer with another key function, namespace or partition
+ * count) would be NOT_OWNER here for ever, or run by a member that does not
+ * own its key: dead-lettered with PARTITIONS_MISMATCH instead. A key the
+ * engine refuses is left to the engine (INVALID_KEY).
+ */
+function misroutedError(engine: Engine, queue: string, message: Message, from: string): IdemError | undefined {
+  let partition: number
+  try {
+    partition = engine.partitionOf(message.key, message.namespace)
+  } catch {
+    return undefined
+  }
+  const queuePartition = partitionOfQueue(queue, from)
+  if (partition === queuePartition) return undefined
+  return new IdemError(
+    ErrorCode.PARTITIONS_MISMATCH,
+    `key ${JSON.stringify(message.key)} is in partition ${partition} of ${engine.config.partitions}, but the message is on queue "${from}": publish to partitionQueueOf(queue, partitionOf(key, ${engine.config.partitions})) with the consumer's keyOf and namespaceOf`,
+    { key: message.key },
+  )
 }
 
 /** How a delivery is named in the message of a keyOf (namespaceOf, fingerprintOf) that threw. */

@@ -1,4 +1,4 @@
-import type { ConsumeMessage } from 'amqplib'
+import type { Channel, ConsumeMessage } from 'amqplib'
 import type { Outcome } from '../../message.js'
 import { Settle, settleOf } from '../../outcome.js'
 import { messageIdKey } from '../message-id.js'
@@ -52,7 +52,7 @@ function countOf(value: unknown): number {
 export const DeliveryAction = {
   /** basic.ack: the handler ran and committed, or the key was done (a duplicate). */
   ACK: 'ack',
-  /** A copy on the in-flight delay queue, confirmed, then the delivery acked: back after inFlightDelayMs, no delivery used. */
+  /** A copy on the in-flight delay queue, confirmed, then the delivery acked: back to its queue after inFlightDelayMs, no delivery used. */
   WAIT: 'wait',
   /** A copy on the retry delay queue carrying one more delivery, confirmed, then acked: back after retryDelayMs. */
   RETRY: 'retry',
@@ -76,16 +76,23 @@ export function deliveryActionOf(outcome: Outcome, deliveries: number, maxDelive
 }
 
 /**
- * The delay queue idem declares beside `queue` for one delay: copies wait
- * there `delayMs` (its x-message-ttl) and are dead-lettered back to `queue`
- * by the broker. One queue per delay, as RabbitMQ expires messages only at a
- * queue's head: a short delay behind a long one would wait for the long one.
+ * The delay queue (and its exchange, of the same name) idem declares beside
+ * `queue` for one delay: a copy is published to the exchange with the queue
+ * it must go back to as its routing key, waits in the delay queue `delayMs`
+ * (its x-message-ttl), and is dead-lettered by the broker to the default
+ * exchange with that routing key, so back to its queue (in owned mode, to its
+ * own partition's queue). One queue per delay, as RabbitMQ expires messages
+ * only at a queue's head: a short delay behind a long one would wait for it.
  */
 export function delayQueueOf(queue: string, delayMs: number): string {
   return `${queue}.idem-delay-${delayMs}ms`
 }
 
-/** The arguments of delayQueueOf(queue, delayMs). */
-export function delayQueueArguments(queue: string, delayMs: number): Record<string, unknown> {
-  return { 'x-message-ttl': delayMs, 'x-dead-letter-exchange': '', 'x-dead-letter-routing-key': queue }
+/** Declares delayQueueOf(queue, delayMs): a topic exchange, its queue bound with '#', and the queue's TTL and dead-lettering. */
+export async function declareDelayQueue(channel: Channel, queue: string, delayMs: number): Promise<void> {
+  const name = delayQueueOf(queue, delayMs)
+  await channel.assertExchange(name, 'topic', { durable: true })
+  // No x-dead-letter-routing-key: a dead-lettered message keeps its own routing key, the queue it came from.
+  await channel.assertQueue(name, { durable: true, arguments: { 'x-message-ttl': delayMs, 'x-dead-letter-exchange': '' } })
+  await channel.bindQueue(name, name, '#')
 }

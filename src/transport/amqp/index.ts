@@ -8,6 +8,7 @@
  */
 export { createAmqpConsumer, AmqpConsumer, type AmqpConsumerStats, type AmqpConsumerEvents, type AmqpDeadLetter } from './consumer.js'
 export { DeliveryAction, deliveryActionOf, delayQueueOf, Header } from './delivery.js'
+export { partitionQueueOf } from './partition-queues.js'
 export type { AmqpConsumerOptions, AmqpHandler } from './options.js'
 export type { AmqpConnection } from './channel-link.js'
 export { createAmqpPublisher, AmqpPublisher, type AmqpPublisherOptions, type AmqpPublishOptions } from './publisher.js'

@@ -23,7 +23,14 @@ export interface AmqpConsumerOptions<R = unknown> {
    * a recovering one (`connect(url, { recovery: true })`) gives the next.
    */
   connection?: AmqpConnection
-  /** The queue to consume. It must exist (declare it with your own arguments: a dead-letter exchange, `x-queue-type: quorum`). */
+  /**
+   * The queue to consume. It must exist (declare it with your own arguments:
+   * a dead-letter exchange, `x-queue-type: quorum`). With an owned engine,
+   * the name of the partitioned queue: messages are on `${queue}.p${partition}`
+   * (partitionQueueOf), which the consumer declares with
+   * `x-single-active-consumer`, and it consumes the queues of the partitions
+   * its engine owns.
+   */
   queue: string
   /**
    * Unacked deliveries the broker sends at once (basic.qos): what one
@@ -32,7 +39,7 @@ export interface AmqpConsumerOptions<R = unknown> {
    * @default 256
    */
   prefetch?: number
-  /** The idem engine deciding verdicts. Consumers in several processes share one store. The consumer never closes it. */
+  /** The idem engine deciding verdicts: strict (consumers in several processes share one store and one queue) or owned (see queue). The consumer never closes it. */
   engine: Engine
   /** The business effect of one delivery. */
   handler: AmqpHandler<R>
@@ -119,7 +126,6 @@ export function resolveAmqpConsumerOptions<R>(options: AmqpConsumerOptions<R>): 
   const prefetch = o.integer('prefetch', defaults.prefetch, 1, 65_535)
   const engine = o.value('engine')
   if (!isEngine(engine)) o.mustBe('engine', 'an idem Engine (from createEngine)')
-  else if (engine.config.mode === 'owned') o.mustBe('engine', "a strict engine: the AMQP consumer does not read partition queues (create the engine with mode: 'strict')", 'an owned engine')
   const ofMessage = 'a function of the message'
   const handler = o.function<AmqpHandler<R>>('handler', 'a function (message, context) => result', true)
   const keyOf = o.function<AmqpConsumerConfig<R>['keyOf']>('keyOf', ofMessage, false) ?? defaultKeyOf
