@@ -23,6 +23,7 @@ import { runOwnedSuite } from './owned.bench.js'
 import { runRedisSuite } from './redis.bench.js'
 import { runStreamsSuite } from './streams.bench.js'
 import { runSqlSuite } from './sql.bench.js'
+import { runVersionsSuite } from './versions.bench.js'
 import { SUITE_NAMES, benchUsage, type SuiteName } from './suite-names.js'
 import { formatTable, gcSource, isUnclean, lastProgressLine, progress, type SuiteOptions, type SuiteResult } from './report.js'
 
@@ -35,6 +36,7 @@ const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>>
   sql: runSqlSuite,
   bullmq: runBullmqSuite,
   owned: runOwnedSuite,
+  versions: runVersionsSuite,
   amqp: runAmqpSuite,
   nats: runNatsSuite,
 }

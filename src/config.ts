@@ -7,6 +7,7 @@ import type { ReconcileHook } from './message.js'
 import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
 import { OptionReader, quotedChoices } from './validation.js'
+import { readVersionRules, type VersionOptions, type VersionRules } from './versions/version-rules.js'
 
 /**
  * Which store confirms keys: `memory` (one process, tests), `redis` (shared by
@@ -122,6 +123,12 @@ export interface EngineOptions {
   group?: string
   /** Owned mode: leases, group commits, snapshots. */
   ownership?: OwnershipOptions
+  /**
+   * Version-aware keys (README "Versions and state machines"): a message runs
+   * when its version is newer than the one applied for its key, not only when
+   * its key is new. Strict mode, threads 0; a memory, single-Redis or SQL store.
+   */
+  versions?: VersionOptions
 }
 
 export interface OwnershipOptions {
@@ -138,7 +145,7 @@ export interface OwnershipOptions {
 }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions'>> & {
   ownership: Required<OwnershipOptions>
   bloom: Required<NonNullable<EngineOptions['bloom']>>
   lru: Required<NonNullable<EngineOptions['lru']>>
@@ -147,6 +154,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   handler?: string
   /** Stays on the main thread: worker threads get the config without it (a function does not cross). */
   reconcile?: ReconcileHook
+  /** Version-aware keys; absent for plain keys. */
+  versions?: VersionRules
 }
 
 export const defaults = {
@@ -181,7 +190,7 @@ const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite', 'custom']
 /** Validate once, at start; every bad field is named in one ConfigError. */
 export function resolveConfig(options: unknown = {}): EngineConfig {
   const o = new OptionReader(options)
-  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile'], 'createEngine')
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -215,6 +224,8 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const reconcileAttempts = o.integer('reconcileAttempts', defaults.reconcileAttempts, 1, 1_000)
   const reconcileBackoffMs = o.integer('reconcileBackoffMs', defaults.reconcileBackoffMs, 1, MAX_LEASE_MS)
   const { mode, partitions, group, ownership } = readOwnership(o, { threads, store, reconcile, ttlMs })
+  const versions = readVersionRules(o)
+  if (o.has('versions')) checkVersionLimits(o, { threads, store, rollout, mode, reconcile, handlerTimeoutMs })
 
   o.check()
   return {
@@ -238,7 +249,26 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     partitions,
     group,
     ownership,
+    ...(versions === undefined ? {} : { versions }),
   }
+}
+
+/**
+ * What version-aware keys do not run with yet, each refused by name: they run
+ * on the main thread against their own records (no LRU, no bloom filter: a
+ * seen key is no reason to skip), and have no UNKNOWN state.
+ */
+function checkVersionLimits(o: OptionReader, given: { threads: number; store: StoreConfig; rollout: string; mode: string; reconcile: ReconcileHook | undefined; handlerTimeoutMs: number }): void {
+  const { store } = given
+  if (given.threads > 0) o.mustBe('threads', '0 with versions (version-aware keys run on the main thread)')
+  if (given.mode !== 'strict') o.mustBe('mode', "'strict' with versions")
+  if (store.kind === 'custom') o.mustBe('store', 'a memory, redis, postgres, mysql or sqlite store with versions (a custom store keeps no versions)', store.kind)
+  else if (store.kind === 'redis' && store.cluster !== undefined) o.mustBe('store', 'a single Redis with versions (a claim call writes lease records beside its keys, which a cluster cannot)', 'a cluster')
+  else if (isSqlKind(store.kind) && !(store as SqlStoreConfig).createTables) o.mustBe('store.createTables', `true with versions (they keep their records in a table of their own, ${(store as SqlStoreConfig).tablePrefix}versions, created on first use)`, false)
+  else if (store.kind === 'redis' && store.requireReplicas > 0) o.mustBe('store.requireReplicas', '0 with versions (version commits do not wait for replicas)')
+  if (given.rollout !== 'enforce') o.mustBe('rollout', "'enforce' with versions")
+  if (given.reconcile !== undefined) o.mustBe('reconcile', 'left out with versions (a version either applies or is released: there is no UNKNOWN state to reconcile)')
+  if (given.handlerTimeoutMs > 0) o.mustBe('handlerTimeoutMs', '0 with versions (a version either applies or is released: there is no UNKNOWN state)')
 }
 
 /** Group names and member ids become parts of store keys: no separators, no braces, bounded. */

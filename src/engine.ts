@@ -22,6 +22,12 @@ import { OwnedShardActor } from './owned/owned-actor.js'
 import { partitionOf } from './owned/partition-of.js'
 import type { PartitionStore } from './owned/partition-store.js'
 import { RedisPartitionStore } from './owned/redis-partitions.js'
+import { MemoryVersionStore } from './versions/memory-versions.js'
+import { RedisVersionStore } from './versions/redis-versions.js'
+import { SqlVersionStore } from './versions/sql-versions.js'
+import type { SqlStoreConfig } from './store/sql/sql-options.js'
+import { VersionLane } from './versions/version-lane.js'
+import type { VersionStore } from './versions/version-store.js'
 
 /** How long close() waits for queued work by default. */
 const DEFAULT_CLOSE_TIMEOUT_MS = 30_000
@@ -69,7 +75,7 @@ export interface LayerStats {
   groupCommits: number
   /** Owned mode: messages answered in-flight with NOT_OWNER. */
   notOwned: number
-  verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number }
+  verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number; stale: number }
 }
 
 export interface EngineStats {
@@ -123,6 +129,9 @@ export class Engine {
   private partitionStore: PartitionStore | undefined
   private membership: Membership | undefined
   private readonly events = new EventEmitter()
+  /** Version-aware keys: the lane that runs every message, and its records. */
+  private versionLane: VersionLane | undefined
+  private versionStore: VersionStore | undefined
 
   constructor(
     config: EngineConfig,
@@ -140,6 +149,18 @@ export class Engine {
     const { config } = this
     if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
     if (config.mode === 'owned') return this.startOwned()
+    if (config.versions !== undefined) {
+      const { store } = config
+      this.versionStore = store.kind === 'redis' ? new RedisVersionStore(store) : store.kind === 'memory' ? new MemoryVersionStore(this.clock) : new SqlVersionStore(store as SqlStoreConfig, this.clock)
+      this.versionLane = new VersionLane(this.versionStore, config.versions, {
+        leaseMs: config.leaseMs,
+        ttlMs: config.ttlMs,
+        signal: this.closeSignal.signal,
+        cacheKeys: config.lru.maxKeys,
+        clock: this.clock,
+      })
+      return
+    }
     for (let t = 0; t < config.threads; t++) {
       const shardsHere = Math.ceil((config.shards - t) / config.threads)
       this.threads.push(new ShardThread(config, shardsHere))
@@ -242,6 +263,13 @@ export class Engine {
     const router = this.router
     if (router.route(messages) > 0) this.invalidCount += this.settleInvalid(messages, outcomes, each)
     const { hashes, shards, keys, scopedKeys, fingerprints, errors } = router
+    if (this.versionLane !== undefined) {
+      const valid: number[] = []
+      for (let i = 0; i < n; i++) if (errors[i] === undefined) valid.push(i)
+      // The router's arrays are reused by the next batch: the lane keeps its own copy of the keys.
+      await this.versionLane.run(messages as readonly Message[], valid, scopedKeys.slice(0, n) as string[], outcomes, (handler ?? this.moduleHandler!.handle) as Handler, each)
+      return outcomes as Outcome<R>[]
+    }
 
     const jobs: (Job | undefined)[] = new Array(this.config.shards)
     const waits: Promise<void>[] = []
@@ -272,7 +300,7 @@ export class Engine {
    * can send its commits on that connection (RedisStore.canCommitOn).
    */
   canCommitOn(client: Redis): boolean {
-    return this.config.mode === 'strict' && this.config.threads === 0 && this.localActors.every((actor) => actor.canCommitOn(client))
+    return this.config.mode === 'strict' && this.config.threads === 0 && this.versionLane === undefined && this.localActors.every((actor) => actor.canCommitOn(client))
   }
 
   /**
@@ -305,6 +333,20 @@ export class Engine {
     }
     verdicts[VerdictCode.INVALID] += this.invalidCount
     const totals = layerStats(counters, verdicts)
+    const versionCounts = this.versionLane?.counts
+    if (versionCounts !== undefined) {
+      const v = totals.verdicts
+      v.new += versionCounts.new
+      v.duplicate += versionCounts.duplicate
+      v.stale += versionCounts.stale
+      v.inFlight += versionCounts.inFlight
+      v.invalid += versionCounts.invalid
+      totals.lruHits += versionCounts.lruHits
+      totals.storeOperations += versionCounts.storeOperations
+      totals.fencedWrites += versionCounts.fencedWrites
+      totals.storeFailures += versionCounts.storeFailures
+      totals.storeRetries += this.versionStore!.health.retries
+    }
     // Owned mode: one filter per partition held, sized for the partition's share of the keys.
     const filters = this.membership === undefined ? this.config.shards : this.membership.ownedPartitions().length
     const geometry = bloomGeometry(Math.ceil(this.config.bloom.expectedItems / (this.membership === undefined ? this.config.shards : this.config.partitions)), this.config.bloom.falsePositiveRate)
@@ -346,10 +388,11 @@ export class Engine {
   private async closeWithin(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
     this.closeSignal.abort(new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closing'))
-    const drained = await beforeDeadline(Promise.all(this.lanes.map((lane) => lane.idle())), deadline)
+    const drained = await beforeDeadline(Promise.all([...this.lanes.map((lane) => lane.idle()), this.versionLane?.idle()]), deadline)
     if (!drained) {
       const error = { code: ErrorCode.ENGINE_CLOSED, message: `the engine closed after waiting ${timeoutMs} ms (close timeoutMs) before this message had its outcome; a claim it held is left to lapse, and a redelivery after that runs it` }
       for (const lane of this.lanes) lane.abandon(error)
+      this.versionLane?.abandon(error)
     }
     const stopped = Promise.all([
       // Owned mode: flush, snapshot and release every partition, then close the partitions' store.
@@ -357,6 +400,7 @@ export class Engine {
       ...this.threads.map((thread) => thread.close()),
       Promise.all(this.localActors.map((actor) => actor.close())).then(() => this.storeFactory?.close()),
       this.transactions?.close(),
+      this.versionStore?.close(),
     ])
     // Stores and threads get what is left of the bound (at least a second to say goodbye to a server).
     await beforeDeadline(stopped, Math.max(deadline, Date.now() + 1000))
@@ -405,6 +449,7 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
       inFlight: v[VerdictCode.IN_FLIGHT],
       conflict: v[VerdictCode.CONFLICT],
       invalid: v[VerdictCode.INVALID],
+      stale: v[VerdictCode.STALE],
     },
   }
 }

@@ -49,6 +49,8 @@ export const ErrorCode = {
   NOT_OWNER: 'NOT_OWNER',
   /** Owned mode: a partition's epoch in the store is below the one this member acquired: it was set back by hand, so nothing is written under it. */
   EPOCH_REGRESSED: 'EPOCH_REGRESSED',
+  /** Version-aware keys with transitions: the message's state is not a move allowed from the state the applied version left (the precondition check). */
+  ILLEGAL_TRANSITION: 'ILLEGAL_TRANSITION',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

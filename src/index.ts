@@ -1,5 +1,7 @@
 export { createEngine, Engine, type EngineStats, type LayerStats } from './engine.js'
 export type { EngineOptions, EngineConfig, StoreConfig, OwnershipOptions } from './config.js'
+export type { VersionOptions } from './versions/version-rules.js'
+export type { Version } from './versions/version-order.js'
 export { IdemError, ConfigError, ConflictError, ErrorCode, outcomeUnknown } from './errors.js'
 export { Verdict, type Message, type Outcome, type Handler, type HandlerContext, type ReconcileHook, type ReconcileAnswer } from './message.js'
 export { ManualClock, type Clock } from './clock.js'

@@ -20,13 +20,17 @@ export const Verdict = {
   IN_FLIGHT: 'in-flight',
   CONFLICT: 'conflict',
   INVALID: 'invalid',
+  /** Version-aware keys: a version older than the one applied; skipped and acked. */
+  STALE: 'stale',
 } as const
 export type Verdict = (typeof Verdict)[keyof typeof Verdict]
 
 /**
  * What happened to one message. `new`: the handler ran (result, or error when it
  * threw: the claim was then released and a redelivery runs it again). `duplicate`:
- * skipped, with the stored result when one was kept. `in-flight`: another owner
+ * skipped, with the stored result when one was kept (version-aware keys: the
+ * applied version itself). `stale` (version-aware keys): older than the applied
+ * version, skipped. `in-flight`: another owner
  * holds a live lease; retry later, do not ack. `conflict` and `invalid`: error says why.
  */
 export interface Outcome<R = unknown> {

@@ -2,7 +2,7 @@ import type { ErrorData } from './actor/protocol.js'
 import { ConflictError, ErrorCode, IdemError } from './errors.js'
 import { Verdict, type Outcome } from './message.js'
 
-const verdictOf: readonly Verdict[] = [Verdict.NEW, Verdict.DUPLICATE, Verdict.IN_FLIGHT, Verdict.CONFLICT, Verdict.INVALID]
+const verdictOf: readonly Verdict[] = [Verdict.NEW, Verdict.DUPLICATE, Verdict.IN_FLIGHT, Verdict.CONFLICT, Verdict.INVALID, Verdict.STALE]
 
 /** Builds the public outcome of one message from what the actor sent back as data. */
 export function toOutcome(key: string, code: number, result: unknown, error: ErrorData | undefined): Outcome {
@@ -49,7 +49,7 @@ export type Settle = (typeof Settle)[keyof typeof Settle]
  * - `new` with OUTCOME_UNKNOWN: WAIT. The key is UNKNOWN: its redeliveries are in-flight until it
  *   is reconciled (then a duplicate, acked, or run again), so it is never acked now.
  * - `new` with any other error (HANDLER_FAILED, LEASE_LOST): RETRY.
- * - `duplicate`: DONE.
+ * - `duplicate`, `stale`: DONE.
  * - `in-flight`: WAIT, never acked (that could lose the message if the owner fails; with STORE_RESET,
  *   STORE_FAILED or STORE_UNSAFE the store could not be trusted to answer). Except
  *   WORKER_DIED: a handler module may have killed its thread, so RETRY uses an attempt and a
@@ -64,6 +64,7 @@ export function settleOf(outcome: Outcome): Settle {
       if (code === ErrorCode.STORE_FAILED || code === ErrorCode.STORE_RESET || code === ErrorCode.WORKER_DIED || code === ErrorCode.ACTOR_FAILED || code === ErrorCode.ENGINE_CLOSED || code === ErrorCode.OUTCOME_UNKNOWN) return Settle.WAIT
       return Settle.RETRY
     case Verdict.DUPLICATE:
+    case Verdict.STALE:
       return Settle.DONE
     case Verdict.IN_FLIGHT:
       return code === ErrorCode.WORKER_DIED ? Settle.RETRY : Settle.WAIT

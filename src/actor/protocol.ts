@@ -8,7 +8,8 @@ import type { Message } from '../message.js'
 import type { CommitCode } from '../store/store.js'
 
 /** Per-message decision of an actor. */
-export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4 } as const
+/** STALE is counted by the version lane (version-aware keys), never sent by an actor. */
+export const VerdictCode = { NEW: 0, DUPLICATE: 1, IN_FLIGHT: 2, CONFLICT: 3, INVALID: 4, STALE: 5 } as const
 export type VerdictCode = (typeof VerdictCode)[keyof typeof VerdictCode]
 /** Length of an array indexed by VerdictCode: the codes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const VERDICT_COUNT = Object.keys(VerdictCode).length

@@ -22,7 +22,8 @@ interface Command {
 const commands: Record<string, Command> = {
   demo: {
     synopsis: `idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
-             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]`,
+             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]
+             [--versions [--redis URL]]`,
     about: `  demo   runs a generated stream with duplicates through the engine (memory store,
          in-memory queue) and checks that every unique key had exactly one effect.
          With --redis URL it runs end to end through BullMQ instead: a producer adds
@@ -43,7 +44,12 @@ const commands: Record<string, Command> = {
          partitions; --kill-every S SIGKILLs the member holding the most
          partitions every S seconds and starts a new one: its partitions move
          after the lease (3 s), and the summary shows lost 0 and the doubles
-         against what the killed members held unacked.`,
+         against what the killed members held unacked.
+         --versions runs parcel status pushes instead (versions 1..5 per parcel,
+         delivered out of order and repeated: --messages defaults to 500,000)
+         through version-aware keys on the memory store, or on --redis URL (a
+         fresh prefix, deleted at the end), and checks every parcel ends at its
+         newest status, none went back, none ran a version twice.`,
     run: demo,
   },
   bench: {
@@ -166,9 +172,11 @@ async function demo(args: string[]): Promise<number> {
       store: { type: 'string' },
       mode: { type: 'string' },
       'kill-every': { type: 'string' },
+      versions: { type: 'boolean', default: false },
     },
     strict: true,
   })
+  if (values.versions) return demoVersions(values)
   const viaRedis = values.redis !== undefined
   const owned = values.mode === 'owned'
   values.messages ??= viaRedis ? '100000' : '1000000'
@@ -221,6 +229,29 @@ async function demo(args: string[]): Promise<number> {
   const doublesAllowed = summary.ownership?.heldAtKills ?? 0
   const ok = summary.lost === 0 && summary.doubleEffects <= doublesAllowed
   if (!ok) console.error(`idem demo: FAILED: ${summary.effects} effects for ${summary.uniqueKeys} unique keys (lost ${summary.lost}, double ${summary.doubleEffects}${doublesAllowed > 0 ? `, at most ${doublesAllowed} allowed by the kills` : ''})`)
+  return ok ? 0 : 1
+}
+
+/** `idem demo --versions`: the flags it takes are checked here; the others are refused by name. */
+async function demoVersions(values: Record<string, string | boolean | undefined>): Promise<number> {
+  values.messages ??= '500000'
+  const flags = new OptionReader(Object.fromEntries(Object.entries(values).map(([name, value]) => [`--${name}`, flagValue(value)])))
+  for (const flag of ['--shards', '--threads', '--consumers', '--concurrency', '--store', '--mode', '--kill-every']) {
+    if (flags.has(flag) && !(flag === '--shards' && values.shards === '8')) flags.mustBe(flag, 'left out with --versions (version-aware keys run on the main thread, memory or --redis store)')
+  }
+  const messages = flags.integer('--messages', undefined, 1, 100_000_000)
+  const seed = flags.integer('--seed', undefined, 0, 2 ** 32 - 1)
+  const dupRate = flags.number('--dup-rate', undefined, { from: 0, below: 1 })
+  const redis = values.redis === undefined ? undefined : flags.string('--redis', undefined, 'a redis:// or rediss:// URL', (url) => /^rediss?:\/\//.test(url))
+  if (flags.problems.length > 0) {
+    console.error(`idem demo: ${flags.problems.join('\n           ')}`)
+    return 2
+  }
+  const { formatVersionsDemoSummary, runVersionsDemo, versionsDemoOk } = await import('./demo-versions.js')
+  const summary = await runVersionsDemo({ messages, dupRate, seed, json: values.json === true, ...(redis === undefined ? {} : { redis }) })
+  console.log(values.json === true ? JSON.stringify(summary) : formatVersionsDemoSummary(summary))
+  const ok = versionsDemoOk(summary)
+  if (!ok) console.error(`idem demo: FAILED: ${summary.atNewest} of ${summary.parcels} parcels at their newest status, ${summary.wentBack} went back, ${summary.ranTwice} versions ran twice`)
   return ok ? 0 : 1
 }
 

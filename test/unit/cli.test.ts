@@ -30,7 +30,21 @@ describe('idem demo', () => {
     expect(run.stdout).toMatch(/double effects\s+0/)
   })
 
+  it('--versions runs status pushes through version-aware keys: every parcel at its newest status, none went back, none ran twice', () => {
+    const run = idem('demo', '--versions', '--messages', '20000', '--json')
+    expect(run.code).toBe(0)
+    const summary = JSON.parse(run.stdout)
+    expect(summary.atNewest).toBe(summary.parcels)
+    expect([summary.wentBack, summary.ranTwice]).toEqual([0, 0])
+    expect(summary.outOfOrder).toBeGreaterThan(0)
+    expect(summary.stale).toBeGreaterThan(0)
+    expect(summary.applied + summary.stale + summary.duplicate).toBe(summary.messages)
+  })
+
   it.each([
+    [['--versions', '--threads', '2'], '--threads: must be left out with --versions'],
+    [['--versions', '--mode', 'owned'], '--mode: must be left out with --versions'],
+    [['--versions', '--redis', 'http://x'], '--redis: must be a redis:// or rediss:// URL'],
     [['--messages', '0'], '--messages: must be an integer from 1 to 100000000, got 0'],
     [['--dup-rate', '1.5'], '--dup-rate: must be a number in [0, 1), got 1.5'],
     [['--threads', 'two'], '--threads: must be an integer from 0 to 64, got "two"'],

@@ -220,7 +220,7 @@ describe('engine verdicts (threads: 0)', () => {
     await e.processBatch(keys, handler)
     const s = e.stats()
     expect(s.shards).toHaveLength(2)
-    expect(s.totals.verdicts).toEqual({ new: 500, duplicate: 500, inFlight: 0, conflict: 0, invalid: 0 })
+    expect(s.totals.verdicts).toEqual({ new: 500, duplicate: 500, inFlight: 0, conflict: 0, invalid: 0, stale: 0 })
     // The memory store answers from memory: no LRU stands in front of it, so its duplicates are store answers.
     expect(s.totals.lruHits).toBe(0)
     expect(s.totals.bloomPositives + s.totals.bloomNegatives).toBe(1000)
