@@ -14,7 +14,7 @@ import { declarePartitionQueues, OwnedQueues, partitionOfQueue } from './partiti
 export interface AmqpConsumerStats {
   /** Deliveries received from the broker. */
   received: number
-  /** Deliveries acked: handler ran and committed here (`new`), or the key was done (`duplicates`). */
+  /** Deliveries acked: handler ran and committed here (`new`), or the key was done (`duplicates`, stale versions of version-aware keys included). */
   acked: number
   new: number
   duplicates: number
@@ -232,8 +232,8 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
       case DeliveryAction.ACK:
         if (!this.ack(channel, message)) return
         this.counts.acked++
-        if (outcome.verdict === Verdict.DUPLICATE) this.counts.duplicates++
-        else this.counts.new++
+        if (outcome.verdict === Verdict.NEW) this.counts.new++
+        else this.counts.duplicates++
         return
       case DeliveryAction.WAIT:
         // No delivery used: the copy carries the deliveries used before this one.

@@ -12,7 +12,7 @@ import { defaults, resolveJetStreamConsumerOptions, type JetStreamConsumerConfig
 export interface JetStreamConsumerStats {
   /** Messages received from the pull consumer. */
   received: number
-  /** Messages acked: handler ran and committed here (`new`), or the key was done (`duplicates`). */
+  /** Messages acked: handler ran and committed here (`new`), or the key was done (`duplicates`, stale versions of version-aware keys included). */
   acked: number
   new: number
   duplicates: number
@@ -244,8 +244,8 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
         case MsgAction.ACK:
           msg.ack()
           this.counts.acked++
-          if (outcome.verdict === Verdict.DUPLICATE) this.counts.duplicates++
-          else this.counts.new++
+          if (outcome.verdict === Verdict.NEW) this.counts.new++
+          else this.counts.duplicates++
           return
         case MsgAction.WAIT:
           msg.nak(inFlightDelayMs)
