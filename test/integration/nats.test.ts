@@ -26,6 +26,7 @@ import {
   type JetStreamTermination,
 } from '../../dist/src/transport/nats/index.js'
 import { keysWithDuplicates } from '../support/consumer-processes.js'
+import { startProxy, type FaultProxy } from '../support/tcp-proxy.js'
 import { waitFor } from '../support/wait-for.js'
 
 const servers = '127.0.0.1:4222'
@@ -38,6 +39,7 @@ const consumers: JetStreamConsumer<any>[] = []
 const publishers: JetStreamPublisher[] = []
 const streams: string[] = []
 const scopes: string[] = []
+const proxies: FaultProxy[] = []
 
 beforeAll(async () => {
   nc = await connect({ servers })
@@ -48,6 +50,7 @@ afterEach(async () => {
   await Promise.all(consumers.splice(0).map((c) => c.close()))
   await Promise.all(publishers.splice(0).map((p) => p.close()))
   await Promise.all(engines.splice(0).map((e) => e.close()))
+  await Promise.all(proxies.splice(0).map((p) => p.close()))
   for (const stream of streams.splice(0)) await jsm.streams.delete(stream)
   for (const scope of scopes.splice(0)) await deleteKeysUnder(redis, scope)
 })
@@ -245,6 +248,51 @@ describe('createJetStreamConsumer', () => {
     expect(c.stats().received).toBe(1)
     expect(c.stats().working).toBeGreaterThanOrEqual(3)
     expect((await jsm.consumers.info(stream, 'c')).num_redelivered).toBe(0)
+  })
+
+  it('keeps consuming after its connection is cut by a proxy, twice, mid-run: lost 0, double 0', async () => {
+    const { stream, subject, prefix } = await names({ ackWaitMs: 5_000 })
+    const proxy = await startProxy(4222)
+    proxies.push(proxy)
+    const keys = keysWithDuplicates(2100, 3000)
+    for (const key of keys) {
+      const h = headers()
+      h.set('Order-Key', key)
+      nc.publish(subject, key, { headers: h })
+    }
+    await nc.flush()
+    const effects = new Map<string, number>()
+    const cut = await connect({ servers: `127.0.0.1:${proxy.port}`, maxReconnectAttempts: -1, reconnectTimeWait: 100 })
+    let reconnects = 0
+    void (async () => {
+      for await (const status of cut.status()) if (status.type === 'reconnect') reconnects++
+    })()
+    const c = createJetStreamConsumer({
+      connection: cut,
+      stream,
+      consumer: 'c',
+      batch: 64,
+      engine: await engine(prefix),
+      inFlightDelayMs: 100,
+      keyOf: (m) => m.headers?.get('Order-Key'),
+      handler: async (m) => {
+        await new Promise((resolve) => setTimeout(resolve, 1))
+        effects.set(m.string(), (effects.get(m.string()) ?? 0) + 1)
+      },
+    })
+    consumers.push(c)
+    await c.waitUntilReady()
+    for (const share of [0.25, 0.6]) {
+      await waitFor(`${share * 100}% of the keys done`, () => effects.size >= share * 2100, 60_000)
+      proxy.resetAll()
+    }
+    await waitFor('every key done and nothing pending', async () => effects.size === 2100 && c.stats().holding === 0 && (await backlog(stream)) === 0, 60_000)
+    const doubles = [...effects.values()].reduce((sum, n) => sum + n - 1, 0)
+    console.log(`nats connection cuts: 3000 messages (2100 keys), 2 cuts, reconnects ${reconnects}, lost ${2100 - effects.size}, double ${doubles}, transport errors ${c.stats().transportErrors}`)
+    expect(reconnects).toBeGreaterThanOrEqual(2)
+    expect(doubles).toBe(0)
+    await c.close()
+    await cut.close()
   })
 
   it('refuses a missing consumer (waitUntilReady rejects) and bad options (ConfigError naming each field)', async () => {
