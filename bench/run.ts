@@ -13,11 +13,13 @@
  */
 import { availableParallelism, cpus } from 'node:os'
 import { parseArgs } from 'node:util'
+import { runAmqpSuite } from './amqp.bench.js'
 import { runBloomSuite } from './bloom.bench.js'
 import { runBullmqSuite } from './bullmq.bench.js'
 import { runEngineSuite } from './engine.bench.js'
 import { runHttpSuite } from './http.bench.js'
 import { runLruSuite } from './lru.bench.js'
+import { runNatsSuite } from './nats.bench.js'
 import { runOwnedSuite } from './owned.bench.js'
 import { runRedisSuite } from './redis.bench.js'
 import { runStreamsSuite } from './streams.bench.js'
@@ -37,6 +39,8 @@ const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>>
   owned: runOwnedSuite,
   versions: runVersionsSuite,
   http: runHttpSuite,
+  amqp: runAmqpSuite,
+  nats: runNatsSuite,
 }
 
 /** Runs the suites; bad flags throw parseArgs' error, which the CLI reports with the usage (exit 2). */

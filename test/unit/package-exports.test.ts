@@ -16,7 +16,7 @@ const entries = Object.entries(manifest.exports).filter((entry): entry is [strin
 
 describe('package.json exports', () => {
   it('lists the entries users import', () => {
-    expect(entries.map(([subpath]) => subpath)).toEqual(expect.arrayContaining(['.', './bloom', './bullmq', './keys', './redis-streams', './sql', './fastify', './express']))
+    expect(entries.map(([subpath]) => subpath)).toEqual(expect.arrayContaining(['.', './amqp', './bloom', './bullmq', './keys', './nats', './redis-streams', './sql', './fastify', './express']))
   })
 
   it.each(entries)('%s resolves to its built module, which loads, with its declarations', async (subpath, target) => {

@@ -1,5 +1,4 @@
-import { ErrorCode } from '../../errors.js'
-import { Verdict, type Outcome } from '../../message.js'
+import type { Outcome } from '../../message.js'
 import { settleOf, Settle } from '../../outcome.js'
 
 /** What the consumer does with one entry once its outcome is known. */
@@ -31,28 +30,4 @@ export function entryActionOf(outcome: Outcome, deliveries: number, maxDeliverie
     case Settle.REJECT:
       return EntryAction.DEAD_LETTER
   }
-}
-
-/**
- * An entry delivered more than maxDeliveries times has had its every chance:
- * its earlier deliveries ended without an outcome (consumers died or stopped
- * holding it). It still goes through the engine, so a key that one of them
- * did commit is acked as a duplicate; otherwise its handler is not run again.
- */
-export function exhausted(deliveries: number, maxDeliveries: number): boolean {
-  return deliveries > maxDeliveries
-}
-
-/** The dead letter's code and message for an outcome that entryActionOf sent to DEAD_LETTER. */
-export function deadLetterReason(outcome: Outcome, deliveries: number, maxDeliveries: number): { code: ErrorCode; message: string } {
-  if (outcome.verdict === Verdict.NEW && exhausted(deliveries, maxDeliveries)) {
-    return {
-      code: ErrorCode.DELIVERIES_EXHAUSTED,
-      message: `delivered ${deliveries} times (maxDeliveries ${maxDeliveries}) and never settled: the consumers that held it stopped before its outcome was durable; not run again`,
-    }
-  }
-  const code = outcome.error?.code ?? (outcome.verdict === Verdict.CONFLICT ? ErrorCode.CONFLICT : ErrorCode.INVALID_MESSAGE)
-  const message = outcome.error?.message ?? outcome.verdict
-  if (outcome.verdict === Verdict.NEW) return { code, message: `${message} (delivery ${deliveries} of maxDeliveries ${maxDeliveries})` }
-  return { code, message }
 }
