@@ -14,7 +14,7 @@ export interface ProcessorStats {
   completed: number
   /** Of the completed jobs: those whose handler ran here. */
   new: number
-  /** Of the completed jobs: duplicates, completed without running the handler. */
+  /** Of the completed jobs: duplicates (and stale versions), completed without running the handler. */
   duplicates: number
   /** Jobs moved back to the delayed set (each move counts; no attempt is used): in-flight keys, and commits the store did not take. */
   retriedInFlight: number
@@ -90,7 +90,7 @@ export function idemProcessor<D = unknown, R = unknown>(engine: Engine, handler:
     switch (action) {
       case JobAction.COMPLETED:
         stats.completed++
-        if (outcome?.verdict === Verdict.DUPLICATE) stats.duplicates++
+        if (outcome?.verdict === Verdict.DUPLICATE || outcome?.verdict === Verdict.STALE) stats.duplicates++
         else stats.new++
         break
       case JobAction.DELAYED:

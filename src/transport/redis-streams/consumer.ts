@@ -18,7 +18,7 @@ export interface StreamConsumerStats {
   read: number
   /** Entries taken over after sitting pending (XAUTOCLAIM): a dead or stopped consumer's, or retries and in-flight waits coming back. */
   reclaimed: number
-  /** Entries acked: handler ran and committed here (`new`), or the key was done (`duplicates`). */
+  /** Entries acked: handler ran and committed here (`new`), or the key was done or the version stale (`duplicates`). */
   acked: number
   new: number
   duplicates: number
@@ -392,7 +392,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
         switch (entryActionOf(outcome, entry.deliveries, maxDeliveries)) {
           case EntryAction.ACK:
             settlement.acks.push(entry.id)
-            if (outcome.verdict === 'duplicate') duplicates++
+            if (outcome.verdict === 'duplicate' || outcome.verdict === 'stale') duplicates++
             else fresh++
             break
           case EntryAction.WAIT:
