@@ -19,9 +19,10 @@ interface Row {
 interface VersionTx {
   /** The database's clock in ms (SQLite: the process's). */
   now(): Promise<number>
+  /** Creates an empty, expired row for each of `keys` (sorted) that has none, so every key of a claim has a row to lock. */
+  reserve(keys: Buffer[]): Promise<void>
   /** The rows of `keys` (sorted by their bytes), locked until the transaction ends. */
   lock(keys: Buffer[]): Promise<Row[]>
-  insert(rows: Row[]): Promise<void>
   update(rows: Row[]): Promise<void>
   delete(keys: Buffer[]): Promise<void>
 }
@@ -37,9 +38,10 @@ interface VersionDatabase {
  * `${tablePrefix}versions`, created on first use. Each batch is one
  * transaction: its rows are read under a row lock (keys in byte order, so two
  * batches never lock in opposite orders), the rules of version-records.ts
- * decide, and what changed is written back. A new key is INSERTed, never
- * upserted: two processes inserting it at once collide on the primary key,
- * and the loser's transaction is retried against the winner's row.
+ * decide, and what changed is written back. A claim first makes sure every key
+ * has a row (an empty, expired one for a new key; an insert that meets a
+ * concurrent one waits for it and leaves its row), so two processes claiming
+ * one new key queue on its row lock instead of colliding on the primary key.
  */
 export class SqlVersionStore implements VersionStore {
   readonly health = { retries: 0, failures: 0 }
@@ -130,8 +132,8 @@ export class SqlVersionStore implements VersionStore {
       const database = await this.open()
       await database.transaction(async (tx) => {
         const now = await tx.now()
+        if (what === 'claim') await tx.reserve(order.map((o) => o.key))
         const rows = new Map((await tx.lock(order.map((o) => o.key))).map((row) => [row.key.toString('latin1'), row.record]))
-        const inserts: Row[] = []
         const updates: Row[] = []
         const deletes: Buffer[] = []
         for (const { key, i } of order) {
@@ -142,11 +144,14 @@ export class SqlVersionStore implements VersionStore {
           if (decided === false) continue
           if (decided === undefined) {
             if (stored !== undefined) deletes.push(key)
-          } else (stored === undefined ? inserts : updates).push({ key, record: decided })
+          } else {
+            // Only a claim writes a key with no record, and it reserved a row for every key first.
+            if (stored === undefined) throw new Error(`version ${what}: no row was reserved for a key it writes`)
+            updates.push({ key, record: decided })
+          }
         }
         if (deletes.length > 0) await tx.delete(deletes)
         if (updates.length > 0) await tx.update(updates)
-        if (inserts.length > 0) await tx.insert(inserts)
       })
     }
     return withRetries(run, { retries: this.config.retries, backoffMs: this.config.retryBackoffMs }, {
@@ -224,15 +229,7 @@ async function openPostgres(config: Extract<SqlStoreConfig, { kind: 'postgres' }
         const result = await work({
           now: async () => Number((await q(`SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint AS now`, [])).rows[0].now),
           lock: async (keys) => (await q(`SELECT * FROM ${t} WHERE idem_key = ANY($1::bytea[]) ORDER BY idem_key FOR UPDATE`, [keys])).rows.map(recordOf),
-          insert: async (rows) => {
-            const values: unknown[] = []
-            const tuples = rows.map((row) => {
-              const start = values.length
-              values.push(row.key, ...valuesOf(row.record))
-              return `(${Array.from({ length: COLUMNS.length + 1 }, (_, j) => `$${start + j + 1}`).join(', ')})`
-            })
-            await q(`INSERT INTO ${t} (idem_key, ${COLUMNS.join(', ')}) VALUES ${tuples.join(', ')}`, values)
-          },
+          reserve: async (keys) => void (await q(`INSERT INTO ${t} (idem_key, lease_end, expires_at) SELECT k, 0, 0 FROM unnest($1::bytea[]) AS k ORDER BY k ON CONFLICT (idem_key) DO NOTHING`, [keys])),
           update: async (rows) => {
             const values: unknown[] = []
             const tuples = rows.map((row) => {
@@ -279,7 +276,6 @@ async function openMysql(config: Extract<SqlStoreConfig, { kind: 'mysql' }>, tab
     if (config.pool === undefined) await pool.end().catch(() => {})
     throw error
   }
-  const marks = `(${Array.from({ length: COLUMNS.length + 1 }, () => '?').join(', ')})`
   return {
     async transaction(work) {
       const connection: MysqlConnectionLike = await pool.getConnection()
@@ -290,7 +286,7 @@ async function openMysql(config: Extract<SqlStoreConfig, { kind: 'mysql' }>, tab
         const result = await work({
           now: async () => Number((await q('SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED) AS now', []))[0].now),
           lock: async (keys) => (await q(`SELECT * FROM ${t} WHERE idem_key IN (?) ORDER BY idem_key FOR UPDATE`, [keys])).map(recordOf),
-          insert: async (rows) => void (await q(`INSERT INTO ${t} (idem_key, ${COLUMNS.join(', ')}) VALUES ${rows.map(() => marks).join(', ')}`, rows.flatMap((row) => [row.key, ...valuesOf(row.record)]))),
+          reserve: async (keys) => void (await q(`INSERT INTO ${t} (idem_key, lease_end, expires_at) VALUES ${keys.map(() => '(?, 0, 0)').join(', ')} ON DUPLICATE KEY UPDATE idem_key = idem_key`, keys)),
           update: async (rows) => {
             // One UPDATE per row: the rows are locked already, and MariaDB has no UPDATE … FROM (VALUES …).
             for (const row of rows) await q(`UPDATE ${t} SET ${COLUMNS.map((c) => `${c} = ?`).join(', ')} WHERE idem_key = ?`, [...valuesOf(row.record), row.key])
@@ -326,7 +322,7 @@ async function openSqlite(config: Extract<SqlStoreConfig, { kind: 'sqlite' }>, t
   const t = `"${table}"`
   db.exec(`CREATE TABLE IF NOT EXISTS ${t} (idem_key BLOB PRIMARY KEY, applied TEXT, state TEXT, committed_by TEXT, token TEXT, claimed TEXT, claimed_state TEXT, lease_end INTEGER NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID`)
   const select = db.prepare(`SELECT * FROM ${t} WHERE idem_key = ?`)
-  const insert = db.prepare(`INSERT INTO ${t} (idem_key, ${COLUMNS.join(', ')}) VALUES (${Array.from({ length: COLUMNS.length + 1 }, () => '?').join(', ')})`)
+  const reserve = db.prepare(`INSERT OR IGNORE INTO ${t} (idem_key, lease_end, expires_at) VALUES (?, 0, 0)`)
   const update = db.prepare(`UPDATE ${t} SET ${COLUMNS.map((c) => `${c} = ?`).join(', ')} WHERE idem_key = ?`)
   const remove = db.prepare(`DELETE FROM ${t} WHERE idem_key = ?`)
   // One connection: its transactions run one after another.
@@ -353,7 +349,7 @@ async function openSqlite(config: Extract<SqlStoreConfig, { kind: 'sqlite' }>, t
           const row = select.get(key) as Record<string, unknown> | undefined
           return row === undefined ? [] : [recordOf(row)]
         }),
-        insert: async (rows) => rows.forEach((row) => insert.run(row.key, ...valuesOf(row.record))),
+        reserve: async (keys) => keys.forEach((key) => reserve.run(key)),
         update: async (rows) => rows.forEach((row) => update.run(...valuesOf(row.record), row.key)),
         delete: async (keys) => keys.forEach((key) => remove.run(key)),
       })
