@@ -35,55 +35,16 @@ import { createEngine } from '../src/engine.js'
 import { deleteKeysUnder } from '../src/store/redis/delete-keys.js'
 import { createJetStreamConsumer } from '../src/transport/nats/index.js'
 import { defaults } from '../src/transport/nats/options.js'
-import { connectBenchRedis, cpuMeter, type CpuPerItem } from './dup-stream.js'
-import { seededRandom } from './fresh-keys.js'
-import { JsonTraffic } from './json-traffic.js'
-import { formatRatio, markUnclean, median, progress, shortRate, type BenchTable, type Check, type SuiteOptions, type SuiteResult, type Target } from './report.js'
+import { brokerResults, checkOf, DUP_RATE, effectCounter, emptyRuns, KINDS, makeLoad, messagesOf, RUNS, settledAt, SHARDS, sidesOf, tally, type Body, type EffectCounter, type Load, type Run } from './broker-bench.js'
+import { connectBenchRedis, cpuMeter } from './dup-stream.js'
+import { progress, shortRate, type Check, type SuiteOptions, type SuiteResult } from './report.js'
 import { warmEngine } from './warm-engine.js'
 
 const SUITE = 'nats'
 const SERVERS = process.env.IDEM_BENCH_NATS ?? '127.0.0.1:4222'
 const REDIS_URL = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
-const RUNS = 3
-const DUP_RATE = 0.3
-const CJK_SHARE = 0.1
-const SHARDS = 8
 const BATCH = defaults.batch
 const KEY_HEADER = 'Idem-Key'
-const IO_MS = [5, 60] as const
-/** No message acked for this long means a consumer is stuck, not slow. */
-const STALL_MS = 30_000
-const TARGET = 0.85
-
-type HandlerKind = 'trivial' | 'io'
-const HANDLERS: Record<HandlerKind, { title: string; messages: number }> = {
-  trivial: { title: 'trivial handler', messages: 50_000 },
-  io: { title: `handler awaiting ${IO_MS[0]}-${IO_MS[1]} ms of I/O`, messages: 20_000 },
-}
-const KINDS = Object.keys(HANDLERS) as HandlerKind[]
-type Side = 'raw' | 'idem'
-
-interface Body {
-  key: string
-  n: number
-}
-
-interface Load {
-  bodies: string[]
-  keys: string[]
-  unique: number
-  delays?: Uint8Array
-}
-
-interface Run {
-  rate: number
-  cpu: CpuPerItem
-  /** idem: messages per engine batch (what arrived in one turn of the event loop). */
-  perBatch?: number
-  effects: number
-  keys: number
-  doubles: number
-}
 
 export async function runNatsSuite(options: SuiteOptions): Promise<SuiteResult> {
   const redis = await connectBenchRedis(SUITE, REDIS_URL)
@@ -98,31 +59,24 @@ export async function runNatsSuite(options: SuiteOptions): Promise<SuiteResult> 
   const scope = `idem-bench-nats-${randomUUID()}`
   const streams: string[] = []
   const checks: Check[] = []
-  const runs: Record<HandlerKind, Record<Side, Run[]>> = { trivial: { raw: [], idem: [] }, io: { raw: [], idem: [] } }
-  const messagesOf = (kind: HandlerKind): number => (options.quick ? HANDLERS[kind].messages / 5 : HANDLERS[kind].messages)
+  const runs = emptyRuns()
   try {
     for (let run = 0; run < RUNS; run++) {
       for (const kind of KINDS) {
-        const load = makeLoad(messagesOf(kind), run, kind === 'io')
+        const load = makeLoad(messagesOf(kind, options.quick), run, kind === 'io')
         const stream = `${scope}-${kind}-${run}`
         streams.push(stream)
         progress(SUITE, `run ${run + 1}/${RUNS}: filling a ${kind} stream with ${load.bodies.length.toLocaleString('en-US')} messages (${load.unique.toLocaleString('en-US')} unique keys)`)
         await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] })
         for (const side of ['raw', 'idem'] as const) await jsm.consumers.add(stream, { durable_name: side, ack_policy: AckPolicy.Explicit, max_ack_pending: 10_000 })
         await fill(nc, jsm, stream, load)
-        const sides: Side[] = run % 2 === 0 ? ['raw', 'idem'] : ['idem', 'raw']
-        for (const side of sides) {
+        for (const side of sidesOf(run)) {
           progress(SUITE, `run ${run + 1}/${RUNS}: ${kind}, ${side}`)
-          const counter = effectCounter(load.delays)
+          const counter = effectCounter((message: JsMsg) => message.json<Body>(), load.delays)
           const result = side === 'raw' ? await rawConsumer(nc, stream, load, counter, redis) : await idemConsumer(nc, stream, load, counter, `${scope}:${kind}:${run}:`, redis)
           runs[kind][side].push(result)
           progress(SUITE, `  ${shortRate(result.rate)} msgs/s, CPU per message: node ${result.cpu.node.toFixed(1)} µs`)
-          const total = load.bodies.length
-          checks.push({
-            name: `${kind}, ${side}, run ${run + 1}: ${side === 'raw' ? 'one effect per message' : 'one effect per unique key'}`,
-            ok: side === 'raw' ? result.effects === total : result.keys === load.unique && result.doubles === 0,
-            detail: side === 'raw' ? `${result.effects} effects for ${total} messages` : `${result.keys} keys run for ${load.unique} unique keys${result.doubles > 0 ? `, ${result.doubles} keys ran twice` : ''}`,
-          })
+          checks.push(checkOf(kind, side, run, load, result))
         }
         await jsm.streams.delete(stream)
       }
@@ -134,55 +88,16 @@ export async function runNatsSuite(options: SuiteOptions): Promise<SuiteResult> 
     redis.disconnect()
   }
 
-  const ratiosOf = (kind: HandlerKind): number[] => runs[kind].idem.map((idem, i) => idem.rate / runs[kind].raw[i].rate)
-  const table: BenchTable = {
+  const { table, targets } = brokerResults(runs, options.quick, {
     title: `JetStream consumer, ${Math.round(DUP_RATE * 100)}% duplicates, same stream, batch ${BATCH} both: msgs/s`,
-    columns: [
-      { key: 'raw', title: 'raw fetch loop, ack each (median)' },
-      { key: 'idem', title: 'idem (median)' },
-      { key: 'ratios', title: `idem/raw of ${RUNS} runs` },
-      { key: 'ratio', title: 'idem/raw (median)', format: formatRatio },
-      { key: 'nodeCpu', title: 'Node CPU µs/message raw / idem' },
-      { key: 'perBatch', title: 'idem messages per engine batch' },
-    ],
-    rows: KINDS.map((kind) => ({
-      label: `${HANDLERS[kind].title}, ${messagesOf(kind).toLocaleString('en-US')} messages`,
-      values: {
-        raw: median(runs[kind].raw.map((r) => r.rate)),
-        idem: median(runs[kind].idem.map((r) => r.rate)),
-        ratios: ratiosOf(kind).map(formatRatio).join(' / '),
-        ratio: median(ratiosOf(kind)),
-        nodeCpu: `${median(runs[kind].raw.map((r) => r.cpu.node)).toFixed(1)} / ${median(runs[kind].idem.map((r) => r.cpu.node)).toFixed(1)}`,
-        perBatch: median(runs[kind].idem.map((r) => r.perBatch!)).toFixed(0),
-      },
-      raw: { rawRates: runs[kind].raw.map((r) => r.rate), idemRates: runs[kind].idem.map((r) => r.rate) },
-    })),
+    rawColumn: 'raw fetch loop, ack each (median)',
     notes: [
       `idem: engine with ${SHARDS} shards, threads 0, redis store; the messages of one turn of the event loop are one engine batch, each acked as soon as its outcome is durable, at most ${BATCH} held; the raw consumer (the same fetch loop, at most ${BATCH} held) runs the handler for every message and acks it when it returns, idem once per key`,
       'nats-server, Redis and node share the machine',
     ],
-  }
-  const targets: Target[] = KINDS.map((kind) => {
-    const ratio = median(ratiosOf(kind))
-    return {
-      name: `JetStream transport vs raw pull consumer, no dedup, ${HANDLERS[kind].title} (batch ${BATCH} both)`,
-      goal: `>= ${TARGET}x`,
-      measured: `${ratio.toFixed(2)}x (${shortRate(median(runs[kind].idem.map((r) => r.rate)))} vs ${shortRate(median(runs[kind].raw.map((r) => r.rate)))} msgs/s)`,
-      met: ratio >= TARGET,
-    }
+    targetName: (handler) => `JetStream transport vs raw pull consumer, no dedup, ${handler} (batch ${BATCH} both)`,
   })
   return { suite: SUITE, tables: [table], checks, targets }
-}
-
-function makeLoad(messages: number, run: number, io: boolean): Load {
-  const traffic = new JsonTraffic({ cjkShare: CJK_SHARE, dupRate: DUP_RATE, seed: 301 + run }).next(messages)
-  const load: Load = { keys: traffic.keys, bodies: traffic.keys.map((key, n) => JSON.stringify({ key, n } satisfies Body)), unique: messages - traffic.repeats }
-  if (io) {
-    const random = seededRandom(17 + run)
-    load.delays = new Uint8Array(messages)
-    for (let n = 0; n < messages; n++) load.delays[n] = IO_MS[0] + (random() % (IO_MS[1] - IO_MS[0] + 1))
-  }
-  return load
 }
 
 /** Core publishes with the key in an Idem-Key header, then a wait until the stream holds them all. */
@@ -197,31 +112,6 @@ async function fill(nc: NatsConnection, jsm: JetStreamManager, stream: string, l
   while ((await jsm.streams.info(stream)).state.messages < load.bodies.length) await sleep(20)
 }
 
-interface EffectCounter {
-  effects: Map<string, number>
-  handler: (message: JsMsg) => Promise<void> | undefined
-}
-
-function effectCounter(delays: Uint8Array | undefined): EffectCounter {
-  const effects = new Map<string, number>()
-  const handler = (message: JsMsg): Promise<void> | undefined => {
-    const body = message.json<Body>()
-    effects.set(body.key, (effects.get(body.key) ?? 0) + 1)
-    return delays === undefined ? undefined : sleep(delays[body.n])
-  }
-  return { effects, handler }
-}
-
-function tally(effects: Map<string, number>): Pick<Run, 'effects' | 'keys' | 'doubles'> {
-  let runs = 0
-  let doubles = 0
-  for (const n of effects.values()) {
-    runs += n
-    if (n > 1) doubles++
-  }
-  return { effects: runs, keys: effects.size, doubles }
-}
-
 /**
  * The consumer a user would write without idem, holding what idem holds: a
  * fetch of what is free of BATCH once half of it is free, the handler per
@@ -229,7 +119,7 @@ function tally(effects: Map<string, number>): Pick<Run, 'effects' | 'keys' | 'do
  * as messages arrive, not as they are acked: with slow handlers it holds up to
  * the consumer's max_ack_pending, so it would not be the same batch size.)
  */
-async function rawConsumer(nc: NatsConnection, stream: string, load: Load, counter: EffectCounter, redis: Parameters<typeof cpuMeter>[0]): Promise<Run> {
+async function rawConsumer(nc: NatsConnection, stream: string, load: Load, counter: EffectCounter<JsMsg>, redis: Parameters<typeof cpuMeter>[0]): Promise<Run> {
   const consumer = await jetstream(nc).consumers.get(stream, 'raw')
   const total = load.bodies.length
   let acked = 0
@@ -268,34 +158,16 @@ async function rawConsumer(nc: NatsConnection, stream: string, load: Load, count
   return { rate, cpu, ...tally(counter.effects) }
 }
 
-async function idemConsumer(nc: NatsConnection, stream: string, load: Load, counter: EffectCounter, storePrefix: string, redis: Parameters<typeof cpuMeter>[0]): Promise<Run> {
+async function idemConsumer(nc: NatsConnection, stream: string, load: Load, counter: EffectCounter<JsMsg>, storePrefix: string, redis: Parameters<typeof cpuMeter>[0]): Promise<Run> {
   const total = load.bodies.length
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: REDIS_URL, prefix: storePrefix }, bloom: { expectedItems: total * 2 } })
   await warmEngine(engine)
   const meter = await cpuMeter(redis)
   const started = performance.now()
   const consumer = createJetStreamConsumer({ connection: nc, stream, consumer: 'idem', engine, batch: BATCH, keyOf: (message) => message.headers?.get(KEY_HEADER), handler: counter.handler })
-  let lastAcked = 0
-  let lastProgress = performance.now()
-  let finished = 0
+  let finished: number
   try {
-    await new Promise<void>((resolve, reject) => {
-      const poll = setInterval(() => {
-        const { acked, terminated } = consumer.stats()
-        if (acked + terminated >= total) {
-          finished = performance.now()
-          clearInterval(poll)
-          resolve()
-        } else if (acked > lastAcked) {
-          lastAcked = acked
-          lastProgress = performance.now()
-        } else if (performance.now() - lastProgress > STALL_MS) {
-          clearInterval(poll)
-          markUnclean()
-          reject(new Error(`idem jetstream consumer stuck at ${acked} of ${total} acked: ${JSON.stringify(consumer.stats())}`))
-        }
-      }, 5)
-    })
+    finished = await settledAt(() => consumer.stats(), (stats) => stats.acked + stats.terminated, total, 'jetstream')
   } finally {
     await consumer.close()
     await engine.close()

@@ -57,7 +57,6 @@
  * effect per entry (raw) or per unique key (idem), nothing left pending.
  */
 import { randomUUID } from 'node:crypto'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import { createEngine } from '../src/engine.js'
 import type { Message } from '../src/message.js'
@@ -70,6 +69,7 @@ import { cpuMeter, type CpuPerItem, connectBenchRedis } from './dup-stream.js'
 import { seededRandom } from './fresh-keys.js'
 import { JsonTraffic } from './json-traffic.js'
 import { warmEngine } from './warm-engine.js'
+import { effectCounter, tally, type EffectCounter } from './broker-bench.js'
 
 const SUITE = 'streams'
 const URL_ = process.env.IDEM_BENCH_REDIS ?? 'redis://127.0.0.1:6379'
@@ -171,7 +171,7 @@ export async function runStreamsSuite(options: SuiteOptions): Promise<SuiteResul
         const label = `${c.kind}, ${c.side}, ${settingName(c.setting)}`
         progress(SUITE, `run ${run + 1}/${RUNS}: ${label}`)
         const storePrefix = `${prefix}idem${run}:${group}:`
-        const counter = effectCounter(load.delays)
+        const counter = effectCounter(bodyOfEntry, load.delays)
         const result =
           c.side === 'raw'
             ? await rawConsumer(admin, load.stream, group, c.setting, total, counter)
@@ -326,30 +326,8 @@ async function fill(client: Redis, load: Load): Promise<void> {
   }
 }
 
-/** The one handler both sides run: counts the effect on the body's key, then waits out the entry's I/O delay if it has one. */
-interface EffectCounter {
-  effects: Map<string, number>
-  handler: (entry: StreamEntry) => Promise<void> | undefined
-}
-
-function effectCounter(delays: Uint8Array | undefined): EffectCounter {
-  const effects = new Map<string, number>()
-  const handler = (entry: StreamEntry): Promise<void> | undefined => {
-    const body = JSON.parse(entry.fields.body) as Body
-    effects.set(body.key, (effects.get(body.key) ?? 0) + 1)
-    return delays === undefined ? undefined : sleep(delays[body.n])
-  }
-  return { effects, handler }
-}
-
-function tally(effects: Map<string, number>): Pick<Run, 'effects' | 'keys' | 'doubles'> {
-  let runs = 0
-  let doubles = 0
-  for (const n of effects.values()) {
-    runs += n
-    if (n > 1) doubles++
-  }
-  return { effects: runs, keys: effects.size, doubles }
+function bodyOfEntry(entry: StreamEntry): Body {
+  return JSON.parse(entry.fields.body) as Body
 }
 
 /**
@@ -358,7 +336,7 @@ function tally(effects: Map<string, number>): Pick<Run, 'effects' | 'keys' | 'do
  * while up to batchesInFlight batches are being handled and acked. A batch's
  * handlers run at once, and it is acked (one XACK) when the last has returned.
  */
-async function rawConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, counter: EffectCounter): Promise<Run> {
+async function rawConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, counter: EffectCounter<StreamEntry>): Promise<Run> {
   const reader = new Redis(URL_)
   const commands = new Redis(URL_)
   await commands.xgroup('CREATE', stream, group, '0')
@@ -393,7 +371,7 @@ async function rawConsumer(admin: Redis, stream: string, group: string, setting:
 }
 
 /** idem's consumer until every entry is acked; `owned`: an owned engine alone in its group (it owns every partition), reading the partition streams. */
-async function idemConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, storePrefix: string, counter: EffectCounter, owned = false): Promise<Run> {
+async function idemConsumer(admin: Redis, stream: string, group: string, setting: Setting, total: number, storePrefix: string, counter: EffectCounter<StreamEntry>, owned = false): Promise<Run> {
   const engine = await createEngine({
     shards: SHARDS,
     store: { kind: 'redis', url: URL_, prefix: storePrefix },
@@ -441,7 +419,7 @@ async function idemConsumer(admin: Redis, stream: string, group: string, setting
 }
 
 /** The engine on the same keys with no stream: processBatch of COUNT messages, batchesInFlight calls at once, the trivial handler minus its parse. */
-async function engineOnly(admin: Redis, bodies: readonly string[], setting: Setting, storePrefix: string, counter: EffectCounter): Promise<Run> {
+async function engineOnly(admin: Redis, bodies: readonly string[], setting: Setting, storePrefix: string, counter: EffectCounter<StreamEntry>): Promise<Run> {
   const engine = await createEngine({ shards: SHARDS, store: { kind: 'redis', url: URL_, prefix: storePrefix }, bloom: { expectedItems: bodies.length * 2 } })
   await warmEngine(engine)
   const { effects } = counter
@@ -505,7 +483,7 @@ async function ownedPairs(options: SuiteOptions, checks: Check[]): Promise<{ tab
       for (const side of run % 2 === 0 ? OWNED_SIDES : [...OWNED_SIDES].reverse()) {
         progress(SUITE, `owned run ${run + 1}/${runCount}: ${side}`)
         const group = `g-${side}`
-        const counter = effectCounter(undefined)
+        const counter = effectCounter(bodyOfEntry, undefined)
         const storePrefix = `${prefix}${side}${run}:`
         const result =
           side === 'raw'
@@ -586,7 +564,7 @@ async function pendingOf(client: Redis, streams: readonly string[], group: strin
 }
 
 /** The raw consumer of rawConsumer over every partition stream at once: one XREADGROUP of all, one XACK per stream of a batch. */
-async function rawPartitioned(admin: Redis, stream: string, group: string, setting: Setting, total: number, counter: EffectCounter): Promise<Run> {
+async function rawPartitioned(admin: Redis, stream: string, group: string, setting: Setting, total: number, counter: EffectCounter<StreamEntry>): Promise<Run> {
   const reader = new Redis(URL_)
   const commands = new Redis(URL_)
   const streams = Array.from({ length: PARTITIONS }, (_, p) => partitionStreamOf(stream, p))

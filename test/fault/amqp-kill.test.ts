@@ -21,7 +21,7 @@ import { afterAll, describe, expect, it } from 'vitest'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import { partitionOf } from '../../dist/src/owned/partition-of.js'
 import { createAmqpPublisher, delayQueueOf, partitionQueueOf } from '../../dist/src/transport/amqp/index.js'
-import { closeConsumerProcess, keysWithDuplicates, killAllConsumerProcesses, killConsumerProcess, startConsumerProcess, type ConsumerProcess } from '../support/consumer-processes.js'
+import { closeConsumerProcess, keysWithDuplicates, killAllConsumerProcesses, runWithKills } from '../support/consumer-processes.js'
 import { FAULT_TEST_TIMEOUT_MS, untilDone } from '../support/progress.js'
 
 const amqpUrl = 'amqp://guest:guest@127.0.0.1:5672'
@@ -76,19 +76,8 @@ describe.each(['strict', 'owned'] as const)('RabbitMQ consumers SIGKILLed mid-ru
 
     const args = (name: string) => [amqpUrl, queue, redisUrl, `${scope}:idem:`, effectsKey, PREFETCH, LEASE_MS, mode, name]
     const started = Date.now()
-    const consumers: ConsumerProcess[] = await Promise.all([0, 1, 2].map((i) => startConsumerProcess(fixture, `c${i}`, args(`c${i}`))))
     const effectCount = () => redis.hlen(effectsKey)
-    let kills = 0
-    /** What each killed consumer held unsettled, as it last reported before its kill. */
-    const killedHeld: number[] = []
-    for (const fraction of KILL_AT) {
-      await untilDone({ what: `${fraction * 100}% of the keys done`, done: async () => (await effectCount()) >= fraction * UNIQUE, progress: effectCount, pollMs: 20 })
-      const slot = kills % consumers.length
-      await killConsumerProcess(consumers[slot])
-      killedHeld.push(consumers[slot].stats.holding ?? 0)
-      kills++
-      consumers[slot] = await startConsumerProcess(fixture, `c${slot}-${kills}`, args(`c${slot}-${kills}`))
-    }
+    const { consumers, kills, killedHeld } = await runWithKills(fixture, args, KILL_AT, UNIQUE, effectCount)
 
     const settledNow = async () => (await effectCount()) + MESSAGES - (await backlog())
     let quiet = 0

@@ -17,7 +17,7 @@ import { connect, headers, type NatsConnection } from '@nats-io/transport-node'
 import { Redis } from 'ioredis'
 import { afterAll, describe, expect, it } from 'vitest'
 import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
-import { closeConsumerProcess, keysWithDuplicates, killAllConsumerProcesses, killConsumerProcess, startConsumerProcess, type ConsumerProcess } from '../support/consumer-processes.js'
+import { closeConsumerProcess, keysWithDuplicates, killAllConsumerProcesses, runWithKills } from '../support/consumer-processes.js'
 import { FAULT_TEST_TIMEOUT_MS, untilDone } from '../support/progress.js'
 
 const servers = '127.0.0.1:4222'
@@ -63,18 +63,8 @@ describe('JetStream consumers SIGKILLed mid-run', () => {
 
     const args = [servers, stream, 'c', redisUrl, `${scope}:idem:`, effectsKey, BATCH, LEASE_MS]
     const started = Date.now()
-    const consumers: ConsumerProcess[] = await Promise.all([0, 1, 2].map((i) => startConsumerProcess(fixture, `c${i}`, args)))
     const effectCount = () => redis.hlen(effectsKey)
-    let kills = 0
-    const killedHeld: number[] = []
-    for (const fraction of KILL_AT) {
-      await untilDone({ what: `${fraction * 100}% of the keys done`, done: async () => (await effectCount()) >= fraction * UNIQUE, progress: effectCount, pollMs: 20 })
-      const slot = kills % consumers.length
-      await killConsumerProcess(consumers[slot])
-      killedHeld.push(consumers[slot].stats.holding ?? 0)
-      kills++
-      consumers[slot] = await startConsumerProcess(fixture, `c${slot}-${kills}`, args)
-    }
+    const { consumers, kills, killedHeld } = await runWithKills(fixture, () => args, KILL_AT, UNIQUE, effectCount)
 
     const backlog = async () => {
       const info = await manager.consumers.info(stream, 'c')

@@ -5,7 +5,7 @@
  * processes forked here are ever killed, by their handles.
  */
 import { fork, type ChildProcess } from 'node:child_process'
-import { STALL_MS } from './progress.js'
+import { STALL_MS, untilDone } from './progress.js'
 
 export interface ConsumerProcess {
   name: string
@@ -53,6 +53,35 @@ export function closeConsumerProcess(consumer: ConsumerProcess): Promise<{ stats
     })
     consumer.process.send('close')
   })
+}
+
+export interface KilledRun {
+  /** The consumers alive after the last kill. */
+  consumers: ConsumerProcess[]
+  kills: number
+  /** What each killed consumer held unsettled, as it last reported before its kill. */
+  killedHeld: number[]
+}
+
+/**
+ * The kill loop of the broker SIGKILL tests: starts three consumers, then
+ * each time `doneCount` reaches the next fraction of `unique` SIGKILLs the
+ * next consumer in turn and starts its replacement, so every consumer is
+ * killed while it holds deliveries.
+ */
+export async function runWithKills(fixture: string, argsOf: (name: string) => (string | number)[], killAt: readonly number[], unique: number, doneCount: () => Promise<number>): Promise<KilledRun> {
+  const consumers = await Promise.all([0, 1, 2].map((i) => startConsumerProcess(fixture, `c${i}`, argsOf(`c${i}`))))
+  let kills = 0
+  const killedHeld: number[] = []
+  for (const fraction of killAt) {
+    await untilDone({ what: `${fraction * 100}% of the keys done`, done: async () => (await doneCount()) >= fraction * unique, progress: doneCount, pollMs: 20 })
+    const slot = kills % consumers.length
+    await killConsumerProcess(consumers[slot])
+    killedHeld.push(consumers[slot].stats.holding ?? 0)
+    kills++
+    consumers[slot] = await startConsumerProcess(fixture, `c${slot}-${kills}`, argsOf(`c${slot}-${kills}`))
+  }
+  return { consumers, kills, killedHeld }
 }
 
 /** SIGKILLs every consumer process still alive: for afterAll. */

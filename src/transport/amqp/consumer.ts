@@ -5,6 +5,7 @@ import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { messageOf, Verdict, type HandlerContext, type Message, type Outcome } from '../../message.js'
 import { invalidOutcome } from '../../outcome.js'
 import { deadLetterReason, exhausted } from '../delivery-limit.js'
+import { TurnBatch } from '../turn-batch.js'
 import { amqpError, ChannelLink } from './channel-link.js'
 import { declareDelayQueue, delayQueueOf, DeliveryAction, deliveriesOf, deliveryActionOf, Header } from './delivery.js'
 import { resolveAmqpConsumerOptions, type AmqpConsumerConfig, type AmqpConsumerOptions } from './options.js'
@@ -85,8 +86,8 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
   }
   private holding = 0
   private stopping = false
-  private pending: Delivery[] = []
-  private flushScheduled = false
+  /** Hands what arrived in one turn of the event loop to the engine as one batch. */
+  private readonly batches = new TurnBatch<Delivery>((batch) => this.track(this.processBatch(batch)))
   /** Batches in the engine and publishes of copies awaiting their confirm: close() waits for them. */
   private readonly running = new Set<Promise<unknown>>()
   private consumerTag: string | undefined
@@ -131,7 +132,7 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
       const channel = this.link.channel
       if (this.owned !== undefined) await this.owned.cancelAll()
       else if (channel !== undefined && this.consumerTag !== undefined) await channel.cancel(this.consumerTag).catch(() => {})
-      this.flush()
+      this.batches.flush()
       while (this.running.size > 0) await Promise.all(this.running)
       await this.link.close()
     })()
@@ -160,19 +161,7 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
     }
     this.counts.received++
     this.holding++
-    this.pending.push({ channel, queue, message, deliveries: deliveriesOf(message) })
-    if (this.flushScheduled) return
-    this.flushScheduled = true
-    setImmediate(() => this.flush())
-  }
-
-  /** Hands what arrived since the last flush to the engine as one batch. */
-  private flush(): void {
-    this.flushScheduled = false
-    if (this.pending.length === 0) return
-    const batch = this.pending
-    this.pending = []
-    this.track(this.processBatch(batch))
+    this.batches.add({ channel, queue, message, deliveries: deliveriesOf(message) })
   }
 
   private async processBatch(batch: Delivery[]): Promise<void> {

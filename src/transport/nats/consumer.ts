@@ -5,6 +5,7 @@ import { errorText, ErrorCode, IdemError } from '../../errors.js'
 import { messageOf, Verdict, type HandlerContext, type Message, type Outcome } from '../../message.js'
 import { invalidOutcome } from '../../outcome.js'
 import { failureReason } from '../delivery-limit.js'
+import { TurnBatch } from '../turn-batch.js'
 import { MsgAction, msgActionOf, termTakesReason } from './jetstream-message.js'
 import { defaults, resolveJetStreamConsumerOptions, type JetStreamConsumerConfig, type JetStreamConsumerOptions } from './options.js'
 
@@ -72,8 +73,13 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
   /** Messages received and not settled, with when they arrived or last got working(). */
   private readonly held = new Map<JsMsg, number>()
   private stopping = false
-  private pending: JsMsg[] = []
-  private flushScheduled = false
+  /** Hands what arrived in one turn of the event loop to the engine as one batch. */
+  private readonly batches = new TurnBatch<JsMsg>((batch) => {
+    const run = this.processBatch(batch)
+      .catch((error: unknown) => this.report(new IdemError(ErrorCode.ACTOR_FAILED, `jetstream batch failed: ${errorText(error)}`, { cause: error })))
+      .finally(() => this.running.delete(run))
+    this.running.add(run)
+  })
   private readonly running = new Set<Promise<void>>()
   private connection: NatsConnection | undefined
   private messages: ConsumerMessages | undefined
@@ -119,7 +125,7 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
       await this.ready.catch(() => {})
       await this.messages?.close().catch(() => {})
       await this.loop
-      this.flush()
+      this.batches.flush()
       while (this.running.size > 0) await Promise.all(this.running)
       clearInterval(this.workingTimer)
       if (this.config.connection === undefined) await this.connection?.close().catch(() => {})
@@ -186,22 +192,7 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
   private receive(message: JsMsg): void {
     this.counts.received++
     this.held.set(message, Date.now())
-    this.pending.push(message)
-    if (this.flushScheduled) return
-    this.flushScheduled = true
-    setImmediate(() => this.flush())
-  }
-
-  /** Hands what arrived since the last flush to the engine as one batch. */
-  private flush(): void {
-    this.flushScheduled = false
-    if (this.pending.length === 0) return
-    const batch = this.pending
-    this.pending = []
-    const run = this.processBatch(batch)
-      .catch((error: unknown) => this.report(new IdemError(ErrorCode.ACTOR_FAILED, `jetstream batch failed: ${errorText(error)}`, { cause: error })))
-      .finally(() => this.running.delete(run))
-    this.running.add(run)
+    this.batches.add(message)
   }
 
   private async processBatch(batch: JsMsg[]): Promise<void> {
