@@ -119,7 +119,8 @@ describe.each(ADAPTERS)('HTTP layer on %s', (adapter: AdapterName) => {
     expect(state.runs.get('/untouched')).toBe(2)
   })
 
-  it.skipIf(adapter === 'fastify')('Express: a layer mounted twice on a route decides once (the first one), never 409 to itself', async () => {
+  // Adapter-specific cases are defined only for their adapter (not skipped elsewhere).
+  if (adapter !== 'fastify') it('Express: a layer mounted twice on a route decides once (the first one), never 409 to itself', async () => {
     const url = await start({ required: true })
     expectProblem(await send(url, 'POST', '/twice', { body: {} }), 400, 'INVALID_KEY')
     const key = randomUUID()
@@ -128,7 +129,7 @@ describe.each(ADAPTERS)('HTTP layer on %s', (adapter: AdapterName) => {
     expect(state.runs.get('/twice')).toBe(1)
   })
 
-  it.skipIf(adapter !== 'fastify')('Fastify: a reply written past the layer (reply.hijack()) is stored as not replayable once it is sent', async () => {
+  if (adapter === 'fastify') it('Fastify: a reply written past the layer (reply.hijack()) is stored as not replayable once it is sent', async () => {
     const url = await start()
     const key = randomUUID()
     const first = await send(url, 'POST', '/hijack', { key, body: {} })
