@@ -432,7 +432,8 @@ describe('close', () => {
     await new Promise((resolve) => setTimeout(resolve, 200))
     const started = Date.now()
     await c.close()
-    expect(Date.now() - started).toBeLessThan(2000)
+    // Far below the 20 s read, with room for a loaded machine.
+    expect(Date.now() - started).toBeLessThan(10_000)
   })
 
   it('waits for the batch being worked on, acks what is durable, leaves the rest pending, reads nothing more', async () => {

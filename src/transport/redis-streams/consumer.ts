@@ -128,13 +128,14 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
       await this.ready.catch(() => {})
       if (this.loops !== undefined) {
         // CLIENT UNBLOCK ends a blocked read as a timeout would: no entry it was about to hand us is lost in a dropped reply.
-        // A read still on its way to the server is not blocked yet, so ask again until the loops end; past
+        // A read still on its way to the server is not blocked yet, and a loop may send one more read before it
+        // sees `stopping`, so keep asking until the loops end (one successful unblock is not the last read); past
         // blockMs (+1 s) the read would have ended by itself, and a reader that still hangs is disconnected.
         let loopsDone = false
         const loops = this.loops.then(() => void (loopsDone = true))
         const deadline = Date.now() + this.config.blockMs + 1000
         while (!loopsDone) {
-          if (await this.client.unblockReader()) break
+          await this.client.unblockReader()
           if (Date.now() > deadline) {
             this.client.disconnectReader()
             break
