@@ -266,8 +266,8 @@ export class Engine {
     if (this.versionLane !== undefined) {
       const valid: number[] = []
       for (let i = 0; i < n; i++) if (errors[i] === undefined) valid.push(i)
-      // The router's arrays are reused by the next batch: the lane keeps its own copy of the keys.
-      await this.versionLane.run(messages as readonly Message[], valid, scopedKeys.slice(0, n) as string[], outcomes, (handler ?? this.moduleHandler!.handle) as Handler, each)
+      // run() reads the router's keys before it returns its promise: the next batch may reuse the arrays.
+      await this.versionLane.run(messages as readonly Message[], valid, scopedKeys as readonly (string | undefined)[], outcomes, (handler ?? this.moduleHandler!.handle) as Handler, each)
       return outcomes as Outcome<R>[]
     }
 

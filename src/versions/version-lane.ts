@@ -82,9 +82,8 @@ export class VersionLane {
   private renewal: NodeJS.Timeout | undefined
   /** Per claim token, its items claimed and not yet committed or released: a commit of all of them is one write. */
   private readonly held = new Map<string, number>()
-  private readonly active = new Set<Promise<void>>()
-  /** Batches still waiting for outcomes, for abandon(). */
-  private readonly batches = new Set<Batch>()
+  /** Batches still waiting for outcomes: idle() waits for them, abandon() ends them. */
+  private readonly batches = new Map<Batch, Promise<void>>()
   private abandoned = false
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private tokenCount = 0
@@ -136,18 +135,16 @@ export class VersionLane {
       }
     }
     this.schedule()
-    if (batch.remaining > 0) this.batches.add(batch)
-    this.active.add(finished)
-    void finished.then(() => {
-      this.active.delete(finished)
-      this.batches.delete(batch)
-    })
+    if (batch.remaining > 0) {
+      this.batches.set(batch, finished)
+      void finished.then(() => this.batches.delete(batch))
+    }
     return finished
   }
 
   /** Resolves once every batch taken so far has its outcomes. */
   async idle(): Promise<void> {
-    while (this.active.size > 0) await Promise.all(this.active)
+    while (this.batches.size > 0) await Promise.all(this.batches.values())
   }
 
   private itemOf(batch: Batch, message: Message, index: number, storeKey: string): Item | IdemError {
@@ -178,7 +175,7 @@ export class VersionLane {
    */
   abandon(error: { code: ErrorCode; message: string }): void {
     this.abandoned = true
-    for (const batch of this.batches) {
+    for (const batch of this.batches.keys()) {
       for (let index = 0; index < batch.outcomes.length; index++) {
         if (batch.outcomes[index] !== undefined || batch.remaining === 0) continue
         const key = batch.keys[index]
