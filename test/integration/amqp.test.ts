@@ -138,6 +138,49 @@ describe('createAmqpConsumer', () => {
     expect(await depth(queue)).toBe(0)
   })
 
+  it('acks in few frames when deliveries settle in order, and a slow delivery does not hold back the acks after it', async () => {
+    const { queue, prefix } = await names()
+    const keys = Array.from({ length: 300 }, (_, i) => `ack-${i}`)
+    await sendRaw(queue, keys.map((key) => ({ body: '{}', messageId: key })))
+    // Every basic.ack idem sends: a tag alone, or every tag up to it.
+    const frames: { tag: number; multiple: boolean }[] = []
+    // amqplib's ack lives on the prototype its confirm channels share: the test counts the frames idem sends on a real channel.
+    const probe = await admin.createConfirmChannel()
+    const channels = Object.getPrototypeOf(Object.getPrototypeOf(probe)) as { ack: (message: ConsumeMessage, allUpTo?: boolean) => void }
+    await probe.close()
+    const ack = channels.ack
+    channels.ack = function (this: unknown, message: ConsumeMessage, allUpTo?: boolean) {
+      frames.push({ tag: message.fields.deliveryTag, multiple: allUpTo === true })
+      return ack.call(this, message, allUpTo)
+    }
+    cleanups.push(async () => void (channels.ack = ack))
+    const acked = (): Set<number> => {
+      const tags = new Set<number>()
+      for (const { tag, multiple } of frames) for (let t = multiple ? 1 : tag; t <= tag; t++) tags.add(t)
+      return tags
+    }
+    let release!: () => void
+    const slow = new Promise<void>((resolve) => (release = resolve))
+    // The first delivery (tag 1 on the consumer's new channel) waits until the test lets it go.
+    const c = consumer({ queue, engine: await engine(prefix), handler: (m) => (m.properties.messageId === 'ack-0' ? slow : undefined) })
+    await waitFor('every delivery but the slow one acked', () => acked().size === 299)
+    expect(acked().has(1)).toBe(false)
+    release()
+    await waitFor('the slow one acked too', () => acked().size === 300)
+    expect(c.stats()).toMatchObject({ acked: 300, transportErrors: 0, reconnects: 0, holding: 0 })
+
+    // Without a slow delivery the acks mostly cover several deliveries at once.
+    const before = frames.length
+    await sendRaw(queue, keys.map((key) => ({ body: '{}', messageId: `${key}-b` })))
+    await waitFor('the second round acked', () => c.stats().acked === 600)
+    const second = frames.slice(before)
+    expect(second.some((f) => f.multiple)).toBe(true)
+    expect(second.length).toBeLessThan(300)
+    expect(acked().size).toBe(600)
+    expect(c.stats()).toMatchObject({ transportErrors: 0, reconnects: 0 })
+    expect(await depth(queue)).toBe(0)
+  })
+
   it('takes the key from the messageId property, else the x-message-id header', async () => {
     const { queue, prefix } = await names()
     await sendRaw(queue, [

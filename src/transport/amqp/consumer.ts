@@ -6,6 +6,7 @@ import { messageOf, Verdict, type HandlerContext, type Message, type Outcome } f
 import { invalidOutcome } from '../../outcome.js'
 import { deadLetterReason, exhausted } from '../delivery-limit.js'
 import { TurnBatch } from '../turn-batch.js'
+import { AckWindow } from './ack-window.js'
 import { amqpError, ChannelLink } from './channel-link.js'
 import { declareDelayQueue, delayQueueOf, DeliveryAction, deliveriesOf, deliveryActionOf, Header } from './delivery.js'
 import { resolveAmqpConsumerOptions, type AmqpConsumerConfig, type AmqpConsumerOptions } from './options.js'
@@ -15,7 +16,7 @@ import { declarePartitionQueues, OwnedQueues, partitionOfQueue } from './partiti
 export interface AmqpConsumerStats {
   /** Deliveries received from the broker. */
   received: number
-  /** Deliveries acked: handler ran and committed here (`new`), or the key was done (`duplicates`, stale versions of version-aware keys included). */
+  /** Deliveries acked: handler ran and committed here (`new`), or the key was done (`duplicates`, stale versions of version-aware keys included). An ack may wait up to 10 ms for the deliveries before it, to share their frame. */
   acked: number
   new: number
   duplicates: number
@@ -95,6 +96,8 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
   private readonly owned: OwnedQueues | undefined
   private readonly ready: Promise<void>
   private closing: Promise<void> | undefined
+  /** The acks of each channel deliveries came on (a lost channel's go with it). */
+  private readonly ackWindows = new WeakMap<ConfirmChannel, AckWindow>()
 
   constructor(options: AmqpConsumerOptions<R>) {
     super()
@@ -134,6 +137,7 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
       else if (channel !== undefined && this.consumerTag !== undefined) await channel.cancel(this.consumerTag).catch(() => {})
       this.batches.flush()
       while (this.running.size > 0) await Promise.all(this.running)
+      if (channel !== undefined) this.ackWindows.get(channel)?.flushAll()
       await this.link.close()
     })()
     return this.closing
@@ -161,6 +165,7 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
     }
     this.counts.received++
     this.holding++
+    this.windowOf(channel).received(message)
     this.batches.add({ channel, queue, message, deliveries: deliveriesOf(message) })
   }
 
@@ -244,6 +249,7 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
       // The queue's own dead-letter exchange, if it has one, takes it (x-death says 'rejected'); the code is in the event.
       try {
         channel.nack(message, false, false)
+        this.windowOf(channel).settledElsewhere(message)
       } catch (error) {
         this.report(amqpError('basic.nack', error))
         return
@@ -286,14 +292,18 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
   }
 
   private ack(channel: ConfirmChannel, message: ConsumeMessage): boolean {
-    try {
-      channel.ack(message)
-      return true
-    } catch (error) {
-      // The channel closed since: the broker gives the delivery to a consumer again.
-      this.report(amqpError('basic.ack', error))
-      return false
+    this.windowOf(channel).ack(message)
+    return true
+  }
+
+  private windowOf(channel: ConfirmChannel): AckWindow {
+    let window = this.ackWindows.get(channel)
+    if (window === undefined) {
+      // The channel closed since: the broker gives those deliveries to a consumer again.
+      window = new AckWindow(channel, (error) => this.report(amqpError('basic.ack', error)))
+      this.ackWindows.set(channel, window)
     }
+    return window
   }
 
   private track(work: Promise<unknown>): void {
