@@ -314,12 +314,29 @@ export class Engine {
 
   /** The handler transaction() runs: for processBatch, or a transport that takes a handler. */
   transactional<P, R, Tx = any>(work: TransactionWork<P, R, Tx>): Handler<P, R> {
+    return this.sqlTransactions('transactions').handler(work)
+  }
+
+  /**
+   * SQL stores: the position a transaction last saved for (source, partition)
+   * with `savePosition`, or undefined: where a consumer starts reading again
+   * (README "Consume positions").
+   */
+  positionOf(source: string, partition: string | number): Promise<string | undefined> {
+    try {
+      return this.sqlTransactions('positions').positionOf(source, partition)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+  }
+
+  private sqlTransactions(what: string): SqlTransactions {
     const { store, ttlMs, keepResults } = this.config
     if (store.kind === 'memory' || store.kind === 'redis' || store.kind === 'custom') {
-      throw new IdemError(ErrorCode.INVALID_CONFIG, `transactions need a SQL store (postgres, mysql or sqlite); this engine's store is ${store.kind}`)
+      throw new IdemError(ErrorCode.INVALID_CONFIG, `${what} need a SQL store (postgres, mysql or sqlite); this engine's store is ${store.kind}`)
     }
     this.transactions ??= new SqlTransactions(store, ttlMs, keepResults, this.clock)
-    return this.transactions.handler(work)
+    return this.transactions
   }
 
   stats(): EngineStats {

@@ -53,6 +53,10 @@ export const ErrorCode = {
   ILLEGAL_TRANSITION: 'ILLEGAL_TRANSITION',
   /** HTTP layer: the key's request completed, but its response was not kept (over the body cap, streamed, or written past the layer), so a retry cannot be answered with it. */
   RESPONSE_NOT_REPLAYABLE: 'RESPONSE_NOT_REPLAYABLE',
+  /** savePosition or positionOf was given a source, partition or position that is not a non-empty, well-formed string of at most 255 UTF-8 bytes (a partition may also be a non-negative integer). */
+  INVALID_POSITION: 'INVALID_POSITION',
+  /** savePosition was called after the work of its transaction had returned: the transaction had committed or rolled back without it. */
+  TRANSACTION_ENDED: 'TRANSACTION_ENDED',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

@@ -210,12 +210,93 @@ describe.each(kinds)('%s: transaction helper', (kind) => {
   }
 })
 
+describe.each(kinds)('%s: consume positions saved in the transaction', (kind) => {
+  const kit = sqlKit(kind)
+  const engines: Engine[] = []
+  const engine = async (options: Record<string, unknown> = {}): Promise<Engine> => {
+    const created = await createEngine({ shards: 2, lru: { maxKeys: 0 }, store: kit.store(), ...options })
+    engines.push(created)
+    return created
+  }
+  afterAll(async () => {
+    await Promise.all(engines.map((e) => e.close()))
+    await kit.close()
+  })
+  type Tools = { savePosition: (source: string, partition: string | number, position: string) => void }
+  /** Writes the effect and saves `position` for the stream 'orders', partition 3; sqlite's work is synchronous. */
+  const writeAt = (effects: string, position: string, then: () => void = () => {}) =>
+    kind === 'sqlite'
+      ? (tx: unknown, m: { key: string }, tools: Tools) => (kit.insertEffect(tx, effects, m.key), tools.savePosition('orders', 3, position), then(), 'ok')
+      : async (tx: unknown, m: { key: string }, tools: Tools) => (await kit.insertEffect(tx, effects, m.key), tools.savePosition('orders', 3, position), then(), 'ok')
+
+  it('savePosition commits with the effect and the DONE record; positionOf reads the last one back; each (source, partition) is its own', async () => {
+    const effects = await kit.effectTable()
+    const e = await engine()
+    expect(await e.positionOf('orders', 3)).toBeUndefined()
+    expect((await e.transaction({ key: 'a' }, writeAt(effects, '1700000000000-0'))).verdict).toBe('new')
+    expect(await e.positionOf('orders', 3)).toBe('1700000000000-0')
+    expect(await e.positionOf('orders', '3')).toBe('1700000000000-0')
+    expect((await e.transaction({ key: 'b' }, writeAt(effects, '1700000000001-0'))).verdict).toBe('new')
+    expect(await e.positionOf('orders', 3)).toBe('1700000000001-0')
+    expect(await e.positionOf('orders', 4)).toBeUndefined()
+    expect(await e.positionOf('payments', 3)).toBeUndefined()
+    // A duplicate does not run its work, so it saves nothing.
+    expect((await e.transaction({ key: 'a' }, writeAt(effects, '1700000000002-0'))).verdict).toBe('duplicate')
+    expect(await e.positionOf('orders', 3)).toBe('1700000000001-0')
+  })
+
+  it('work that throws after savePosition rolls the position back with the effect', async () => {
+    const effects = await kit.effectTable()
+    const e = await engine()
+    await e.transaction({ key: 'a' }, writeAt(effects, '10-0'))
+    const failed = await e.transaction({ key: 'b' }, writeAt(effects, '11-0', () => {
+      throw new Error('payment declined')
+    }))
+    expect(failed.error?.code).toBe(ErrorCode.HANDLER_FAILED)
+    expect(await e.positionOf('orders', 3)).toBe('10-0')
+    expect(Object.fromEntries(await kit.effectsPerKey(effects))).toEqual({ a: 1 })
+  })
+
+  it('bad input: INVALID_POSITION for each bad part (the work fails, nothing commits), TRANSACTION_ENDED after the work returned', async () => {
+    const effects = await kit.effectTable()
+    const e = await engine()
+    const bad: [unknown, unknown, unknown][] = [
+      ['', 0, '1-0'],
+      ['orders', -1, '1-0'],
+      ['orders', 1.5, '1-0'],
+      ['orders', null, '1-0'],
+      ['orders', 0, ''],
+      ['orders', 0, 42],
+      ['orders', 0, 'x'.repeat(256)],
+      ['orders', 0, 'a\0b'],
+      ['orders', 0, '\ud800'],
+    ]
+    for (const [i, [source, partition, position]] of bad.entries()) {
+      const save = (tools: Tools) => tools.savePosition(source as string, partition as number, position as string)
+      const work = kind === 'sqlite' ? (tx: unknown, m: { key: string }, tools: Tools) => (kit.insertEffect(tx, effects, m.key), save(tools)) : async (tx: unknown, m: { key: string }, tools: Tools) => (await kit.insertEffect(tx, effects, m.key), save(tools))
+      const out = await e.transaction({ key: `bad-${i}` }, work)
+      expect(out.error?.code, JSON.stringify([source, partition, position])).toBe(ErrorCode.HANDLER_FAILED)
+      expect(out.error?.message).toContain("the position's")
+    }
+    expect((await kit.effectsPerKey(effects)).size).toBe(0)
+    expect(await e.positionOf('orders', 0)).toBeUndefined()
+    await expect(e.positionOf('', 0)).rejects.toMatchObject({ code: ErrorCode.INVALID_POSITION })
+    await expect(e.positionOf('orders', -2)).rejects.toMatchObject({ code: ErrorCode.INVALID_POSITION })
+
+    let kept: Tools | undefined
+    await e.transaction({ key: 'late' }, (_tx: unknown, _m: unknown, tools: Tools) => void (kept = tools))
+    expect(() => kept!.savePosition('orders', 0, '9-0')).toThrow(expect.objectContaining({ code: ErrorCode.TRANSACTION_ENDED }))
+    expect(await e.positionOf('orders', 0)).toBeUndefined()
+  })
+})
+
 describe('transaction helper on a store that is not SQL', () => {
   it('rejects with INVALID_CONFIG naming the store', async () => {
     const e = await createEngine({ shards: 1 })
     try {
       await expect(e.transaction({ key: 'k' }, () => 1)).rejects.toMatchObject({ code: ErrorCode.INVALID_CONFIG, message: expect.stringContaining("this engine's store is memory") })
       expect(() => sqlTransactions({ store: { kind: 'memory' } as never })).toThrow(/needs a SQL store/)
+      await expect(e.positionOf('orders', 0)).rejects.toMatchObject({ code: ErrorCode.INVALID_CONFIG, message: expect.stringContaining("positions need a SQL store (postgres, mysql or sqlite); this engine's store is memory") })
     } finally {
       await e.close()
     }

@@ -5,7 +5,7 @@
  * outside the engine's own `transaction` methods (a handler module in a worker
  * thread, a transport's processor), `idem migrate` as a function, and cleanup.
  */
-export { sqlTransactions, SqlTransactions, type SqlTransactionOptions, type TransactionWork } from './sql-transactions.js'
+export { sqlTransactions, SqlTransactions, type SqlTransactionOptions, type TransactionWork, type TransactionTools } from './sql-transactions.js'
 export { migrateSqlStore, dropSqlTables, resolveSqlStoreOptions } from './sql-admin.js'
 export type { SchemaReport } from './sql-schema.js'
 export type { SqlStoreOptions, PostgresStoreOptions, MysqlStoreOptions, SqliteStoreOptions, SqlCommonOptions, SqlServerOptions } from './sql-options.js'

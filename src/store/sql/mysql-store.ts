@@ -16,7 +16,7 @@
  */
 import { ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode } from '../store.js'
-import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type DoneRecord, type RowRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type RowRecord, type SchemaSnapshot, type SqlDialect, type TransactionEnd } from './sql-dialect.js'
 import { LazyConnection } from './lazy-connection.js'
 import { loadMysql, mysqlPromisePool, type MysqlConnectionLike, type MysqlPromisePool } from './sql-drivers.js'
 import type { MysqlStoreConfig } from './sql-options.js'
@@ -376,10 +376,10 @@ ON DUPLICATE KEY UPDATE
     return (await this.write(`DELETE FROM ${q(table)} WHERE expires_at < ${NOW} ORDER BY expires_at LIMIT ${Math.max(1, Math.floor(limit))}`, [])).affectedRows
   }
 
-  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
+  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => TransactionEnd): Promise<R> {
     return this.inTransaction(async (connection) => {
       const value = await work(connection)
-      const done = finish(value)
+      const { done, positions, positionsTable } = finish(value)
       if (done !== undefined) {
         const [header] = await connection.query({
           sql: `UPDATE ${q(done.table)} SET state = ${DONE}, result = ?, expires_at = ${after(done.ttlMs)}
@@ -389,8 +389,29 @@ ON DUPLICATE KEY UPDATE
         })
         if ((header as WriteHeader).affectedRows !== 1) throw leaseLost(done)
       }
+      for (const { source, partition, position } of positions) {
+        await connection.query({
+          sql: `INSERT INTO ${q(positionsTable)} (source, part, \`position\`, updated_at) VALUES (?, ?, ?, ${NOW})
+                 ON DUPLICATE KEY UPDATE \`position\` = VALUES(\`position\`), updated_at = VALUES(updated_at)`,
+          values: [source, partition, position],
+          timeout: this.config.commandTimeoutMs,
+        })
+      }
       return value
     })
+  }
+
+  async createPositionsTable(table: string): Promise<void> {
+    await this.write(
+      `CREATE TABLE IF NOT EXISTS ${q(table)} (source VARCHAR(255) NOT NULL, part VARCHAR(255) NOT NULL, \`position\` VARCHAR(255) NOT NULL, updated_at DATETIME(3) NOT NULL, PRIMARY KEY (source, part)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+      [],
+    )
+  }
+
+  async readPosition(table: string, source: string, partition: string): Promise<string | undefined> {
+    const [rows] = await this.pool.query({ sql: `SELECT \`position\` FROM ${q(table)} WHERE source = ? AND part = ?`, values: [source, partition], timeout: this.config.commandTimeoutMs })
+    const row = (rows as Record<string, unknown>[])[0]
+    return row === undefined ? undefined : String(row.position)
   }
 
   permanent(error: unknown): IdemError | undefined {

@@ -15,7 +15,7 @@
  */
 import { ErrorCode, IdemError } from '../../errors.js'
 import { ClaimCode } from '../store.js'
-import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type DoneRecord, type RowRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type DialectRole, type RowRecord, type SchemaSnapshot, type SqlDialect, type TransactionEnd } from './sql-dialect.js'
 import { LazyConnection } from './lazy-connection.js'
 import { loadPg, type PgClientLike, type PgPoolLike, type PgQueryResult } from './sql-drivers.js'
 import type { PostgresStoreConfig } from './sql-options.js'
@@ -421,17 +421,26 @@ export class PostgresDialect implements SqlDialect {
     return result.rowCount ?? 0
   }
 
-  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
+  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => TransactionEnd): Promise<R> {
     const client = await this.pool.connect()
     let broken: Error | undefined
     try {
       await client.query('BEGIN')
       try {
         const value = await work(client)
-        const done = finish(value)
+        const { done, positions, positionsTable } = finish(value)
+        const timeout = this.config.commandTimeoutMs
         if (done !== undefined) {
-          const updated = await client.query({ text: this.statementsOf(done.table).done, values: [done.key, done.result, done.token, done.ttlMs], query_timeout: this.config.commandTimeoutMs })
+          const updated = await client.query({ text: this.statementsOf(done.table).done, values: [done.key, done.result, done.token, done.ttlMs], query_timeout: timeout })
           if (updated.rowCount !== 1) throw leaseLost(done)
+        }
+        for (const { source, partition, position } of positions) {
+          await client.query({
+            text: `INSERT INTO ${q(positionsTable)} (source, part, position, updated_at) VALUES ($1, $2, $3, ${NOW})
+                   ON CONFLICT (source, part) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at`,
+            values: [source, partition, position],
+            query_timeout: timeout,
+          })
         }
         await client.query('COMMIT')
         return value
@@ -442,6 +451,15 @@ export class PostgresDialect implements SqlDialect {
     } finally {
       client.release(broken)
     }
+  }
+
+  async createPositionsTable(table: string): Promise<void> {
+    await this.query(`CREATE TABLE IF NOT EXISTS ${q(table)} (source text NOT NULL, part text NOT NULL, position text NOT NULL, updated_at timestamptz NOT NULL, PRIMARY KEY (source, part))`, [])
+  }
+
+  async readPosition(table: string, source: string, partition: string): Promise<string | undefined> {
+    const row = await this.one(`SELECT position FROM ${q(table)} WHERE source = $1 AND part = $2`, [source, partition])
+    return row === undefined ? undefined : (row.position as string)
   }
 
   permanent(error: unknown): IdemError | undefined {

@@ -7,7 +7,7 @@ import { ErrorCode, IdemError } from '../../errors.js'
 import { OptionReader, quotedChoices } from '../../validation.js'
 import { createSqlDialect } from './sql-backends.js'
 import { isSqlKind, resolveSqlStore, SQL_KINDS, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
-import { allTableNames, metaTableName } from './sql-records.js'
+import { allTableNames, metaTableName, positionsTableName } from './sql-records.js'
 import { ensureSchema, type SchemaReport } from './sql-schema.js'
 
 /** Validates SQL store options on their own (no engine): a ConfigError naming every bad field. */
@@ -38,7 +38,7 @@ export async function migrateSqlStore(options: SqlStoreOptions): Promise<SchemaR
 }
 
 /**
- * Drops the store's tables (records and meta) when its meta table says idem
+ * Drops the store's tables (records, meta, and the transaction helper's positions) when its meta table says idem
  * made them; tables of that prefix without one are left alone and reported.
  * Returns the names dropped ([] when there were none).
  */
@@ -47,7 +47,7 @@ export async function dropSqlTables(options: SqlStoreOptions): Promise<string[]>
   const dialect = createSqlDialect(config, 'store')
   try {
     await dialect.connect()
-    const names = allTableNames(config.tablePrefix, config.tables)
+    const names = [...allTableNames(config.tablePrefix, config.tables), positionsTableName(config.tablePrefix)]
     return await dialect.withSchemaLock(async () => {
       const snapshot = await dialect.readSchema(names)
       const present = names.filter((name) => snapshot.tables.has(name))

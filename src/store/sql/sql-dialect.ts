@@ -44,6 +44,21 @@ export interface DoneRecord {
   ttlMs: number
 }
 
+/** A consumer position a handler's work saved (`savePosition`), written in its transaction after the DONE record. */
+export interface SavedPosition {
+  source: string
+  partition: string
+  position: string
+}
+
+/** What a handler's transaction writes after its work: the fenced DONE record (none for a run without a claim) and the positions its work saved. */
+export interface TransactionEnd {
+  done: DoneRecord | undefined
+  positions: readonly SavedPosition[]
+  /** The positions table (`<tablePrefix>positions`). */
+  positionsTable: string
+}
+
 /** A column as the catalog reports it, normalised by the backend (e.g. 'varbinary(1024)'). */
 export type ColumnTypes = Map<string, string>
 
@@ -113,11 +128,15 @@ export interface SqlRecords {
   /**
    * Runs `work` in one database transaction on one connection, then the fenced
    * UPDATE to DONE that `finish` describes (none for a run without a claim),
-   * then COMMIT. If the UPDATE matches no row, the transaction is rolled back
-   * and LEASE_LOST thrown: the business writes and the DONE record commit
-   * together or not at all.
+   * then the upsert of each saved position, then COMMIT. If the UPDATE matches
+   * no row, the transaction is rolled back and LEASE_LOST thrown: the business
+   * writes, the DONE record and the positions commit together or not at all.
    */
-  transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R>
+  transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => TransactionEnd): Promise<R>
+  /** Creates the positions table if it does not exist (one statement, outside any transaction: MySQL commits around DDL). */
+  createPositionsTable(table: string): Promise<void>
+  /** The position saved for (source, partition), or undefined. */
+  readPosition(table: string, source: string, partition: string): Promise<string | undefined>
 }
 
 /** The schema primitives, used by sql-schema.ts (create, check or refuse) and `idem migrate`. */

@@ -61,6 +61,11 @@ export function metaTableName(prefix: string): string {
   return `${prefix}meta`
 }
 
+/** Consumer positions saved by the transaction helper (savePosition), created on first use. */
+export function positionsTableName(prefix: string): string {
+  return `${prefix}positions`
+}
+
 export function allTableNames(prefix: string, tables: number): string[] {
   return [...Array.from({ length: tables }, (_, i) => recordsTableName(prefix, i, tables)), metaTableName(prefix)]
 }

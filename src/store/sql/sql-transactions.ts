@@ -28,9 +28,10 @@ import { systemClock, type Clock } from '../../clock.js'
 import { defaults as engineDefaults, MAX_DURATION_MS } from '../../config.js'
 import type { Handler, HandlerContext, Message } from '../../message.js'
 import { ensureSqlReady } from './sql-store.js'
-import type { DoneRecord, SqlDialect } from './sql-dialect.js'
+import type { DoneRecord, SavedPosition, SqlDialect, TransactionEnd } from './sql-dialect.js'
 import { isSqlKind, resolveSqlStore, SQL_KINDS, type SqlStoreConfig, type SqlStoreOptions } from './sql-options.js'
-import { keyBytes, recordsTableName, tableIndexOf } from './sql-records.js'
+import { keyBytes, positionsTableName, recordsTableName, tableIndexOf } from './sql-records.js'
+import { ErrorCode, IdemError } from '../../errors.js'
 import { encodeResult } from '../record-codec.js'
 import { fieldsOf, OptionReader, quotedChoices } from '../../validation.js'
 import { createSqlDialect } from './sql-backends.js'
@@ -42,7 +43,38 @@ import { createSqlDialect } from './sql-backends.js'
  * must be synchronous, as better-sqlite3 is). Its return value is the
  * handler's result, kept with the DONE record.
  */
-export type TransactionWork<P = unknown, R = unknown, Tx = any> = (tx: Tx, message: Message<P>) => R | Promise<R>
+export type TransactionWork<P = unknown, R = unknown, Tx = any> = (tx: Tx, message: Message<P>, tools: TransactionTools) => R | Promise<R>
+
+/** What the work of a transaction can write besides its own statements. */
+export interface TransactionTools {
+  /**
+   * Saves a consumer's position (a stream entry id, an offset) for
+   * (source, partition): written in this transaction after the DONE record,
+   * so it commits with the business writes or not at all. Read it back with
+   * positionOf. Call it before the work returns (TRANSACTION_ENDED after).
+   */
+  savePosition(source: string, partition: string | number, position: string): void
+}
+
+/** The longest source, partition or position kept, in UTF-8 bytes (MySQL's VARCHAR(255) holds it in any character set). */
+const MAX_POSITION_BYTES = 255
+
+/** A source, partition or position as it is stored, or INVALID_POSITION naming what is wrong. */
+export function positionPart(name: 'source' | 'partition' | 'position', value: unknown): string {
+  const text = name === 'partition' && Number.isSafeInteger(value) && (value as number) >= 0 ? String(value) : value
+  const problem =
+    typeof text !== 'string'
+      ? `must be a string${name === 'partition' ? ' or a non-negative integer' : ''}, got ${value === null ? 'null' : typeof value}`
+      : text === ''
+        ? 'must not be empty'
+        : Buffer.byteLength(text) > MAX_POSITION_BYTES
+          ? `is ${Buffer.byteLength(text)} UTF-8 bytes, over ${MAX_POSITION_BYTES}`
+          : !text.isWellFormed() || text.includes('\0')
+            ? 'holds a lone surrogate or U+0000'
+            : undefined
+  if (problem !== undefined) throw new IdemError(ErrorCode.INVALID_POSITION, `the position's ${name} ${problem}`)
+  return text as string
+}
 
 export interface SqlTransactionOptions {
   /** The engine's store options (the same object): the helper writes where the store reads. */
@@ -55,6 +87,7 @@ export interface SqlTransactionOptions {
 
 export class SqlTransactions {
   private readonly dialect: SqlDialect
+  private positionsCreated: Promise<void> | undefined
 
   constructor(
     private readonly config: SqlStoreConfig,
@@ -76,22 +109,59 @@ export class SqlTransactions {
    * transaction and writes no record.
    */
   async run<P, R, Tx>(message: Message<P>, context: HandlerContext, work: TransactionWork<P, R, Tx>): Promise<R> {
-    await ensureSqlReady(this.config, this.dialect)
+    await this.ready()
     const claim = context?.claim
     const done = claim === undefined ? undefined : this.doneRecordOf(claim.storeKey, claim.token)
-    return this.dialect.transaction(
-      (tx) => work(tx as Tx, message),
-      (value): DoneRecord | undefined => {
-        if (done === undefined) return undefined
-        const encoded = this.keepResults ? encodeResult(value, this.config.maxResultBytes) : null
-        // A result over the cap, or one JSON cannot hold, is not kept (the engine reports which); the key is DONE all the same.
-        return { ...done, result: typeof encoded === 'number' ? null : encoded }
+    const positions: SavedPosition[] = []
+    let ended = false
+    const tools: TransactionTools = {
+      savePosition: (source, partition, position) => {
+        if (ended) throw new IdemError(ErrorCode.TRANSACTION_ENDED, 'savePosition was called after the work of its transaction returned: call it (and await it, for async work) before returning, so the position commits with the work')
+        positions.push({ source: positionPart('source', source), partition: positionPart('partition', partition), position: positionPart('position', position) })
       },
-    )
+    }
+    try {
+      return await this.dialect.transaction(
+        (tx) => work(tx as Tx, message, tools),
+        (value): TransactionEnd => {
+          ended = true
+          const end = { done: undefined as DoneRecord | undefined, positions, positionsTable: positionsTableName(this.config.tablePrefix) }
+          if (done === undefined) return end
+          const encoded = this.keepResults ? encodeResult(value, this.config.maxResultBytes) : null
+          // A result over the cap, or one JSON cannot hold, is not kept (the engine reports which); the key is DONE all the same.
+          end.done = { ...done, result: typeof encoded === 'number' ? null : encoded }
+          return end
+        },
+      )
+    } finally {
+      ended = true
+    }
+  }
+
+  /**
+   * The position last saved for (source, partition) by a committed
+   * transaction, or undefined: where a consumer that saves its position with
+   * each effect starts reading again.
+   */
+  async positionOf(source: string, partition: string | number): Promise<string | undefined> {
+    const at = [positionPart('source', source), positionPart('partition', partition)] as const
+    await this.ready()
+    return this.dialect.readPosition(positionsTableName(this.config.tablePrefix), ...at)
   }
 
   async close(): Promise<void> {
     await this.dialect.close()
+  }
+
+  /** The store's tables checked (or created), and the positions table created once when the store creates its tables. */
+  private async ready(): Promise<void> {
+    await ensureSqlReady(this.config, this.dialect)
+    if (!this.config.createTables) return
+    this.positionsCreated ??= this.dialect.createPositionsTable(positionsTableName(this.config.tablePrefix)).catch((error: unknown) => {
+      this.positionsCreated = undefined
+      throw error
+    })
+    await this.positionsCreated
   }
 
   private doneRecordOf(storeKey: string, token: string): Omit<DoneRecord, 'result'> {

@@ -18,7 +18,7 @@ import { resolve } from 'node:path'
 import type { Clock } from '../../clock.js'
 import { ErrorCode, IdemError, errorText } from '../../errors.js'
 import { ClaimCode } from '../store.js'
-import { leaseLost, type ClaimAnswer, type ColumnTypes, type DoneRecord, type RowRecord, type SchemaSnapshot, type SqlDialect } from './sql-dialect.js'
+import { leaseLost, type ClaimAnswer, type ColumnTypes, type RowRecord, type SchemaSnapshot, type SqlDialect, type TransactionEnd } from './sql-dialect.js'
 import { LazyConnection } from './lazy-connection.js'
 import { loadSqlite, type SqliteDatabaseLike } from './sql-drivers.js'
 import type { SqliteStoreConfig } from './sql-options.js'
@@ -338,7 +338,7 @@ export class SqliteDialect implements SqlDialect {
    * return its value, not a promise. An async function would keep writing
    * after COMMIT, outside the transaction, so it is refused before anything commits.
    */
-  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => DoneRecord | undefined): Promise<R> {
+  async transaction<R>(work: (tx: unknown) => R | Promise<R>, finish: (value: R) => TransactionEnd): Promise<R> {
     let value!: R
     this.inTransaction(() => {
       const produced = work(this.db)
@@ -348,12 +348,24 @@ export class SqliteDialect implements SqlDialect {
         throw new TypeError('sqlite transactions run synchronously (better-sqlite3): the transaction function returned a promise; make it synchronous, so its writes happen inside the transaction')
       }
       value = produced as R
-      const done = finish(value)
-      if (done === undefined) return
+      const { done, positions, positionsTable } = finish(value)
       const now = this.clock.now()
-      if (this.statementsOf(done.table).commit.run(done.result, now + done.ttlMs, done.key, done.token, now).changes !== 1) throw leaseLost(done)
+      if (done !== undefined && this.statementsOf(done.table).commit.run(done.result, now + done.ttlMs, done.key, done.token, now).changes !== 1) throw leaseLost(done)
+      if (positions.length === 0) return
+      const save = this.db.prepare(`INSERT INTO ${q(positionsTable)} (source, part, position, updated_at) VALUES (?, ?, ?, ?)
+                                    ON CONFLICT (source, part) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at`)
+      for (const { source, partition, position } of positions) save.run(source, partition, position, now)
     })
     return value
+  }
+
+  async createPositionsTable(table: string): Promise<void> {
+    this.db.exec(`CREATE TABLE IF NOT EXISTS ${q(table)} (source TEXT NOT NULL, part TEXT NOT NULL, position TEXT NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (source, part)) WITHOUT ROWID`)
+  }
+
+  async readPosition(table: string, source: string, partition: string): Promise<string | undefined> {
+    const row = this.db.prepare(`SELECT position FROM ${q(table)} WHERE source = ? AND part = ?`).get(source, partition) as { position: string } | undefined
+    return row?.position
   }
 
   permanent(error: unknown): IdemError | undefined {
