@@ -47,7 +47,9 @@ export async function dropSqlTables(options: SqlStoreOptions): Promise<string[]>
   const dialect = createSqlDialect(config, 'store')
   try {
     await dialect.connect()
-    const names = [...allTableNames(config.tablePrefix, config.tables), positionsTableName(config.tablePrefix)]
+    // The meta table stays last: readSchema reads it there, and it is dropped last (until then it says the rest is ours).
+    const tables = allTableNames(config.tablePrefix, config.tables)
+    const names = [...tables.slice(0, -1), positionsTableName(config.tablePrefix), tables[tables.length - 1]]
     return await dialect.withSchemaLock(async () => {
       const snapshot = await dialect.readSchema(names)
       const present = names.filter((name) => snapshot.tables.has(name))
