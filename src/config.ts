@@ -8,6 +8,7 @@ import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
 import { OptionReader, quotedChoices } from './validation.js'
 import { readVersionRules, type VersionOptions, type VersionRules } from './versions/version-rules.js'
+import { DEFAULT_POLL_MS, readWaitPolicy, type WaitPolicy } from './wait-policy.js'
 
 /**
  * Which store confirms keys: `memory` (one process, tests), `redis` (shared by
@@ -72,6 +73,17 @@ export interface EngineOptions {
    * @default 'enforce'
    */
   rollout?: 'enforce' | 'shadow'
+  /**
+   * What a message whose key another owner holds gets. `'defer'`: `in-flight`
+   * at once (the transport delivers it again later). `{ wait: { maxMs,
+   * pollMs? } }`: the shard asks the store again every pollMs (default 50)
+   * for up to maxMs, and the message gets the owner's outcome: `duplicate`
+   * with its result once it committed, `new` (run here) once it released the
+   * key or its lease lapsed, `in-flight` if maxMs passes first. Other keys
+   * never wait for it. Strict mode only.
+   * @default 'defer'
+   */
+  inFlight?: 'defer' | { wait: { maxMs: number; pollMs?: number } }
   /**
    * Path or file URL of an ES module whose default export (or `handle` export) is the
    * handler. It runs inside the worker thread next to its actor (CPU-heavy handlers),
@@ -145,8 +157,10 @@ export interface OwnershipOptions {
 }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight'>> & {
   ownership: Required<OwnershipOptions>
+  /** waitMs 0: 'defer'. */
+  inFlight: WaitPolicy
   bloom: Required<NonNullable<EngineOptions['bloom']>>
   lru: Required<NonNullable<EngineOptions['lru']>>
   store: StoreConfig
@@ -167,6 +181,7 @@ export const defaults = {
   lru: { maxKeys: 100_000 },
   store: { kind: 'memory' },
   rollout: 'enforce',
+  inFlight: { waitMs: 0, pollMs: DEFAULT_POLL_MS },
   maxBatch: 1024,
   maxInFlightPerShard: 2048,
   keepResults: true,
@@ -224,8 +239,9 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const reconcileAttempts = o.integer('reconcileAttempts', defaults.reconcileAttempts, 1, 1_000)
   const reconcileBackoffMs = o.integer('reconcileBackoffMs', defaults.reconcileBackoffMs, 1, MAX_LEASE_MS)
   const { mode, partitions, group, ownership } = readOwnership(o, { threads, store, reconcile, ttlMs })
+  const inFlight = readInFlight(o, mode)
   const versions = readVersionRules(o)
-  if (o.has('versions')) checkVersionLimits(o, { threads, store, rollout, mode, reconcile, handlerTimeoutMs })
+  if (o.has('versions')) checkVersionLimits(o, { threads, store, rollout, mode, reconcile, handlerTimeoutMs, inFlight })
 
   o.check()
   return {
@@ -237,6 +253,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     lru: { maxKeys },
     store,
     rollout,
+    inFlight,
     ...(handler === undefined ? {} : { handler }),
     maxBatch,
     maxInFlightPerShard,
@@ -253,12 +270,30 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   }
 }
 
+/** The in-flight policy: 'defer', or { wait: { maxMs, pollMs? } } in strict mode (an owned partition's keys have one owner, so no claim to wait for). */
+function readInFlight(o: OptionReader, mode: string): WaitPolicy {
+  const given = o.value('inFlight')
+  if (given === undefined || given === 'defer') return defaults.inFlight
+  const rule = "'defer' or an object like { wait: { maxMs: 5000 } }"
+  const section = o.section('inFlight', rule)
+  if (!section.valid) return defaults.inFlight
+  section.onlyKnown(['wait'], 'inFlight')
+  if (!section.has('wait')) {
+    o.mustBe('inFlight', rule)
+    return defaults.inFlight
+  }
+  const wait = section.section('wait', 'an object like { maxMs: 5000 }')
+  if (!wait.valid) return defaults.inFlight
+  if (mode === 'owned') o.mustBe('inFlight', "'defer' in owned mode (a partition's keys have one owner: there is no other claim to wait for)")
+  return readWaitPolicy(wait, 'inFlight.wait')
+}
+
 /**
  * What version-aware keys do not run with yet, each refused by name: they run
  * on the main thread against their own records (no LRU, no bloom filter: a
  * seen key is no reason to skip), and have no UNKNOWN state.
  */
-function checkVersionLimits(o: OptionReader, given: { threads: number; store: StoreConfig; rollout: string; mode: string; reconcile: ReconcileHook | undefined; handlerTimeoutMs: number }): void {
+function checkVersionLimits(o: OptionReader, given: { threads: number; store: StoreConfig; rollout: string; mode: string; reconcile: ReconcileHook | undefined; handlerTimeoutMs: number; inFlight: WaitPolicy }): void {
   const { store } = given
   if (given.threads > 0) o.mustBe('threads', '0 with versions (version-aware keys run on the main thread)')
   if (given.mode !== 'strict') o.mustBe('mode', "'strict' with versions")
@@ -269,6 +304,7 @@ function checkVersionLimits(o: OptionReader, given: { threads: number; store: St
   if (given.rollout !== 'enforce') o.mustBe('rollout', "'enforce' with versions")
   if (given.reconcile !== undefined) o.mustBe('reconcile', 'left out with versions (a version either applies or is released: there is no UNKNOWN state to reconcile)')
   if (given.handlerTimeoutMs > 0) o.mustBe('handlerTimeoutMs', '0 with versions (a version either applies or is released: there is no UNKNOWN state)')
+  if (given.inFlight.waitMs > 0) o.mustBe('inFlight', "'defer' with versions (a newer version waits for the older one's run through a redelivery)")
 }
 
 /** Group names and member ids become parts of store keys: no separators, no braces, bounded. */

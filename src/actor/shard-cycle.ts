@@ -2,6 +2,7 @@ import { errorText, ErrorCode, IdemError, isOutcomeUnknown } from '../errors.js'
 import type { Handler, HandlerContext, Message, ReconcileAnswer, ReconcileHook } from '../message.js'
 import type { Redis } from 'ioredis'
 import { CommitCode } from '../store/store.js'
+import { nextPollMs, type WaitPolicy } from '../wait-policy.js'
 import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type StepReply } from './protocol.js'
 
 /**
@@ -64,6 +65,8 @@ export interface CycleOptions {
   maxInFlightPerShard: number
   /** 0: handlers run as long as they like. */
   handlerTimeoutMs: number
+  /** The in-flight policy: waitMs 0 hands an in-flight key out at once; above, the shard asks the store again (wait-policy.ts). */
+  inFlight: WaitPolicy
   reconcileAttempts: number
   reconcileBackoffMs: number
   /**
@@ -103,6 +106,8 @@ export class CycleEntry<T = unknown> {
   waiting: CycleEntry<T>[] | undefined = undefined
   /** Owned mode: the key's partition. */
   partition = 0
+  /** In-flight policy wait: when the store first answered in-flight (performance.now()); 0 while it has not. */
+  waitingSince = 0
 
   constructor(
     readonly key: string,
@@ -369,6 +374,8 @@ export class ShardCycle<T = unknown> {
             continue
           }
           error = unknownKey(entry.key, 'shadow rollout runs it anyway')
+        } else if (decision.errors?.[j] === undefined && decision.storeError === undefined && !shadow && this.waitForOwner(entry)) {
+          continue
         } else error = decision.errors?.[j] ?? decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(entry.key)} is being processed by another owner; retry later` }
       }
       if (shadow) this.runShadow(entry, verdict, decision.results[j], error)
@@ -379,6 +386,27 @@ export class ShardCycle<T = unknown> {
       this.renewal ??= setInterval(this.renew, Math.max(1, Math.floor(this.options.leaseMs / 3)))
       this.runHandlers()
     }
+  }
+
+  /**
+   * In-flight policy `wait`: the entry keeps its place as its key's holder in
+   * this shard (later copies stay behind it) and goes through the cycle again
+   * after pollMs, until the owner's outcome shows or the wait is over. False
+   * when it is over (or off): the entry goes out in-flight.
+   */
+  private waitForOwner(entry: CycleEntry<T>): boolean {
+    if (this.options.inFlight.waitMs === 0) return false
+    const now = performance.now()
+    if (entry.waitingSince === 0) entry.waitingSince = now
+    const pollMs = nextPollMs(this.options.inFlight, entry.waitingSince, now)
+    if (pollMs === undefined) return false
+    setTimeout(() => {
+      // A close that gave up has handed the entry out already.
+      if (this.abandoned) return
+      this.retake(entry)
+      this.kick()
+    }, pollMs)
+    return true
   }
 
   /** Starts the claimed handlers; when synchronous ones have held the thread for a slice, the rest wait a turn. */

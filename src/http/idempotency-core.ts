@@ -27,6 +27,7 @@ import { resolveLayer, resolveRoutePolicy, type RequestPolicy, type RequestView 
 import { IN_FLIGHT_RETRY_AFTER_SECONDS, problemReply, type LayerReply } from './problem.js'
 import { defaultFingerprint, headerKeyOf, recordKeyOf } from './request-key.js'
 import { replayOf, storedResponseOf, type RouteCompletion } from './stored-response.js'
+import { nextPollMs } from '../wait-policy.js'
 
 /** What the layer does with a request. */
 export type Decision =
@@ -101,7 +102,7 @@ export class IdempotencyCore<Req> {
     const settled = this.settledKeys.get(recordKey, Date.now())
     if (settled !== undefined) return answerDone(settled.fingerprint, settled.result, fingerprint)
     const token = randomUUID()
-    const deadline = Date.now() + policy.waitMs
+    const since = performance.now()
     for (;;) {
       let replies
       // Taken before the call: the record's remaining time, counted from here, ends no later than in the store.
@@ -130,11 +131,11 @@ export class IdempotencyCore<Req> {
         return answerDone(stored, replies.results[0], fingerprint)
       }
       if (code === ClaimCode.UNKNOWN) return reply(problemReply(ErrorCode.OUTCOME_UNKNOWN, 'the outcome of the request with this Idempotency-Key is unknown until an operator resolves it (idem keys resolve)'))
-      const left = deadline - Date.now()
-      if (left <= 0) {
+      const pollMs = nextPollMs(policy, since, performance.now())
+      if (pollMs === undefined) {
         return reply(problemReply(ErrorCode.IN_FLIGHT, 'a request with this Idempotency-Key is still running; retry after it ends', IN_FLIGHT_RETRY_AFTER_SECONDS))
       }
-      await sleep(Math.min(policy.pollMs, left))
+      await sleep(pollMs)
     }
   }
 }

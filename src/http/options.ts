@@ -7,6 +7,7 @@
 import type { Engine } from '../engine.js'
 import { MAX_DURATION_MS, MAX_LEASE_MS } from '../config.js'
 import { isEngine, OptionReader } from '../validation.js'
+import { DEFAULT_POLL_MS, readWaitPolicy, type WaitPolicy } from '../wait-policy.js'
 
 /** The request as the layer reads it, whatever the framework. */
 export interface RequestView {
@@ -101,12 +102,11 @@ const policyDefaults = {
   maxBodyBytes: 32_768,
   storeClientErrors: true,
   namespace: 'http',
-  pollMs: 50,
   replayCacheKeys: 1000,
 }
 
-/** How the layer treats the requests of a route. */
-export interface RequestPolicy<Req> {
+/** How the layer treats the requests of a route; waitMs 0: answer 409 at once. */
+export interface RequestPolicy<Req> extends WaitPolicy {
   methods: ReadonlySet<string>
   required: boolean
   ttlMs: number
@@ -117,9 +117,6 @@ export interface RequestPolicy<Req> {
   replayHeaders: ReadonlySet<string>
   maxBodyBytes: number
   storeClientErrors: boolean
-  /** 0: answer 409 at once. */
-  waitMs: number
-  pollMs: number
 }
 
 export interface LayerConfig<Req> {
@@ -164,12 +161,8 @@ function readPolicy<Req>(o: OptionReader, base: PolicyFallback<Req>): RequestPol
   const leaseMs = o.integer('leaseMs', base.leaseMs, 10, MAX_LEASE_MS)
   const wait = o.section('wait', 'an object like { maxMs: 5000 }')
   let waitMs = base.waitMs ?? 0
-  let pollMs = base.pollMs ?? policyDefaults.pollMs
-  if (o.has('wait') && wait.valid) {
-    wait.onlyKnown(['maxMs', 'pollMs'], 'wait')
-    waitMs = wait.integer('maxMs', undefined, 1, MAX_LEASE_MS)
-    pollMs = wait.integer('pollMs', policyDefaults.pollMs, 1, 60_000)
-  }
+  let pollMs = base.pollMs ?? DEFAULT_POLL_MS
+  if (o.has('wait') && wait.valid) ({ waitMs, pollMs } = readWaitPolicy(wait, 'wait'))
   return {
     methods,
     required: o.boolean('required', base.required ?? policyDefaults.required),
