@@ -38,6 +38,14 @@ export interface Outcome<R = unknown> {
   verdict: Verdict
   result?: R
   error?: IdemError
+  /**
+   * Shadow rollout: the handler ran anyway and `verdict` says how it went
+   * (`new`, with its result or HANDLER_FAILED), so transports settle the
+   * message as they would without idem; this is what enforce would have done
+   * instead: its verdict and error code. Absent when enforce would have run
+   * it too.
+   */
+  shadow?: { verdict: Verdict; code?: ErrorCode }
 }
 
 /** What a handler learns about its run besides the message. */

@@ -1,14 +1,15 @@
-import type { ErrorData } from './actor/protocol.js'
+import type { ErrorData, ShadowData } from './actor/protocol.js'
 import { ConflictError, ErrorCode, IdemError } from './errors.js'
 import { Verdict, type Outcome } from './message.js'
 
 const verdictOf: readonly Verdict[] = [Verdict.NEW, Verdict.DUPLICATE, Verdict.IN_FLIGHT, Verdict.CONFLICT, Verdict.INVALID, Verdict.STALE]
 
 /** Builds the public outcome of one message from what the actor sent back as data. */
-export function toOutcome(key: string, code: number, result: unknown, error: ErrorData | undefined): Outcome {
+export function toOutcome(key: string, code: number, result: unknown, error: ErrorData | undefined, shadow?: ShadowData): Outcome {
   const outcome: Outcome = { key, verdict: verdictOf[code] }
   if (result !== undefined) outcome.result = result
   if (error !== undefined) outcome.error = error.code === 'CONFLICT' ? new ConflictError(key, error.message) : new IdemError(error.code, error.message, { key })
+  if (shadow !== undefined) outcome.shadow = shadow.code === undefined ? { verdict: verdictOf[shadow.verdict] } : { verdict: verdictOf[shadow.verdict], code: shadow.code }
   return outcome
 }
 

@@ -152,11 +152,20 @@ export interface ErrorData {
   message: string
 }
 
+/** Shadow rollout: what enforce would have done with a message that ran anyway, when that differs from running it. */
+export interface ShadowData {
+  verdict: VerdictCode
+  /** The error code enforce would have given (CONFLICT, IN_FLIGHT, STORE_FAILED, LEASE_LOST, …). */
+  code?: ErrorCode
+}
+
 /** The outcomes of a run inside a worker, per message, with the shard's counts since its last reply. */
 export interface BatchResult {
   verdicts: Uint8Array
   results: unknown[]
   errors: (ErrorData | undefined)[]
+  /** Shadow rollout: per message, what enforce would have done instead (undefined: the same). */
+  shadows: (ShadowData | undefined)[]
   counters: Float64Array
 }
 

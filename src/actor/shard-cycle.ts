@@ -3,7 +3,7 @@ import type { Handler, HandlerContext, Message, ReconcileAnswer, ReconcileHook }
 import type { Redis } from 'ioredis'
 import { CommitCode } from '../store/store.js'
 import { nextPollMs, type WaitPolicy } from '../wait-policy.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type StepReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type ShadowData, type StepReply } from './protocol.js'
 
 /**
  * The actor seen by whoever drives a shard's cycle, on its own thread or
@@ -106,6 +106,8 @@ export class CycleEntry<T = unknown> {
   waiting: CycleEntry<T>[] | undefined = undefined
   /** Owned mode: the key's partition. */
   partition = 0
+  /** Shadow rollout: what enforce would have done instead of running it, when that differs. */
+  shadow: ShadowData | undefined = undefined
   /** In-flight policy wait: when the store first answered in-flight (performance.now()); 0 while it has not. */
   waitingSince = 0
 
@@ -378,7 +380,7 @@ export class ShardCycle<T = unknown> {
           continue
         } else error = decision.errors?.[j] ?? decision.storeError ?? { code: ErrorCode.IN_FLIGHT, message: `key ${JSON.stringify(entry.key)} is being processed by another owner; retry later` }
       }
-      if (shadow) this.runShadow(entry, verdict, decision.results[j], error)
+      if (shadow) this.runShadow(entry, verdict, error)
       else this.finish(entry, verdict, error, decision.results[j])
     }
     if (claimed > 0) {
@@ -684,22 +686,35 @@ export class ShardCycle<T = unknown> {
     )
   }
 
-  /** Shadow rollout: the handler runs anyway, and the decided outcome is given once it ends. */
-  private runShadow(entry: CycleEntry<T>, verdict: VerdictCode, result: unknown, error: ErrorData | undefined): void {
+  /**
+   * Shadow rollout (DESIGN.md §5): the handler runs anyway, and the message
+   * is settled as the handler says, as it would be without idem: `new` with
+   * its result, or with HANDLER_FAILED when it threw (so the transport
+   * retries it). What enforce would have done rides along as `shadow`. The
+   * run holds no claim and writes nothing to the store.
+   */
+  private runShadow(entry: CycleEntry<T>, verdict: VerdictCode, error: ErrorData | undefined): void {
     this.counters[Counter.SHADOW_RUNS]++
-    const done = (): void => {
+    entry.shadow = error === undefined ? { verdict } : { verdict, code: error.code }
+    const done = (returned: boolean, value: unknown): void => {
       if (this.abandoned) return
-      this.finish(entry, verdict, error, result)
+      if (returned) this.finish(entry, VerdictCode.NEW, undefined, value)
+      else this.finish(entry, VerdictCode.NEW, { code: ErrorCode.HANDLER_FAILED, message: `handler failed for key ${JSON.stringify(entry.key)}: ${errorText(value)}` })
       this.kick()
       this.resolveIdle()
     }
+    let value: unknown
     try {
-      const value = entry.handler(entry.message, { signal: this.signal })
-      if (isPromiseLike(value)) return void Promise.resolve(value).then(done, done)
-    } catch {
-      // Shadow runs change nothing in the store; their failures are the handler's own business.
+      value = entry.handler(entry.message, { signal: this.signal })
+    } catch (error) {
+      return done(false, error)
     }
-    done()
+    if (isPromiseLike(value)) {
+      Promise.resolve(value).then(
+        (result) => done(true, result),
+        (thrown: unknown) => done(false, thrown),
+      )
+    } else done(true, value)
   }
 
   /** The entry's outcome is final: let the next copy of its key go, and hand it out. */
@@ -709,6 +724,12 @@ export class ShardCycle<T = unknown> {
   }
 
   private handOut(entry: CycleEntry<T>, verdict: VerdictCode, error: ErrorData | undefined, result?: unknown): void {
+    if (error !== undefined && verdict === VerdictCode.NEW && entry.returned && this.options.rollout === 'shadow' && !error.code.startsWith('RESULT_')) {
+      // Shadow rollout: the handler returned, so the message is done as it would be without idem, whatever the store answered (a refused or failed commit).
+      entry.shadow = { verdict, code: error.code }
+      error = undefined
+      result = entry.result
+    }
     entry.verdict = verdict
     entry.error = error
     entry.result = result

@@ -1,5 +1,5 @@
 import { addCounters, CycleEntry, failureData, ShardCycle, type ActorPort, type CommitRide, type CycleOptions } from './shard-cycle.js'
-import { COUNTER_COUNT, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData } from './protocol.js'
+import { COUNTER_COUNT, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData, type ShadowData } from './protocol.js'
 import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
 import type { HandlerModule } from '../handler-module.js'
@@ -72,7 +72,7 @@ export class ShardLane {
     /** The engine's hook, for function handlers (a handler module's messages get the module's own). */
     private readonly reconcile: ReconcileHook | undefined,
   ) {
-    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error), signal)
+    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error, entry.shadow), signal)
   }
 
   push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number, partition = 0): void {
@@ -162,13 +162,14 @@ export class ShardLane {
     addCounters(this.stats.counters, out.counters)
     for (let j = 0; j < n; j++) {
       const m = sent[j]
-      this.handOut(m.job, m.slot, out.verdicts[j] as VerdictCode, out.results[j], out.errors[j])
+      this.handOut(m.job, m.slot, out.verdicts[j] as VerdictCode, out.results[j], out.errors[j], out.shadows[j])
     }
   }
 
-  private handOut(job: Job, slot: number, verdict: VerdictCode, result: unknown, error: ErrorData | undefined): void {
-    this.stats.verdicts[verdict]++
-    const outcome = toOutcome(job.keys[slot], verdict, result, error)
+  private handOut(job: Job, slot: number, verdict: VerdictCode, result: unknown, error: ErrorData | undefined, shadow?: ShadowData): void {
+    // Shadow rollout: the counts say what enforce would have decided.
+    this.stats.verdicts[shadow?.verdict ?? verdict]++
+    const outcome = toOutcome(job.keys[slot], verdict, result, error, shadow)
     job.outcomes[slot] = outcome
     job.each?.(slot, outcome)
     if (--job.remaining === 0) job.done()

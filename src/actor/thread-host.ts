@@ -43,8 +43,9 @@ interface ModuleRun {
 function cycleOf(shard: number): ShardCycle<ModuleRun> {
   let cycle = cycles.get(shard)
   if (cycle === undefined) {
-    const deliver = ({ owner, slot, verdict, result, error }: CycleEntry<ModuleRun>): void => {
+    const deliver = ({ owner, slot, verdict, result, error, shadow }: CycleEntry<ModuleRun>): void => {
       owner.out.verdicts[slot] = verdict
+      owner.out.shadows[slot] = shadow
       owner.out.results[slot] = result
       owner.out.errors[slot] = error
       if (--owner.remaining === 0) owner.done()
@@ -59,7 +60,7 @@ async function runModule(shard: number, batch: ActorBatch, messages: Message[]):
   const { handle, reconcile } = await moduleHandler()
   const n = batch.keys.length
   const cycle = cycleOf(shard)
-  const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
+  const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), shadows: new Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
   const finished = new Promise<void>((resolve) => (run.done = resolve))
   for (let j = 0; j < n; j++) {
     const entry = new CycleEntry(batch.keys[j], batch.hashes[2 * j], batch.hashes[2 * j + 1], batch.fingerprints[j], messages[j], handle, run, j)

@@ -189,7 +189,7 @@ describe.each(kinds)('%s: transaction helper', (kind) => {
     const effects = await kit.effectTable()
     const e = await engine({ store: kit.store(), rollout: 'shadow' })
     await e.transaction({ key: 's' }, write(effects))
-    expect((await e.transaction({ key: 's' }, write(effects))).verdict).toBe('duplicate')
+    expect(await e.transaction({ key: 's' }, write(effects))).toMatchObject({ verdict: 'new', shadow: { verdict: 'duplicate' } })
     expect(Object.fromEntries(await kit.effectsPerKey(effects))).toEqual({ s: 2 })
     expect(e.stats().totals.shadowRuns).toBe(1)
   })

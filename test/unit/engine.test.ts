@@ -192,14 +192,33 @@ describe('engine verdicts (threads: 0)', () => {
     expect(e.stats().totals.bloomRotations).toBeGreaterThan(0)
   })
 
-  it('shadow rollout decides and counts but still runs the handler of duplicates', async () => {
+  it('shadow rollout runs the handler of a duplicate and settles it as the handler says; what enforce would have done rides along', async () => {
     const e = await engine({ rollout: 'shadow' })
     const { effects, handler } = counter()
     await e.process({ key: 'a' }, handler)
     const dup = await e.process({ key: 'a' }, handler)
-    expect(dup.verdict).toBe('duplicate')
+    expect(dup).toMatchObject({ key: 'a', verdict: 'new', shadow: { verdict: 'duplicate' } })
+    expect(dup.error).toBeUndefined()
     expect(effects.get('a')).toBe(2)
     expect(e.stats().totals.shadowRuns).toBe(1)
+    // The counts say what enforce would have decided.
+    expect(e.stats().totals.verdicts).toMatchObject({ new: 1, duplicate: 1 })
+  })
+
+  it('shadow rollout: a duplicate whose run throws gets HANDLER_FAILED (retried, as without idem), a conflict runs and is done, and neither touches the record', async () => {
+    const e = await engine({ rollout: 'shadow' })
+    expect((await e.process({ key: 'a', fingerprint: 'f1' }, () => 'first')).verdict).toBe('new')
+    const failed = await e.process({ key: 'a', fingerprint: 'f1' }, () => {
+      throw new Error('boom')
+    })
+    expect(failed).toMatchObject({ verdict: 'new', shadow: { verdict: 'duplicate' } })
+    expect(failed.error?.code).toBe(ErrorCode.HANDLER_FAILED)
+    expect(failed.error?.message).toContain('boom')
+    const conflict = await e.process({ key: 'a', fingerprint: 'f2' }, async () => 'ran anyway')
+    expect(conflict).toEqual({ key: 'a', verdict: 'new', result: 'ran anyway', shadow: { verdict: 'conflict', code: ErrorCode.CONFLICT } })
+    // The record still holds the first run's fingerprint: f1 is still a duplicate, f2 still a conflict.
+    expect((await e.process({ key: 'a', fingerprint: 'f1' }, () => 'x')).shadow).toEqual({ verdict: 'duplicate' })
+    expect((await e.process({ key: 'a', fingerprint: 'f2' }, () => 'x')).shadow).toEqual({ verdict: 'conflict', code: ErrorCode.CONFLICT })
   })
 
   it('a handler learns its claim: the owner token and the namespace-scoped store key; shadow runs of duplicates hold none', async () => {
