@@ -390,16 +390,17 @@ describe('taking over pending entries', () => {
       consumer: 'slow',
       engine: e,
       keyOf: byKey,
-      claimIdleMs: 300,
+      // Touched every claimIdleMs/3: a loaded machine may stall the event loop for a few hundred ms, which must not pass for a dead consumer here.
+      claimIdleMs: 1500,
       handler: async (entry) => {
         runs.push(entry.fields.key)
-        await new Promise((resolve) => setTimeout(resolve, 1200))
+        await new Promise((resolve) => setTimeout(resolve, 4000))
       },
     })
     await slow.waitUntilReady()
     await add(n.stream, [{ key: 'long-1' }, { key: 'long-2' }])
     await waitFor('the slow handlers to start', () => runs.length === 2)
-    const other = consumer({ stream: n.stream, group: n.group, consumer: 'other', engine: await engine(n.prefix), handler: (entry) => void runs.push(entry.fields.key), keyOf: byKey, claimIdleMs: 300 })
+    const other = consumer({ stream: n.stream, group: n.group, consumer: 'other', engine: await engine(n.prefix), handler: (entry) => void runs.push(entry.fields.key), keyOf: byKey, claimIdleMs: 1500 })
     await other.waitUntilReady()
     await waitFor('both acked', async () => (await pending(n.stream, n.group)) === 0 && slow.stats().acked === 2)
     expect(other.stats().reclaimed).toBe(0)
