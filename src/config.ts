@@ -68,11 +68,14 @@ export interface EngineOptions {
   /** @default { kind: 'memory' } */
   store?: StoreOptions
   /**
-   * `enforce` skips handlers of duplicates; `shadow` decides and records every
-   * verdict but runs the handler anyway (log-only rollout), counting what it would have skipped.
+   * `enforce` acts on verdicts (skips duplicates). `shadow` is log-only: every
+   * message runs and is settled as its handler says, and idem records what
+   * enforce would have done (`outcome.shadow`). `{ enforce: 0.25 }` enforces
+   * for a stable 25% of keys (by key hash: the same on every process and every
+   * redelivery) and shadows the rest. `engine.setRollout` changes it at run time.
    * @default 'enforce'
    */
-  rollout?: 'enforce' | 'shadow'
+  rollout?: Rollout
   /**
    * What a message whose key another owner holds gets. `'defer'`: `in-flight`
    * at once (the transport delivers it again later). `{ wait: { maxMs,
@@ -156,6 +159,8 @@ export interface OwnershipOptions {
   memberId?: string
 }
 
+export type Rollout = 'enforce' | 'shadow' | { enforce: number }
+
 /** Options after defaults and validation: what the engine actually runs with. */
 export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight'>> & {
   ownership: Required<OwnershipOptions>
@@ -230,7 +235,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
 
   const store = o.has('store') ? readStore(o, threads) : defaults.store
 
-  const rollout = o.oneOf('rollout', ['enforce', 'shadow'], defaults.rollout)
+  const rollout = readRollout(o)
   const given = o.value('handler')
   const handler = given instanceof URL ? given.href : o.has('handler') ? o.string('handler', undefined, 'a module path or a file URL') : undefined
   const keepResults = o.boolean('keepResults', defaults.keepResults)
@@ -270,6 +275,28 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   }
 }
 
+/** `rollout`: 'enforce', 'shadow', or { enforce: share } with the share in [0, 1] (0 and 1 read as 'shadow' and 'enforce'). */
+export function readRollout(o: OptionReader): Rollout {
+  const given = o.value('rollout')
+  if (given === undefined || given === 'enforce' || given === 'shadow') return given ?? defaults.rollout
+  const rule = "'enforce', 'shadow' or { enforce: share } with the share from 0 to 1"
+  const section = o.section('rollout', rule)
+  if (!section.valid) return defaults.rollout
+  section.onlyKnown(['enforce'], 'rollout')
+  const share = section.number('enforce', undefined, { from: 0, to: 1 })
+  return share === 1 ? 'enforce' : share === 0 ? 'shadow' : { enforce: share }
+}
+
+/** The share of keys a rollout enforces for. */
+export function enforceShareOf(rollout: Rollout): number {
+  return rollout === 'enforce' ? 1 : rollout === 'shadow' ? 0 : rollout.enforce
+}
+
+/** Whether a key (the high half of its 64-bit hash, as the router computed it) falls in the enforced share: the same answer on every process and every redelivery. */
+export function enforcesKey(share: number, hashHi: number): boolean {
+  return share >= 1 || hashHi < share * 2 ** 32
+}
+
 /** The in-flight policy: 'defer', or { wait: { maxMs, pollMs? } } in strict mode (an owned partition's keys have one owner, so no claim to wait for). */
 function readInFlight(o: OptionReader, mode: string): WaitPolicy {
   const given = o.value('inFlight')
@@ -293,7 +320,7 @@ function readInFlight(o: OptionReader, mode: string): WaitPolicy {
  * on the main thread against their own records (no LRU, no bloom filter: a
  * seen key is no reason to skip), and have no UNKNOWN state.
  */
-function checkVersionLimits(o: OptionReader, given: { threads: number; store: StoreConfig; rollout: string; mode: string; reconcile: ReconcileHook | undefined; handlerTimeoutMs: number; inFlight: WaitPolicy }): void {
+function checkVersionLimits(o: OptionReader, given: { threads: number; store: StoreConfig; rollout: Rollout; mode: string; reconcile: ReconcileHook | undefined; handlerTimeoutMs: number; inFlight: WaitPolicy }): void {
   const { store } = given
   if (given.threads > 0) o.mustBe('threads', '0 with versions (version-aware keys run on the main thread)')
   if (given.mode !== 'strict') o.mustBe('mode', "'strict' with versions")

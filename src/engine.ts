@@ -6,7 +6,7 @@ import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
 import { ShardThread } from './actor/shard-thread.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
-import { MAX_LEASE_MS, resolveConfig, type EngineConfig, type EngineOptions } from './config.js'
+import { enforceShareOf, MAX_LEASE_MS, readRollout, resolveConfig, type EngineConfig, type EngineOptions, type Rollout } from './config.js'
 import { ConfigError, ErrorCode, IdemError } from './errors.js'
 import { OptionReader } from './validation.js'
 import { loadHandlerModule, type HandlerModule } from './handler-module.js'
@@ -132,6 +132,7 @@ export class Engine {
   /** Version-aware keys: the lane that runs every message, and its records. */
   private versionLane: VersionLane | undefined
   private versionStore: VersionStore | undefined
+  private currentRollout: Rollout
 
   constructor(
     config: EngineConfig,
@@ -140,6 +141,7 @@ export class Engine {
     private readonly sharedPartitionStore?: PartitionStore,
   ) {
     this.config = config
+    this.currentRollout = config.rollout
     // Owned mode routes to partitions; a partition's shard is partition % shards.
     this.router = new Router(config.mode === 'owned' ? config.partitions : config.shards, config.maxBatch)
   }
@@ -185,6 +187,7 @@ export class Engine {
       }
       this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal, config.reconcile))
     }
+    for (const lane of this.lanes) lane.enforceShare = enforceShareOf(config.rollout)
   }
 
   /**
@@ -202,6 +205,7 @@ export class Engine {
       actors.push(actor)
       // A reconcile hook cannot resolve keys in owned mode yet: UNKNOWN keys wait for an operator.
       this.lanes.push(new ShardLane(actor, undefined, this.moduleHandler === undefined ? undefined : { handle: this.moduleHandler.handle }, config, this.closeSignal.signal, undefined))
+      this.lanes[shard].enforceShare = enforceShareOf(config.rollout)
     }
     this.membership = new Membership(config, store, (partition) => actors[partition % config.shards], (change) => this.events.emit('partitions', change))
     try {
@@ -210,6 +214,27 @@ export class Engine {
       if (store !== this.sharedPartitionStore) await store.close()
       throw error
     }
+  }
+
+  /** The rollout in force now: config.rollout until setRollout changes it. */
+  get rollout(): Rollout {
+    return this.currentRollout
+  }
+
+  /**
+   * Changes the rollout at run time, for messages submitted after it returns
+   * (those already in the engine keep theirs): 'enforce', 'shadow', or
+   * { enforce: share }. Throws ConfigError for a bad value, or for anything
+   * but 'enforce' on an engine with versions.
+   */
+  setRollout(rollout: Rollout): void {
+    const problems: string[] = []
+    const value = readRollout(new OptionReader({ rollout }, problems))
+    if (problems.length === 0 && this.versionLane !== undefined && value !== 'enforce') problems.push("rollout: must be 'enforce' with versions")
+    if (problems.length > 0) throw new ConfigError(problems)
+    this.currentRollout = value
+    const share = enforceShareOf(value)
+    for (const lane of this.lanes) lane.enforceShare = share
   }
 
   /** The partition of a key (0..partitions-1): the hash owned mode and the partitioned transports route by. Throws INVALID_KEY for a bad key. */

@@ -185,7 +185,7 @@ export interface ThreadOps {
   /** Resolves an UNKNOWN key of the shard: a reconcile hook's answer (ShardActor.resolve). */
   resolve: { request: { shard: number; key: string; done: boolean; result: unknown; token: string | undefined }; reply: Resolved }
   /** Messages for the handler module, into the shard's cycle inside the worker; answers when each has its outcome. */
-  run: { request: { shard: number; batch: ActorBatch; messages: Message[] }; reply: BatchResult }
+  run: { request: { shard: number; batch: ActorBatch; messages: Message[]; /** 1 where the rollout enforces for the message's key. */ enforced: Uint8Array }; reply: BatchResult }
 }
 export type ThreadOp = keyof ThreadOps
 

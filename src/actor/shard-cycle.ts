@@ -58,7 +58,6 @@ interface Reconciling {
 
 export interface CycleOptions {
   leaseMs: number
-  rollout: 'enforce' | 'shadow'
   keepResults: boolean
   maxBatch: number
   /** Most messages of one shard between its mailbox and their outcomes (deciding, running or settling). */
@@ -106,6 +105,8 @@ export class CycleEntry<T = unknown> {
   waiting: CycleEntry<T>[] | undefined = undefined
   /** Owned mode: the key's partition. */
   partition = 0
+  /** False in shadow rollout, and for a key in the shadowed share of a gray one: the handler runs whatever the verdict. */
+  enforced = true
   /** Shadow rollout: what enforce would have done instead of running it, when that differs. */
   shadow: ShadowData | undefined = undefined
   /** In-flight policy wait: when the store first answered in-flight (performance.now()); 0 while it has not. */
@@ -351,10 +352,10 @@ export class ShardCycle<T = unknown> {
 
   private applyDecision(taken: CycleEntry<T>[], decision: Decision): void {
     addCounters(this.counters, decision.counters)
-    const shadow = this.options.rollout === 'shadow'
     let claimed = 0
     for (let j = 0; j < taken.length; j++) {
       const entry = taken[j]
+      const shadow = !entry.enforced
       const verdict = decision.verdicts[j] as VerdictCode
       if (verdict === VerdictCode.NEW) {
         entry.token = decision.token
@@ -724,7 +725,7 @@ export class ShardCycle<T = unknown> {
   }
 
   private handOut(entry: CycleEntry<T>, verdict: VerdictCode, error: ErrorData | undefined, result?: unknown): void {
-    if (error !== undefined && verdict === VerdictCode.NEW && entry.returned && this.options.rollout === 'shadow' && !error.code.startsWith('RESULT_')) {
+    if (error !== undefined && verdict === VerdictCode.NEW && entry.returned && !entry.enforced && !error.code.startsWith('RESULT_')) {
       // Shadow rollout: the handler returned, so the message is done as it would be without idem, whatever the store answered (a refused or failed commit).
       entry.shadow = { verdict, code: error.code }
       error = undefined

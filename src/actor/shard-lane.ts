@@ -5,6 +5,7 @@ import { ErrorCode } from '../errors.js'
 import type { HandlerModule } from '../handler-module.js'
 import type { Handler, Message, Outcome, ReconcileHook } from '../message.js'
 import { toOutcome } from '../outcome.js'
+import { enforcesKey } from '../config.js'
 
 /** Gets each outcome of a call as soon as it is final (engine.submit); must not throw (the lane is handing out outcomes). */
 export type OnOutcome = (index: number, outcome: Outcome) => void
@@ -36,6 +37,7 @@ export const MAX_RUNS_IN_FLIGHT = 8
 /** A message for the handler module of a worker, waiting to be sent. */
 interface Forwarded {
   key: string
+  enforced: boolean
   hashLo: number
   hashHi: number
   fingerprint: string | undefined
@@ -61,6 +63,8 @@ export class ShardLane {
   private forwardScheduled = false
   private abandoned = false
   readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(VERDICT_COUNT) }
+  /** The share of keys the rollout enforces for (engine.setRollout), applied to messages pushed from now on. */
+  enforceShare = 1
 
   constructor(
     port: ActorPort,
@@ -76,9 +80,11 @@ export class ShardLane {
   }
 
   push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number, partition = 0): void {
-    if (job.handler === undefined && this.remote !== undefined) this.forward.push({ key, hashLo, hashHi, fingerprint, message, job, slot })
+    const enforced = enforcesKey(this.enforceShare, hashHi)
+    if (job.handler === undefined && this.remote !== undefined) this.forward.push({ key, enforced, hashLo, hashHi, fingerprint, message, job, slot })
     else {
       const entry = new CycleEntry(key, hashLo, hashHi, fingerprint, message, job.handler ?? this.localModule!.handle, job, slot)
+      entry.enforced = enforced
       entry.ride = job.ride
       entry.partition = partition
       entry.reconcile = job.handler !== undefined ? this.reconcile : this.localModule?.reconcile
@@ -151,6 +157,7 @@ export class ShardLane {
       out = await this.remote!.run(
         { keys: sent.map((m) => m.key), hashes, fingerprints: sent.map((m) => m.fingerprint) },
         sent.map((m) => m.message),
+        Uint8Array.from(sent, (m) => (m.enforced ? 1 : 0)),
       )
     } catch (error) {
       if (!this.sent.delete(sent)) return

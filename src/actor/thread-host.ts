@@ -56,7 +56,7 @@ function cycleOf(shard: number): ShardCycle<ModuleRun> {
   return cycle
 }
 
-async function runModule(shard: number, batch: ActorBatch, messages: Message[]): Promise<BatchResult> {
+async function runModule(shard: number, batch: ActorBatch, messages: Message[], enforced: Uint8Array): Promise<BatchResult> {
   const { handle, reconcile } = await moduleHandler()
   const n = batch.keys.length
   const cycle = cycleOf(shard)
@@ -65,6 +65,7 @@ async function runModule(shard: number, batch: ActorBatch, messages: Message[]):
   for (let j = 0; j < n; j++) {
     const entry = new CycleEntry(batch.keys[j], batch.hashes[2 * j], batch.hashes[2 * j + 1], batch.fingerprints[j], messages[j], handle, run, j)
     entry.reconcile = reconcile
+    entry.enforced = enforced[j] === 1
     cycle.push(entry)
   }
   cycle.kick()
@@ -90,7 +91,7 @@ const serve: { [Op in ThreadOp]: (task: ThreadTask<Op>) => Promise<ThreadReply<O
   step: (task) => actorOf(task.shard).step(task.settlements, task.batch),
   renew: (task) => actorOf(task.shard).renew(),
   resolve: (task) => actorOf(task.shard).resolve(task.key, task.done, task.result, task.token),
-  run: (task) => runModule(task.shard, task.batch, task.messages),
+  run: (task) => runModule(task.shard, task.batch, task.messages, task.enforced),
 }
 
 export default async function hostTask<Op extends ThreadOp>(task: ThreadTask<Op>): Promise<ThreadReply<Op>> {

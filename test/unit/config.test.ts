@@ -40,7 +40,7 @@ describe('config', () => {
     ['store not an object', { store: 'redis' }, `store: must be an object like { kind: 'redis', url }, got "redis"`],
     ['store unknown', { store: { kind: 'dynamo' } }, `store.kind: must be 'memory', 'redis', 'postgres', 'mysql', 'sqlite' or 'custom', got "dynamo"`],
     ['memory store with options', { store: { kind: 'memory', url: 'redis://x' } }, 'store.url: must be left out (not an option of the memory store; known: kind), got "redis://x"'],
-    ['rollout unknown', { rollout: 'log' }, `rollout: must be 'enforce' or 'shadow', got "log"`],
+    ['rollout unknown', { rollout: 'log' }, `rollout: must be 'enforce', 'shadow' or { enforce: share } with the share from 0 to 1, got "log"`],
     ['handler empty', { handler: '' }, 'handler: must be a module path or a file URL, got ""'],
     ['handler a number', { handler: 5 }, 'handler: must be a module path or a file URL, got 5'],
     ['keepResults not boolean', { keepResults: 'yes' }, 'keepResults: must be a boolean, got "yes"'],
