@@ -16,13 +16,13 @@
  *                                  ├ DONE ──────────► replay the kept response (or 409 not replayable)
  *                                  └ IN_PROGRESS ───► 409 + Retry-After, or poll the claim until wait.maxMs
  */
-import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { systemClock } from '../clock.js'
 import { ErrorCode, errorText, IdemError } from '../errors.js'
 import { SettledKeys } from '../actor/settled-keys.js'
 import { StoreFactory } from '../store/store-factory.js'
-import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
+import { ClaimCode, CommitCode } from '../store/store.js'
+import { StoreBatches } from './store-batches.js'
 import { resolveLayer, resolveRoutePolicy, type RequestPolicy, type RequestView } from './options.js'
 import { IN_FLIGHT_RETRY_AFTER_SECONDS, problemReply, type LayerReply } from './problem.js'
 import { defaultFingerprint, headerKeyOf, recordKeyOf } from './request-key.js'
@@ -42,7 +42,7 @@ export class IdempotencyCore<Req> {
   /** The layer's policy, for routes without overrides. */
   readonly policy: RequestPolicy<Req>
   private readonly namespace: string
-  private readonly store: DedupStore
+  private readonly batches: StoreBatches
   private readonly storeFactory: StoreFactory
   private readonly running = new Set<RouteRun>()
   /** Responses this process committed or was answered, until their records expire: a replay with no store call. */
@@ -57,7 +57,7 @@ export class IdempotencyCore<Req> {
     // The engine's store settings, but a store of the layer's own: its records
     // live under their own keys, and its lifetime is the server's.
     this.storeFactory = new StoreFactory(config.engine.config.store, systemClock)
-    this.store = this.storeFactory.forShard(0)
+    this.batches = new StoreBatches(this.storeFactory.forShard(0))
     this.settledKeys = new SettledKeys(config.replayCacheKeys)
   }
 
@@ -101,34 +101,32 @@ export class IdempotencyCore<Req> {
   private async claim(recordKey: string, fingerprint: string, policy: RequestPolicy<Req>): Promise<Decision> {
     const settled = this.settledKeys.get(recordKey, Date.now())
     if (settled !== undefined) return answerDone(settled.fingerprint, settled.result, fingerprint)
-    const token = randomUUID()
     const since = performance.now()
     for (;;) {
-      let replies
+      let claim
       // Taken before the call: the record's remaining time, counted from here, ends no later than in the store.
       const sentAt = Date.now()
       try {
-        replies = await this.store.claim([recordKey], [fingerprint], token, policy.leaseMs, policy.ttlMs)
+        claim = await this.batches.claim(recordKey, fingerprint, policy.leaseMs, policy.ttlMs)
       } catch (error) {
         return reply(problemReply(ErrorCode.STORE_FAILED, `the idempotency store could not be reached, the request did not run: ${errorCodeText(error)}`, IN_FLIGHT_RETRY_AFTER_SECONDS))
       }
-      const code = replies.codes[0]
+      const { code } = claim
       if (code === ClaimCode.CLAIMED) {
-        const run = new RouteRun(this.store, recordKey, token, fingerprint, policy, this.settledKeys, () => this.running.delete(run))
+        const run = new RouteRun(this.batches, recordKey, claim.token, fingerprint, policy, this.settledKeys, () => this.running.delete(run))
         this.running.add(run)
         return { kind: 'run', run }
       }
       // No stored fingerprint is no evidence of another request: PostgreSQL's claim answers IN_PROGRESS
       // without one when a concurrent statement inserted the row after its snapshot was taken.
-      const stored = replies.fingerprints[0]
+      const stored = claim.fingerprint
       if (stored !== undefined && stored !== fingerprint) {
         return reply(conflictProblem())
       }
       if (code === ClaimCode.DONE) {
-        const expiresInMs = replies.doneExpiresInMs?.[0]
         // A store that cannot say when the record expires is not cached from: the cache must never outlive the record.
-        if (expiresInMs !== undefined) this.settledKeys.remember(recordKey, stored, replies.results[0], sentAt, expiresInMs)
-        return answerDone(stored, replies.results[0], fingerprint)
+        if (claim.expiresInMs !== undefined) this.settledKeys.remember(recordKey, stored, claim.result, sentAt, claim.expiresInMs)
+        return answerDone(stored, claim.result, fingerprint)
       }
       if (code === ClaimCode.UNKNOWN) return reply(problemReply(ErrorCode.OUTCOME_UNKNOWN, 'the outcome of the request with this Idempotency-Key is unknown until an operator resolves it (idem keys resolve)'))
       const pollMs = nextPollMs(policy, since, performance.now())
@@ -141,19 +139,18 @@ export class IdempotencyCore<Req> {
 }
 
 /**
- * One claimed request while its route runs: the lease is renewed until
- * finish() commits or releases the key. finish() never throws: the response
+ * One claimed request while its route runs: the lease is renewed (with its
+ * batch's, store-batches.ts) until finish() commits or releases the key. finish() never throws: the response
  * goes out whatever the store answers (the effect has happened).
  */
 export class RouteRun {
   /** Resolves once the key is committed or released (or the store failed to do either). */
   readonly finished: Promise<void>
   private settle!: () => void
-  private readonly renewal: NodeJS.Timeout
   private done = false
 
   constructor(
-    private readonly store: DedupStore,
+    private readonly batches: StoreBatches,
     private readonly recordKey: string,
     private readonly token: string,
     private readonly fingerprint: string,
@@ -162,24 +159,20 @@ export class RouteRun {
     private readonly onFinished: () => void,
   ) {
     this.finished = new Promise((resolve) => (this.settle = resolve))
-    // A renewal that fails or is refused leaves the lease to lapse: the commit is then refused, and a retry after the lapse may run the route again.
-    this.renewal = setInterval(() => void this.store.renew([recordKey], token, policy.leaseMs, policy.ttlMs).catch(() => undefined), Math.max(1, Math.floor(policy.leaseMs / 3)))
-    this.renewal.unref()
   }
 
   /** Commits the route's response (or releases the key after a 5xx) before the response is sent, so a retry that follows it finds the key done. */
   async finish(completion: RouteCompletion): Promise<void> {
     if (this.done) return
     this.done = true
-    clearInterval(this.renewal)
     const { status } = completion
     const release = status >= 500 || (status >= 400 && !this.policy.storeClientErrors)
     try {
-      if (release) await this.store.release([this.recordKey], this.token)
+      if (release) await this.batches.release(this.recordKey, this.token)
       else {
         const stored = storedResponseOf(completion, this.policy.replayHeaders, this.policy.maxBodyBytes)
         const sentAt = Date.now()
-        const [code] = await this.store.commit([this.recordKey], [stored], this.token, this.policy.ttlMs)
+        const code = await this.batches.commit(this.recordKey, stored, this.token, this.policy.ttlMs)
         // What the store kept, as a claim would answer it (a result over the store's cap is not kept).
         if (code === CommitCode.COMMITTED) this.settledKeys.remember(this.recordKey, this.fingerprint, stored, sentAt, this.policy.ttlMs)
         else if (code !== CommitCode.REFUSED) this.settledKeys.remember(this.recordKey, this.fingerprint, undefined, sentAt, this.policy.ttlMs)
