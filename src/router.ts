@@ -71,8 +71,10 @@ export class Router {
         continue
       }
       const namespaceStatus = keyStatusOf(namespace)
-      if (namespaceStatus !== KeyStatus.OK || (typeof key === 'string' && key.includes('\0'))) {
-        errors[i] = namespaceStatus !== KeyStatus.OK ? invalidKey('namespace', namespaceStatus, namespace, key) : invalidKey('key', KeyStatus.NUL, key)
+      // The key is judged on its own too: joined, '' would pass as "acme NUL".
+      const ownStatus = typeof key === 'string' && (key.length === 0 || key.includes('\0')) ? keyStatusOf(key) : KeyStatus.OK
+      if (namespaceStatus !== KeyStatus.OK || ownStatus !== KeyStatus.OK) {
+        errors[i] = namespaceStatus !== KeyStatus.OK ? invalidKey('namespace', namespaceStatus, namespace, key) : invalidKey('key', ownStatus as BadKeyStatus, key)
         scoped[i] = ''
         continue
       }

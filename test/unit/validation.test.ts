@@ -69,6 +69,7 @@ describe('the router words every bad message in the one pattern', () => {
     ['a key with a lone surrogate', { key: 'a\ud800' }, ErrorCode.INVALID_KEY, 'key: must be well-formed UTF-16 (a lone surrogate has no UTF-8 form), got "a\\ud800"'],
     ['a key with U+0000', { key: 'a\0b' }, ErrorCode.INVALID_KEY, 'key: must be free of U+0000 (it joins a namespace to its key), got "a\\u0000b"'],
     ['a namespaced key with U+0000', { key: 'a\0b', namespace: 'n' }, ErrorCode.INVALID_KEY, 'key: must be free of U+0000 (it joins a namespace to its key), got "a\\u0000b"'],
+    ['an empty key with a namespace', { key: '', namespace: 'n' }, ErrorCode.INVALID_KEY, 'key: must be a non-empty string, got ""'],
     ['a namespace not a string', { key: 'k', namespace: 7 }, ErrorCode.INVALID_KEY, 'namespace: must be a non-empty string, got 7'],
     ['an empty namespace', { key: 'k', namespace: '' }, ErrorCode.INVALID_KEY, 'namespace: must be a non-empty string, got ""'],
     ['a namespace too long', { key: 'k', namespace: 'n'.repeat(1025) }, ErrorCode.INVALID_KEY, `namespace: must be at most 1024 UTF-8 bytes, got "${'n'.repeat(60)}…" (1025 bytes)`],
