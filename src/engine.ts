@@ -1,4 +1,4 @@
-import { COUNTER_COUNT, Counter, VERDICT_COUNT, VerdictCode } from './actor/protocol.js'
+import { COUNTER_COUNT, Counter, LayerCode, VERDICT_COUNT, VerdictCode } from './actor/protocol.js'
 import { ShardActor } from './actor/shard-actor.js'
 import { addCounters, type ActorPort, type CommitRide } from './actor/shard-cycle.js'
 import type { Redis } from 'ioredis'
@@ -27,6 +27,8 @@ import { RedisVersionStore } from './versions/redis-versions.js'
 import { SqlVersionStore } from './versions/sql-versions.js'
 import type { SqlStoreConfig } from './store/sql/sql-options.js'
 import { VersionLane } from './versions/version-lane.js'
+import { DecisionHub } from './observe/decision-hub.js'
+import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
 
 /** How long close() waits for queued work by default. */
@@ -83,6 +85,8 @@ export interface EngineStats {
   shards: LayerStats[]
   /** Worker threads restarted after dying (their shards' memory stores started empty). */
   workerRestarts: number
+  /** Calls of a decision observer (engine.addObserver) that threw: counted, and outcomes went on. */
+  observerFailures: number
   /** Owned mode: this member's partitions, moves and restores. */
   ownership?: OwnershipStats
   bloom: {
@@ -133,6 +137,8 @@ export class Engine {
   private versionLane: VersionLane | undefined
   private versionStore: VersionStore | undefined
   private currentRollout: Rollout
+  /** Decision events for idem's own sinks (addObserver). */
+  private readonly hub = new DecisionHub()
 
   constructor(
     config: EngineConfig,
@@ -160,6 +166,7 @@ export class Engine {
         signal: this.closeSignal.signal,
         cacheKeys: config.lru.maxKeys,
         clock: this.clock,
+        hub: this.hub,
       })
       return
     }
@@ -185,7 +192,7 @@ export class Engine {
         remote = this.threads[shard % config.threads].portOf(shard)
         port = remote
       }
-      this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal, config.reconcile))
+      this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal, config.reconcile, this.hub))
     }
     for (const lane of this.lanes) lane.enforceShare = enforceShareOf(config.rollout)
   }
@@ -204,7 +211,7 @@ export class Engine {
       const actor = new OwnedShardActor(shard, config, this.clock, store, (partition, epoch) => this.membership?.partitionLost(partition, epoch))
       actors.push(actor)
       // A reconcile hook cannot resolve keys in owned mode yet: UNKNOWN keys wait for an operator.
-      this.lanes.push(new ShardLane(actor, undefined, this.moduleHandler === undefined ? undefined : { handle: this.moduleHandler.handle }, config, this.closeSignal.signal, undefined))
+      this.lanes.push(new ShardLane(actor, undefined, this.moduleHandler === undefined ? undefined : { handle: this.moduleHandler.handle }, config, this.closeSignal.signal, undefined, this.hub))
       this.lanes[shard].enforceShare = enforceShareOf(config.rollout)
     }
     this.membership = new Membership(config, store, (partition) => actors[partition % config.shards], (change) => this.events.emit('partitions', change))
@@ -256,6 +263,18 @@ export class Engine {
   off(event: 'partitions', listener: (change: PartitionChange) => void): this {
     this.events.off(event, listener)
     return this
+  }
+
+  /**
+   * @internal For idem's own sinks (metrics, the audit log, the shadow
+   * report): `observer` gets one DecisionEvent per decision of every message,
+   * on this thread, in the batches outcomes are handed out per turn. It must
+   * not throw (a throw is counted in stats().observerFailures, and outcomes go
+   * on), block, or keep the array. Returns the function that unsubscribes it.
+   * With no observer, no event is built.
+   */
+  addObserver(observer: DecisionObserver): () => void {
+    return this.hub.add(observer)
   }
 
   /** One message. Prefer processBatch for throughput: routing and hashing are per batch. */
@@ -397,6 +416,7 @@ export class Engine {
       totals,
       shards,
       workerRestarts: this.threads.reduce((sum, thread) => sum + thread.restarts, 0),
+      observerFailures: this.hub.failures,
       bloom: {
         bitsPerShard: geometry.bits,
         k: geometry.k,
@@ -456,6 +476,7 @@ export class Engine {
       if (error === undefined) continue
       outcomes[i] = invalidOutcome(readableKey(messages[i]), error)
       each?.(i, outcomes[i])
+      if (this.hub.active) this.hub.emit(outcomes[i].key, readableNamespace(messages[i]), outcomes[i].verdict, LayerCode.INPUT, true, undefined, error.code)
       count++
     }
     return count
@@ -514,6 +535,16 @@ async function beforeDeadline(work: Promise<unknown>, deadline: number): Promise
     return await Promise.race([work.then(() => true), late])
   } finally {
     clearTimeout(timer)
+  }
+}
+
+/** The namespace of an invalid message for its decision event, when it is a string that reads without throwing. */
+function readableNamespace(message: unknown): string | undefined {
+  try {
+    const namespace = (message as Message | null)?.namespace
+    return typeof namespace === 'string' ? namespace : undefined
+  } catch {
+    return undefined
   }
 }
 

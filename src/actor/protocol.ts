@@ -14,6 +14,10 @@ export type VerdictCode = (typeof VerdictCode)[keyof typeof VerdictCode]
 /** Length of an array indexed by VerdictCode: the codes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const VERDICT_COUNT = Object.keys(VerdictCode).length
 
+/** Which layer answered a message (DecisionEvent.layer): 0, the store, unless another one did, so a zeroed array reads "store". */
+export const LayerCode = { STORE: 0, LRU: 1, BLOOM: 2, INPUT: 3 } as const
+export type LayerCode = (typeof LayerCode)[keyof typeof LayerCode]
+
 /** Indexes into the counters array every reply carries (deltas since the last reply). */
 export const Counter = {
   LRU_HITS: 0,
@@ -77,6 +81,10 @@ export interface Decision {
   /** For CONFLICT and IN_FLIGHT: the fingerprint the store holds for the key. */
   storedFingerprints: (string | undefined)[]
   counters: Float64Array
+  /** Per position, the LayerCode that answered it. */
+  layers: Uint8Array
+  /** Owned mode: per claimed position, its partition's epoch (the owner a decision event names). */
+  epochs?: Float64Array
   /** Set when the store claim failed after its retries: every key it held is IN_FLIGHT with this error (fail closed). */
   storeError?: ErrorData
   /** 1 at the positions answered IN_FLIGHT because their key is UNKNOWN (present only when there is one). */
@@ -166,6 +174,10 @@ export interface BatchResult {
   errors: (ErrorData | undefined)[]
   /** Shadow rollout: per message, what enforce would have done instead (undefined: the same). */
   shadows: (ShadowData | undefined)[]
+  /** Per message, the LayerCode that answered it. */
+  layers: Uint8Array
+  /** Per message, its claim's owner token (when it had a claim); filled only when the run asked for it (decision observers). */
+  owners?: (string | undefined)[]
   counters: Float64Array
 }
 
@@ -185,7 +197,7 @@ export interface ThreadOps {
   /** Resolves an UNKNOWN key of the shard: a reconcile hook's answer (ShardActor.resolve). */
   resolve: { request: { shard: number; key: string; done: boolean; result: unknown; token: string | undefined }; reply: Resolved }
   /** Messages for the handler module, into the shard's cycle inside the worker; answers when each has its outcome. */
-  run: { request: { shard: number; batch: ActorBatch; messages: Message[]; /** 1 where the rollout enforces for the message's key. */ enforced: Uint8Array }; reply: BatchResult }
+  run: { request: { shard: number; batch: ActorBatch; messages: Message[]; /** 1 where the rollout enforces for the message's key. */ enforced: Uint8Array; /** Fill BatchResult.owners. */ owners: boolean }; reply: BatchResult }
 }
 export type ThreadOp = keyof ThreadOps
 

@@ -7,7 +7,7 @@ import { RedisStore } from '../store/redis/redis-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './shard-cycle.js'
 import { answerSettled, rotateGenerations, SettledKeys } from './settled-keys.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNAPPLIED_SETTLEMENTS = 1024
 
@@ -92,6 +92,7 @@ export class ShardActor {
     c[Counter.BLOOM_NEGATIVES] += n - positives
 
     const verdicts = new Uint8Array(n)
+    const layers = new Uint8Array(n)
     const results: unknown[] = new Array(n)
     const storedFingerprints: (string | undefined)[] = new Array(n)
     const claimIndexes: number[] = []
@@ -100,6 +101,7 @@ export class ShardActor {
         const hit = this.settled.get(keys[i], now)
         if (hit !== undefined) {
           c[Counter.LRU_HITS]++
+          layers[i] = LayerCode.LRU
           answerSettled(i, hit.fingerprint, hit.result, fingerprints[i], verdicts, results, storedFingerprints)
           continue
         }
@@ -123,7 +125,7 @@ export class ShardActor {
         // The call may have claimed keys before its reply was lost: release them when the store is back.
         for (const i of claimIndexes) verdicts[i] = VerdictCode.IN_FLIGHT
         this.keepUnapplied(batch, { token, commit: [], commitResults: undefined, release: claimIndexes, unknown: [] })
-        return { verdicts, token, results, storedFingerprints, counters: this.takeCounters(), storeError: failureData(error, 'store claim failed') }
+        return { verdicts, token, results, storedFingerprints, counters: this.takeCounters(), layers, storeError: failureData(error, 'store claim failed') }
       }
       for (let j = 0; j < claimIndexes.length; j++) {
         const i = claimIndexes[j]
@@ -160,7 +162,7 @@ export class ShardActor {
       }
     }
     if (claims !== undefined) this.claimsByToken.set(token, claims)
-    const decision: Decision = { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
+    const decision: Decision = { verdicts, token, results, storedFingerprints, counters: this.takeCounters(), layers }
     if (unknownAt !== undefined) {
       decision.unknownAt = unknownAt
       decision.unknownTokens = unknownTokens

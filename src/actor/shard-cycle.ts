@@ -3,7 +3,7 @@ import type { Handler, HandlerContext, Message, ReconcileAnswer, ReconcileHook }
 import type { Redis } from 'ioredis'
 import { CommitCode } from '../store/store.js'
 import { nextPollMs, type WaitPolicy } from '../wait-policy.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type ShadowData, type StepReply } from './protocol.js'
+import { COUNTER_COUNT, Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type ShadowData, type StepReply } from './protocol.js'
 
 /**
  * The actor seen by whoever drives a shard's cycle, on its own thread or
@@ -109,6 +109,10 @@ export class CycleEntry<T = unknown> {
   enforced = true
   /** Shadow rollout: what enforce would have done instead of running it, when that differs. */
   shadow: ShadowData | undefined = undefined
+  /** The LayerCode of the decision that answered it. */
+  layer: LayerCode = LayerCode.STORE
+  /** Owned mode: the epoch its claim was made under (-1: no claim, or strict mode). */
+  epoch = -1
   /** In-flight policy wait: when the store first answered in-flight (performance.now()); 0 while it has not. */
   waitingSince = 0
 
@@ -357,9 +361,11 @@ export class ShardCycle<T = unknown> {
       const entry = taken[j]
       const shadow = !entry.enforced
       const verdict = decision.verdicts[j] as VerdictCode
+      entry.layer = decision.layers[j] as LayerCode
       if (verdict === VerdictCode.NEW) {
         entry.token = decision.token
         entry.position = j
+        if (decision.epochs !== undefined) entry.epoch = decision.epochs[j]
         this.toRun.push(entry)
         claimed++
         continue
@@ -753,6 +759,7 @@ export class ShardCycle<T = unknown> {
     const waiting = entry.waiting ?? []
     entry.waiting = undefined
     entry.token = ''
+    entry.epoch = -1
     entry.returned = entry.unknown = entry.runEnded = false
     entry.error = undefined
     this.requeue([entry, ...waiting])
@@ -847,6 +854,12 @@ function actorBatchOf<T>(taken: CycleEntry<T>[]): ActorBatch {
     partitions[j] = entry.partition
   }
   return { keys, hashes, fingerprints, partitions }
+}
+
+/** Who held the entry's claim, for a decision event: `epoch:<n>` in owned mode, the owner token in strict mode, undefined without a claim. */
+export function ownerOf(entry: CycleEntry<unknown>): string | undefined {
+  if (entry.epoch >= 0) return `epoch:${entry.epoch}`
+  return entry.token === '' ? undefined : entry.token
 }
 
 function leaseLost(key: string): ErrorData {

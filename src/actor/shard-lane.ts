@@ -1,11 +1,12 @@
-import { addCounters, CycleEntry, failureData, ShardCycle, type ActorPort, type CommitRide, type CycleOptions } from './shard-cycle.js'
-import { COUNTER_COUNT, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData, type ShadowData } from './protocol.js'
+import { addCounters, CycleEntry, failureData, ownerOf, ShardCycle, type ActorPort, type CommitRide, type CycleOptions } from './shard-cycle.js'
+import { COUNTER_COUNT, LayerCode, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData, type ShadowData } from './protocol.js'
 import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
 import type { HandlerModule } from '../handler-module.js'
 import type { Handler, Message, Outcome, ReconcileHook } from '../message.js'
 import { toOutcome } from '../outcome.js'
 import { enforcesKey } from '../config.js'
+import { namespaceOfScoped, type DecisionHub } from '../observe/decision-hub.js'
 
 /** Gets each outcome of a call as soon as it is final (engine.submit); must not throw (the lane is handing out outcomes). */
 export type OnOutcome = (index: number, outcome: Outcome) => void
@@ -75,8 +76,13 @@ export class ShardLane {
     signal: AbortSignal,
     /** The engine's hook, for function handlers (a handler module's messages get the module's own). */
     private readonly reconcile: ReconcileHook | undefined,
+    /** Where decision events go, when anyone observes them. */
+    private readonly hub: DecisionHub,
   ) {
-    this.cycle = new ShardCycle<Job>(port, options, (entry) => this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error, entry.shadow), signal)
+    this.cycle = new ShardCycle<Job>(port, options, (entry) => {
+      const outcome = this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error, entry.shadow)
+      if (this.hub.active) this.observe(outcome, entry.key, entry.layer, entry.enforced, ownerOf(entry))
+    }, signal)
   }
 
   push(key: string, hashLo: number, hashHi: number, fingerprint: string | undefined, message: Message, job: Job, slot: number, partition = 0): void {
@@ -117,8 +123,8 @@ export class ShardLane {
   abandon(error: ErrorData): void {
     this.abandoned = true
     this.cycle.abandon(error)
-    for (const m of this.forward.splice(0)) this.handOut(m.job, m.slot, VerdictCode.IN_FLIGHT, undefined, error)
-    for (const run of this.sent) for (const m of run) this.handOut(m.job, m.slot, VerdictCode.IN_FLIGHT, undefined, error)
+    for (const m of this.forward.splice(0)) this.handOutForwarded(m, VerdictCode.IN_FLIGHT, error)
+    for (const run of this.sent) for (const m of run) this.handOutForwarded(m, VerdictCode.IN_FLIGHT, error)
     this.sent.clear()
   }
 
@@ -158,28 +164,40 @@ export class ShardLane {
         { keys: sent.map((m) => m.key), hashes, fingerprints: sent.map((m) => m.fingerprint) },
         sent.map((m) => m.message),
         Uint8Array.from(sent, (m) => (m.enforced ? 1 : 0)),
+        this.hub.active,
       )
     } catch (error) {
       if (!this.sent.delete(sent)) return
       const data = failureData(error, 'actor failed', ErrorCode.ACTOR_FAILED)
-      for (const m of sent) this.handOut(m.job, m.slot, VerdictCode.IN_FLIGHT, undefined, data)
+      for (const m of sent) this.handOutForwarded(m, VerdictCode.IN_FLIGHT, data)
       return
     }
     if (!this.sent.delete(sent)) return
     addCounters(this.stats.counters, out.counters)
     for (let j = 0; j < n; j++) {
-      const m = sent[j]
-      this.handOut(m.job, m.slot, out.verdicts[j] as VerdictCode, out.results[j], out.errors[j], out.shadows[j])
+      this.handOutForwarded(sent[j], out.verdicts[j] as VerdictCode, out.errors[j], out.results[j], out.shadows[j], out.layers[j] as LayerCode, out.owners?.[j])
     }
   }
 
-  private handOut(job: Job, slot: number, verdict: VerdictCode, result: unknown, error: ErrorData | undefined, shadow?: ShadowData): void {
+  private handOutForwarded(m: Forwarded, verdict: VerdictCode, error: ErrorData | undefined, result?: unknown, shadow?: ShadowData, layer: LayerCode = LayerCode.STORE, owner?: string): void {
+    const outcome = this.handOut(m.job, m.slot, verdict, result, error, shadow)
+    if (this.hub.active) this.observe(outcome, m.key, layer, m.enforced, owner)
+  }
+
+  private handOut(job: Job, slot: number, verdict: VerdictCode, result: unknown, error: ErrorData | undefined, shadow: ShadowData | undefined): Outcome {
     // Shadow rollout: the counts say what enforce would have decided.
     this.stats.verdicts[shadow?.verdict ?? verdict]++
     const outcome = toOutcome(job.keys[slot], verdict, result, error, shadow)
     job.outcomes[slot] = outcome
     job.each?.(slot, outcome)
     if (--job.remaining === 0) job.done()
+    return outcome
+  }
+
+  /** The decision event of a handed-out outcome: in shadow, the verdict and error code enforce would have given. */
+  private observe(outcome: Outcome, scopedKey: string, layer: LayerCode, enforced: boolean, owner: string | undefined): void {
+    const { shadow } = outcome
+    this.hub.emit(outcome.key, namespaceOfScoped(scopedKey), shadow?.verdict ?? outcome.verdict, layer, enforced, owner, shadow !== undefined ? shadow.code : outcome.error?.code)
   }
 }
 

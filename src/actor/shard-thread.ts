@@ -142,7 +142,7 @@ export class RemoteActorPort implements ActorPort {
   }
 
   /** Messages for the handler module, run by the shard's cycle inside the worker: one crossing per run. */
-  run(batch: ActorBatch, messages: Message[], enforced: Uint8Array): Promise<BatchResult> {
-    return this.thread.call({ op: 'run', shard: this.shard, batch, messages, enforced })
+  run(batch: ActorBatch, messages: Message[], enforced: Uint8Array, owners: boolean): Promise<BatchResult> {
+    return this.thread.call({ op: 'run', shard: this.shard, batch, messages, enforced, owners })
   }
 }

@@ -11,7 +11,7 @@ import type { Message } from '../message.js'
 import { StoreFactory } from '../store/store-factory.js'
 import { COUNTER_COUNT, type ActorBatch, type BatchResult, type ThreadOp, type ThreadReply, type ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
-import { CycleEntry, ShardCycle } from './shard-cycle.js'
+import { CycleEntry, ownerOf, ShardCycle } from './shard-cycle.js'
 
 export interface ThreadData {
   config: EngineConfig
@@ -43,11 +43,14 @@ interface ModuleRun {
 function cycleOf(shard: number): ShardCycle<ModuleRun> {
   let cycle = cycles.get(shard)
   if (cycle === undefined) {
-    const deliver = ({ owner, slot, verdict, result, error, shadow }: CycleEntry<ModuleRun>): void => {
-      owner.out.verdicts[slot] = verdict
-      owner.out.shadows[slot] = shadow
-      owner.out.results[slot] = result
-      owner.out.errors[slot] = error
+    const deliver = (entry: CycleEntry<ModuleRun>): void => {
+      const { owner, slot } = entry
+      owner.out.verdicts[slot] = entry.verdict
+      owner.out.shadows[slot] = entry.shadow
+      owner.out.results[slot] = entry.result
+      owner.out.errors[slot] = entry.error
+      owner.out.layers[slot] = entry.layer
+      if (owner.out.owners !== undefined) owner.out.owners[slot] = ownerOf(entry)
       if (--owner.remaining === 0) owner.done()
     }
     cycle = new ShardCycle<ModuleRun>(actorOf(shard), config, deliver)
@@ -56,11 +59,12 @@ function cycleOf(shard: number): ShardCycle<ModuleRun> {
   return cycle
 }
 
-async function runModule(shard: number, batch: ActorBatch, messages: Message[], enforced: Uint8Array): Promise<BatchResult> {
+async function runModule(shard: number, batch: ActorBatch, messages: Message[], enforced: Uint8Array, owners: boolean): Promise<BatchResult> {
   const { handle, reconcile } = await moduleHandler()
   const n = batch.keys.length
   const cycle = cycleOf(shard)
-  const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), shadows: new Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
+  const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), shadows: new Array(n), layers: new Uint8Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
+  if (owners) run.out.owners = new Array(n)
   const finished = new Promise<void>((resolve) => (run.done = resolve))
   for (let j = 0; j < n; j++) {
     const entry = new CycleEntry(batch.keys[j], batch.hashes[2 * j], batch.hashes[2 * j + 1], batch.fingerprints[j], messages[j], handle, run, j)
@@ -91,7 +95,7 @@ const serve: { [Op in ThreadOp]: (task: ThreadTask<Op>) => Promise<ThreadReply<O
   step: (task) => actorOf(task.shard).step(task.settlements, task.batch),
   renew: (task) => actorOf(task.shard).renew(),
   resolve: (task) => actorOf(task.shard).resolve(task.key, task.done, task.result, task.token),
-  run: (task) => runModule(task.shard, task.batch, task.messages, task.enforced),
+  run: (task) => runModule(task.shard, task.batch, task.messages, task.enforced, task.owners),
 }
 
 export default async function hostTask<Op extends ThreadOp>(task: ThreadTask<Op>): Promise<ThreadReply<Op>> {

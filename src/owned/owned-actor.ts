@@ -4,7 +4,7 @@ import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { ErrorCode, errorText, IdemError } from '../errors.js'
 import { failureData, type ActorPort } from '../actor/shard-cycle.js'
-import { COUNTER_COUNT, Counter, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type Settlement, type SettleReply, type StepReply } from '../actor/protocol.js'
+import { COUNTER_COUNT, Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type Settlement, type SettleReply, type StepReply } from '../actor/protocol.js'
 import { decodeFingerprint, decodeResult, encodeFingerprint, encodeResult } from '../store/record-codec.js'
 import { CommitCode } from '../store/store.js'
 import { answerSettled, rotateGenerations, SettledKeys } from '../actor/settled-keys.js'
@@ -226,6 +226,7 @@ export class OwnedShardActor implements ActorPort {
     const mono = performance.now()
     const c = this.counters
     const verdicts = new Uint8Array(n)
+    const layers = new Uint8Array(n)
     const results: unknown[] = new Array(n)
     const storedFingerprints: (string | undefined)[] = new Array(n)
     let errors: (ErrorData | undefined)[] | undefined
@@ -273,6 +274,7 @@ export class OwnedShardActor implements ActorPort {
         if (seen[k] === 0) {
           // Never seen in this partition, by any owner within the window: it runs, no store call.
           verdicts[i] = VerdictCode.NEW
+          layers[i] = LayerCode.BLOOM
           claimed[i] = 1
           epochs[i] = state.epoch
           state.open++
@@ -281,6 +283,7 @@ export class OwnedShardActor implements ActorPort {
         const hit = this.settled.get(keys[i], now)
         if (hit !== undefined) {
           c[Counter.LRU_HITS]++
+          layers[i] = LayerCode.LRU
           answerSettled(i, hit.fingerprint, hit.result, fingerprints[i], verdicts, results, storedFingerprints)
           continue
         }
@@ -343,7 +346,7 @@ export class OwnedShardActor implements ActorPort {
     let openCount = 0
     for (let i = 0; i < n; i++) openCount += claimed[i]
     if (openCount > 0) this.claimsByToken.set(token, { batch, open: claimed, openCount, epochs })
-    const decision: Decision = { verdicts, token, results, storedFingerprints, counters: this.takeCounters() }
+    const decision: Decision = { verdicts, token, results, storedFingerprints, counters: this.takeCounters(), layers, epochs }
     if (errors !== undefined) decision.errors = errors
     if (unknownAt !== undefined) {
       decision.unknownAt = unknownAt

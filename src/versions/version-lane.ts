@@ -6,6 +6,8 @@ import { AppliedVersions } from './applied-versions.js'
 import { compareVersionTexts, decodeVersion, encodeVersion } from './version-order.js'
 import { allowedMove, isState, type VersionRules } from './version-rules.js'
 import { VersionClaim, type VersionStore } from './version-store.js'
+import { LayerCode } from '../actor/protocol.js'
+import { namespaceOfScoped, type DecisionHub } from '../observe/decision-hub.js'
 
 /** One processBatch call: its outcomes, and how many are still to come. */
 interface Batch {
@@ -54,6 +56,8 @@ export interface VersionLaneOptions {
   /** Keys whose applied version is held in memory (0: none). */
   cacheKeys: number
   clock: Clock
+  /** Where decision events go, when anyone observes them. */
+  hub: DecisionHub
 }
 
 /**
@@ -113,12 +117,13 @@ export class VersionLane {
       if (item instanceof IdemError) {
         this.counts.invalid++
         this.finish(batch, index, { key: message.key, verdict: Verdict.INVALID, error: item })
+        if (this.options.hub.active) this.observe(batch.outcomes[index], storeKeys[index]!, LayerCode.INPUT, undefined)
         continue
       }
       const held = this.applied.get(item.storeKey, now)
       if (held !== undefined && compareVersionTexts(held, item.version) >= 0) {
         this.counts.lruHits++
-        this.skip(item, held)
+        this.skip(item, held, LayerCode.LRU)
         continue
       }
       const items = byKey.get(item.storeKey)
@@ -197,17 +202,26 @@ export class VersionLane {
   }
 
   /** A version not newer than the applied one: a duplicate when equal, else stale. */
-  private skip(item: Item, applied: string): void {
+  private skip(item: Item, applied: string, layer: LayerCode): void {
     const equal = applied === item.version
     if (equal) this.counts.duplicate++
     else this.counts.stale++
-    this.finish(item.batch, item.index, { key: item.message.key, verdict: equal ? Verdict.DUPLICATE : Verdict.STALE })
+    const outcome: Outcome = { key: item.message.key, verdict: equal ? Verdict.DUPLICATE : Verdict.STALE }
+    this.finish(item.batch, item.index, outcome)
+    if (this.options.hub.active) this.observe(outcome, item.storeKey, layer, undefined)
   }
 
   /** The item has its outcome: the next version of its key may be claimed. */
   private settle(item: Item, outcome: Outcome): void {
     this.finish(item.batch, item.index, outcome)
+    if (this.options.hub.active) this.observe(outcome, item.storeKey, LayerCode.STORE, item.token === '' ? undefined : item.token)
     this.next(item)
+  }
+
+  /** Versions are always enforced (the rollout must be 'enforce' with them). */
+  private observe(outcome: Outcome, storeKey: string, layer: LayerCode, owner: string | undefined): void {
+    if (this.abandoned) return
+    this.options.hub.emit(outcome.key, namespaceOfScoped(storeKey), outcome.verdict, layer, true, owner, outcome.error?.code)
   }
 
   private next(item: Item): void {
@@ -282,7 +296,7 @@ export class VersionLane {
       const applied = claims.applied[i]
       if (code === VersionClaim.STALE) {
         this.applied.remember(item.storeKey, applied!, this.options.clock.now(), claims.expiresInMs[i])
-        this.skip(item, applied!)
+        this.skip(item, applied!, LayerCode.STORE)
         this.next(item)
       } else if (code === VersionClaim.IN_PROGRESS) {
         counts.inFlight++
