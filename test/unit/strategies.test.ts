@@ -9,6 +9,7 @@ import { createEngine, type Engine } from '../../dist/src/engine.js'
 import { ConfigError, ErrorCode } from '../../dist/src/errors.js'
 import type { EngineOptions } from '../../dist/src/config.js'
 import type { Message } from '../../dist/src/message.js'
+import { resolveLayer } from '../../dist/src/http/options.js'
 import { problemsOf } from '../support/config-problems.js'
 
 const HOUR = 3_600_000
@@ -133,6 +134,12 @@ describe('routing by type', () => {
     expect(() => e.setRollout({ enforce: 2 }, { type: 'payments' })).toThrow(ConfigError)
     const plain = await engine({})
     expect(() => plain.setRollout('enforce', { type: 'payments' })).toThrow(/type: must be left out on an engine without strategies/)
+  })
+
+  it('is refused by the HTTP layer, which takes one type\'s engine', async () => {
+    const e = await engine({ strategies: matrix })
+    expect(() => resolveLayer({ engine: e }, 'test')).toThrow(/engine: must be an engine without strategies .*got an instance of StrategyEngine/)
+    expect(resolveLayer({ engine: e.strategy('notifications') }, 'test').policy.ttlMs).toBe(HOUR)
   })
 
   it('refuses calls after close', async () => {
