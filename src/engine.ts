@@ -362,9 +362,11 @@ export class Engine {
   /**
    * SQL stores: the position a transaction last saved for (source, partition)
    * with `savePosition`, or undefined: where a consumer starts reading again
-   * (README "Consume positions").
+   * (README "Consume positions"). With strategies, `type` names the strategy
+   * whose store it is read from (needed when several have a SQL store).
    */
-  positionOf(source: string, partition: string | number): Promise<string | undefined> {
+  positionOf(source: string, partition: string | number, type?: string): Promise<string | undefined> {
+    if (type !== undefined) return Promise.reject(new ConfigError([mustBe('type', 'left out on an engine without strategies', type)]))
     try {
       return this.sqlTransactions('positions').positionOf(source, partition)
     } catch (error) {

@@ -116,7 +116,7 @@ class StrategyEngine extends Engine {
     const index = typeof type === 'string' ? this.indexOf.get(type) : undefined
     if (index !== undefined) return index
     if (this.fallback >= 0) return this.fallback
-    return this.unknown(message, i, outcomes, each, `type: must be a type of strategies (${[...this.indexOf.keys()].join(', ')}) with unknownType 'invalid', got ${show(type)}`)
+    return this.unknown(message, i, outcomes, each, `type: must be a type of strategies (${[...this.indexOf.keys()].join(', ')}), ${this.indexOf.has('default') ? "as unknownType is 'invalid'" : 'as there is no default strategy'}, got ${show(type)}`)
   }
 
   private unknown(message: Message, i: number, outcomes: Outcome[], each: OnOutcome | undefined, why: string): -1 {

@@ -19,9 +19,10 @@ const kit = sqlKit('postgres')
 const redis = new Redis(REDIS_URL)
 const prefix = `test:${randomUUID()}:`
 let engine: Engine | undefined
+const others: Engine[] = []
 
 afterAll(async () => {
-  await engine?.close()
+  await Promise.all([engine, ...others].map((e) => e?.close()))
   await deleteKeysUnder(redis, prefix)
   redis.disconnect()
   await kit.close()
@@ -91,5 +92,36 @@ describe('strategies on three stores', () => {
     expect(engine.strategy('payments')!.stats().totals.verdicts).toMatchObject({ new: 1, duplicate: 1 })
     expect(engine.strategy('notifications')!.stats().totals.verdicts).toMatchObject({ new: 1, duplicate: 1 })
     expect(engine.stats().totals.verdicts).toMatchObject({ new: 3, duplicate: 3 })
+  })
+
+  it('runs a batch through transactional() in the SQL store of each message\'s type, and reads positions by type', async () => {
+    const charges = await kit.effectTable()
+    const e = await createEngine({ strategies: { payments: { store: kit.store() }, analytics: {} } })
+    others.push(e)
+    const work = e.transactional(async (tx: { query(sql: string, params: unknown[]): Promise<unknown> }, message: { key: string }, { savePosition }) => {
+      await tx.query(`INSERT INTO ${charges} (k) VALUES ($1)`, [message.key])
+      savePosition('orders', 0, message.key)
+      return 'charged'
+    })
+    const outcomes = await e.processBatch(
+      [
+        { key: 'p1', type: 'payments' },
+        { key: 'a1', type: 'analytics' },
+        { key: 'p2', type: 'payments' },
+      ],
+      work,
+    )
+    expect(outcomes.map((o) => [o.key, o.verdict, o.result])).toEqual([
+      ['p1', 'new', 'charged'],
+      ['a1', 'new', undefined],
+      ['p2', 'new', 'charged'],
+    ])
+    // The analytics message has no SQL store to run in: its handler fails, saying why, and nothing is written.
+    expect(outcomes[1].error?.message).toMatch(/need a SQL store .* memory/)
+    expect(Object.fromEntries(await kit.effectsPerKey(charges))).toEqual({ p1: 1, p2: 1 })
+    expect(await e.positionOf('orders', 0)).toMatch(/^p[12]$/)
+    expect(await e.positionOf('orders', 0, 'payments')).toMatch(/^p[12]$/)
+    await expect(e.positionOf('orders', 0, 'analytics')).rejects.toMatchObject({ code: 'INVALID_CONFIG' })
+    await expect(e.positionOf('orders', 0, 'nope')).rejects.toThrow(/type: must be a type of strategies \(payments, analytics\), got "nope"/)
   })
 })

@@ -98,7 +98,7 @@ describe('routing by type', () => {
       expect(outcome.verdict).toBe('invalid')
       expect(outcome.error?.code).toBe(ErrorCode.UNKNOWN_TYPE)
     }
-    expect(unknown.error?.message).toContain('"analytics"')
+    expect(unknown.error?.message).toBe('type: must be a type of strategies (payments, notifications), as there is no default strategy, got "analytics"')
     expect(strict.stats().totals.verdicts.invalid).toBe(2)
 
     const throwing = await engine({ strategies: matrix, typeOf: () => { throw new Error('no type here') } })
@@ -106,6 +106,11 @@ describe('routing by type', () => {
     expect(thrown).toMatchObject({ key: 'a', verdict: 'invalid' })
     expect(thrown.error?.code).toBe(ErrorCode.UNKNOWN_TYPE)
     expect(thrown.error?.message).toContain('no type here')
+
+    const refused = await engine({ strategies: { ...matrix, default: {} }, unknownType: 'invalid' })
+    const [odd, named] = await refused.processBatch([{ key: 'b', type: 'analytics' }, { key: 'c', type: 'default' }], () => 1)
+    expect(odd.error?.message).toBe('type: must be a type of strategies (payments, notifications, default), as unknownType is \'invalid\', got "analytics"')
+    expect(named.verdict).toBe('new')
 
     const withDefault = await engine({ strategies: { ...matrix, default: { ttlMs: 2 * HOUR } } })
     await withDefault.processBatch([{ key: 'b', type: 'analytics' }, { key: 'c' }], () => 1)
@@ -134,6 +139,7 @@ describe('routing by type', () => {
     expect(() => e.setRollout({ enforce: 2 }, { type: 'payments' })).toThrow(ConfigError)
     const plain = await engine({})
     expect(() => plain.setRollout('enforce', { type: 'payments' })).toThrow(/type: must be left out on an engine without strategies/)
+    await expect(plain.positionOf('orders', 0, 'payments')).rejects.toThrow(/type: must be left out on an engine without strategies/)
   })
 
   it('is refused by the HTTP layer, which takes one type\'s engine', async () => {
