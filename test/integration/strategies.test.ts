@@ -117,7 +117,7 @@ describe('strategies on three stores', () => {
       ['p2', 'new', 'charged'],
     ])
     // The analytics message has no SQL store to run in: its handler fails, saying why, and nothing is written.
-    expect(outcomes[1].error?.message).toMatch(/need a SQL store .* memory/)
+    expect(outcomes[1].error).toMatchObject({ code: 'HANDLER_FAILED', message: expect.stringMatching(/need a SQL store .* memory/) })
     expect(Object.fromEntries(await kit.effectsPerKey(charges))).toEqual({ p1: 1, p2: 1 })
     expect(await e.positionOf('orders', 0)).toMatch(/^p[12]$/)
     expect(await e.positionOf('orders', 0, 'payments')).toMatch(/^p[12]$/)
