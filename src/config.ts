@@ -337,7 +337,7 @@ function typeField(message: Message): unknown {
 function readStrategies(o: OptionReader, options: Record<string, unknown>, mode: string): StrategiesConfig | undefined {
   const typeOf = o.function<StrategiesConfig['typeOf']>('typeOf', 'a function (message) => type', false)
   const given = o.value('strategies')
-  const section = o.section('strategies', "an object like { payments: { store, ttlMs } }")
+  const section = o.section('strategies', 'an object like { payments: { store, ttlMs } }')
   const names = section.valid && given !== undefined ? Object.keys(given as object) : []
   const hasDefault = names.includes('default')
   const unknownType = o.oneOf('unknownType', ['default', 'invalid'], hasDefault ? 'default' : 'invalid')
