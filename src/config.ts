@@ -3,9 +3,10 @@ import { hostname } from 'node:os'
 import { FALSE_POSITIVE_RATES, maxBloomItems } from './bloom/bloom-filter.js'
 import { MAX_PARTITIONS } from './owned/partition-of.js'
 import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from './store/redis/redis-options.js'
-import type { ReconcileHook } from './message.js'
+import type { Message, ReconcileHook } from './message.js'
 import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
+import { ConfigError } from './errors.js'
 import { OptionReader, quotedChoices } from './validation.js'
 import { readVersionRules, type VersionOptions, type VersionRules } from './versions/version-rules.js'
 import { DEFAULT_POLL_MS, readWaitPolicy, type WaitPolicy } from './wait-policy.js'
@@ -144,6 +145,40 @@ export interface EngineOptions {
    * its key is new. Strict mode, threads 0; a memory, single-Redis or SQL store.
    */
   versions?: VersionOptions
+  /**
+   * A strategy per message type (README "Strategies"): each type named here
+   * runs in an engine of its own, with these options over the others (its
+   * own store, dedup window, rollout). `default` serves the types not named.
+   * Strict mode only.
+   */
+  strategies?: Record<string, StrategyOptions>
+  /** The type of a message, to pick its strategy. @default the message's `type` field, else its namespace */
+  typeOf?: (message: Message) => string | undefined
+  /**
+   * What a message of a type with no strategy gets: `'default'` runs it with
+   * strategies.default (or, without one, these options as they are);
+   * `'invalid'` answers it invalid with UNKNOWN_TYPE.
+   * @default 'default' when strategies has a default, else 'invalid'
+   */
+  unknownType?: 'default' | 'invalid'
+}
+
+/** What one message type may set for itself; every other option is the engine's. */
+export interface StrategyOptions {
+  store?: StoreOptions
+  ttlMs?: number
+  rollout?: Rollout
+  keepResults?: boolean
+  /** Only 'strict': an owned engine partitions its transport, which the engines of several types cannot share. */
+  mode?: 'strict'
+}
+
+/** Strategies after validation: the config of each type's engine. */
+export interface StrategiesConfig {
+  /** By type; `default` is there when unknown types use it. */
+  types: Map<string, EngineConfig>
+  typeOf: (message: Message) => unknown
+  unknownType: 'default' | 'invalid'
 }
 
 export interface OwnershipOptions {
@@ -162,7 +197,7 @@ export interface OwnershipOptions {
 export type Rollout = 'enforce' | 'shadow' | { enforce: number }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'strategies' | 'typeOf' | 'unknownType'>> & {
   ownership: Required<OwnershipOptions>
   /** waitMs 0: 'defer'. */
   inFlight: WaitPolicy
@@ -175,6 +210,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   reconcile?: ReconcileHook
   /** Version-aware keys; absent for plain keys. */
   versions?: VersionRules
+  /** A strategy per message type; absent for one engine. */
+  strategies?: StrategiesConfig
 }
 
 export const defaults = {
@@ -209,8 +246,15 @@ const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite', 'custom']
 
 /** Validate once, at start; every bad field is named in one ConfigError. */
 export function resolveConfig(options: unknown = {}): EngineConfig {
-  const o = new OptionReader(options)
-  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions'], 'createEngine')
+  const problems: string[] = []
+  const config = readConfig(options, problems)
+  if (problems.length > 0) throw new ConfigError(problems)
+  return config
+}
+
+function readConfig(options: unknown, problems: string[]): EngineConfig {
+  const o = new OptionReader(options, problems)
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'strategies', 'typeOf', 'unknownType'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -247,8 +291,9 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const inFlight = readInFlight(o, mode)
   const versions = readVersionRules(o)
   if (o.has('versions')) checkVersionLimits(o, { threads, store, rollout, mode, reconcile, handlerTimeoutMs, inFlight })
+  // Last: each strategy is the options above with its own over them, read only once those are known good.
+  const strategies = readStrategies(o, options as Record<string, unknown>, mode)
 
-  o.check()
   return {
     shards,
     threads,
@@ -272,7 +317,56 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     group,
     ownership,
     ...(versions === undefined ? {} : { versions }),
+    ...(strategies === undefined ? {} : { strategies }),
   }
+}
+
+const STRATEGY_FIELDS = ['store', 'ttlMs', 'rollout', 'keepResults', 'mode'] as const satisfies readonly (keyof StrategyOptions)[]
+
+/** The type of a message when typeOf is not given: its `type` field, else its namespace. */
+function typeField(message: Message): unknown {
+  return typeof message?.type === 'string' ? message.type : message?.namespace
+}
+
+/**
+ * strategies, typeOf and unknownType. Each type's config is the engine's
+ * options with the type's own over them, resolved as any options are; its
+ * problems are named under `strategies.<type>.`. Read only when the engine's
+ * own options are good, so that their problems are not named once per type.
+ */
+function readStrategies(o: OptionReader, options: Record<string, unknown>, mode: string): StrategiesConfig | undefined {
+  const typeOf = o.function<StrategiesConfig['typeOf']>('typeOf', 'a function (message) => type', false)
+  const given = o.value('strategies')
+  const section = o.section('strategies', 'an object like { payments: { store, ttlMs } }')
+  const names = section.valid && given !== undefined ? Object.keys(given as object) : []
+  const hasDefault = names.includes('default')
+  const unknownType = o.oneOf('unknownType', ['default', 'invalid'], hasDefault ? 'default' : 'invalid')
+  if (given === undefined) {
+    if (o.has('typeOf')) o.mustBe('typeOf', 'given only with strategies')
+    if (o.has('unknownType')) o.mustBe('unknownType', 'given only with strategies')
+    return undefined
+  }
+  if (!section.valid) return undefined
+  if (names.length === 0) o.mustBe('strategies', 'an object with at least one message type')
+  if (mode !== 'strict') o.mustBe('mode', "'strict' with strategies (an owned engine partitions its transport, which the engines of several types cannot share)")
+  const { strategies: _s, typeOf: _t, unknownType: _u, ...base } = options
+  const types = new Map<string, EngineConfig>()
+  const good = o.problems.length === 0
+  for (const name of names) {
+    const strategy = section.section(name, 'an object like { store, ttlMs, rollout, keepResults }')
+    if (!strategy.valid) continue
+    strategy.onlyKnown(STRATEGY_FIELDS, 'a strategy')
+    if (strategy.has('mode') && strategy.value('mode') !== 'strict') strategy.mustBe('mode', "'strict' (an owned engine partitions its transport, which the engines of several types cannot share)")
+    if (!good) continue
+    const own = Object.fromEntries(STRATEGY_FIELDS.filter((field) => field !== 'mode' && strategy.has(field)).map((field) => [field, strategy.value(field)]))
+    const problems: string[] = []
+    const config = readConfig({ ...base, ...own }, problems)
+    // Every problem line starts with its field's name: under the type's, it names the strategy's field.
+    for (const problem of problems) o.problems.push(strategy.nameOf(problem))
+    types.set(name, config)
+  }
+  if (unknownType === 'default' && !hasDefault && good) types.set('default', readConfig(base, o.problems))
+  return { types, typeOf: typeOf ?? typeField, unknownType }
 }
 
 /** `rollout`: 'enforce', 'shadow', or { enforce: share } with the share in [0, 1] (0 and 1 read as 'shadow' and 'enforce'). */

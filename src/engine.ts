@@ -8,7 +8,7 @@ import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
 import { enforceShareOf, MAX_LEASE_MS, readRollout, resolveConfig, type EngineConfig, type EngineOptions, type Rollout } from './config.js'
 import { ConfigError, ErrorCode, IdemError } from './errors.js'
-import { OptionReader } from './validation.js'
+import { mustBe, OptionReader } from './validation.js'
 import { loadHandlerModule, type HandlerModule } from './handler-module.js'
 import type { Handler, Message, Outcome } from './message.js'
 import { invalidOutcome } from './outcome.js'
@@ -107,6 +107,11 @@ export interface EngineInternals {
 
 export async function createEngine(options: EngineOptions = {}, internals: EngineInternals = {}): Promise<Engine> {
   const config = resolveConfig(options)
+  if (config.strategies !== undefined) {
+    // Imported here: the strategy engine extends Engine, so its module can only load once this one has.
+    const { startStrategies } = await import('./strategies.js')
+    return startStrategies(config, internals.clock ?? systemClock)
+  }
   const engine = new Engine(config, internals.clock ?? systemClock, internals.partitionStore)
   await engine.start()
   return engine
@@ -232,16 +237,23 @@ export class Engine {
    * Changes the rollout at run time, for messages submitted after it returns
    * (those already in the engine keep theirs): 'enforce', 'shadow', or
    * { enforce: share }. Throws ConfigError for a bad value, or for anything
-   * but 'enforce' on an engine with versions.
+   * but 'enforce' on an engine with versions. With strategies, `type` changes
+   * one type's rollout only.
    */
-  setRollout(rollout: Rollout): void {
+  setRollout(rollout: Rollout, options?: { type?: string }): void {
     const problems: string[] = []
     const value = readRollout(new OptionReader({ rollout }, problems))
+    if (options?.type !== undefined) problems.push(mustBe('type', 'left out on an engine without strategies', options.type))
     if (problems.length === 0 && this.versionLane !== undefined && value !== 'enforce') problems.push("rollout: must be 'enforce' with versions")
     if (problems.length > 0) throw new ConfigError(problems)
     this.currentRollout = value
     const share = enforceShareOf(value)
     for (const lane of this.lanes) lane.enforceShare = share
+  }
+
+  /** With strategies: the engine of one message type (its stats, rollout, transaction helper); undefined for a type with no strategy, or without strategies. */
+  strategy(_type: string): Engine | undefined {
+    return undefined
   }
 
   /** The partition of a key (0..partitions-1): the hash owned mode and the partitioned transports route by. Throws INVALID_KEY for a bad key. */
@@ -295,12 +307,7 @@ export class Engine {
    * with all of them.
    */
   async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {
-    if (this.closing !== undefined) throw new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closed; create a new one to process more messages')
-    if (!Array.isArray(messages)) throw new IdemError(ErrorCode.INVALID_MESSAGE, `processBatch takes an array of messages, got ${typeof messages}`)
-    if (handler !== undefined && typeof handler !== 'function') throw new IdemError(ErrorCode.NO_HANDLER, `handler must be a function, got ${typeof handler}`)
-    if (handler === undefined && this.config.handler === undefined) {
-      throw new IdemError(ErrorCode.NO_HANDLER, 'no handler: pass a function to process()/processBatch(), or configure a handler module')
-    }
+    this.refuseBadCall(this.closing !== undefined, messages, handler)
     const n = messages.length
     const outcomes: Outcome[] = new Array(n)
     if (n === 0) return outcomes as Outcome<R>[]
@@ -338,6 +345,16 @@ export class Engine {
     return outcomes as Outcome<R>[]
   }
 
+  /** Throws for a call no message of which can be handled. */
+  protected refuseBadCall(closed: boolean, messages: unknown, handler: unknown): void {
+    if (closed) throw new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closed; create a new one to process more messages')
+    if (!Array.isArray(messages)) throw new IdemError(ErrorCode.INVALID_MESSAGE, `processBatch takes an array of messages, got ${typeof messages}`)
+    if (handler !== undefined && typeof handler !== 'function') throw new IdemError(ErrorCode.NO_HANDLER, `handler must be a function, got ${typeof handler}`)
+    if (handler === undefined && this.config.handler === undefined) {
+      throw new IdemError(ErrorCode.NO_HANDLER, 'no handler: pass a function to process()/processBatch(), or configure a handler module')
+    }
+  }
+
   /**
    * @internal Whether a transport may carry this engine's commits on `client`
    * (submit's `ride`): actors on the main thread, each on a Redis store that
@@ -364,9 +381,11 @@ export class Engine {
   /**
    * SQL stores: the position a transaction last saved for (source, partition)
    * with `savePosition`, or undefined: where a consumer starts reading again
-   * (README "Consume positions").
+   * (README "Consume positions"). With strategies, `type` names the strategy
+   * whose store it is read from (needed when several have a SQL store).
    */
-  positionOf(source: string, partition: string | number): Promise<string | undefined> {
+  positionOf(source: string, partition: string | number, type?: string): Promise<string | undefined> {
+    if (type !== undefined) return Promise.reject(new ConfigError([mustBe('type', 'left out on an engine without strategies', type)]))
     try {
       return this.sqlTransactions('positions').positionOf(source, partition)
     } catch (error) {
@@ -549,7 +568,7 @@ function readableNamespace(message: unknown): string | undefined {
 }
 
 /** The key of an invalid message for its outcome, or undefined when reading it throws (a getter, a Proxy): the router already said why. */
-function readableKey(message: unknown): unknown {
+export function readableKey(message: unknown): unknown {
   try {
     return (message as Message | null)?.key
   } catch {

@@ -57,6 +57,8 @@ export const ErrorCode = {
   INVALID_POSITION: 'INVALID_POSITION',
   /** savePosition was called after the work of its transaction had returned: the transaction had committed or rolled back without it. */
   TRANSACTION_ENDED: 'TRANSACTION_ENDED',
+  /** Strategies: the message's type has no strategy and unknownType is 'invalid' (or typeOf threw for it). */
+  UNKNOWN_TYPE: 'UNKNOWN_TYPE',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

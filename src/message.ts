@@ -6,6 +6,8 @@ export interface Message<P = unknown> {
   key: string
   /** Optional tenant or namespace: the same key under two namespaces is two keys. Same rules as key. */
   namespace?: string
+  /** Optional message type: with strategies (README "Strategies"), picks the strategy its key is handled by. */
+  type?: string
   payload?: P
   /**
    * Optional digest of the payload. A message whose key is settled with another

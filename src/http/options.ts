@@ -136,6 +136,7 @@ export function resolveLayer<Req>(options: unknown, owner: string): LayerConfig<
   o.onlyKnown(['engine', 'namespace', 'replayCacheKeys', ...POLICY_FIELDS], owner)
   const engine = o.value('engine')
   if (!isEngine(engine)) o.mustBe('engine', 'an idem Engine (await createEngine(...))')
+  else if (engine.config.strategies !== undefined) o.mustBe('engine', "an engine without strategies (the layer keeps its records in one store: give it one type's engine, engine.strategy(type))")
   const namespace = o.string('namespace', policyDefaults.namespace, 'a non-empty string of at most 128 characters without U+0000', (text) => text.length > 0 && text.length <= 128 && !text.includes('\0'))
   const replayCacheKeys = o.integer('replayCacheKeys', policyDefaults.replayCacheKeys, 0, 2 ** 24)
   const fallback = isEngine(engine) ? { ttlMs: engine.config.ttlMs, leaseMs: engine.config.leaseMs } : { ttlMs: 1, leaseMs: 10 }
