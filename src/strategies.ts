@@ -6,6 +6,7 @@ import type { EngineConfig, Rollout, StrategiesConfig } from './config.js'
 import { Engine, readableKey, type EngineStats, type LayerStats } from './engine.js'
 import { ConfigError, ErrorCode, errorText, IdemError } from './errors.js'
 import type { Handler, Message, Outcome } from './message.js'
+import type { DecisionObserver } from './observe/decision-event.js'
 import { invalidOutcome } from './outcome.js'
 import type { TransactionWork } from './store/sql/sql-transactions.js'
 import { mustBe, show } from './validation.js'
@@ -53,6 +54,14 @@ class StrategyEngine extends Engine {
   override strategy(type: string): Engine | undefined {
     const index = this.indexOf.get(type)
     return index === undefined ? undefined : this.engines[index]
+  }
+
+  /** The decisions of every type's engine. Messages of an unknown type, refused here before any engine, give no event. */
+  override addObserver(observer: DecisionObserver): () => void {
+    const removers = this.engines.map((engine) => engine.addObserver(observer))
+    return () => {
+      for (const remove of removers) remove()
+    }
   }
 
   override setRollout(rollout: Rollout, options?: { type?: string }): void {
@@ -188,6 +197,7 @@ class StrategyEngine extends Engine {
       totals,
       shards: all.flatMap((stats) => stats.shards),
       workerRestarts: all.reduce((sum, stats) => sum + stats.workerRestarts, 0),
+      observerFailures: all.reduce((sum, stats) => sum + stats.observerFailures, 0),
       bloom: {
         ...all[0].bloom,
         bytes: all.reduce((sum, stats) => sum + stats.bloom.bytes, 0),

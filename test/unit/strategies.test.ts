@@ -55,6 +55,27 @@ describe('routing by type', () => {
     expect(e.strategy('analytics')).toBeUndefined()
   })
 
+  it('hands the decisions of every type to an observer of the whole engine, until it is removed', async () => {
+    const e = await engine({ strategies: matrix })
+    const seen: string[] = []
+    const remove = e.addObserver((events) => {
+      for (const event of events) seen.push(`${event.key}:${event.verdict}`)
+    })
+    const batch: Message[] = [
+      { key: 'p1', type: 'payments' },
+      { key: 'n1', type: 'notifications' },
+    ]
+    await e.processBatch(batch, () => 'ok')
+    await e.processBatch(batch, () => 'ok')
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(seen.sort()).toEqual(['n1:duplicate', 'n1:new', 'p1:duplicate', 'p1:new'])
+    remove()
+    await e.processBatch(batch, () => 'ok')
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(seen).toHaveLength(4)
+    expect(e.stats().observerFailures).toBe(0)
+  })
+
   it('keeps the order of outcomes in a mixed batch, and calls each with the batch index', async () => {
     const e = await engine({ strategies: { a: {}, b: {}, c: {} } })
     const types = ['a', 'b', 'nope', 'c']
