@@ -88,6 +88,14 @@ export interface EngineOptions {
    */
   inFlight?: 'defer' | { wait: { maxMs: number; pollMs?: number } }
   /**
+   * Prometheus metrics (README "Metrics") through prom-client, an optional
+   * peer dependency (install it). `true`: prom-client's default registry;
+   * `{ registry, maxNamespaces }`: your Registry, and at most this many
+   * namespace label values (the rest count as `other`; default 100).
+   * @default false
+   */
+  metrics?: boolean | MetricsOptions
+  /**
    * Path or file URL of an ES module whose default export (or `handle` export) is the
    * handler. It runs inside the worker thread next to its actor (CPU-heavy handlers),
    * or on the main thread when threads is 0. A function passed to process() wins.
@@ -161,8 +169,22 @@ export interface OwnershipOptions {
 
 export type Rollout = 'enforce' | 'shadow' | { enforce: number }
 
+export interface MetricsOptions {
+  /** A prom-client Registry. @default prom-client's default registry */
+  registry?: unknown
+  /** Namespace label values kept apart; later namespaces count as `other`. @default 100 */
+  maxNamespaces?: number
+}
+
+/** Metrics on: the registry stays on the main thread (worker threads only time their store calls). */
+export interface MetricsConfig {
+  /** Undefined: prom-client's default registry. */
+  registry?: object
+  maxNamespaces: number
+}
+
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'metrics'>> & {
   ownership: Required<OwnershipOptions>
   /** waitMs 0: 'defer'. */
   inFlight: WaitPolicy
@@ -175,6 +197,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   reconcile?: ReconcileHook
   /** Version-aware keys; absent for plain keys. */
   versions?: VersionRules
+  /** Absent: metrics off. */
+  metrics?: MetricsConfig
 }
 
 export const defaults = {
@@ -210,7 +234,7 @@ const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite', 'custom']
 /** Validate once, at start; every bad field is named in one ConfigError. */
 export function resolveConfig(options: unknown = {}): EngineConfig {
   const o = new OptionReader(options)
-  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions'], 'createEngine')
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'metrics'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -246,6 +270,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const { mode, partitions, group, ownership } = readOwnership(o, { threads, store, reconcile, ttlMs })
   const inFlight = readInFlight(o, mode)
   const versions = readVersionRules(o)
+  const metrics = readMetrics(o)
   if (o.has('versions')) checkVersionLimits(o, { threads, store, rollout, mode, reconcile, handlerTimeoutMs, inFlight })
 
   o.check()
@@ -272,7 +297,30 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     group,
     ownership,
     ...(versions === undefined ? {} : { versions }),
+    ...(metrics === undefined ? {} : { metrics }),
   }
+}
+
+/** The most namespace label values metrics keep apart. */
+const MAX_METRIC_NAMESPACES = 10_000
+const DEFAULT_METRIC_NAMESPACES = 100
+
+/** `metrics`: a boolean or { registry?, maxNamespaces? }. Whether the registry is a prom-client Registry is checked once prom-client is loaded (createEngine). */
+function readMetrics(o: OptionReader): MetricsConfig | undefined {
+  const given = o.value('metrics')
+  if (given === undefined || given === false) return undefined
+  if (given === true) return { maxNamespaces: DEFAULT_METRIC_NAMESPACES }
+  const section = o.section('metrics', 'a boolean or an object like { registry, maxNamespaces }')
+  if (!section.valid) return undefined
+  section.onlyKnown(['registry', 'maxNamespaces'], 'metrics')
+  const maxNamespaces = section.integer('maxNamespaces', DEFAULT_METRIC_NAMESPACES, 0, MAX_METRIC_NAMESPACES)
+  const registry = section.value('registry')
+  if (registry === undefined) return { maxNamespaces }
+  if (typeof registry !== 'object' || registry === null) {
+    section.mustBe('registry', 'a prom-client Registry')
+    return undefined
+  }
+  return { registry, maxNamespaces }
 }
 
 /** `rollout`: 'enforce', 'shadow', or { enforce: share } with the share in [0, 1] (0 and 1 read as 'shadow' and 'enforce'). */

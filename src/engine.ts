@@ -28,6 +28,9 @@ import { SqlVersionStore } from './versions/sql-versions.js'
 import type { SqlStoreConfig } from './store/sql/sql-options.js'
 import { VersionLane } from './versions/version-lane.js'
 import { DecisionHub } from './observe/decision-hub.js'
+import { EngineMetrics } from './observe/metrics.js'
+import { countersFor } from './observe/store-timing.js'
+import type { Settle } from './outcome.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
 
@@ -77,6 +80,8 @@ export interface LayerStats {
   groupCommits: number
   /** Owned mode: messages answered in-flight with NOT_OWNER. */
   notOwned: number
+  /** Strict mode: leases a renewal extended, one per open claim per renewal (every leaseMs/3 while its handler runs). */
+  leaseRenewals: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number; stale: number }
 }
 
@@ -139,6 +144,8 @@ export class Engine {
   private currentRollout: Rollout
   /** Decision events for idem's own sinks (addObserver). */
   private readonly hub = new DecisionHub()
+  /** Metrics on: the engine's series in their registry. */
+  private metrics: EngineMetrics | undefined
 
   constructor(
     config: EngineConfig,
@@ -154,6 +161,17 @@ export class Engine {
 
   /** @internal Called once by createEngine. */
   async start(): Promise<void> {
+    const { config } = this
+    if (config.metrics !== undefined) this.metrics = await EngineMetrics.start(this, config.metrics)
+    try {
+      await this.startShards()
+    } catch (error) {
+      this.metrics?.close()
+      throw error
+    }
+  }
+
+  private async startShards(): Promise<void> {
     const { config } = this
     if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
     if (config.mode === 'owned') return this.startOwned()
@@ -275,6 +293,25 @@ export class Engine {
    */
   addObserver(observer: DecisionObserver): () => void {
     return this.hub.add(observer)
+  }
+
+  /**
+   * @internal A transport settled `count` of its jobs, entries or messages
+   * with `action`: one call per batch, counted in idem_transport_settled_total
+   * when metrics are on (nothing otherwise).
+   */
+  countSettled(transport: string, action: Settle, count: number): void {
+    this.metrics?.countSettled(transport, action, count)
+  }
+
+  /** @internal The counters of every shard summed, with their store call timings when metrics are on (observe/store-timing.ts). */
+  storeCallTimings(): Float64Array {
+    const sum = countersFor(this.config)
+    for (const lane of this.lanes) {
+      lane.takeCounters()
+      addCounters(sum, lane.stats.counters)
+    }
+    return sum
   }
 
   /** One message. Prefer processBatch for throughput: routing and hashing are per batch. */
@@ -466,6 +503,7 @@ export class Engine {
     ])
     // Stores and threads get what is left of the bound (at least a second to say goodbye to a server).
     await beforeDeadline(stopped, Math.max(deadline, Date.now() + 1000))
+    this.metrics?.close()
   }
 
   private settleInvalid(messages: readonly unknown[], outcomes: Outcome[], each: OnOutcome | undefined): number {
@@ -506,6 +544,7 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
     evictedKeys: c[Counter.EVICTED_KEYS],
     groupCommits: c[Counter.GROUP_COMMITS],
     notOwned: c[Counter.NOT_OWNED],
+    leaseRenewals: c[Counter.LEASE_RENEWALS],
     verdicts: {
       new: v[VerdictCode.NEW],
       duplicate: v[VerdictCode.DUPLICATE],

@@ -1,5 +1,6 @@
 import { addCounters, CycleEntry, failureData, ownerOf, ShardCycle, type ActorPort, type CommitRide, type CycleOptions } from './shard-cycle.js'
-import { COUNTER_COUNT, LayerCode, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData, type ShadowData } from './protocol.js'
+import { countersFor } from '../observe/store-timing.js'
+import { LayerCode, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData, type ShadowData } from './protocol.js'
 import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
 import type { HandlerModule } from '../handler-module.js'
@@ -63,7 +64,7 @@ export class ShardLane {
   private readonly sent = new Set<Forwarded[]>()
   private forwardScheduled = false
   private abandoned = false
-  readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(VERDICT_COUNT) }
+  readonly stats: LaneStats
   /** The share of keys the rollout enforces for (engine.setRollout), applied to messages pushed from now on. */
   enforceShare = 1
 
@@ -79,6 +80,7 @@ export class ShardLane {
     /** Where decision events go, when anyone observes them. */
     private readonly hub: DecisionHub,
   ) {
+    this.stats = { counters: countersFor(options), verdicts: new Float64Array(VERDICT_COUNT) }
     this.cycle = new ShardCycle<Job>(port, options, (entry) => {
       const outcome = this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error, entry.shadow)
       if (this.hub.active) this.observe(outcome, entry.key, entry.layer, entry.enforced, ownerOf(entry))

@@ -19,6 +19,8 @@ export class DecisionHub {
   private observers: DecisionObserver[] = []
   private pending: DecisionEvent[] = []
   private scheduled = false
+  /** Read once per batch: the events of one turn share their time. */
+  private now = 0
 
   add(observer: DecisionObserver): () => void {
     if (typeof observer !== 'function') throw new ConfigError([`observer: must be a function, got ${observer === null ? 'null' : typeof observer}`])
@@ -38,14 +40,15 @@ export class DecisionHub {
 
   /** One decision; `key` as given (not namespace-scoped). */
   emit(key: string, namespace: string | undefined, verdict: Verdict, layer: LayerCode, enforced: boolean, owner: string | undefined, errorCode: string | undefined): void {
-    const event: DecisionEvent = { at: Date.now(), namespace, key, verdict, layer: layerOf[layer], enforced }
+    if (!this.scheduled) {
+      this.scheduled = true
+      this.now = Date.now()
+      queueMicrotask(this.flush)
+    }
+    const event: DecisionEvent = { at: this.now, namespace, key, verdict, layer: layerOf[layer], enforced }
     if (owner !== undefined) event.owner = owner
     if (errorCode !== undefined) event.errorCode = errorCode
     this.pending.push(event)
-    if (!this.scheduled) {
-      this.scheduled = true
-      queueMicrotask(this.flush)
-    }
   }
 
   private readonly flush = (): void => {
