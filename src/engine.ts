@@ -30,7 +30,6 @@ import { VersionLane } from './versions/version-lane.js'
 import { DecisionHub } from './observe/decision-hub.js'
 import { EngineMetrics } from './observe/metrics.js'
 import { countersFor } from './observe/store-timing.js'
-import type { Settle } from './outcome.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
 
@@ -296,12 +295,12 @@ export class Engine {
   }
 
   /**
-   * @internal A transport settled `count` of its jobs, entries or messages
-   * with `action`: one call per batch, counted in idem_transport_settled_total
-   * when metrics are on (nothing otherwise).
+   * @internal A transport settled a batch's jobs, entries or messages by
+   * these outcomes (settleOf): one call per batch, counted by action in
+   * idem_transport_settled_total when metrics are on (nothing otherwise).
    */
-  countSettled(transport: string, action: Settle, count: number): void {
-    this.metrics?.countSettled(transport, action, count)
+  countSettled(transport: string, outcomes: readonly Outcome[]): void {
+    this.metrics?.countSettled(transport, outcomes)
   }
 
   /** @internal The counters of every shard summed, with their store call timings when metrics are on (observe/store-timing.ts). */

@@ -9,7 +9,8 @@ import type { Registry } from 'prom-client'
 import type { EngineStats } from '../engine.js'
 import { ConfigError } from '../errors.js'
 import type { MetricsConfig } from '../config.js'
-import { Settle } from '../outcome.js'
+import type { Outcome } from '../message.js'
+import { Settle, settleOf } from '../outcome.js'
 import type { DecisionEvent, DecisionLayer, DecisionObserver } from './decision-event.js'
 import { SLOTS_PER_OPERATION, STORE_CALL_BUCKETS, STORE_OPERATIONS } from './store-timing.js'
 import { COUNTER_COUNT } from '../actor/protocol.js'
@@ -32,6 +33,7 @@ const reasonOf: Partial<Record<string, number>> = { duplicate: 0, conflict: 1, i
 const LAYERS: readonly DecisionLayer[] = ['lru', 'bloom', 'store', 'input']
 const layerIndex: Record<DecisionLayer, number> = { lru: 0, bloom: 1, store: 2, input: 3 }
 const ACTIONS = Object.values(Settle)
+const actionIndex = Object.fromEntries(ACTIONS.map((action, i) => [action, i])) as Record<Settle, number>
 
 /** A series read at scrape time, as prom-client's registry takes it. */
 interface Sample {
@@ -108,11 +110,11 @@ export class EngineMetrics {
     return new EngineMetrics(source, registry, config.maxNamespaces)
   }
 
-  /** A transport settled `count` jobs or entries with `action` (engine.countSettled). */
-  countSettled(transport: string, action: Settle, count: number): void {
+  /** A transport settled a batch by these outcomes (engine.countSettled). */
+  countSettled(transport: string, outcomes: readonly Outcome[]): void {
     let counts = this.settled.get(transport)
     if (counts === undefined) this.settled.set(transport, (counts = new Float64Array(ACTIONS.length)))
-    counts[ACTIONS.indexOf(action)] += count
+    for (const outcome of outcomes) if (outcome !== undefined) counts[actionIndex[settleOf(outcome)]]++
   }
 
   /** Takes the engine's series out of the registry (engine.close). */

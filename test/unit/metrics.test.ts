@@ -15,6 +15,7 @@ import { ConfigError } from '../../dist/src/errors.js'
 import type { Message } from '../../dist/src/message.js'
 import { EngineMetrics, loadPromClient } from '../../dist/src/observe/metrics.js'
 import { serveMetrics } from '../../dist/src/observe/metrics-server.js'
+import { consumeMemoryQueue, MemoryQueue } from '../../dist/src/transport/memory-queue.js'
 import { problemsOf } from '../support/config-problems.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
@@ -154,15 +155,22 @@ describe('series by label', () => {
     expect(valueOf(families, 'idem_messages_total', { verdict: 'duplicate' })).toBe(15)
   })
 
-  it('transports settle by action through engine.countSettled', async () => {
+  it('a transport counts what it settled, by action: the memory queue acks, retries and rejects', async () => {
     const registry = new promClient.Registry()
     const e = await engine({ metrics: { registry } })
-    e.countSettled('bullmq', 'done', 3)
-    e.countSettled('bullmq', 'retry', 1)
-    e.countSettled('bullmq', 'done', 2)
+    const queue = new MemoryQueue<number>({ retryDelayMs: 0 })
+    for (let i = 0; i < 30; i++) queue.add({ key: `q-${i % 20}`, payload: i, fingerprint: i === 25 ? 'v2' : 'v1' })
+    queue.add({ key: '' })
+    let thrown = 0
+    await consumeMemoryQueue(queue, e, (m) => {
+      if (m.payload === 3 && thrown++ === 0) throw new Error('once')
+      return m.payload
+    })
     const families = new Map(parsePrometheus(await registry.metrics()).map((f) => [f.name, f]))
-    expect(valueOf(families, 'idem_transport_settled_total', { transport: 'bullmq', action: 'done' })).toBe(5)
-    expect(valueOf(families, 'idem_transport_settled_total', { transport: 'bullmq', action: 'retry' })).toBe(1)
+    expect(valueOf(families, 'idem_transport_settled_total', { transport: 'memory', action: 'done' })).toBe(queue.acked)
+    expect(valueOf(families, 'idem_transport_settled_total', { transport: 'memory', action: 'retry' })).toBe(1)
+    expect(valueOf(families, 'idem_transport_settled_total', { transport: 'memory', action: 'reject' })).toBe(queue.failed.length)
+    expect(queue.failed.length).toBe(2)
   })
 })
 
