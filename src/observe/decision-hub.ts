@@ -45,9 +45,8 @@ export class DecisionHub {
       this.now = Date.now()
       queueMicrotask(this.flush)
     }
-    const event: DecisionEvent = { at: this.now, namespace, key, verdict, layer: layerOf[layer], enforced }
-    if (owner !== undefined) event.owner = owner
-    if (errorCode !== undefined) event.errorCode = errorCode
+    // Every field set, absent ones as undefined: one object shape for every event.
+    const event: DecisionEvent = { at: this.now, namespace, key, verdict, layer: layerOf[layer], enforced, owner, errorCode }
     this.pending.push(event)
   }
 
