@@ -116,6 +116,25 @@ describe('owned mode', () => {
   })
 })
 
+describe('version-aware keys', () => {
+  it('a first version says store with its owner token, a repeat answered from the applied versions lru, a bad version input', async () => {
+    const e = await engine({ shards: 1, versions: { versionOf: (m: Message<number>) => m.payload } })
+    const seen = record(e)
+    await e.processBatch([{ key: 'v', namespace: 'eu', payload: 1 }], () => 'applied')
+    await e.processBatch([{ key: 'v', namespace: 'eu', payload: 1 }, { key: 'w', payload: {} as never }], () => 'applied')
+    await nextTurn()
+    expect(seen.events).toHaveLength(3)
+    expect(seen.events).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ key: 'v', namespace: 'eu', verdict: 'new', layer: 'store', enforced: true }),
+        expect.objectContaining({ key: 'w', verdict: 'invalid', layer: 'input', errorCode: 'INVALID_MESSAGE' }),
+        expect.objectContaining({ key: 'v', namespace: 'eu', verdict: 'duplicate', layer: 'lru' }),
+      ]),
+    )
+    expect(typeof seen.events[0].owner).toBe('string')
+  })
+})
+
 describe('rollout', () => {
   it.each([0, 2])('shadow (threads: %i): every event says enforced false, with the verdict enforce would give', async (threads) => {
     const e = await engine({ threads, rollout: 'shadow' })
