@@ -12,7 +12,8 @@
  * 100,000 on Redis (a tenth with --quick), fed to processBatch in batches of
  * 1024 with 4 in flight, a trivial function handler, threads 0, 8 shards, a
  * new engine per run warmed up first. The variants take turns within each
- * round (so a machine that slows down mid-run slows them alike), 5 rounds;
+ * round (so a machine that slows down mid-run slows them alike), in reverse
+ * order every other round, 5 rounds;
  * msgs/s is the median of the 5, and the ratio is each variant's median over
  * the same store's baseline. Each run checks every unique key had exactly one
  * effect.
@@ -81,22 +82,25 @@ export async function runPlatformSuite(options: SuiteOptions): Promise<SuiteResu
     for (const store of stores) {
       const { ids, unique } = dupIds(store.messages, 7, DUP_RATE)
       const rates = new Map<string, number[]>(PLATFORM_VARIANTS.map((v) => [v.label, []]))
+      const cpus = new Map<string, number[]>(PLATFORM_VARIANTS.map((v) => [v.label, []]))
       for (let round = 0; round < ROUNDS; round++) {
-        for (const variant of PLATFORM_VARIANTS) {
+        // Every other round in reverse: no variant always runs first (after a cleanup) or last (after another engine's garbage).
+        for (const variant of round % 2 === 0 ? PLATFORM_VARIANTS : [...PLATFORM_VARIANTS].reverse()) {
           const run = `${store.name}-${round}-${variant.label.replace(/\W+/g, '-')}`
           const extra = variant.options()
           const engine = await createEngine({ shards: SHARDS, bloom: { expectedItems: unique * 2 }, ...store.options(run), ...extra })
           try {
             await warmEngine(engine)
             const effects = new Uint8Array(unique)
-            const rate = await drive(engine, ids, effects)
+            const { rate, cpuUs } = await drive(engine, ids, effects)
             rates.get(variant.label)!.push(rate)
+            cpus.get(variant.label)!.push(cpuUs)
             const doubled = effects.reduce((n, e) => n + (e > 1 ? 1 : 0), 0)
             const lost = effects.reduce((n, e) => n + (e === 0 ? 1 : 0), 0)
             if (doubled > 0 || lost > 0) checks.push({ name: `platform ${store.name} ${variant.label}: one effect per key`, ok: false, detail: `${doubled} doubled, ${lost} lost of ${unique} keys` })
             const problem = await variant.check?.(engine, extra, store.messages + 256)
             if (problem !== undefined) checks.push({ name: `platform ${store.name} ${variant.label}: ${variant.label} recorded the run`, ok: false, detail: problem })
-            progress(SUITE, `${store.name}, ${variant.label}, round ${round + 1}/${ROUNDS}: ${Math.round(rate).toLocaleString('en-US')} msgs/s`)
+            progress(SUITE, `${store.name}, ${variant.label}, round ${round + 1}/${ROUNDS}: ${Math.round(rate).toLocaleString('en-US')} msgs/s, ${cpuUs.toFixed(2)} µs CPU/msg`)
           } finally {
             await engine.close()
           }
@@ -110,9 +114,15 @@ export async function runPlatformSuite(options: SuiteOptions): Promise<SuiteResu
           title: `platform layer on the ${store.name} store: msgs/s, median of ${ROUNDS} (${store.messages.toLocaleString('en-US')} messages, 30% duplicates, threads 0, ${SHARDS} shards)`,
           baseline: PLATFORM_VARIANTS[0].label,
           ratioOf: 'msgsPerSecond',
-          columns: [{ key: 'msgsPerSecond', title: 'msgs/s (median)' }],
-          rows: PLATFORM_VARIANTS.map((v) => ({ label: v.label, values: { msgsPerSecond: median(rates.get(v.label)!) }, raw: { runs: rates.get(v.label) } })),
-          notes: ['variants take turns within each round; ratio = variant median / off median on the same store'],
+          columns: [
+            { key: 'cpuUsPerMessage', title: 'CPU µs/msg (median)', format: (v) => (typeof v === 'number' ? v.toFixed(2) : v) },
+            { key: 'msgsPerSecond', title: 'msgs/s (median)' },
+          ],
+          rows: PLATFORM_VARIANTS.map((v) => ({ label: v.label, values: { cpuUsPerMessage: median(cpus.get(v.label)!), msgsPerSecond: median(rates.get(v.label)!) }, raw: { runs: rates.get(v.label), cpuUs: cpus.get(v.label) } })),
+          notes: [
+            'variants take turns within each round, reversed every other round; ratio = variant median msgs/s / off median on the same store',
+            "CPU µs/msg: this process's user + system CPU time per message (less sensitive than wall time to other processes on a shared machine)",
+          ],
         }),
       )
       for (const variant of PLATFORM_VARIANTS) {
@@ -129,12 +139,13 @@ export async function runPlatformSuite(options: SuiteOptions): Promise<SuiteResu
   return { suite: SUITE, tables, checks, targets }
 }
 
-/** Feeds the stream in batches, 4 in flight, re-submitting in-flight verdicts as a queue would; msgs/s of the whole stream. */
-async function drive(engine: Engine, ids: number[], effects: Uint8Array): Promise<number> {
+/** Feeds the stream in batches, 4 in flight, re-submitting in-flight verdicts as a queue would; msgs/s of the whole stream, and this process's CPU µs per message. */
+async function drive(engine: Engine, ids: number[], effects: Uint8Array): Promise<{ rate: number; cpuUs: number }> {
   const handler = (message: Message<number>): void => {
     effects[message.payload!]++
   }
   let next = 0
+  const cpuBefore = process.cpuUsage()
   const started = performance.now()
   const worker = async (): Promise<void> => {
     while (next < ids.length) {
@@ -149,5 +160,7 @@ async function drive(engine: Engine, ids: number[], effects: Uint8Array): Promis
     }
   }
   await Promise.all(Array.from({ length: IN_FLIGHT_BATCHES }, worker))
-  return ids.length / ((performance.now() - started) / 1000)
+  const seconds = (performance.now() - started) / 1000
+  const cpu = process.cpuUsage(cpuBefore)
+  return { rate: ids.length / seconds, cpuUs: (cpu.user + cpu.system) / ids.length }
 }

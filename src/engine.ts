@@ -27,7 +27,7 @@ import { RedisVersionStore } from './versions/redis-versions.js'
 import { SqlVersionStore } from './versions/sql-versions.js'
 import type { SqlStoreConfig } from './store/sql/sql-options.js'
 import { VersionLane } from './versions/version-lane.js'
-import { DecisionHub } from './observe/decision-hub.js'
+import { DecisionHub, type ObserverOptions } from './observe/decision-hub.js'
 import { EngineMetrics } from './observe/metrics.js'
 import { countersFor } from './observe/store-timing.js'
 import type { DecisionObserver } from './observe/decision-event.js'
@@ -288,10 +288,12 @@ export class Engine {
    * on this thread, in the batches outcomes are handed out per turn. It must
    * not throw (a throw is counted in stats().observerFailures, and outcomes go
    * on), block, or keep the array. Returns the function that unsubscribes it.
-   * With no observer, no event is built.
+   * With no observer, no event is built; `{ acted: true }` takes only the
+   * decisions enforce acts on (every verdict but `new`), and while every
+   * observer says so, no event is built for the others.
    */
-  addObserver(observer: DecisionObserver): () => void {
-    return this.hub.add(observer)
+  addObserver(observer: DecisionObserver, options?: ObserverOptions): () => void {
+    return this.hub.add(observer, options)
   }
 
   /**

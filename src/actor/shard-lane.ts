@@ -199,7 +199,9 @@ export class ShardLane {
   /** The decision event of a handed-out outcome: in shadow, the verdict and error code enforce would have given. */
   private observe(outcome: Outcome, scopedKey: string, layer: LayerCode, enforced: boolean, owner: string | undefined): void {
     const { shadow } = outcome
-    this.hub.emit(outcome.key, namespaceOfScoped(scopedKey), shadow?.verdict ?? outcome.verdict, layer, enforced, owner, shadow !== undefined ? shadow.code : outcome.error?.code)
+    const verdict = shadow?.verdict ?? outcome.verdict
+    if (!this.hub.wants(verdict)) return
+    this.hub.emit(outcome.key, namespaceOfScoped(scopedKey), verdict, layer, enforced, owner, shadow !== undefined ? shadow.code : outcome.error?.code)
   }
 }
 

@@ -20,7 +20,7 @@ export interface MetricsSource {
   stats(): EngineStats
   /** The counters summed over every shard, with their store call timing slots (store-timing.ts). */
   storeCallTimings(): Float64Array
-  addObserver(observer: DecisionObserver): () => void
+  addObserver(observer: DecisionObserver, options: { acted: true }): () => void
 }
 
 type PromClient = typeof import('prom-client')
@@ -99,7 +99,8 @@ export class EngineMetrics {
       for (const metric of registered) registry.removeSingleMetric(metric.name)
       throw error
     }
-    this.unsubscribe = source.addObserver(this.observe)
+    // The counts by label are of rejections and would-be drops only: no event is built for a run.
+    this.unsubscribe = source.addObserver(this.observe, { acted: true })
   }
 
   /** Loads prom-client, checks the registry, and registers the engine's series in it. */

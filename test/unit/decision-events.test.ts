@@ -199,6 +199,23 @@ describe('observers', () => {
     expect(seen.events).toHaveLength(100)
   })
 
+  it('{ acted: true } gets every verdict but new, alone or beside an observer of everything', async () => {
+    const e = await engine({ threads: 0, shards: 2 })
+    const acted: DecisionEvent[] = []
+    e.addObserver((batch) => acted.push(...batch), { acted: true })
+    const messages = Array.from({ length: 20 }, (_, i) => ({ key: `a-${i % 10}` }))
+    await e.processBatch(messages, (m) => m.key)
+    await nextTurn()
+    expect(acted).toHaveLength(10)
+    expect(acted.every((ev) => ev.verdict === 'duplicate')).toBe(true)
+    const all = record(e)
+    await e.processBatch([{ key: 'a-1' }, { key: 'fresh' }], (m) => m.key)
+    await nextTurn()
+    expect(all.events.map((ev) => ev.verdict).sort()).toEqual(['duplicate', 'new'])
+    expect(acted).toHaveLength(11)
+    expect(() => e.addObserver(() => {}, { acted: 'yes' } as never)).toThrow('observer options.acted: must be a boolean, got "yes"')
+  })
+
   it('addObserver takes a function only', async () => {
     const e = await engine({ threads: 0 })
     expect(() => e.addObserver('no' as never)).toThrow('observer: must be a function, got string')
