@@ -21,6 +21,7 @@ import { runHttpSuite } from './http.bench.js'
 import { runLruSuite } from './lru.bench.js'
 import { runNatsSuite } from './nats.bench.js'
 import { runOwnedSuite } from './owned.bench.js'
+import { runPlatformSuite } from './platform.bench.js'
 import { runRedisSuite } from './redis.bench.js'
 import { runStreamsSuite } from './streams.bench.js'
 import { runSqlSuite } from './sql.bench.js'
@@ -41,6 +42,7 @@ const suites: Record<SuiteName, (options: SuiteOptions) => Promise<SuiteResult>>
   http: runHttpSuite,
   amqp: runAmqpSuite,
   nats: runNatsSuite,
+  platform: runPlatformSuite,
 }
 
 /** Runs the suites; bad flags throw parseArgs' error, which the CLI reports with the usage (exit 2). */

@@ -3,7 +3,7 @@
  * lists them without loading a suite (the peers they measure are dev
  * dependencies). run.ts maps every name to its suite; the compiler checks both.
  */
-export const SUITE_NAMES = ['bloom', 'lru', 'engine', 'redis', 'streams', 'sql', 'bullmq', 'owned', 'versions', 'http', 'amqp', 'nats'] as const
+export const SUITE_NAMES = ['bloom', 'lru', 'engine', 'redis', 'streams', 'sql', 'bullmq', 'owned', 'versions', 'http', 'amqp', 'nats', 'platform'] as const
 export type SuiteName = (typeof SUITE_NAMES)[number]
 
 export const benchUsage = `idem bench [--json] [--quick] [--only ${SUITE_NAMES.join(',')}]`

@@ -89,6 +89,14 @@ export interface EngineOptions {
    */
   inFlight?: 'defer' | { wait: { maxMs: number; pollMs?: number } }
   /**
+   * Prometheus metrics (README "Metrics") through prom-client, an optional
+   * peer dependency (install it). `true`: prom-client's default registry;
+   * `{ registry, maxNamespaces }`: your Registry, and at most this many
+   * namespace label values (the rest count as `other`; default 100).
+   * @default false
+   */
+  metrics?: boolean | MetricsOptions
+  /**
    * Path or file URL of an ES module whose default export (or `handle` export) is the
    * handler. It runs inside the worker thread next to its actor (CPU-heavy handlers),
    * or on the main thread when threads is 0. A function passed to process() wins.
@@ -196,8 +204,22 @@ export interface OwnershipOptions {
 
 export type Rollout = 'enforce' | 'shadow' | { enforce: number }
 
+export interface MetricsOptions {
+  /** A prom-client Registry. @default prom-client's default registry */
+  registry?: unknown
+  /** Namespace label values kept apart; later namespaces count as `other`. @default 100 */
+  maxNamespaces?: number
+}
+
+/** Metrics on: the registry stays on the main thread (worker threads only time their store calls). */
+export interface MetricsConfig {
+  /** Undefined: prom-client's default registry. */
+  registry?: object
+  maxNamespaces: number
+}
+
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'strategies' | 'typeOf' | 'unknownType'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'strategies' | 'typeOf' | 'unknownType' | 'metrics'>> & {
   ownership: Required<OwnershipOptions>
   /** waitMs 0: 'defer'. */
   inFlight: WaitPolicy
@@ -212,6 +234,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   versions?: VersionRules
   /** A strategy per message type; absent for one engine. */
   strategies?: StrategiesConfig
+  /** Absent: metrics off. */
+  metrics?: MetricsConfig
 }
 
 export const defaults = {
@@ -254,7 +278,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
 
 function readConfig(options: unknown, problems: string[]): EngineConfig {
   const o = new OptionReader(options, problems)
-  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'strategies', 'typeOf', 'unknownType'], 'createEngine')
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'strategies', 'typeOf', 'unknownType', 'metrics'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -290,6 +314,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
   const { mode, partitions, group, ownership } = readOwnership(o, { threads, store, reconcile, ttlMs })
   const inFlight = readInFlight(o, mode)
   const versions = readVersionRules(o)
+  const metrics = readMetrics(o)
   if (o.has('versions')) checkVersionLimits(o, { threads, store, rollout, mode, reconcile, handlerTimeoutMs, inFlight })
   // Last: each strategy is the options above with its own over them, read only once those are known good.
   const strategies = readStrategies(o, options as Record<string, unknown>, mode)
@@ -318,6 +343,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
     ownership,
     ...(versions === undefined ? {} : { versions }),
     ...(strategies === undefined ? {} : { strategies }),
+    ...(metrics === undefined ? {} : { metrics }),
   }
 }
 
@@ -349,7 +375,8 @@ function readStrategies(o: OptionReader, options: Record<string, unknown>, mode:
   if (!section.valid) return undefined
   if (names.length === 0) o.mustBe('strategies', 'an object with at least one message type')
   if (mode !== 'strict') o.mustBe('mode', "'strict' with strategies (an owned engine partitions its transport, which the engines of several types cannot share)")
-  const { strategies: _s, typeOf: _t, unknownType: _u, ...base } = options
+  // Metrics are the whole engine's (its stats add up every type's): no type's engine registers its own series.
+  const { strategies: _s, typeOf: _t, unknownType: _u, metrics: _m, ...base } = options
   const types = new Map<string, EngineConfig>()
   const good = o.problems.length === 0
   for (const name of names) {
@@ -367,6 +394,28 @@ function readStrategies(o: OptionReader, options: Record<string, unknown>, mode:
   }
   if (unknownType === 'default' && !hasDefault && good) types.set('default', readConfig(base, o.problems))
   return { types, typeOf: typeOf ?? typeField, unknownType }
+}
+
+/** The most namespace label values metrics keep apart. */
+const MAX_METRIC_NAMESPACES = 10_000
+const DEFAULT_METRIC_NAMESPACES = 100
+
+/** `metrics`: a boolean or { registry?, maxNamespaces? }. Whether the registry is a prom-client Registry is checked once prom-client is loaded (createEngine). */
+function readMetrics(o: OptionReader): MetricsConfig | undefined {
+  const given = o.value('metrics')
+  if (given === undefined || given === false) return undefined
+  if (given === true) return { maxNamespaces: DEFAULT_METRIC_NAMESPACES }
+  const section = o.section('metrics', 'a boolean or an object like { registry, maxNamespaces }')
+  if (!section.valid) return undefined
+  section.onlyKnown(['registry', 'maxNamespaces'], 'metrics')
+  const maxNamespaces = section.integer('maxNamespaces', DEFAULT_METRIC_NAMESPACES, 0, MAX_METRIC_NAMESPACES)
+  const registry = section.value('registry')
+  if (registry === undefined) return { maxNamespaces }
+  if (typeof registry !== 'object' || registry === null) {
+    section.mustBe('registry', 'a prom-client Registry')
+    return undefined
+  }
+  return { registry, maxNamespaces }
 }
 
 /** `rollout`: 'enforce', 'shadow', or { enforce: share } with the share in [0, 1] (0 and 1 read as 'shadow' and 'enforce'). */

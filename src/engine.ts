@@ -27,7 +27,9 @@ import { RedisVersionStore } from './versions/redis-versions.js'
 import { SqlVersionStore } from './versions/sql-versions.js'
 import type { SqlStoreConfig } from './store/sql/sql-options.js'
 import { VersionLane } from './versions/version-lane.js'
-import { DecisionHub } from './observe/decision-hub.js'
+import { DecisionHub, type ObserverOptions } from './observe/decision-hub.js'
+import { EngineMetrics } from './observe/metrics.js'
+import { countersFor } from './observe/store-timing.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
 
@@ -77,6 +79,8 @@ export interface LayerStats {
   groupCommits: number
   /** Owned mode: messages answered in-flight with NOT_OWNER. */
   notOwned: number
+  /** Strict mode: leases a renewal extended, one per open claim per renewal (every leaseMs/3 while its handler runs). */
+  leaseRenewals: number
   verdicts: { new: number; duplicate: number; inFlight: number; conflict: number; invalid: number; stale: number }
 }
 
@@ -144,6 +148,8 @@ export class Engine {
   private currentRollout: Rollout
   /** Decision events for idem's own sinks (addObserver). */
   private readonly hub = new DecisionHub()
+  /** Metrics on: the engine's series in their registry. */
+  private metrics: EngineMetrics | undefined
 
   constructor(
     config: EngineConfig,
@@ -159,6 +165,21 @@ export class Engine {
 
   /** @internal Called once by createEngine. */
   async start(): Promise<void> {
+    await this.startMetrics()
+    try {
+      await this.startShards()
+    } catch (error) {
+      this.metrics?.close()
+      throw error
+    }
+  }
+
+  /** @internal Registers the engine's series when metrics are on (an engine of strategies has no shards of its own to start). */
+  async startMetrics(): Promise<void> {
+    if (this.config.metrics !== undefined) this.metrics = await EngineMetrics.start(this, this.config.metrics)
+  }
+
+  private async startShards(): Promise<void> {
     const { config } = this
     if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
     if (config.mode === 'owned') return this.startOwned()
@@ -283,10 +304,31 @@ export class Engine {
    * on this thread, in the batches outcomes are handed out per turn. It must
    * not throw (a throw is counted in stats().observerFailures, and outcomes go
    * on), block, or keep the array. Returns the function that unsubscribes it.
-   * With no observer, no event is built.
+   * With no observer, no event is built; `{ acted: true }` takes only the
+   * decisions enforce acts on (every verdict but `new`), and while every
+   * observer says so, no event is built for the others.
    */
-  addObserver(observer: DecisionObserver): () => void {
-    return this.hub.add(observer)
+  addObserver(observer: DecisionObserver, options?: ObserverOptions): () => void {
+    return this.hub.add(observer, options)
+  }
+
+  /**
+   * @internal A transport settled a batch's jobs, entries or messages by
+   * these outcomes (settleOf): one call per batch, counted by action in
+   * idem_transport_settled_total when metrics are on (nothing otherwise).
+   */
+  countSettled(transport: string, outcomes: readonly Outcome[]): void {
+    this.metrics?.countSettled(transport, outcomes)
+  }
+
+  /** @internal The counters of every shard summed, with their store call timings when metrics are on (observe/store-timing.ts). */
+  storeCallTimings(): Float64Array {
+    const sum = countersFor(this.config)
+    for (const lane of this.lanes) {
+      lane.takeCounters()
+      addCounters(sum, lane.stats.counters)
+    }
+    return sum
   }
 
   /** One message. Prefer processBatch for throughput: routing and hashing are per batch. */
@@ -485,6 +527,7 @@ export class Engine {
     ])
     // Stores and threads get what is left of the bound (at least a second to say goodbye to a server).
     await beforeDeadline(stopped, Math.max(deadline, Date.now() + 1000))
+    this.metrics?.close()
   }
 
   private settleInvalid(messages: readonly unknown[], outcomes: Outcome[], each: OnOutcome | undefined): number {
@@ -525,6 +568,7 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
     evictedKeys: c[Counter.EVICTED_KEYS],
     groupCommits: c[Counter.GROUP_COMMITS],
     notOwned: c[Counter.NOT_OWNED],
+    leaseRenewals: c[Counter.LEASE_RENEWALS],
     verdicts: {
       new: v[VerdictCode.NEW],
       duplicate: v[VerdictCode.DUPLICATE],

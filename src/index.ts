@@ -1,6 +1,6 @@
 export { createEngine, Engine, type EngineStats, type LayerStats } from './engine.js'
 export type { Rollout } from './config.js'
-export type { EngineOptions, EngineConfig, StoreConfig, OwnershipOptions, StrategyOptions } from './config.js'
+export type { EngineOptions, EngineConfig, StoreConfig, OwnershipOptions, StrategyOptions, MetricsOptions } from './config.js'
 export type { VersionOptions } from './versions/version-rules.js'
 export type { Version } from './versions/version-order.js'
 export { IdemError, ConfigError, ConflictError, ErrorCode, outcomeUnknown } from './errors.js'

@@ -7,6 +7,7 @@ import { Engine, readableKey, type EngineStats, type LayerStats } from './engine
 import { ConfigError, ErrorCode, errorText, IdemError } from './errors.js'
 import type { Handler, Message, Outcome } from './message.js'
 import type { DecisionObserver } from './observe/decision-event.js'
+import type { ObserverOptions } from './observe/decision-hub.js'
 import { invalidOutcome } from './outcome.js'
 import type { TransactionWork } from './store/sql/sql-transactions.js'
 import { mustBe, show } from './validation.js'
@@ -25,7 +26,14 @@ export async function startStrategies(config: EngineConfig, clock: Clock): Promi
     await Promise.all([...engines.values()].map((engine) => engine.close({ timeoutMs: 0 }).catch(() => {})))
     throw error
   }
-  return new StrategyEngine(config, clock, strategies, engines)
+  const engine = new StrategyEngine(config, clock, strategies, engines)
+  try {
+    await engine.startMetrics()
+  } catch (error) {
+    await engine.close({ timeoutMs: 0 }).catch(() => {})
+    throw error
+  }
+  return engine
 }
 
 /**
@@ -57,8 +65,8 @@ class StrategyEngine extends Engine {
   }
 
   /** The decisions of every type's engine. Messages of an unknown type, refused here before any engine, give no event. */
-  override addObserver(observer: DecisionObserver): () => void {
-    const removers = this.engines.map((engine) => engine.addObserver(observer))
+  override addObserver(observer: DecisionObserver, options?: ObserverOptions): () => void {
+    const removers = this.engines.map((engine) => engine.addObserver(observer, options))
     return () => {
       for (const remove of removers) remove()
     }

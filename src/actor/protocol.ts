@@ -58,6 +58,8 @@ export const Counter = {
   GROUP_COMMITS: 19,
   /** Owned mode: messages answered in-flight with NOT_OWNER (their partition is not held here, or is being handed over or restored). */
   NOT_OWNED: 20,
+  /** Keys whose lease a renewal extended (strict mode: one per open claim per renewal). */
+  LEASE_RENEWALS: 21,
 } as const
 /** Length of the counters array: the indexes run from 0 without gaps (a unit test in engine.test.ts holds them to it). */
 export const COUNTER_COUNT = Object.keys(Counter).length

@@ -7,7 +7,8 @@ import { RedisStore } from '../store/redis/redis-store.js'
 import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './shard-cycle.js'
 import { answerSettled, rotateGenerations, SettledKeys } from './settled-keys.js'
-import { COUNTER_COUNT, Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
+import { countersFor, StoreOp, timed } from '../observe/store-timing.js'
+import { Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNAPPLIED_SETTLEMENTS = 1024
 
@@ -27,7 +28,7 @@ interface Claims {
 export class ShardActor {
   private readonly bloom: BloomFilter
   private readonly settled: SettledKeys
-  private readonly counters = new Float64Array(COUNTER_COUNT)
+  private readonly counters: Float64Array
   private generationStartedAt: number
   /** Tokens must never repeat across restarts of this shard, or a stale owner could pass as a live one. */
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
@@ -52,6 +53,7 @@ export class ShardActor {
     /** This shard's store, perhaps shared with the thread's other shards (StoreFactory); its owner closes it. */
     private readonly store: DedupStore,
   ) {
+    this.counters = countersFor(config)
     this.bloom = new BloomFilter({
       expectedItems: Math.ceil(config.bloom.expectedItems / config.shards),
       falsePositiveRate: config.bloom.falsePositiveRate,
@@ -119,7 +121,7 @@ export class ShardActor {
       c[Counter.STORE_OPERATIONS]++
       let replies
       try {
-        replies = await this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs, this.config.ttlMs)
+        replies = await timed(c, StoreOp.CLAIM, () => this.store.claim(claimKeys, claimFingerprints, token, this.config.leaseMs, this.config.ttlMs))
       } catch (error) {
         // Fail closed: no claim, no handler. The LRU's answers above still stand.
         // The call may have claimed keys before its reply was lost: release them when the store is back.
@@ -244,19 +246,23 @@ export class ShardActor {
     const c = this.counters
     if (s.release.length > 0) {
       c[Counter.STORE_OPERATIONS]++
-      const released = await this.store.release(
-        s.release.map((j) => keys[j]),
-        s.token,
+      const released = await timed(c, StoreOp.RELEASE, () =>
+        this.store.release(
+          s.release.map((j) => keys[j]),
+          s.token,
+        ),
       )
       for (let k = 0; k < released.length; k++) if (released[k] === 0) c[Counter.FENCED_WRITES]++
     }
     let marked: Uint8Array = new Uint8Array(0)
     if (s.unknown.length > 0) {
       c[Counter.STORE_OPERATIONS]++
-      marked = await this.store.markUnknown(
-        s.unknown.map((j) => keys[j]),
-        s.token,
-        this.config.ttlMs,
+      marked = await timed(c, StoreOp.MARK_UNKNOWN, () =>
+        this.store.markUnknown(
+          s.unknown.map((j) => keys[j]),
+          s.token,
+          this.config.ttlMs,
+        ),
       )
       for (let k = 0; k < marked.length; k++) c[marked[k] === 1 ? Counter.OUTCOMES_UNKNOWN : Counter.FENCED_WRITES]++
     }
@@ -264,7 +270,7 @@ export class ShardActor {
     if (s.commit.length > 0) {
       const commitKeys = s.commit.map((j) => keys[j])
       c[Counter.STORE_OPERATIONS]++
-      committed = await this.store.commit(commitKeys, s.commitResults, s.token, this.config.ttlMs)
+      committed = await timed(c, StoreOp.COMMIT, () => this.store.commit(commitKeys, s.commitResults, s.token, this.config.ttlMs))
       const now = this.clock.now()
       for (let k = 0; k < committed.length; k++) {
         if (committed[k] === CommitCode.REFUSED) c[Counter.FENCED_WRITES]++
@@ -282,7 +288,7 @@ export class ShardActor {
    */
   async resolve(key: string, done: boolean, result: unknown, token: string | undefined): Promise<Resolved> {
     this.counters[Counter.STORE_OPERATIONS]++
-    const [code] = await this.store.resolve([key], [done], done && this.config.keepResults ? [result] : undefined, this.config.ttlMs, token)
+    const [code] = await timed(this.counters, StoreOp.RESOLVE, () => this.store.resolve([key], [done], done && this.config.keepResults ? [result] : undefined, this.config.ttlMs, token))
     if (code === CommitCode.REFUSED) this.counters[Counter.FENCED_WRITES]++
     return { code: code as CommitCode, counters: this.takeCounters() }
   }
@@ -295,8 +301,8 @@ export class ShardActor {
       for (let j = 0; j < open.length; j++) if (open[j] === 1) keys.push(batch.keys[j])
       this.counters[Counter.STORE_OPERATIONS]++
       calls.push(
-        this.store.renew(keys, token, this.config.leaseMs, this.config.ttlMs).then((renewed) => {
-          for (let i = 0; i < renewed.length; i++) if (renewed[i] === 0) this.counters[Counter.FENCED_WRITES]++
+        timed(this.counters, StoreOp.RENEW, () => this.store.renew(keys, token, this.config.leaseMs, this.config.ttlMs)).then((renewed) => {
+          for (let i = 0; i < renewed.length; i++) this.counters[renewed[i] === 0 ? Counter.FENCED_WRITES : Counter.LEASE_RENEWALS]++
         }),
       )
     }

@@ -3,7 +3,8 @@ import type { Handler, HandlerContext, Message, ReconcileAnswer, ReconcileHook }
 import type { Redis } from 'ioredis'
 import { CommitCode } from '../store/store.js'
 import { nextPollMs, type WaitPolicy } from '../wait-policy.js'
-import { COUNTER_COUNT, Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type ShadowData, type StepReply } from './protocol.js'
+import { countersFor } from '../observe/store-timing.js'
+import { Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type RiddenCommit, type SettleReply, type Settlement, type ShadowData, type StepReply } from './protocol.js'
 
 /**
  * The actor seen by whoever drives a shard's cycle, on its own thread or
@@ -74,6 +75,8 @@ export interface CycleOptions {
    * takes them, instead of one step each.
    */
   mode?: 'strict' | 'owned'
+  /** Metrics on: counters arrays carry store call timings (store-timing.ts). */
+  metrics?: unknown
 }
 
 /** One message on its way through a shard's cycle, and its outcome once final. */
@@ -167,7 +170,7 @@ export class ShardCycle<T = unknown> {
   private scheduled = false
   private idleWaiters: (() => void)[] = []
   /** Counts since the last takeCounters(), indexed by Counter. */
-  private counters = new Float64Array(COUNTER_COUNT)
+  private counters: Float64Array
   private readonly sliceMs: number
   /** Set by abandon(): whatever ends later is ignored, every outcome was given. */
   private abandoned = false
@@ -198,6 +201,7 @@ export class ShardCycle<T = unknown> {
   ) {
     // Long enough that trivial handlers never pay for a yield, short enough that renewals (every leaseMs/3) keep their pace.
     this.sliceMs = Math.max(1, Math.min(50, options.leaseMs / 10))
+    this.counters = countersFor(options)
     // Handlers with a signal of their own (handlerTimeoutMs) hear of the close through it.
     signal?.addEventListener('abort', () => {
       for (let k = this.runningHead; k < this.running.length; k++) this.running[k].abort?.abort(signal.reason)
@@ -262,7 +266,7 @@ export class ShardCycle<T = unknown> {
   /** The counts since the last call, zeroed here. */
   takeCounters(): Float64Array {
     const taken = this.counters
-    this.counters = new Float64Array(COUNTER_COUNT)
+    this.counters = countersFor(this.options)
     return taken
   }
 
@@ -939,8 +943,10 @@ export function failureData(error: unknown, what: string, code: ErrorCode = Erro
   return { code, message: `${what}: ${errorText(error)}` }
 }
 
+/** Adds `delta` into `into`; an array without timing slots (metrics off, or engine stats) takes the counters only. */
 export function addCounters(into: Float64Array, delta: Float64Array): void {
-  for (let k = 0; k < into.length; k++) into[k] += delta[k]
+  const n = Math.min(into.length, delta.length)
+  for (let k = 0; k < n; k++) into[k] += delta[k]
 }
 
 function noop(): void {}

@@ -1,5 +1,6 @@
 import { addCounters, CycleEntry, failureData, ownerOf, ShardCycle, type ActorPort, type CommitRide, type CycleOptions } from './shard-cycle.js'
-import { COUNTER_COUNT, LayerCode, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData, type ShadowData } from './protocol.js'
+import { countersFor } from '../observe/store-timing.js'
+import { LayerCode, VERDICT_COUNT, VerdictCode, type BatchResult, type ErrorData, type ShadowData } from './protocol.js'
 import type { RemoteActorPort } from './shard-thread.js'
 import { ErrorCode } from '../errors.js'
 import type { HandlerModule } from '../handler-module.js'
@@ -63,7 +64,7 @@ export class ShardLane {
   private readonly sent = new Set<Forwarded[]>()
   private forwardScheduled = false
   private abandoned = false
-  readonly stats: LaneStats = { counters: new Float64Array(COUNTER_COUNT), verdicts: new Float64Array(VERDICT_COUNT) }
+  readonly stats: LaneStats
   /** The share of keys the rollout enforces for (engine.setRollout), applied to messages pushed from now on. */
   enforceShare = 1
 
@@ -79,6 +80,7 @@ export class ShardLane {
     /** Where decision events go, when anyone observes them. */
     private readonly hub: DecisionHub,
   ) {
+    this.stats = { counters: countersFor(options), verdicts: new Float64Array(VERDICT_COUNT) }
     this.cycle = new ShardCycle<Job>(port, options, (entry) => {
       const outcome = this.handOut(entry.owner, entry.slot, entry.verdict, entry.result, entry.error, entry.shadow)
       if (this.hub.active) this.observe(outcome, entry.key, entry.layer, entry.enforced, ownerOf(entry))
@@ -197,7 +199,9 @@ export class ShardLane {
   /** The decision event of a handed-out outcome: in shadow, the verdict and error code enforce would have given. */
   private observe(outcome: Outcome, scopedKey: string, layer: LayerCode, enforced: boolean, owner: string | undefined): void {
     const { shadow } = outcome
-    this.hub.emit(outcome.key, namespaceOfScoped(scopedKey), shadow?.verdict ?? outcome.verdict, layer, enforced, owner, shadow !== undefined ? shadow.code : outcome.error?.code)
+    const verdict = shadow?.verdict ?? outcome.verdict
+    if (!this.hub.wants(verdict)) return
+    this.hub.emit(outcome.key, namespaceOfScoped(scopedKey), verdict, layer, enforced, owner, shadow !== undefined ? shadow.code : outcome.error?.code)
   }
 }
 

@@ -23,8 +23,9 @@ export class ShardThread {
 
   constructor(config: EngineConfig, shardsHere: number) {
     // The reconcile hook stays here: a function does not cross (the worker's is the handler module's).
-    const { reconcile: _, ...crossing } = config
-    const workerData: ThreadData = { config: crossing }
+    // So does the metrics registry: the worker only times its store calls.
+    const { reconcile: _, metrics, ...crossing } = config
+    const workerData: ThreadData = { config: metrics === undefined ? crossing : { ...crossing, metrics: { maxNamespaces: metrics.maxNamespaces } } }
     this.piscina = new Piscina({
       filename: hostFile,
       minThreads: 1,

@@ -9,7 +9,8 @@ import type { EngineConfig } from '../config.js'
 import { loadHandlerModule, type HandlerModule } from '../handler-module.js'
 import type { Message } from '../message.js'
 import { StoreFactory } from '../store/store-factory.js'
-import { COUNTER_COUNT, type ActorBatch, type BatchResult, type ThreadOp, type ThreadReply, type ThreadTask } from './protocol.js'
+import { countersFor } from '../observe/store-timing.js'
+import { type ActorBatch, type BatchResult, type ThreadOp, type ThreadReply, type ThreadTask } from './protocol.js'
 import { ShardActor } from './shard-actor.js'
 import { CycleEntry, ownerOf, ShardCycle } from './shard-cycle.js'
 
@@ -63,7 +64,7 @@ async function runModule(shard: number, batch: ActorBatch, messages: Message[], 
   const { handle, reconcile } = await moduleHandler()
   const n = batch.keys.length
   const cycle = cycleOf(shard)
-  const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), shadows: new Array(n), layers: new Uint8Array(n), counters: new Float64Array(COUNTER_COUNT) }, remaining: n, done: noop }
+  const run: ModuleRun = { out: { verdicts: new Uint8Array(n), results: new Array(n), errors: new Array(n), shadows: new Array(n), layers: new Uint8Array(n), counters: countersFor(config) }, remaining: n, done: noop }
   if (owners) run.out.owners = new Array(n)
   const finished = new Promise<void>((resolve) => (run.done = resolve))
   for (let j = 0; j < n; j++) {

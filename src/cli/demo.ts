@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import type { StoreOptions } from '../config.js'
 import { createEngine } from '../engine.js'
+import { loadPromClient } from '../observe/metrics.js'
+import { serveMetrics } from '../observe/metrics-server.js'
 import { dropSqlTables } from '../store/sql/sql-admin.js'
 import { consumeMemoryQueue, MemoryQueue } from '../transport/memory-queue.js'
 import { demoStream, type DemoPayload } from './demo-stream.js'
@@ -20,6 +22,8 @@ export interface DemoOptions {
   store?: StoreOptions
   /** Owned mode (memory store, threads 0): partitions, group commits, no store call before a never-seen key. */
   mode?: 'strict' | 'owned'
+  /** Serves the engine's metrics at http://127.0.0.1:PORT/metrics while it runs (0: a free port). */
+  metricsPort?: number
 }
 
 export interface DemoSummary {
@@ -84,6 +88,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     uniqueKeys = Math.max(uniqueKeys, message.payload!.n + 1)
   }
   const store = options.store?.kind === 'sqlite' ? { ...options.store, tablePrefix: `idem_demo_${randomUUID().replaceAll('-', '').slice(0, 8)}_` } : options.store
+  const registry = options.metricsPort === undefined ? undefined : new (await loadPromClient()).Registry()
   const engine = await createEngine({
     shards: options.shards,
     threads: options.threads,
@@ -91,7 +96,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
     ...(mode === 'owned' ? { mode, partitions: OWNED_DEMO_PARTITIONS } : {}),
     bloom: { expectedItems: Math.max(1, uniqueKeys), falsePositiveRate: 0.01 },
     lru: { maxKeys: 100_000 },
+    ...(registry === undefined ? {} : { metrics: { registry } }),
   })
+  const server = registry === undefined ? undefined : await serveMetrics(registry, options.metricsPort!)
+  if (server !== undefined) console.error(`idem demo: metrics at ${server.url}`)
   const effects = new Uint16Array(uniqueKeys)
   const handler = (message: { payload?: DemoPayload }): void => {
     effects[message.payload!.n]++
@@ -110,6 +118,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoSummary> {
   const seconds = (performance.now() - started) / 1000
   progress.finish()
   const stats = engine.stats()
+  await server?.close()
   await engine.close()
   if (store?.kind === 'sqlite') await dropSqlTables(store)
 

@@ -22,7 +22,7 @@ interface Command {
 const commands: Record<string, Command> = {
   demo: {
     synopsis: `idem demo  [--messages N] [--dup-rate R] [--shards N] [--threads N] [--seed N] [--json]
-             [--store memory|sqlite:PATH] [--mode strict|owned] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]
+             [--store memory|sqlite:PATH] [--mode strict|owned] [--metrics-port PORT] [--redis URL [--consumers N] [--concurrency N] [--kill-every S]]
              [--versions [--redis URL]]
   idem demo http [--keys N] [--burst N] [--concurrency N] [--json]`,
     about: `  demo   runs a generated stream with duplicates through the engine (memory store,
@@ -37,6 +37,8 @@ const commands: Record<string, Command> = {
          installed: it is an optional peer dependency).
          --store sqlite:PATH runs the embedded demo on the SQLite store in that file
          (tables of its own, dropped at the end) instead of the memory store.
+         --metrics-port PORT serves the embedded demo's Prometheus metrics at
+         http://127.0.0.1:PORT/metrics while it runs (needs prom-client).
          --mode owned runs the embedded demo in owned mode (64 partitions, one
          member, threads 0): never-seen keys run with no store call, DONE records
          go in group commits; the summary adds partitions and group commits.
@@ -181,6 +183,7 @@ async function demo(args: string[]): Promise<number> {
       mode: { type: 'string' },
       'kill-every': { type: 'string' },
       versions: { type: 'boolean', default: false },
+      'metrics-port': { type: 'string' },
     },
     strict: true,
   })
@@ -213,6 +216,8 @@ async function demo(args: string[]): Promise<number> {
   const killEvery = flags.integer('--kill-every', 0, 1, 3600)
   if (flags.has('--kill-every') && !(owned && viaRedis)) flags.mustBe('--kill-every', 'given with --redis URL --mode owned only (the member processes it kills)')
   if (owned && viaRedis && flags.has('--concurrency')) flags.mustBe('--concurrency', 'left out with --mode owned (members read 512 entries a call, 4 calls in flight)')
+  const metricsPort = flags.has('--metrics-port') ? flags.integer('--metrics-port', undefined, 0, 65_535) : undefined
+  if (metricsPort !== undefined && viaRedis) flags.mustBe('--metrics-port', 'left out with --redis (it serves the embedded demo\'s engine)')
   if (problems.length > 0) {
     console.error(`idem demo: ${problems.join('\n           ')}`)
     return 2
@@ -231,7 +236,7 @@ async function demo(args: string[]): Promise<number> {
       console.error(`idem demo: ${error.message}`)
       return 128 + constants.signals[error.signal]
     }
-  } else summary = await runDemo({ ...options, mode, ...(typeof store === 'object' ? { store } : {}) })
+  } else summary = await runDemo({ ...options, mode, ...(typeof store === 'object' ? { store } : {}), ...(metricsPort === undefined ? {} : { metricsPort }) })
   console.log(values.json ? JSON.stringify(summary) : formatDemoSummary(summary))
   // Killed members may have run what they had not yet committed: doubles up to what they held are the stated window.
   const doublesAllowed = summary.ownership?.heldAtKills ?? 0
@@ -244,7 +249,7 @@ async function demo(args: string[]): Promise<number> {
 async function demoVersions(values: Record<string, string | boolean | undefined>): Promise<number> {
   values.messages ??= '500000'
   const flags = new OptionReader(Object.fromEntries(Object.entries(values).map(([name, value]) => [`--${name}`, flagValue(value)])))
-  for (const flag of ['--shards', '--threads', '--consumers', '--concurrency', '--store', '--mode', '--kill-every']) {
+  for (const flag of ['--shards', '--threads', '--consumers', '--concurrency', '--store', '--mode', '--kill-every', '--metrics-port']) {
     if (flags.has(flag) && !(flag === '--shards' && values.shards === '8')) flags.mustBe(flag, 'left out with --versions (version-aware keys run on the main thread, memory or --redis store)')
   }
   const messages = flags.integer('--messages', undefined, 1, 100_000_000)

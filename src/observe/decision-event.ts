@@ -21,7 +21,7 @@ export interface DecisionEvent {
   enforced: boolean
   /** The claim's owner token (strict mode) or `epoch:<n>` (owned mode), when there was a claim. */
   owner?: string
-  /** The error code of the outcome, when it has one. */
+  /** The error code of the outcome, when it has one (in shadow: the one enforce would have given, as outcome.shadow.code). */
   errorCode?: string
 }
 

@@ -4,7 +4,8 @@ import type { Clock } from '../clock.js'
 import type { EngineConfig } from '../config.js'
 import { ErrorCode, errorText, IdemError } from '../errors.js'
 import { failureData, type ActorPort } from '../actor/shard-cycle.js'
-import { COUNTER_COUNT, Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type Settlement, type SettleReply, type StepReply } from '../actor/protocol.js'
+import { countersFor, StoreOp, timed } from '../observe/store-timing.js'
+import { Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type ErrorData, type Resolved, type Settlement, type SettleReply, type StepReply } from '../actor/protocol.js'
 import { decodeFingerprint, decodeResult, encodeFingerprint, encodeResult } from '../store/record-codec.js'
 import { CommitCode } from '../store/store.js'
 import { answerSettled, rotateGenerations, SettledKeys } from '../actor/settled-keys.js'
@@ -93,7 +94,7 @@ class SettleCollector {
 export class OwnedShardActor implements ActorPort {
   private readonly owned = new Map<number, OwnedPartition>()
   private readonly settled: SettledKeys
-  private readonly counters = new Float64Array(COUNTER_COUNT)
+  private readonly counters: Float64Array
   private readonly tokenPrefix = randomBytes(6).toString('base64url')
   private batches = 0
   private readonly claimsByToken = new Map<string, OwnedClaims>()
@@ -116,6 +117,7 @@ export class OwnedShardActor implements ActorPort {
     /** Told when a group commit finds a partition taken over or set back: the member stops using it. */
     private readonly onLost: (partition: number, epoch: number) => void,
   ) {
+    this.counters = countersFor(config)
     this.settled = new SettledKeys(Math.ceil(config.lru.maxKeys / config.shards))
     this.maxResultBytes = config.store.kind === 'redis' ? config.store.maxResultBytes : Infinity
     this.perPartitionItems = Math.max(1, Math.ceil(config.bloom.expectedItems / config.partitions))
@@ -297,7 +299,7 @@ export class OwnedShardActor implements ActorPort {
       c[Counter.STORE_OPERATIONS]++
       let records
       try {
-        records = await this.store.read(readIndexes.map((i) => keys[i]))
+        records = await timed(c, StoreOp.READ, () => this.store.read(readIndexes.map((i) => keys[i])))
       } catch (error) {
         const data = failureData(error, 'store read failed')
         for (const i of readIndexes) inFlight(i, data)
@@ -497,9 +499,11 @@ export class OwnedShardActor implements ActorPort {
     this.counters[Counter.GROUP_COMMITS]++
     let replies
     try {
-      replies = await this.store.groupCommit(
-        groups.map((g) => g.part),
-        this.config.ttlMs,
+      replies = await timed(this.counters, StoreOp.GROUP_COMMIT, () =>
+        this.store.groupCommit(
+          groups.map((g) => g.part),
+          this.config.ttlMs,
+        ),
       )
     } catch (error) {
       // The outcomes say STORE_FAILED (not acked); the commit is tried again, and until it lands a later copy of these keys waits.

@@ -252,11 +252,12 @@ export async function consumeMemoryQueue<P>(queue: MemoryQueue<P>, engine: Engin
         continue
       }
       const started = performance.now()
-      await engine.submit(
+      const outcomes = await engine.submit(
         deliveries.map((d) => d.message),
         handler,
         (i, outcome) => queue.settle(deliveries[i], outcome),
       )
+      engine.countSettled('memory', outcomes)
       options.onBatch?.(deliveries.length, performance.now() - started)
     }
   }

@@ -91,7 +91,7 @@ describe('idem demo', () => {
 describe('idem usage', () => {
   it.each([
     ['demo', 'usage: idem demo  [--messages N]'],
-    ['bench', 'usage: idem bench [--json] [--quick] [--only bloom,lru,engine,redis,streams,sql,bullmq,owned,versions,http,amqp,nats]'],
+    ['bench', 'usage: idem bench [--json] [--quick] [--only bloom,lru,engine,redis,streams,sql,bullmq,owned,versions,http,amqp,nats,platform]'],
     ['migrate', 'usage: idem migrate --store postgres://…|mysql://…|sqlite:PATH [--tables N] [--table-prefix P]'],
     ['store', 'usage: idem store show|ack-reset --store redis://HOST:PORT[/DB] [--prefix P]'],
     ['consume', 'usage: idem consume --redis URL --queue NAME'],

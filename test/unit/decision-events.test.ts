@@ -116,6 +116,25 @@ describe('owned mode', () => {
   })
 })
 
+describe('version-aware keys', () => {
+  it('a first version says store with its owner token, a repeat answered from the applied versions lru, a bad version input', async () => {
+    const e = await engine({ shards: 1, versions: { versionOf: (m: Message<number>) => m.payload } })
+    const seen = record(e)
+    await e.processBatch([{ key: 'v', namespace: 'eu', payload: 1 }], () => 'applied')
+    await e.processBatch([{ key: 'v', namespace: 'eu', payload: 1 }, { key: 'w', payload: {} as never }], () => 'applied')
+    await nextTurn()
+    expect(seen.events).toHaveLength(3)
+    expect(seen.events).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ key: 'v', namespace: 'eu', verdict: 'new', layer: 'store', enforced: true }),
+        expect.objectContaining({ key: 'w', verdict: 'invalid', layer: 'input', errorCode: 'INVALID_MESSAGE' }),
+        expect.objectContaining({ key: 'v', namespace: 'eu', verdict: 'duplicate', layer: 'lru' }),
+      ]),
+    )
+    expect(typeof seen.events[0].owner).toBe('string')
+  })
+})
+
 describe('rollout', () => {
   it.each([0, 2])('shadow (threads: %i): every event says enforced false, with the verdict enforce would give', async (threads) => {
     const e = await engine({ threads, rollout: 'shadow' })
@@ -178,6 +197,23 @@ describe('observers', () => {
     await e.processBatch([{ key: 'after' }], (m) => m.key)
     await nextTurn()
     expect(seen.events).toHaveLength(100)
+  })
+
+  it('{ acted: true } gets every verdict but new, alone or beside an observer of everything', async () => {
+    const e = await engine({ threads: 0, shards: 2 })
+    const acted: DecisionEvent[] = []
+    e.addObserver((batch) => acted.push(...batch), { acted: true })
+    const messages = Array.from({ length: 20 }, (_, i) => ({ key: `a-${i % 10}` }))
+    await e.processBatch(messages, (m) => m.key)
+    await nextTurn()
+    expect(acted).toHaveLength(10)
+    expect(acted.every((ev) => ev.verdict === 'duplicate')).toBe(true)
+    const all = record(e)
+    await e.processBatch([{ key: 'a-1' }, { key: 'fresh' }], (m) => m.key)
+    await nextTurn()
+    expect(all.events.map((ev) => ev.verdict).sort()).toEqual(['duplicate', 'new'])
+    expect(acted).toHaveLength(11)
+    expect(() => e.addObserver(() => {}, { acted: 'yes' } as never)).toThrow('observer options.acted: must be a boolean, got "yes"')
   })
 
   it('addObserver takes a function only', async () => {

@@ -3,6 +3,7 @@
  * window, rollout), a batch is split by type and its outcomes come back in
  * order; a type with no strategy runs with the default or is invalid.
  */
+import promClient from 'prom-client'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ManualClock } from '../../dist/src/clock.js'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
@@ -74,6 +75,23 @@ describe('routing by type', () => {
     await new Promise((resolve) => setImmediate(resolve))
     expect(seen).toHaveLength(4)
     expect(e.stats().observerFailures).toBe(0)
+  })
+
+  it('counts every type in one set of metrics series', async () => {
+    const registry = new promClient.Registry()
+    const e = await engine({ strategies: matrix, metrics: { registry } })
+    const batch: Message[] = [
+      { key: 'p1', type: 'payments' },
+      { key: 'n1', type: 'notifications' },
+      { key: 'n2', type: 'notifications' },
+    ]
+    await e.processBatch(batch, () => 'ok')
+    await e.processBatch(batch, () => 'ok')
+    // A scrape reads engine.stats() at most once per 50 ms: this one must come after the batches.
+    await new Promise((resolve) => setTimeout(resolve, 60))
+    const messages = await registry.getSingleMetric('idem_messages_total')!.get()
+    const count = (verdict: string) => messages.values.find((v) => v.labels.verdict === verdict)?.value
+    expect([count('new'), count('duplicate')]).toEqual([3, 3])
   })
 
   it('keeps the order of outcomes in a mixed batch, and calls each with the batch index', async () => {

@@ -197,7 +197,7 @@ export class AmqpConsumer<R = unknown> extends EventEmitter<AmqpConsumerEvents> 
       return this.config.handler(delivery.message, context)
     }
     try {
-      await this.config.engine.submit(messages, handle, (j, outcome) => this.settle(batch[positions[j]], outcome))
+      this.config.engine.countSettled('amqp', await this.config.engine.submit(messages, handle, (j, outcome) => this.settle(batch[positions[j]], outcome)))
     } catch (error) {
       // Nothing of the batch was settled: its deliveries wait on the in-flight delay queue, so a refusal does not spin.
       const refused = error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `engine.submit failed: ${errorText(error)}`, { cause: error })

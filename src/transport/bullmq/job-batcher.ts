@@ -76,7 +76,7 @@ export class JobBatcher {
       (message, context) => batch[message.payload as number].run(context),
       (i, outcome) => batch[i].resolve(outcome),
       ride,
-    ).catch((error: unknown) => {
+    ).then((outcomes) => this.engine.countSettled('bullmq', outcomes), (error: unknown) => {
       for (const p of batch) p.reject(error)
     })
   }

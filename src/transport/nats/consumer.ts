@@ -214,7 +214,7 @@ export class JetStreamConsumer<R = unknown> extends EventEmitter<JetStreamConsum
     if (messages.length === 0) return
     const handle = (message: Message<number>, context: HandlerContext): unknown => this.config.handler(batch[message.payload!], context)
     try {
-      await this.config.engine.submit(messages, handle, (j, outcome) => this.settle(batch[positions[j]], outcome))
+      this.config.engine.countSettled('nats', await this.config.engine.submit(messages, handle, (j, outcome) => this.settle(batch[positions[j]], outcome)))
     } catch (error) {
       // Nothing of the batch was settled: nak'ed as in flight, so a refusal does not spin.
       const refused = error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `engine.submit failed: ${errorText(error)}`, { cause: error })

@@ -355,6 +355,7 @@ export class StreamConsumer<R = unknown> extends EventEmitter<StreamConsumerEven
       let decided: Outcome[]
       try {
         decided = messages.length === 0 ? [] : await engine.processBatch(messages, this.handle)
+        engine.countSettled('redis_streams', decided)
       } catch (error) {
         // Nothing settled: the entries stay pending and come back after claimIdleMs.
         this.report(error instanceof IdemError ? error : new IdemError(ErrorCode.ACTOR_FAILED, `engine.processBatch failed: ${errorText(error)}`, { cause: error }))
