@@ -6,6 +6,7 @@ import type { RedisStoreConfig } from './redis-options.js'
 import { hashTagOf, readRecord, recordKey } from './redis-records.js'
 import { redisClientOptions } from './redis-client.js'
 import { permanentRedisError } from './redis-errors.js'
+import { deleteScanned, globEscaped } from './delete-keys.js'
 import { defineScripts, readLua } from './script-loader.js'
 import { readServerInfo, refuseUntrustedServer } from './server-check.js'
 import { acceptIdentity, acknowledges, formatIdentity, freshIdentity, identityKey, okRecordOf, parseIdentity, resetError, type StoreIdentity } from './store-identity.js'
@@ -328,6 +329,33 @@ export class RedisStore extends StoreBase<TagGroup> {
 
   protected async forgetGroup(g: TagGroup, keys: readonly string[]): Promise<Uint8Array> {
     return flags(await this.send('forget', g, '', [g.leasePrefix, this.recordKeys(g, keys)]))
+  }
+
+  /**
+   * SCAN (by pages, on every master of a cluster) for the records of the
+   * namespace under this store's prefix, then UNLINK each page's, one call per
+   * hash tag: bounded calls, never KEYS, never a flush. The pattern is loose
+   * (a glob cannot say "digits"); the exact shape is checked on each key, so a
+   * plain key that happens to look like a namespace's is never taken.
+   */
+  protected async purgeNamespace(namespace: string): Promise<number> {
+    const { prefix } = this.config
+    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
+    let removed = 0
+    for (const node of nodes) {
+      // A client given with a keyPrefix adds it to the keys of UNLINK but not to SCAN's pattern or answers.
+      const clientPrefix = node.options.keyPrefix ?? ''
+      const head = clientPrefix + prefix
+      const marker = `}n${Buffer.byteLength(namespace)}:${namespace}:`
+      const pattern = `${globEscaped(head)}{*${globEscaped(marker)}*`
+      removed += await deleteScanned(node, pattern, (key) => {
+        const close = key.indexOf('}', head.length)
+        const tag = key.slice(head.length + 1, close)
+        if (!key.startsWith(head) || !/^\d+$/.test(tag) || !key.startsWith(marker, close)) return undefined
+        return tag
+      }, clientPrefix.length)
+    }
+    return removed
   }
 
   protected async closeBackend(): Promise<void> {
