@@ -57,6 +57,8 @@ export const ErrorCode = {
   INVALID_POSITION: 'INVALID_POSITION',
   /** savePosition was called after the work of its transaction had returned: the transaction had committed or rolled back without it. */
   TRANSACTION_ENDED: 'TRANSACTION_ENDED',
+  /** engine.forget (or `idem keys forget`) of a key in progress, without force: its handler may be running, and forgetting it would let a redelivery run it a second time alongside. */
+  KEY_IN_PROGRESS: 'KEY_IN_PROGRESS',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 
