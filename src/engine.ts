@@ -16,6 +16,7 @@ import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
 import { SqlTransactions, type TransactionWork } from './store/sql/sql-transactions.js'
 import { StoreFactory } from './store/store-factory.js'
+import { inspectionOf, type KeyInspection } from './store/key-inspection.js'
 import { EventEmitter } from 'node:events'
 import { Membership, type OwnershipStats, type PartitionChange } from './owned/membership.js'
 import { MemoryPartitionStore } from './owned/memory-partitions.js'
@@ -94,20 +95,6 @@ export interface EngineStats {
     /** bloomFalsePositives / (bloomFalsePositives + bloomNegatives): the rate new keys were wrongly "maybe seen". */
     measuredFalsePositiveRate: number
   }
-}
-
-/** What engine.inspect found about one key. */
-export interface KeyInspection {
-  /** 'unknown': a handler's effect may or may not have happened (DESIGN.md §2); only a reconcile hook or `idem keys resolve` ends it. */
-  state: 'absent' | 'in-progress' | 'done' | 'unknown'
-  /** ms until the record lapses on the store's clock: its lease (in progress), its TTL (done, unknown); 0 when absent. */
-  expiresInMs: number
-  /** In progress: ms left on the owner's lease (the same as expiresInMs). */
-  leaseLeftMs?: number
-  /** The fingerprint stored with the key, when it has one. */
-  fingerprint?: string
-  /** Done with a kept result: its size as JSON, in bytes. */
-  resultBytes?: number
 }
 
 /** Internal knobs for tests: an injected clock for exact lease and TTL tests (threads: 0 only), and a partition store several owned engines of one process share. */
@@ -391,12 +378,7 @@ export class Engine {
   async inspect(key: string, options: { namespace?: string } = {}): Promise<KeyInspection> {
     const { scoped, shard } = this.adminKey('inspect', key, options, ['namespace'])
     const { view } = await this.admin(shard, { op: 'inspect', key: scoped })
-    if (view === undefined) return { state: 'absent', expiresInMs: 0 }
-    const inspection: KeyInspection = { state: view.state, expiresInMs: view.expiresInMs }
-    if (view.state === 'in-progress') inspection.leaseLeftMs = view.expiresInMs
-    if (view.fingerprint !== undefined) inspection.fingerprint = view.fingerprint
-    if (view.state === 'done' && view.result !== undefined) inspection.resultBytes = jsonBytes(view.result)
-    return inspection
+    return inspectionOf(view)
   }
 
   /**
@@ -610,16 +592,6 @@ function layerStats(c: Float64Array, v: Float64Array): LayerStats {
 }
 
 function noop(): void {}
-
-/** A kept result's size as JSON (a memory store keeps values as they are); undefined when it has none. */
-function jsonBytes(result: unknown): number | undefined {
-  try {
-    const text = JSON.stringify(result)
-    return text === undefined ? undefined : Buffer.byteLength(text)
-  } catch {
-    return undefined
-  }
-}
 
 /** close()'s bound, checked like every option. */
 function closeTimeoutOf(options: unknown): number {

@@ -115,6 +115,8 @@ export class RedisStore extends StoreBase<TagGroup> {
   /** Evictions not yet in a warning, and when the last warning went out. */
   private unwarnedEvictions = 0
   private evictionWarnedAt = -Infinity
+  /** The connection's last error while it is down (ECONNREFUSED…): it says more than the command's own failure. */
+  private connectionError: unknown
   /** Set by close(): a server check still under way then starts no timer. */
   private closed = false
 
@@ -135,7 +137,8 @@ export class RedisStore extends StoreBase<TagGroup> {
       this.ownsClient = true
     }
     // ioredis reports connection errors as events too; the calls that hit them fail and are retried.
-    if (this.ownsClient) this.client.on('error', () => {})
+    if (this.ownsClient) this.client.on('error', (error: unknown) => (this.connectionError = error))
+    this.client.on('ready', () => (this.connectionError = undefined))
     // isCluster, not instanceof: a Cluster built by another copy of ioredis is still a cluster.
     this.isCluster = (this.client as { isCluster?: boolean }).isCluster === true
     this.ordered = !this.isCluster
@@ -356,6 +359,10 @@ export class RedisStore extends StoreBase<TagGroup> {
       }, clientPrefix.length)
     }
     return removed
+  }
+
+  protected override errorText(error: unknown): string {
+    return this.connectionError === undefined ? errorText(error) : `${errorText(error)} (connection: ${errorText(this.connectionError)})`
   }
 
   protected async closeBackend(): Promise<void> {
