@@ -99,6 +99,16 @@ describe('engine.inspect', () => {
     await e.close()
     await expect(e.inspect('k')).rejects.toMatchObject({ code: ErrorCode.ENGINE_CLOSED })
   })
+
+  it.each([
+    ['owned mode', { mode: 'owned', partitions: 8 }],
+    ['versions', { versions: { versionOf: (m: Message) => m.payload as number } }],
+  ] as [string, EngineOptions][])('%s: the three reject with INVALID_CONFIG pointing at idem keys', async (_, options) => {
+    const e = await engine(options)
+    for (const call of [() => e.inspect('k'), () => e.forget('k'), () => e.purge({ namespace: 'n' })]) {
+      await expect(call()).rejects.toMatchObject({ code: ErrorCode.INVALID_CONFIG, message: expect.stringMatching(/not available in owned mode or with versions yet; use `idem keys/) })
+    }
+  })
 })
 
 describe('engine.forget', () => {
