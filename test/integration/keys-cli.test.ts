@@ -1,7 +1,7 @@
 /**
  * `idem keys inspect|forget|purge` run as an operator runs them, on records an
- * engine's store wrote: Redis (a random prefix of its own), PostgreSQL and
- * SQLite (tables of their own); every bad command line and an unreachable
+ * engine's store wrote: Redis (a random prefix of its own), PostgreSQL,
+ * MariaDB and SQLite (tables of their own); every bad command line and an unreachable
  * store get their exit code and reason.
  */
 import { randomUUID } from 'node:crypto'
@@ -18,7 +18,7 @@ import { dropSqlTables, resolveSqlStoreOptions } from '../../dist/src/store/sql/
 import { createSqlStore } from '../../dist/src/store/sql/sql-backends.js'
 import type { SqlStoreOptions } from '../../dist/src/store/sql/sql-options.js'
 import type { DedupStore } from '../../dist/src/store/store.js'
-import { PG_URL } from '../support/sql.js'
+import { MYSQL_URL, PG_URL } from '../support/sql.js'
 import { idem } from '../support/idem-cli.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
@@ -32,6 +32,7 @@ afterAll(async () => {
   await deleteKeysUnder(redis, prefix)
   redis.disconnect()
   await dropSqlTables({ kind: 'postgres', url: PG_URL, tablePrefix })
+  await dropSqlTables({ kind: 'mysql', url: MYSQL_URL, tablePrefix })
   for (const suffix of ['', '-wal', '-shm']) rmSync(file + suffix, { force: true })
 })
 
@@ -49,6 +50,7 @@ const jsonLines = (stdout: string): unknown[] => stdout.trim().split('\n').map((
 const stores: [string, string[], () => DedupStore][] = [
   ['redis', ['--store', REDIS_URL, '--prefix', prefix], () => new RedisStore(resolveRedisStore({ kind: 'redis', url: REDIS_URL, prefix }, 0, []))],
   ['postgres', ['--store', PG_URL, '--table-prefix', tablePrefix], () => createSqlStore(resolveSqlStoreOptions({ kind: 'postgres', url: PG_URL, tablePrefix } as SqlStoreOptions))],
+  ['mysql (MariaDB)', ['--store', MYSQL_URL, '--table-prefix', tablePrefix], () => createSqlStore(resolveSqlStoreOptions({ kind: 'mysql', url: MYSQL_URL, tablePrefix } as SqlStoreOptions))],
   ['sqlite', ['--store', `sqlite:${file}`], () => createSqlStore(resolveSqlStoreOptions({ kind: 'sqlite', path: file } as SqlStoreOptions))],
 ]
 
