@@ -17,10 +17,8 @@ export async function deleteKeysUnder(redis: Redis, prefix: string): Promise<voi
  * Deletes the keys a SCAN with `pattern` finds and `slotOf` accepts (undefined:
  * keep the key), one page at a time, one UNLINK per page and slot group (keys
  * of one group must share a cluster slot). Returns how many keys went.
- * `clientPrefixLength`: the client's keyPrefix, which SCAN answers with and
- * UNLINK adds again, is cut off first.
  */
-export async function deleteScanned(redis: Redis, pattern: string, slotOf: (key: string) => string | undefined, clientPrefixLength = 0): Promise<number> {
+export async function deleteScanned(redis: Redis, pattern: string, slotOf: (key: string) => string | undefined): Promise<number> {
   let removed = 0
   let cursor = '0'
   do {
@@ -32,7 +30,7 @@ export async function deleteScanned(redis: Redis, pattern: string, slotOf: (key:
       if (slot === undefined) continue
       let group = bySlot.get(slot)
       if (group === undefined) bySlot.set(slot, (group = []))
-      group.push(key.slice(clientPrefixLength))
+      group.push(key)
     }
     for (const group of bySlot.values()) removed += await redis.unlink(...group)
   } while (cursor !== '0')

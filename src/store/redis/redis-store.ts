@@ -345,18 +345,15 @@ export class RedisStore extends StoreBase<TagGroup> {
     const { prefix } = this.config
     const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
     let removed = 0
+    const marker = `}n${Buffer.byteLength(namespace)}:${namespace}:`
+    const pattern = `${globEscaped(prefix)}{*${globEscaped(marker)}*`
     for (const node of nodes) {
-      // A client given with a keyPrefix adds it to the keys of UNLINK but not to SCAN's pattern or answers.
-      const clientPrefix = node.options.keyPrefix ?? ''
-      const head = clientPrefix + prefix
-      const marker = `}n${Buffer.byteLength(namespace)}:${namespace}:`
-      const pattern = `${globEscaped(head)}{*${globEscaped(marker)}*`
       removed += await deleteScanned(node, pattern, (key) => {
-        const close = key.indexOf('}', head.length)
-        const tag = key.slice(head.length + 1, close)
-        if (!key.startsWith(head) || !/^\d+$/.test(tag) || !key.startsWith(marker, close)) return undefined
+        const close = key.indexOf('}', prefix.length)
+        const tag = key.slice(prefix.length + 1, close)
+        if (!key.startsWith(prefix) || !/^\d+$/.test(tag) || !key.startsWith(marker, close)) return undefined
         return tag
-      }, clientPrefix.length)
+      })
     }
     return removed
   }
