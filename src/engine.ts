@@ -3,18 +3,20 @@ import { ShardActor } from './actor/shard-actor.js'
 import { addCounters, type ActorPort, type CommitRide } from './actor/shard-cycle.js'
 import type { Redis } from 'ioredis'
 import { ShardLane, type Job, type OnOutcome } from './actor/shard-lane.js'
-import { ShardThread } from './actor/shard-thread.js'
+import { ShardThread, type RemoteActorPort } from './actor/shard-thread.js'
+import type { AdminReply, AdminRequest } from './actor/protocol.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
 import { enforceShareOf, MAX_LEASE_MS, readRollout, resolveConfig, type EngineConfig, type EngineOptions, type Rollout } from './config.js'
 import { ConfigError, ErrorCode, IdemError } from './errors.js'
-import { mustBe, OptionReader } from './validation.js'
+import { invalidKey, KeyStatus, keyStatusOf, mustBe, OptionReader, type BadKeyStatus } from './validation.js'
 import { loadHandlerModule, type HandlerModule } from './handler-module.js'
 import type { Handler, Message, Outcome } from './message.js'
 import { invalidOutcome } from './outcome.js'
 import { Router } from './router.js'
 import { SqlTransactions, type TransactionWork } from './store/sql/sql-transactions.js'
 import { StoreFactory } from './store/store-factory.js'
+import { inspectionOf, type KeyInspection } from './store/key-inspection.js'
 import { EventEmitter } from 'node:events'
 import { Membership, type OwnershipStats, type PartitionChange } from './owned/membership.js'
 import { MemoryPartitionStore } from './owned/memory-partitions.js'
@@ -131,6 +133,8 @@ export class Engine {
   private readonly lanes: ShardLane[] = []
   private readonly threads: ShardThread[] = []
   private readonly localActors: ShardActor[] = []
+  /** Strict mode: each shard's actor, on this thread or in a worker, for admin requests. */
+  private readonly adminPorts: (ShardActor | RemoteActorPort)[] = []
   private storeFactory: StoreFactory | undefined
   private moduleHandler: HandlerModule | undefined
   private invalidCount = 0
@@ -218,6 +222,7 @@ export class Engine {
         remote = this.threads[shard % config.threads].portOf(shard)
         port = remote
       }
+      this.adminPorts.push(remote ?? (port as ShardActor))
       this.lanes.push(new ShardLane(port, remote, this.moduleHandler, config, this.closeSignal.signal, config.reconcile, this.hub))
     }
     for (const lane of this.lanes) lane.enforceShare = enforceShareOf(config.rollout)
@@ -442,6 +447,96 @@ export class Engine {
     }
     this.transactions ??= new SqlTransactions(store, ttlMs, keepResults, this.clock)
     return this.transactions
+  }
+
+  /**
+   * The key's record as the store holds it now (README "Admin"): absent, in
+   * progress (with the lease left), done or unknown (with the TTL left). A
+   * read: no lease is taken. Throws INVALID_KEY for a bad key or namespace,
+   * ConfigError for bad options.
+   */
+  async inspect(key: string, options: { namespace?: string } = {}): Promise<KeyInspection> {
+    const { scoped, shard } = this.adminKey('inspect', key, options, ['namespace'])
+    const { view } = await this.admin(shard, { op: 'inspect', key: scoped })
+    return inspectionOf(view)
+  }
+
+  /**
+   * Removes the key's record (done or unknown) so its next delivery runs the
+   * handler again, and drops it from the LRU of its shard. Refused with
+   * KEY_IN_PROGRESS for a key in progress unless `force` (its handler may be
+   * running; with force, its owner is not told). The check and the removal
+   * are two store calls: a key claimed between them is removed too. Answers
+   * whether a record was there.
+   */
+  async forget(key: string, options: { namespace?: string; force?: boolean } = {}): Promise<boolean> {
+    const { scoped, shard, force } = this.adminKey('forget', key, options, ['namespace', 'force'])
+    if (!force) {
+      const { view } = await this.admin(shard, { op: 'inspect', key: scoped })
+      if (view?.state === 'in-progress') {
+        throw new IdemError(ErrorCode.KEY_IN_PROGRESS, `key ${JSON.stringify(key)} is in progress (lease ends in ${view.expiresInMs} ms): its handler may be running; forget it with force once its owner is gone, or wait`, { key })
+      }
+    }
+    const { removed } = await this.admin(shard, { op: 'forget', key: scoped })
+    this.recordAdmin({ action: 'forget', namespace: options.namespace, key, removed })
+    return removed === 1
+  }
+
+  /**
+   * Removes every record of the namespace, whatever its state (in-progress
+   * keys too: purge is for a namespace nobody processes now), and its keys
+   * from every shard's LRU. Answers how many records went.
+   */
+  async purge(options: { namespace: string }): Promise<number> {
+    const problems: string[] = []
+    const reader = new OptionReader(options, problems)
+    reader.onlyKnown(['namespace'], 'purge options')
+    const namespace = reader.string('namespace', undefined, 'the namespace to purge (a non-empty string)')
+    if (problems.length > 0) throw new ConfigError(problems)
+    const status = keyStatusOf(namespace)
+    if (status !== KeyStatus.OK) throw invalidKey('namespace', status as BadKeyStatus, namespace)
+    this.checkAdmin('purge')
+    // A memory store lives in its shard, a custom one may: each purges its own. Every other store is shared: one call.
+    const perShard = this.config.store.kind === 'memory' || this.config.store.kind === 'custom'
+    const replies = await Promise.all(this.adminPorts.map((_, shard) => this.admin(shard, { op: 'purge', namespace, store: perShard || shard === 0 })))
+    const removed = replies.reduce((sum, reply) => sum + reply.removed, 0)
+    this.recordAdmin({ action: 'purge', namespace, removed })
+    return removed
+  }
+
+  /**
+   * The one place an operator's forget or purge is reported once it is done.
+   * The audit log (issue 14, part 6) writes its record here.
+   */
+  private recordAdmin(_action: { action: 'forget' | 'purge'; namespace: string | undefined; key?: string; removed: number }): void {}
+
+  /** Reads an admin call's options and routes its key: the key as the store names it, and its shard. */
+  private adminKey(what: string, key: string, options: { namespace?: string; force?: boolean }, known: readonly string[]): { scoped: string; shard: number; force: boolean } {
+    const problems: string[] = []
+    const reader = new OptionReader(options, problems)
+    reader.onlyKnown(known, `${what} options`)
+    const force = reader.boolean('force', false)
+    if (problems.length > 0) throw new ConfigError(problems)
+    this.checkAdmin(what)
+    const namespace = reader.value('namespace')
+    const router = this.router
+    router.route([namespace === undefined ? { key } : ({ key, namespace } as Message)])
+    const error = router.errors[0]
+    if (error !== undefined) throw error
+    return { scoped: router.scopedKeys[0] as string, shard: router.shards[0], force }
+  }
+
+  private checkAdmin(what: string): void {
+    if (this.closing !== undefined) throw new IdemError(ErrorCode.ENGINE_CLOSED, `the engine is closed; ${what} needs an open engine (or \`idem keys ${what}\`)`)
+    if (this.config.mode === 'owned' || this.versionLane !== undefined) {
+      throw new IdemError(ErrorCode.INVALID_CONFIG, `engine.${what} is not available in owned mode or with versions yet; use \`idem keys ${what}\` on the store`)
+    }
+  }
+
+  private async admin(shard: number, request: AdminRequest): Promise<AdminReply> {
+    const reply = await this.adminPorts[shard].admin(request)
+    if (reply.error !== undefined) throw new IdemError(reply.error.code, reply.error.message)
+    return reply
   }
 
   stats(): EngineStats {

@@ -59,6 +59,8 @@ export const ErrorCode = {
   TRANSACTION_ENDED: 'TRANSACTION_ENDED',
   /** Strategies: the message's type has no strategy and unknownType is 'invalid' (or typeOf threw for it). */
   UNKNOWN_TYPE: 'UNKNOWN_TYPE',
+  /** engine.forget (or `idem keys forget`) of a key in progress, without force: its handler may be running, and forgetting it would let a redelivery run it a second time alongside. */
+  KEY_IN_PROGRESS: 'KEY_IN_PROGRESS',
 } as const
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode]
 

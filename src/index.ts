@@ -1,4 +1,5 @@
 export { createEngine, Engine, type EngineStats, type LayerStats } from './engine.js'
+export type { KeyInspection } from './store/key-inspection.js'
 export type { Rollout } from './config.js'
 export type { EngineOptions, EngineConfig, StoreConfig, OwnershipOptions, StrategyOptions, MetricsOptions } from './config.js'
 export type { VersionOptions } from './versions/version-rules.js'

@@ -8,6 +8,7 @@ import { ConfigError, ErrorCode, errorText, IdemError } from './errors.js'
 import type { Handler, Message, Outcome } from './message.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { ObserverOptions } from './observe/decision-hub.js'
+import type { KeyInspection } from './store/key-inspection.js'
 import { invalidOutcome } from './outcome.js'
 import type { TransactionWork } from './store/sql/sql-transactions.js'
 import { mustBe, show } from './validation.js'
@@ -70,6 +71,23 @@ class StrategyEngine extends Engine {
     return () => {
       for (const remove of removers) remove()
     }
+  }
+
+  // Each type keeps its records in its own store: an operator names the type (engine.strategy(type).inspect(...)).
+  override async inspect(): Promise<KeyInspection> {
+    throw this.adminOfType('inspect')
+  }
+
+  override async forget(): Promise<boolean> {
+    throw this.adminOfType('forget')
+  }
+
+  override async purge(): Promise<number> {
+    throw this.adminOfType('purge')
+  }
+
+  private adminOfType(what: string): IdemError {
+    return new IdemError(ErrorCode.INVALID_CONFIG, `engine.${what} needs the engine of one type with strategies: engine.strategy(type).${what}(...) (types: ${[...this.indexOf.keys()].join(', ')})`)
   }
 
   override setRollout(rollout: Rollout, options?: { type?: string }): void {

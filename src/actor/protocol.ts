@@ -5,7 +5,7 @@
  */
 import type { ErrorCode } from '../errors.js'
 import type { Message } from '../message.js'
-import type { CommitCode } from '../store/store.js'
+import type { CommitCode, KeyView } from '../store/store.js'
 
 /** Per-message decision of an actor. */
 /** STALE is counted by the version lane (version-aware keys), never sent by an actor. */
@@ -156,6 +156,22 @@ export interface Resolved {
   counters: Float64Array
 }
 
+/**
+ * An operator's request to one shard (ShardActor.admin): read a key, forget
+ * it, or purge a namespace. Forget and purge drop the keys from the shard's
+ * LRU too, or a forgotten key would still be answered duplicate without I/O.
+ * `store` false: drop them from the LRU only (a shard whose store another
+ * shard purges, one call for a shared store).
+ */
+export type AdminRequest = { op: 'inspect'; key: string } | { op: 'forget'; key: string } | { op: 'purge'; namespace: string; store: boolean }
+
+/** What the shard found (inspect), how many records went (forget: 1 or 0, purge: a count), or the error as data. */
+export interface AdminReply {
+  view?: KeyView
+  removed: number
+  error?: ErrorData
+}
+
 /** An error as data: IdemErrors do not survive structured clone as their class. */
 export interface ErrorData {
   code: ErrorCode
@@ -198,6 +214,8 @@ export interface ThreadOps {
   renew: { request: { shard: number }; reply: Float64Array }
   /** Resolves an UNKNOWN key of the shard: a reconcile hook's answer (ShardActor.resolve). */
   resolve: { request: { shard: number; key: string; done: boolean; result: unknown; token: string | undefined }; reply: Resolved }
+  /** An operator's inspect, forget or purge on the shard (ShardActor.admin). */
+  admin: { request: { shard: number; request: AdminRequest }; reply: AdminReply }
   /** Messages for the handler module, into the shard's cycle inside the worker; answers when each has its outcome. */
   run: { request: { shard: number; batch: ActorBatch; messages: Message[]; /** 1 where the rollout enforces for the message's key. */ enforced: Uint8Array; /** Fill BatchResult.owners. */ owners: boolean }; reply: BatchResult }
 }

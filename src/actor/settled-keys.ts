@@ -28,6 +28,18 @@ export class SettledKeys {
     return hit !== undefined && hit.expiresAt > now ? hit : undefined
   }
 
+  /** An operator forgot the key in the store: its next message must ask the store. */
+  forget(key: string): void {
+    this.cache?.delete(key)
+  }
+
+  /** An operator purged the namespace: every key "namespace NUL …" goes (a walk over the LRU, bounded by its size). */
+  forgetNamespace(namespace: string): void {
+    if (this.cache === undefined) return
+    const head = `${namespace}\0`
+    for (const key of [...this.cache.keys()]) if (key.startsWith(head)) this.cache.delete(key)
+  }
+
   /** Held until the record expires in the store: a full TTL after our own commit, the store's remaining time for a DONE key it answered. */
   remember(key: string, fingerprint: string | undefined, result: unknown, now: number, expiresInMs: number): void {
     if (expiresInMs <= 0) return

@@ -8,7 +8,7 @@ import { ClaimCode, CommitCode, type DedupStore } from '../store/store.js'
 import { failureData } from './shard-cycle.js'
 import { answerSettled, rotateGenerations, SettledKeys } from './settled-keys.js'
 import { countersFor, StoreOp, timed } from '../observe/store-timing.js'
-import { Counter, LayerCode, VerdictCode, type ActorBatch, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
+import { Counter, LayerCode, VerdictCode, type ActorBatch, type AdminReply, type AdminRequest, type Decision, type Resolved, type RiddenCommit, type Settlement, type SettleReply, type StepReply } from './protocol.js'
 
 const MAX_UNAPPLIED_SETTLEMENTS = 1024
 
@@ -291,6 +291,33 @@ export class ShardActor {
     const [code] = await timed(this.counters, StoreOp.RESOLVE, () => this.store.resolve([key], [done], done && this.config.keepResults ? [result] : undefined, this.config.ttlMs, token))
     if (code === CommitCode.REFUSED) this.counters[Counter.FENCED_WRITES]++
     return { code: code as CommitCode, counters: this.takeCounters() }
+  }
+
+  /**
+   * An operator's request about this shard's keys, on its own store (a memory
+   * store lives in this thread). The LRU forgets after the store does: a
+   * message decided in between may still be answered from it, as it could
+   * have been a moment before the forget. Failures come back as data.
+   */
+  async admin(request: AdminRequest): Promise<AdminReply> {
+    try {
+      switch (request.op) {
+        case 'inspect':
+          return { view: (await this.store.inspect([request.key]))[0], removed: 0 }
+        case 'forget': {
+          const [removed] = await this.store.forget([request.key])
+          this.settled.forget(request.key)
+          return { removed }
+        }
+        case 'purge': {
+          const removed = request.store ? await this.store.purge(request.namespace) : 0
+          this.settled.forgetNamespace(request.namespace)
+          return { removed }
+        }
+      }
+    } catch (error) {
+      return { removed: 0, error: failureData(error, `${request.op} failed`) }
+    }
   }
 
   /** Extends the lease of every open claim, one store call per decided batch (a Redis store sends those of one turn together). */

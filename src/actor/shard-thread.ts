@@ -3,7 +3,7 @@ import type { EngineConfig } from '../config.js'
 import { errorText, ErrorCode, IdemError } from '../errors.js'
 import type { Message } from '../message.js'
 import type { ActorPort } from './shard-cycle.js'
-import type { ActorBatch, BatchResult, Resolved, Settlement, StepReply, ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
+import type { ActorBatch, AdminReply, AdminRequest, BatchResult, Resolved, Settlement, StepReply, ThreadOp, ThreadReply, ThreadTask } from './protocol.js'
 import type { ThreadData } from './thread-host.js'
 import { CommitCode } from '../store/store.js'
 import { MAX_RUNS_IN_FLIGHT } from './shard-lane.js'
@@ -140,6 +140,10 @@ export class RemoteActorPort implements ActorPort {
       const resolved = await this.thread.call({ op: 'resolve', shard: this.shard, key, done, result: undefined, token })
       return resolved.code === CommitCode.COMMITTED ? { ...resolved, code: CommitCode.RESULT_NOT_SERIALIZABLE } : resolved
     }
+  }
+
+  admin(request: AdminRequest): Promise<AdminReply> {
+    return this.thread.call({ op: 'admin', shard: this.shard, request })
   }
 
   /** Messages for the handler module, run by the shard's cycle inside the worker: one crossing per run. */

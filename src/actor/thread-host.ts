@@ -96,6 +96,7 @@ const serve: { [Op in ThreadOp]: (task: ThreadTask<Op>) => Promise<ThreadReply<O
   step: (task) => actorOf(task.shard).step(task.settlements, task.batch),
   renew: (task) => actorOf(task.shard).renew(),
   resolve: (task) => actorOf(task.shard).resolve(task.key, task.done, task.result, task.token),
+  admin: (task) => actorOf(task.shard).admin(task.request),
   run: (task) => runModule(task.shard, task.batch, task.messages, task.enforced, task.owners),
 }
 

@@ -300,4 +300,34 @@ export const storeConformanceCases: readonly ConformanceCase[] = [
       strictEqual((await store.claim(['k'], none, 'B', leaseMs, ttlMs)).codes[0], ClaimCode.CLAIMED)
     },
   },
+  {
+    name: "purge removes every record of one namespace (done, in progress, unknown) and answers how many; other namespaces, a namespace it prefixes and keys without one are untouched",
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      const ours = ['a\0done', 'a\0running', 'a\0unknown']
+      // 'x}n1:a:y' is a plain key that a Redis record of namespace 'a' would end like: a store matching records by pattern must not take it.
+      const others = ['ab\0done', 'b\0done', 'a', 'plain', 'x}n1:a:y']
+      await store.claim([...ours, ...others], [...ours, ...others].map(() => undefined), 'A', leaseMs, ttlMs)
+      await store.markUnknown(['a\0unknown'], 'A', ttlMs)
+      await store.commit(['a\0done', ...others], undefined, 'A', ttlMs)
+      strictEqual(await store.purge('a'), 3)
+      deepStrictEqual(await store.inspect(ours), [undefined, undefined, undefined])
+      deepStrictEqual((await store.inspect(others)).map((view) => view?.state), others.map(() => 'done'))
+      deepStrictEqual(codesOf((await store.claim(ours, ours.map(() => undefined), 'B', leaseMs, ttlMs)).codes), [ClaimCode.CLAIMED, ClaimCode.CLAIMED, ClaimCode.CLAIMED])
+      strictEqual(await store.purge('nobody'), 0)
+    },
+  },
+  {
+    name: 'purge takes a namespace of many records in bounded steps (more than one page or statement)',
+    async run(make, { leaseMs, ttlMs }) {
+      const { store } = make()
+      const keys = Array.from({ length: 2_500 }, (_, i) => `bulk\0key-${i}`)
+      await store.claim(keys, keys.map(() => undefined), 'A', leaseMs, ttlMs)
+      await store.commit(keys, undefined, 'A', ttlMs)
+      await store.claim(['kept\0k'], none, 'A', leaseMs, ttlMs)
+      strictEqual(await store.purge('bulk'), keys.length)
+      strictEqual(await store.purge('bulk'), 0)
+      strictEqual((await store.inspect(['kept\0k']))[0]?.state, 'in-progress')
+    },
+  },
 ]

@@ -141,6 +141,13 @@ export class MemoryStore extends StoreBase {
     })
   }
 
+  protected async purgeNamespace(namespace: string): Promise<number> {
+    const head = `${namespace}\0`
+    let removed = 0
+    for (const key of this.records.keys()) if (key.startsWith(head) && this.records.delete(key)) removed++
+    return removed
+  }
+
   protected async closeBackend(): Promise<void> {
     this.records.clear()
   }

@@ -18,10 +18,12 @@
  * A backend writes only its primitives, one call per group, each answering
  * per key in the group's order: claimGroup, commitGroup, releaseGroup,
  * renewGroup, markUnknownGroup, resolveGroup, inspectGroup, forgetGroup;
+ * and purgeNamespace, one call for a whole namespace;
  * plus `group` and `closeBackend`.
  */
 import { ErrorCode, IdemError, errorText } from '../errors.js'
 import { withRetries } from '../retry.js'
+import { invalidKey, KeyStatus, keyStatusOf, type BadKeyStatus } from '../validation.js'
 import { decodeFingerprint, decodeResult, encodeFingerprint, encodeResult } from './record-codec.js'
 import { ClaimCode, CommitCode, type ClaimReplies, type DedupStore, type KeyView, type StoreHealth } from './store.js'
 
@@ -123,6 +125,8 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
   protected abstract resolveGroup(g: G, keys: readonly string[], done: readonly boolean[], results: readonly unknown[] | undefined, ttlMs: number, token: string | undefined): Promise<Uint8Array>
   protected abstract inspectGroup(g: G, keys: readonly string[]): Promise<(StoredRecord | undefined)[]>
   protected abstract forgetGroup(g: G, keys: readonly string[]): Promise<Uint8Array>
+  /** Removes every record (any state, expired ones too) of keys "namespace NUL …", in bounded steps; returns how many. */
+  protected abstract purgeNamespace(namespace: string): Promise<number>
   protected abstract closeBackend(): Promise<void>
   /** Runs before every attempt: connect, check the schema or the server. May return nothing when there is nothing to wait for, which spares the call an await. */
   protected prepare(): Promise<void> | void {}
@@ -268,12 +272,18 @@ export abstract class StoreBase<G extends KeyGroup = KeyGroup> implements DedupS
     return scatter(keys.length, groups, answers, (_, removed) => Number(removed))
   }
 
+  async purge(namespace: string): Promise<number> {
+    const status = keyStatusOf(namespace)
+    if (status !== KeyStatus.OK) throw invalidKey('namespace', status as BadKeyStatus, namespace)
+    return this.run('purge', () => this.purgeNamespace(namespace))
+  }
+
   async close(): Promise<void> {
     await this.closeBackend()
   }
 
   /** One operation, all its groups, retried as a whole. */
-  private run<T>(operation: StoreOperation, call: () => Promise<T>): Promise<T> {
+  private run<T>(operation: StoreOperation | 'purge', call: () => Promise<T>): Promise<T> {
     const { name, retries, retryBackoffMs } = this.policy
     return withRetries(
       async () => {

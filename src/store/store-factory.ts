@@ -49,7 +49,7 @@ export class StoreFactory {
   }
 }
 
-const storeMethods = [...storeOperations, 'close'] as const
+const storeMethods = [...storeOperations, 'purge', 'close'] as const
 
 /** The store a custom `create` made, checked once: a missing method would otherwise fail the first batch that needs it. */
 function customStore(create: (shard: number) => DedupStore, shard: number): DedupStore {

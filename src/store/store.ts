@@ -123,6 +123,14 @@ export interface DedupStore {
    * an in-progress key once its owner is gone.
    */
   forget(keys: readonly string[]): Promise<Uint8Array>
+  /**
+   * Removes every record of the namespace (keys "namespace NUL key", as the
+   * router scopes them), whatever its state, in bounded steps; records of
+   * other namespaces and keys without one are untouched. Returns how many
+   * records went (expired ones not yet swept count too). An operator's call,
+   * like forget, with forget's caveat about in-progress keys.
+   */
+  purge(namespace: string): Promise<number>
   close(): Promise<void>
   readonly health?: StoreHealth
   /**

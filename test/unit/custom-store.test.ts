@@ -112,6 +112,12 @@ class MapStore extends StoreBase {
     })
   }
 
+  protected async purgeNamespace(namespace: string): Promise<number> {
+    const before = this.rows.size
+    for (const key of this.rows.keys()) if (key.startsWith(`${namespace}\0`)) this.rows.delete(key)
+    return before - this.rows.size
+  }
+
   protected async closeBackend(): Promise<void> {
     this.closed = true
   }
@@ -160,6 +166,6 @@ describe('a custom store (idem/store)', () => {
   it('a create() that returns no store is refused at createEngine, naming what it lacks', async () => {
     const error = await createEngine({ shards: 2, store: { kind: 'custom', create: () => ({ claim: async () => undefined }) as never } }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(ConfigError)
-    expect((error as ConfigError).problems[0]).toMatch(/^store\.create: must be a function returning a store with claim, commit, release, renew, inspect, forget, markUnknown, resolve, close \(extend StoreBase from idem\/store\); for shard 0 it returned one without commit, release, renew, inspect, forget, markUnknown, resolve, close, got /)
+    expect((error as ConfigError).problems[0]).toMatch(/^store\.create: must be a function returning a store with claim, commit, release, renew, inspect, forget, markUnknown, resolve, purge, close \(extend StoreBase from idem\/store\); for shard 0 it returned one without commit, release, renew, inspect, forget, markUnknown, resolve, purge, close, got /)
   })
 })

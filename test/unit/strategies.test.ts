@@ -94,6 +94,17 @@ describe('routing by type', () => {
     expect([count('new'), count('duplicate')]).toEqual([3, 3])
   })
 
+  it('sends admin calls to the engine of one type', async () => {
+    const e = await engine({ strategies: matrix })
+    await e.processBatch([{ key: 'p1', type: 'payments' }], () => 'ok')
+    await expect(e.inspect('p1')).rejects.toMatchObject({ code: ErrorCode.INVALID_CONFIG, message: expect.stringContaining('engine.strategy(type).inspect') })
+    await expect(e.forget('p1')).rejects.toMatchObject({ code: ErrorCode.INVALID_CONFIG })
+    await expect(e.purge({ namespace: 'x' })).rejects.toMatchObject({ code: ErrorCode.INVALID_CONFIG })
+    expect((await e.strategy('payments')!.inspect('p1')).state).toBe('done')
+    expect(await e.strategy('payments')!.forget('p1')).toBe(true)
+    expect((await e.processBatch([{ key: 'p1', type: 'payments' }], () => 'again'))[0].verdict).toBe('new')
+  })
+
   it('keeps the order of outcomes in a mixed batch, and calls each with the batch index', async () => {
     const e = await engine({ strategies: { a: {}, b: {}, c: {} } })
     const types = ['a', 'b', 'nope', 'c']

@@ -6,6 +6,7 @@ import type { RedisStoreConfig } from './redis-options.js'
 import { hashTagOf, readRecord, recordKey } from './redis-records.js'
 import { redisClientOptions } from './redis-client.js'
 import { permanentRedisError } from './redis-errors.js'
+import { deleteScanned, globEscaped } from './delete-keys.js'
 import { defineScripts, readLua } from './script-loader.js'
 import { readServerInfo, refuseUntrustedServer } from './server-check.js'
 import { acceptIdentity, acknowledges, formatIdentity, freshIdentity, identityKey, okRecordOf, parseIdentity, resetError, type StoreIdentity } from './store-identity.js'
@@ -114,6 +115,8 @@ export class RedisStore extends StoreBase<TagGroup> {
   /** Evictions not yet in a warning, and when the last warning went out. */
   private unwarnedEvictions = 0
   private evictionWarnedAt = -Infinity
+  /** The connection's last error while it is down (ECONNREFUSED…): it says more than the command's own failure. */
+  private connectionError: unknown
   /** Set by close(): a server check still under way then starts no timer. */
   private closed = false
 
@@ -134,7 +137,8 @@ export class RedisStore extends StoreBase<TagGroup> {
       this.ownsClient = true
     }
     // ioredis reports connection errors as events too; the calls that hit them fail and are retried.
-    if (this.ownsClient) this.client.on('error', () => {})
+    if (this.ownsClient) this.client.on('error', (error: unknown) => (this.connectionError = error))
+    this.client.on('ready', () => (this.connectionError = undefined))
     // isCluster, not instanceof: a Cluster built by another copy of ioredis is still a cluster.
     this.isCluster = (this.client as { isCluster?: boolean }).isCluster === true
     this.ordered = !this.isCluster
@@ -328,6 +332,34 @@ export class RedisStore extends StoreBase<TagGroup> {
 
   protected async forgetGroup(g: TagGroup, keys: readonly string[]): Promise<Uint8Array> {
     return flags(await this.send('forget', g, '', [g.leasePrefix, this.recordKeys(g, keys)]))
+  }
+
+  /**
+   * SCAN (by pages, on every master of a cluster) for the records of the
+   * namespace under this store's prefix, then UNLINK each page's, one call per
+   * hash tag: bounded calls, never KEYS, never a flush. The pattern is loose
+   * (a glob cannot say "digits"); the exact shape is checked on each key, so a
+   * plain key that happens to look like a namespace's is never taken.
+   */
+  protected async purgeNamespace(namespace: string): Promise<number> {
+    const { prefix } = this.config
+    const nodes: Redis[] = this.isCluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
+    let removed = 0
+    const marker = `}n${Buffer.byteLength(namespace)}:${namespace}:`
+    const pattern = `${globEscaped(prefix)}{*${globEscaped(marker)}*`
+    for (const node of nodes) {
+      removed += await deleteScanned(node, pattern, (key) => {
+        const close = key.indexOf('}', prefix.length)
+        const tag = key.slice(prefix.length + 1, close)
+        if (!key.startsWith(prefix) || !/^\d+$/.test(tag) || !key.startsWith(marker, close)) return undefined
+        return tag
+      })
+    }
+    return removed
+  }
+
+  protected override errorText(error: unknown): string {
+    return this.connectionError === undefined ? errorText(error) : `${errorText(error)} (connection: ${errorText(this.connectionError)})`
   }
 
   protected async closeBackend(): Promise<void> {

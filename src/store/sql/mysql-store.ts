@@ -371,6 +371,10 @@ ON DUPLICATE KEY UPDATE
     return live
   }
 
+  async purge(table: string, from: Buffer, to: Buffer, limit: number): Promise<number> {
+    return (await this.write(`DELETE FROM ${q(table)} WHERE idem_key >= ? AND idem_key < ? LIMIT ${Math.max(1, Math.floor(limit))}`, [from, to])).affectedRows
+  }
+
   /** Bounded by LIMIT: at most `limit` expired rows, oldest first. */
   async sweep(table: string, limit: number): Promise<number> {
     return (await this.write(`DELETE FROM ${q(table)} WHERE expires_at < ${NOW} ORDER BY expires_at LIMIT ${Math.max(1, Math.floor(limit))}`, [])).affectedRows

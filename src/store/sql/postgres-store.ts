@@ -191,6 +191,10 @@ FROM ${t} WHERE idem_key = ANY($1::bytea[]) AND expires_at > ${NOW}`,
 WITH gone AS (DELETE FROM ${t} WHERE idem_key = ANY($1::bytea[]) RETURNING idem_key, expires_at > ${NOW} AS live)
 SELECT idem_key FROM gone WHERE live`,
 
+    /** $1 from, $2 to, $3 limit: at most $3 rows whose key is in [$1, $2). */
+    purge: `
+DELETE FROM ${t} WHERE idem_key IN (SELECT idem_key FROM ${t} WHERE idem_key >= $1 AND idem_key < $2 LIMIT $3)`,
+
     /** $1 key, $2 result, $3 token, $4 TTL ms: the fenced DONE write inside a handler's transaction. */
     done: `
 UPDATE ${t} SET state = ${DONE}, result = $2, expires_at = ${NOW} + ${ms('$4')}
@@ -414,6 +418,10 @@ export class PostgresDialect implements SqlDialect {
     const { rows } = await this.query(this.statementsOf(table).forget, [keys])
     const live = new Set(rows.map((row) => (row.idem_key as Buffer).toString('latin1')))
     return Uint8Array.from(keys, (key) => (live.has(key.toString('latin1')) ? 1 : 0))
+  }
+
+  async purge(table: string, from: Buffer, to: Buffer, limit: number): Promise<number> {
+    return (await this.query(this.statementsOf(table).purge, [from, to, limit])).rowCount ?? 0
   }
 
   async sweep(table: string, limit: number): Promise<number> {

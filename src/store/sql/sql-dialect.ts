@@ -123,6 +123,8 @@ export interface SqlRecords {
   inspect(table: string, keys: Buffer[]): Promise<(RowRecord | undefined)[]>
   /** Deletes each key's row whatever its state. 1 = a live row was deleted, 0 = none was there. */
   forget(table: string, keys: Buffer[]): Promise<Uint8Array>
+  /** Deletes at most `limit` rows (any state, expired too) whose key is in [from, to), in one statement; returns how many. */
+  purge(table: string, from: Buffer, to: Buffer, limit: number): Promise<number>
   /** Deletes at most `limit` expired rows in one statement; returns how many. */
   sweep(table: string, limit: number): Promise<number>
   /**

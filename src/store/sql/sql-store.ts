@@ -111,6 +111,27 @@ export class SqlStore extends StoreBase<TableGroup> {
     return this.dialect.forget(g.table, g.keys)
   }
 
+  /**
+   * A namespace's keys are the byte range [namespace NUL, namespace U+0001):
+   * one range on the key column's index, deleted in statements of at most
+   * sweepBatch rows, table by table, until a statement finds fewer.
+   */
+  protected async purgeNamespace(namespace: string): Promise<number> {
+    const { tables, tablePrefix, sweepBatch } = this.config
+    const from = Buffer.from(`${namespace}\0`, 'utf8')
+    const to = Buffer.from(`${namespace}\u0001`, 'utf8')
+    let removed = 0
+    for (let index = 0; index < tables; index++) {
+      const table = recordsTableName(tablePrefix, index, tables)
+      let deleted: number
+      do {
+        deleted = await this.dialect.purge(table, from, to, sweepBatch)
+        removed += deleted
+      } while (deleted >= sweepBatch)
+    }
+    return removed
+  }
+
   protected async closeBackend(): Promise<void> {
     this.closed = true
     if (this.sweepTimer !== undefined) clearTimeout(this.sweepTimer)

@@ -86,6 +86,8 @@ function prepareFor(db: SqliteDatabaseLike, table: string) {
     liveRow: db.prepare(`SELECT state, token, fingerprint, result, expires_at FROM ${t} WHERE idem_key = ? AND expires_at > ?`),
     /** key: every row of the key, expired ones too. */
     forget: db.prepare(`DELETE FROM ${t} WHERE idem_key = ?`),
+    /** from, to, limit: at most limit rows whose key is in [from, to). */
+    purge: db.prepare(`DELETE FROM ${t} WHERE idem_key IN (SELECT idem_key FROM ${t} WHERE idem_key >= ? AND idem_key < ? LIMIT ?)`),
     /** now, limit: at most limit expired rows, oldest first. */
     sweep: db.prepare(`DELETE FROM ${t} WHERE idem_key IN (SELECT idem_key FROM ${t} WHERE expires_at < ? ORDER BY expires_at LIMIT ?)`),
   }
@@ -327,6 +329,10 @@ export class SqliteDialect implements SqlDialect {
       }
     })
     return removed
+  }
+
+  async purge(table: string, from: Buffer, to: Buffer, limit: number): Promise<number> {
+    return this.statementsOf(table).purge.run(from, to, limit).changes
   }
 
   async sweep(table: string, limit: number): Promise<number> {
