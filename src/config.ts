@@ -6,6 +6,7 @@ import { resolveRedisStore, type RedisStoreConfig, type RedisStoreOptions } from
 import type { ReconcileHook } from './message.js'
 import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
+import { readAuditConfig, type AuditConfig, type AuditOptions } from './audit/audit-config.js'
 import { OptionReader, quotedChoices } from './validation.js'
 import { readVersionRules, type VersionOptions, type VersionRules } from './versions/version-rules.js'
 import { DEFAULT_POLL_MS, readWaitPolicy, type WaitPolicy } from './wait-policy.js'
@@ -76,6 +77,8 @@ export interface EngineOptions {
    * @default 'enforce'
    */
   rollout?: Rollout
+  /** The audit log of decisions (README "Audit log"); off when absent. */
+  audit?: AuditOptions
   /**
    * What a message whose key another owner holds gets. `'defer'`: `in-flight`
    * at once (the transport delivers it again later). `{ wait: { maxMs,
@@ -162,7 +165,7 @@ export interface OwnershipOptions {
 export type Rollout = 'enforce' | 'shadow' | { enforce: number }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'audit'>> & {
   ownership: Required<OwnershipOptions>
   /** waitMs 0: 'defer'. */
   inFlight: WaitPolicy
@@ -175,6 +178,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   reconcile?: ReconcileHook
   /** Version-aware keys; absent for plain keys. */
   versions?: VersionRules
+  /** The audit log; stays on the main thread (worker threads get the config without it). */
+  audit?: AuditConfig
 }
 
 export const defaults = {
@@ -210,7 +215,7 @@ const STORE_KINDS = ['memory', 'redis', 'postgres', 'mysql', 'sqlite', 'custom']
 /** Validate once, at start; every bad field is named in one ConfigError. */
 export function resolveConfig(options: unknown = {}): EngineConfig {
   const o = new OptionReader(options)
-  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions'], 'createEngine')
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'audit'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -236,6 +241,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
   const store = o.has('store') ? readStore(o, threads) : defaults.store
 
   const rollout = readRollout(o)
+  const audit = readAuditConfig(o)
   const given = o.value('handler')
   const handler = given instanceof URL ? given.href : o.has('handler') ? o.string('handler', undefined, 'a module path or a file URL') : undefined
   const keepResults = o.boolean('keepResults', defaults.keepResults)
@@ -272,6 +278,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
     group,
     ownership,
     ...(versions === undefined ? {} : { versions }),
+    ...(audit === undefined ? {} : { audit }),
   }
 }
 

@@ -28,6 +28,7 @@ import { SqlVersionStore } from './versions/sql-versions.js'
 import type { SqlStoreConfig } from './store/sql/sql-options.js'
 import { VersionLane } from './versions/version-lane.js'
 import { DecisionHub } from './observe/decision-hub.js'
+import { AuditLog, type AuditStats } from './audit/audit-log.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
 
@@ -87,6 +88,8 @@ export interface EngineStats {
   workerRestarts: number
   /** Calls of a decision observer (engine.addObserver) that threw: counted, and outcomes went on. */
   observerFailures: number
+  /** The audit log's counts, when createEngine had `audit`. */
+  audit?: AuditStats
   /** Owned mode: this member's partitions, moves and restores. */
   ownership?: OwnershipStats
   bloom: {
@@ -139,6 +142,7 @@ export class Engine {
   private currentRollout: Rollout
   /** Decision events for idem's own sinks (addObserver). */
   private readonly hub = new DecisionHub()
+  private auditLog: AuditLog | undefined
 
   constructor(
     config: EngineConfig,
@@ -155,6 +159,10 @@ export class Engine {
   /** @internal Called once by createEngine. */
   async start(): Promise<void> {
     const { config } = this
+    if (config.audit !== undefined) {
+      this.auditLog = new AuditLog(config.audit)
+      this.hub.add(this.auditLog.observe)
+    }
     if (config.threads === 0 && config.handler !== undefined) this.moduleHandler = await loadHandlerModule(config.handler)
     if (config.mode === 'owned') return this.startOwned()
     if (config.versions !== undefined) {
@@ -296,6 +304,8 @@ export class Engine {
    */
   async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {
     if (this.closing !== undefined) throw new IdemError(ErrorCode.ENGINE_CLOSED, 'the engine is closed; create a new one to process more messages')
+    // audit whenFull 'backpressure': a full audit buffer holds the next batch back until it drains.
+    if (this.auditLog?.full === true && this.config.audit!.whenFull === 'backpressure') await this.auditLog.writable()
     if (!Array.isArray(messages)) throw new IdemError(ErrorCode.INVALID_MESSAGE, `processBatch takes an array of messages, got ${typeof messages}`)
     if (handler !== undefined && typeof handler !== 'function') throw new IdemError(ErrorCode.NO_HANDLER, `handler must be a function, got ${typeof handler}`)
     if (handler === undefined && this.config.handler === undefined) {
@@ -417,6 +427,7 @@ export class Engine {
       shards,
       workerRestarts: this.threads.reduce((sum, thread) => sum + thread.restarts, 0),
       observerFailures: this.hub.failures,
+      ...(this.auditLog === undefined ? {} : { audit: { ...this.auditLog.stats } }),
       bloom: {
         bitsPerShard: geometry.bits,
         k: geometry.k,
@@ -466,6 +477,8 @@ export class Engine {
     ])
     // Stores and threads get what is left of the bound (at least a second to say goodbye to a server).
     await beforeDeadline(stopped, Math.max(deadline, Date.now() + 1000))
+    // Last: the decisions of the drained work are in the buffer.
+    await this.auditLog?.close()
   }
 
   private settleInvalid(messages: readonly unknown[], outcomes: Outcome[], each: OnOutcome | undefined): number {

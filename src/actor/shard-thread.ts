@@ -22,8 +22,8 @@ export class ShardThread {
   private closing = false
 
   constructor(config: EngineConfig, shardsHere: number) {
-    // The reconcile hook stays here: a function does not cross (the worker's is the handler module's).
-    const { reconcile: _, ...crossing } = config
+    // The reconcile hook stays here: a function does not cross (the worker's is the handler module's); so does the audit log.
+    const { reconcile: _, audit: __, ...crossing } = config
     const workerData: ThreadData = { config: crossing }
     this.piscina = new Piscina({
       filename: hostFile,
