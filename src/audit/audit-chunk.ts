@@ -1,18 +1,26 @@
+/** A column whose values come in runs (a batch's owner token, a namespace): each value with the record it starts at. */
+export interface Runs {
+  values: (string | undefined)[]
+  starts: number[]
+}
+
 /**
  * The records of one flush, column by column, as the main thread hands them
- * to the sealing thread: typed arrays move (transferred), string columns are
- * copied once by postMessage. Column i of every array is record i.
+ * to the sealing thread: the keys as one string (cut by keyLength), the typed
+ * arrays transferred, and the columns that repeat as runs, so postMessage
+ * copies a few large things and not a string per record.
  */
 export interface AuditChunk {
   count: number
   at: Float64Array
   enforced: Uint8Array
-  namespace: (string | undefined)[]
-  key: string[]
-  verdict: string[]
-  layer: string[]
-  owner: (string | undefined)[]
-  errorCode: (string | undefined)[]
+  keyLength: Int32Array
+  keys: string
+  namespace: Runs
+  verdict: Runs
+  layer: Runs
+  owner: Runs
+  errorCode: Runs
 }
 
 /** One record as `idem audit read` prints it and a line's payload holds it (a JSON array of these). */
@@ -29,16 +37,18 @@ export interface AuditRecord {
   errorCode?: string
 }
 
-/** What the sealing thread answers per chunk: the sealed lines and where the chain ends. */
+/** What the sealing thread answers per chunk when the sink is the caller's: the sealed line (transferred) and its records. */
 export interface SealedChunk {
-  lines: string[]
+  line: Uint8Array
   records: number
-  seq: number
-  mac: string
 }
 
 export interface SealerSetup {
   keys: { enc: Uint8Array; mac: Uint8Array; digest: Uint8Array; id: string; cipher: 'aes-256-gcm' | 'sm4' }
   rawKeys: boolean
   tail: { seq: number; mac: string } | undefined
+  /** The file the sealing thread appends to itself; absent: sealed lines go back to the main thread's sink. */
+  file?: { path: string; maxFileBytes: number }
+  /** [0]: records stored, counted by the sealing thread (a file sink), read by the engine with no message. */
+  written: SharedArrayBuffer
 }

@@ -1,5 +1,4 @@
-import { accessSync, closeSync, constants, existsSync, openSync, readSync, statSync } from 'node:fs'
-import { open, type FileHandle } from 'node:fs/promises'
+import { accessSync, closeSync, constants, existsSync, openSync, readSync, statSync, writeSync } from 'node:fs'
 import { tailOf, type ChainTail } from './audit-line.js'
 import type { AuditSink } from './audit-sink.js'
 
@@ -13,6 +12,17 @@ export function filesOf(file: string): string[] {
   const files: string[] = []
   for (let i = 0; existsSync(rotatedName(file, i)); i++) files.push(rotatedName(file, i))
   return files
+}
+
+function endsWithNewline(path: string, size: number): boolean {
+  const fd = openSync(path, 'r')
+  try {
+    const last = Buffer.alloc(1)
+    readSync(fd, last, 0, 1, size - 1)
+    return last[0] === 10
+  } finally {
+    closeSync(fd)
+  }
 }
 
 /** The last whole line of a file (up to its last '\n'), or undefined. */
@@ -49,7 +59,7 @@ function lastLineOf(path: string): string | undefined {
 export class AuditFileSink implements AuditSink {
   private index: number
   private size: number
-  private handle: FileHandle | undefined
+  private fd: number | undefined
 
   constructor(
     private readonly file: string,
@@ -58,6 +68,11 @@ export class AuditFileSink implements AuditSink {
     const files = filesOf(file)
     this.index = Math.max(0, files.length - 1)
     this.size = files.length === 0 ? 0 : statSync(files[files.length - 1]).size
+    // A last line cut short (a crash mid-write) stays as it is, for verify to report; new lines go to the next file.
+    if (this.size > 0 && !endsWithNewline(files[files.length - 1], this.size)) {
+      this.index++
+      this.size = 0
+    }
   }
 
   /** Throws the fs error when the file cannot be appended to (config time: the caller names the field). */
@@ -80,23 +95,28 @@ export class AuditFileSink implements AuditSink {
     return undefined
   }
 
-  async append(lines: readonly string[]): Promise<void> {
-    for (const line of lines) {
-      const bytes = Buffer.byteLength(line)
-      if (this.size > 0 && this.size + bytes > this.maxFileBytes) {
-        await this.handle?.close()
-        this.handle = undefined
-        this.index++
-        this.size = 0
-      }
-      this.handle ??= await open(rotatedName(this.file, this.index), 'a')
-      await this.handle.appendFile(line)
-      this.size += bytes
+  /** Appends one line, rotating first when it would take the file past maxFileBytes; blocks (the sealing thread calls it, never the engine's). */
+  appendSync(line: Uint8Array): void {
+    if (this.size > 0 && this.size + line.length > this.maxFileBytes) {
+      this.closeSync()
+      this.index++
+      this.size = 0
     }
+    this.fd ??= openSync(rotatedName(this.file, this.index), 'a')
+    for (let at = 0; at < line.length; ) at += writeSync(this.fd, line, at)
+    this.size += line.length
+  }
+
+  async append(line: Uint8Array): Promise<void> {
+    this.appendSync(line)
+  }
+
+  closeSync(): void {
+    if (this.fd !== undefined) closeSync(this.fd)
+    this.fd = undefined
   }
 
   async close(): Promise<void> {
-    await this.handle?.close()
-    this.handle = undefined
+    this.closeSync()
   }
 }

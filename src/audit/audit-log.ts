@@ -1,8 +1,7 @@
 import { Worker } from 'node:worker_threads'
 import type { DecisionEvent } from '../observe/decision-event.js'
-import type { AuditChunk, SealedChunk, SealerSetup } from './audit-chunk.js'
+import type { AuditChunk, Runs, SealedChunk, SealerSetup } from './audit-chunk.js'
 import type { AuditConfig } from './audit-config.js'
-import { AuditFileSink } from './audit-file-sink.js'
 import type { AuditSink } from './audit-sink.js'
 
 /** Counts of an audit log, in engine.stats().audit. */
@@ -25,73 +24,108 @@ export interface AuditStats {
 const CHUNK_RECORDS = 8192
 /** A chunk not full is handed over after this long, so a quiet engine's decisions reach the file. */
 const FLUSH_MS = 250
+/** Compares unequal to every field value: the first record of a chunk starts a run in every column. */
+const UNSET = Symbol('unset')
 
 /**
- * The audit log's engine side. The observer only copies each decision's
- * fields into preallocated columns (no object, no crypto per record); full
- * columns go to the sealing thread in one message, and its sealed lines to the
- * sink, one append at a time. Nothing here waits on the disk.
+ * The audit log's engine side. The observer copies each decision's fields
+ * into preallocated columns (no object, no crypto, no string built per
+ * record); a full chunk goes to the sealing thread in one message, which
+ * digests, seals and (with a file) appends, counting what it stored in a
+ * shared counter. Nothing here waits on the disk or on a reply.
  */
 export class AuditLog {
-  readonly stats: AuditStats = { records: 0, written: 0, dropped: 0, full: 0, pending: 0, sinkFailures: 0 }
-  private chunk: AuditChunk
+  private readonly counts = { records: 0, dropped: 0, full: 0, sinkFailures: 0 }
+  private chunk: ChunkBuilder
   private readonly worker: Worker
-  private readonly sink: AuditSink
+  private readonly sink: AuditSink | undefined
+  /** [0] records the sealing thread stored (or failed to), [1] of those, failed. */
+  private readonly stored: BigInt64Array
+  private storedHere = 0
   private timer: NodeJS.Timeout | undefined
   private writing: Promise<void> = Promise.resolve()
-  private inWorker = 0
   private waiters: (() => void)[] = []
   private closed: Promise<void> | undefined
   private readonly actedOnly: boolean
+  private readonly limit: number
+  private readonly drop: boolean
 
-  constructor(private readonly config: AuditConfig) {
-    this.sink = config.sink ?? new AuditFileSink(config.file!, config.maxFileBytes)
+  constructor(config: AuditConfig) {
+    this.sink = config.sink
     this.actedOnly = config.decisions === 'acted'
-    const setup: SealerSetup = { keys: config.keys.toTransfer(), rawKeys: config.rawKeys, tail: this.sink.tail() }
+    this.limit = config.bufferRecords
+    this.drop = config.whenFull === 'drop'
+    const written = new SharedArrayBuffer(16)
+    this.stored = new BigInt64Array(written)
+    const setup: SealerSetup = {
+      keys: config.keys.toTransfer(),
+      rawKeys: config.rawKeys,
+      tail: this.sink?.tail(),
+      ...(config.file === undefined ? {} : { file: { path: config.file, maxFileBytes: config.maxFileBytes } }),
+      written,
+    }
     this.worker = new Worker(new URL('./audit-thread.js', import.meta.url), { workerData: setup })
     this.worker.unref()
-    this.worker.on('message', (sealed: SealedChunk) => this.store(sealed))
-    this.chunk = newChunk()
+    this.worker.on('message', (message: SealedChunk | 'closed') => {
+      if (message !== 'closed') this.store(message)
+    })
+    this.chunk = new ChunkBuilder()
   }
 
-  /** Whether the buffer holds bufferRecords or more (with whenFull 'backpressure', the engine waits for writable() before the next batch). */
+  get stats(): AuditStats {
+    const done = this.done()
+    return { records: this.counts.records, written: done - this.failed(), dropped: this.counts.dropped, full: this.counts.full, pending: this.counts.records - done, sinkFailures: this.failed() }
+  }
+
+  private done(): number {
+    return this.sink === undefined ? Number(Atomics.load(this.stored, 0)) : this.storedHere
+  }
+
+  private failed(): number {
+    return this.sink === undefined ? Number(Atomics.load(this.stored, 1)) : this.counts.sinkFailures
+  }
+
+  /** Whether bufferRecords or more records are taken and not stored (with whenFull 'backpressure', the engine waits for writable() before its next batch). */
   get full(): boolean {
-    return this.stats.pending >= this.config.bufferRecords
+    return this.counts.records - this.done() >= this.limit
   }
 
-  /** Resolves when the buffer is below bufferRecords again. */
+  /** Resolves when the buffer is below bufferRecords again (polled: the sealing thread counts without a message). */
   writable(): Promise<void> {
     if (!this.full) return Promise.resolve()
-    return new Promise((resolve) => this.waiters.push(resolve))
+    return new Promise((resolve) => {
+      this.waiters.push(resolve)
+      if (this.waiters.length === 1) this.pollWritable()
+    })
+  }
+
+  private pollWritable(): void {
+    if (this.full && this.closed === undefined) {
+      setTimeout(() => this.pollWritable(), 1)
+      return
+    }
+    for (const resolve of this.waiters.splice(0)) resolve()
   }
 
   /** The DecisionObserver. */
   readonly observe = (events: readonly DecisionEvent[]): void => {
-    const stats = this.stats
+    const counts = this.counts
+    // Once per batch: the room left before the buffer is full.
+    let room = this.limit - (counts.records - this.done())
     let chunk = this.chunk
     for (let i = 0; i < events.length; i++) {
       const event = events[i]
       if (this.actedOnly && !event.enforced) continue
-      if (stats.pending >= this.config.bufferRecords) {
-        stats.full++
-        if (this.config.whenFull === 'drop') {
-          stats.dropped++
+      if (room <= 0) {
+        counts.full++
+        if (this.drop) {
+          counts.dropped++
           continue
         }
       }
-      const n = chunk.count
-      chunk.at[n] = event.at
-      chunk.enforced[n] = event.enforced ? 1 : 0
-      chunk.namespace[n] = event.namespace
-      chunk.key[n] = event.key
-      chunk.verdict[n] = event.verdict
-      chunk.layer[n] = event.layer
-      chunk.owner[n] = event.owner
-      chunk.errorCode[n] = event.errorCode
-      chunk.count = n + 1
-      stats.records++
-      stats.pending++
-      if (n + 1 === CHUNK_RECORDS) {
+      room--
+      counts.records++
+      if (chunk.add(event)) {
         this.handOver()
         chunk = this.chunk
       }
@@ -107,30 +141,23 @@ export class AuditLog {
       clearTimeout(this.timer)
       this.timer = undefined
     }
-    const chunk = this.chunk
-    if (chunk.count === 0) return
-    this.chunk = newChunk()
-    if (chunk.count < CHUNK_RECORDS) trim(chunk)
-    this.inWorker++
-    this.worker.ref()
-    this.worker.postMessage(chunk, [chunk.at.buffer as ArrayBuffer, chunk.enforced.buffer as ArrayBuffer])
+    const builder = this.chunk
+    if (builder.count === 0) return
+    this.chunk = new ChunkBuilder()
+    const chunk = builder.build()
+    this.worker.postMessage(chunk, [chunk.at.buffer as ArrayBuffer, chunk.enforced.buffer as ArrayBuffer, chunk.keyLength.buffer as ArrayBuffer])
   }
 
+  /** A caller's sink: its lines come back, and go to it one append at a time. */
   private store(sealed: SealedChunk): void {
-    if (--this.inWorker === 0) this.worker.unref()
+    const sink = this.sink!
     this.writing = this.writing.then(async () => {
       try {
-        await this.sink.append(sealed.lines)
-        this.stats.written += sealed.records
+        await sink.append(sealed.line)
       } catch {
-        this.stats.sinkFailures += sealed.lines.length
+        this.counts.sinkFailures += sealed.records
       }
-      this.stats.pending -= sealed.records
-      if (!this.full && this.waiters.length > 0) {
-        const waiters = this.waiters
-        this.waiters = []
-        for (const resolve of waiters) resolve()
-      }
+      this.storedHere += sealed.records
     })
   }
 
@@ -138,38 +165,80 @@ export class AuditLog {
   close(): Promise<void> {
     this.closed ??= (async () => {
       this.handOver()
-      // Every chunk handed over comes back in order; the last store() chains after it.
-      while (this.inWorker > 0) await new Promise((resolve) => this.worker.once('message', () => setImmediate(resolve)))
+      // The thread answers 'closed' after every chunk before it; a caller's sink has had every line by then but the last appends may still run.
+      const closed = new Promise<void>((resolve) => this.worker.on('message', (message) => message === 'closed' && resolve()))
+      this.worker.ref()
+      this.worker.postMessage('close')
+      await closed
       await this.writing
       await this.worker.terminate()
-      await this.sink.close()
+      await this.sink?.close()
       for (const resolve of this.waiters.splice(0)) resolve()
     })()
     return this.closed
   }
 }
 
-function newChunk(): AuditChunk {
-  return {
-    count: 0,
-    at: new Float64Array(CHUNK_RECORDS),
-    enforced: new Uint8Array(CHUNK_RECORDS),
-    namespace: new Array(CHUNK_RECORDS),
-    key: new Array(CHUNK_RECORDS),
-    verdict: new Array(CHUNK_RECORDS),
-    layer: new Array(CHUNK_RECORDS),
-    owner: new Array(CHUNK_RECORDS),
-    errorCode: new Array(CHUNK_RECORDS),
-  }
-}
+/** One chunk's columns as the observer fills them. */
+class ChunkBuilder {
+  count = 0
+  readonly at = new Float64Array(CHUNK_RECORDS)
+  readonly enforced = new Uint8Array(CHUNK_RECORDS)
+  readonly keyLength = new Int32Array(CHUNK_RECORDS)
+  readonly keys: string[] = new Array(CHUNK_RECORDS)
+  readonly namespace: Runs = { values: [], starts: [] }
+  readonly verdict: Runs = { values: [], starts: [] }
+  readonly layer: Runs = { values: [], starts: [] }
+  readonly owner: Runs = { values: [], starts: [] }
+  readonly errorCode: Runs = { values: [], starts: [] }
+  private lastNamespace: string | undefined | symbol = UNSET
+  private lastVerdict: string | symbol = UNSET
+  private lastLayer: string | symbol = UNSET
+  private lastOwner: string | undefined | symbol = UNSET
+  private lastErrorCode: string | undefined | symbol = UNSET
 
-/** A part-full chunk sends only its records. */
-function trim(chunk: AuditChunk): void {
-  const n = chunk.count
-  chunk.namespace.length = n
-  chunk.key.length = n
-  chunk.verdict.length = n
-  chunk.layer.length = n
-  chunk.owner.length = n
-  chunk.errorCode.length = n
+  /** Adds one decision; true when the chunk is full. */
+  add(event: DecisionEvent): boolean {
+    const n = this.count
+    this.at[n] = event.at
+    this.enforced[n] = event.enforced ? 1 : 0
+    const key = event.key
+    this.keys[n] = key
+    this.keyLength[n] = key.length
+    // Runs: a batch shares its namespace, owner token and mostly its verdict and layer, so most records compare equal and add nothing.
+    if (event.namespace !== this.lastNamespace) {
+      this.lastNamespace = event.namespace
+      this.namespace.values.push(event.namespace)
+      this.namespace.starts.push(n)
+    }
+    if (event.verdict !== this.lastVerdict) {
+      this.lastVerdict = event.verdict
+      this.verdict.values.push(event.verdict)
+      this.verdict.starts.push(n)
+    }
+    if (event.layer !== this.lastLayer) {
+      this.lastLayer = event.layer
+      this.layer.values.push(event.layer)
+      this.layer.starts.push(n)
+    }
+    if (event.owner !== this.lastOwner) {
+      this.lastOwner = event.owner
+      this.owner.values.push(event.owner)
+      this.owner.starts.push(n)
+    }
+    if (event.errorCode !== this.lastErrorCode) {
+      this.lastErrorCode = event.errorCode
+      this.errorCode.values.push(event.errorCode)
+      this.errorCode.starts.push(n)
+    }
+    this.count = n + 1
+    return n + 1 === CHUNK_RECORDS
+  }
+
+  build(): AuditChunk {
+    const n = this.count
+    if (n < CHUNK_RECORDS) this.keys.length = n
+    // One flat string: postMessage copies it as one block.
+    return { count: n, at: this.at, enforced: this.enforced, keyLength: this.keyLength, keys: this.keys.join(''), namespace: this.namespace, verdict: this.verdict, layer: this.layer, owner: this.owner, errorCode: this.errorCode }
+  }
 }

@@ -1,5 +1,5 @@
 import { hash } from 'node:crypto'
-import type { AuditChunk, AuditRecord, SealedChunk, SealerSetup } from './audit-chunk.js'
+import type { AuditChunk, AuditRecord, Runs, SealerSetup } from './audit-chunk.js'
 import { AuditKeys } from './audit-keys.js'
 import { GENESIS_MAC, sealLine } from './audit-line.js'
 
@@ -11,12 +11,14 @@ import { GENESIS_MAC, sealLine } from './audit-line.js'
 export class AuditSealer {
   private readonly keys: AuditKeys
   private readonly digestPrefix: string
+  private readonly digestHash: string
   private seq: number
   private mac: string
 
-  constructor(private readonly setup: SealerSetup) {
+  constructor(private readonly setup: Pick<SealerSetup, 'keys' | 'rawKeys' | 'tail'>) {
     this.keys = AuditKeys.fromTransfer(setup.keys)
     this.digestPrefix = this.keys.digest.toString('hex')
+    this.digestHash = this.keys.cipher === 'sm4' ? 'sm3' : 'sha256'
     this.seq = setup.tail?.seq ?? -1
     this.mac = setup.tail?.mac ?? GENESIS_MAC
   }
@@ -28,27 +30,44 @@ export class AuditSealer {
    * of an HMAC.
    */
   digestOf(key: string): string {
-    return hash(this.keys.cipher === 'sm4' ? 'sm3' : 'sha256', this.digestPrefix + key, 'base64url').slice(0, 22)
+    return hash(this.digestHash, this.digestPrefix + key, 'base64url').slice(0, 22)
   }
 
-  seal(chunk: AuditChunk): SealedChunk {
+  /** The chunk's records as one sealed line (with its newline). */
+  seal(chunk: AuditChunk): string {
     const records: AuditRecord[] = new Array(chunk.count)
+    const namespace = runReader(chunk.namespace)
+    const verdict = runReader(chunk.verdict)
+    const layer = runReader(chunk.layer)
+    const owner = runReader(chunk.owner)
+    const errorCode = runReader(chunk.errorCode)
+    let from = 0
     for (let i = 0; i < chunk.count; i++) {
-      const record: AuditRecord = {
-        time: new Date(chunk.at[i]).toISOString(),
-        ...(chunk.namespace[i] === undefined ? {} : { namespace: chunk.namespace[i] }),
-        ...(this.setup.rawKeys ? { key: chunk.key[i] } : { keyDigest: this.digestOf(chunk.key[i]) }),
-        verdict: chunk.verdict[i],
-        rollout: chunk.enforced[i] === 1 ? 'enforced' : 'shadow',
-        layer: chunk.layer[i],
-        ...(chunk.owner[i] === undefined ? {} : { owner: chunk.owner[i] }),
-        ...(chunk.errorCode[i] === undefined ? {} : { errorCode: chunk.errorCode[i] }),
-      }
+      const key = chunk.keys.slice(from, from + chunk.keyLength[i])
+      from += chunk.keyLength[i]
+      const record: AuditRecord = { time: new Date(chunk.at[i]).toISOString(), verdict: verdict(i)!, rollout: chunk.enforced[i] === 1 ? 'enforced' : 'shadow', layer: layer(i)! }
+      const ns = namespace(i)
+      if (ns !== undefined) record.namespace = ns
+      if (this.setup.rawKeys) record.key = key
+      else record.keyDigest = this.digestOf(key)
+      const o = owner(i)
+      if (o !== undefined) record.owner = o
+      const e = errorCode(i)
+      if (e !== undefined) record.errorCode = e
       records[i] = record
     }
     this.seq++
     const sealed = sealLine(this.keys, this.seq, this.mac, JSON.stringify(records))
     this.mac = sealed.mac
-    return { lines: [sealed.line], records: chunk.count, seq: this.seq, mac: this.mac }
+    return sealed.line
+  }
+}
+
+/** The value of record i, read in increasing i. */
+function runReader(runs: Runs): (i: number) => string | undefined {
+  let run = 0
+  return (i) => {
+    while (run + 1 < runs.starts.length && runs.starts[run + 1] <= i) run++
+    return runs.values[run]
   }
 }

@@ -8,7 +8,7 @@ import type { ChainTail } from './audit-line.js'
 export interface AuditSink {
   /** Where the chain ended before this process (read at open), so a restarted log goes on from it; undefined for a new log. */
   tail(): ChainTail | undefined
-  /** Appends whole lines (each ending in '\n'), in order; resolves when they are stored. */
-  append(lines: readonly string[]): Promise<void>
+  /** Appends one whole line (UTF-8, ending in '\n'); called in order, one call at a time; resolves when it is stored. */
+  append(line: Uint8Array): Promise<void>
   close(): Promise<void>
 }
