@@ -37,6 +37,9 @@ export interface AuditRecord {
   errorCode?: string
 }
 
+/** A record as a line's payload holds it: the time as ms since the epoch (read and verify print it as ISO). */
+export type SealedRecord = Omit<AuditRecord, 'time'> & { time: number }
+
 /** What the sealing thread answers per chunk when the sink is the caller's: the sealed line (transferred) and its records. */
 export interface SealedChunk {
   line: Uint8Array

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import type { AuditRecord } from './audit-chunk.js'
+import type { AuditRecord, SealedRecord } from './audit-chunk.js'
 import type { AuditKeys } from './audit-keys.js'
 import { GENESIS_MAC, openLine } from './audit-line.js'
 
@@ -55,13 +55,15 @@ export function verifyFiles(files: readonly string[], keys: AuditKeys, each?: (r
           const reason = opened.seq !== nextSeq ? `sequence ${opened.seq} where ${nextSeq} was due (a line deleted or moved)` : 'does not chain to the line before (a line deleted, moved or altered)'
           return { status: 'tampered', ...at, seq: opened.seq, reason, lines, records }
         }
-        let parsed: AuditRecord[]
+        let parsed: SealedRecord[]
         try {
-          parsed = JSON.parse(opened.payload) as AuditRecord[]
+          parsed = JSON.parse(opened.payload) as SealedRecord[]
         } catch {
           return { status: 'tampered', ...at, seq: opened.seq, reason: 'the payload is not records', lines, records }
         }
-        if (each !== undefined) for (const record of parsed) each(record)
+        if (each !== undefined) {
+          for (const record of parsed) each({ ...record, time: new Date(record.time).toISOString() })
+        }
         prevMac = opened.mac
         nextSeq = opened.seq + 1
         lines++
