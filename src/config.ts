@@ -7,6 +7,7 @@ import type { Message, ReconcileHook } from './message.js'
 import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
 import { ConfigError } from './errors.js'
+import { readAuditConfig, type AuditConfig, type AuditOptions } from './audit/audit-config.js'
 import { OptionReader, quotedChoices } from './validation.js'
 import { readVersionRules, type VersionOptions, type VersionRules } from './versions/version-rules.js'
 import { DEFAULT_POLL_MS, readWaitPolicy, type WaitPolicy } from './wait-policy.js'
@@ -77,6 +78,8 @@ export interface EngineOptions {
    * @default 'enforce'
    */
   rollout?: Rollout
+  /** The audit log of decisions (README "Audit log"); off when absent. */
+  audit?: AuditOptions
   /**
    * What a message whose key another owner holds gets. `'defer'`: `in-flight`
    * at once (the transport delivers it again later). `{ wait: { maxMs,
@@ -219,7 +222,7 @@ export interface MetricsConfig {
 }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'strategies' | 'typeOf' | 'unknownType' | 'metrics'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'strategies' | 'typeOf' | 'unknownType' | 'metrics' | 'audit'>> & {
   ownership: Required<OwnershipOptions>
   /** waitMs 0: 'defer'. */
   inFlight: WaitPolicy
@@ -236,6 +239,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   strategies?: StrategiesConfig
   /** Absent: metrics off. */
   metrics?: MetricsConfig
+  /** The audit log; stays on the main thread (worker threads get the config without it). */
+  audit?: AuditConfig
 }
 
 export const defaults = {
@@ -278,7 +283,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
 
 function readConfig(options: unknown, problems: string[]): EngineConfig {
   const o = new OptionReader(options, problems)
-  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'strategies', 'typeOf', 'unknownType', 'metrics'], 'createEngine')
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'strategies', 'typeOf', 'unknownType', 'metrics', 'audit'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -304,6 +309,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
   const store = o.has('store') ? readStore(o, threads) : defaults.store
 
   const rollout = readRollout(o)
+  const audit = readAuditConfig(o)
   const given = o.value('handler')
   const handler = given instanceof URL ? given.href : o.has('handler') ? o.string('handler', undefined, 'a module path or a file URL') : undefined
   const keepResults = o.boolean('keepResults', defaults.keepResults)
@@ -344,6 +350,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
     ...(versions === undefined ? {} : { versions }),
     ...(strategies === undefined ? {} : { strategies }),
     ...(metrics === undefined ? {} : { metrics }),
+    ...(audit === undefined ? {} : { audit }),
   }
 }
 
@@ -375,8 +382,8 @@ function readStrategies(o: OptionReader, options: Record<string, unknown>, mode:
   if (!section.valid) return undefined
   if (names.length === 0) o.mustBe('strategies', 'an object with at least one message type')
   if (mode !== 'strict') o.mustBe('mode', "'strict' with strategies (an owned engine partitions its transport, which the engines of several types cannot share)")
-  // Metrics are the whole engine's (its stats add up every type's): no type's engine registers its own series.
-  const { strategies: _s, typeOf: _t, unknownType: _u, metrics: _m, ...base } = options
+  // Metrics and the audit log are the whole engine's (it observes every type's decisions): no type's engine has its own.
+  const { strategies: _s, typeOf: _t, unknownType: _u, metrics: _m, audit: _a, ...base } = options
   const types = new Map<string, EngineConfig>()
   const good = o.problems.length === 0
   for (const name of names) {

@@ -32,6 +32,7 @@ import { VersionLane } from './versions/version-lane.js'
 import { DecisionHub, type ObserverOptions } from './observe/decision-hub.js'
 import { EngineMetrics } from './observe/metrics.js'
 import { countersFor } from './observe/store-timing.js'
+import { AuditLog, type AuditStats } from './audit/audit-log.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
 
@@ -93,6 +94,8 @@ export interface EngineStats {
   workerRestarts: number
   /** Calls of a decision observer (engine.addObserver) that threw: counted, and outcomes went on. */
   observerFailures: number
+  /** The audit log's counts, when createEngine had `audit`. */
+  audit?: AuditStats
   /** Owned mode: this member's partitions, moves and restores. */
   ownership?: OwnershipStats
   bloom: {
@@ -154,6 +157,7 @@ export class Engine {
   private readonly hub = new DecisionHub()
   /** Metrics on: the engine's series in their registry. */
   private metrics: EngineMetrics | undefined
+  private auditLog: AuditLog | undefined
 
   constructor(
     config: EngineConfig,
@@ -169,18 +173,24 @@ export class Engine {
 
   /** @internal Called once by createEngine. */
   async start(): Promise<void> {
-    await this.startMetrics()
+    await this.startSinks()
     try {
       await this.startShards()
     } catch (error) {
       this.metrics?.close()
+      await this.auditLog?.close()
       throw error
     }
   }
 
-  /** @internal Registers the engine's series when metrics are on (an engine of strategies has no shards of its own to start). */
-  async startMetrics(): Promise<void> {
-    if (this.config.metrics !== undefined) this.metrics = await EngineMetrics.start(this, this.config.metrics)
+  /** @internal Starts the sinks of decisions (metrics, the audit log), on this engine's observers: an engine of strategies has no shards of its own to start. */
+  async startSinks(): Promise<void> {
+    const { config } = this
+    if (config.metrics !== undefined) this.metrics = await EngineMetrics.start(this, config.metrics)
+    if (config.audit !== undefined) {
+      this.auditLog = new AuditLog(config.audit)
+      this.addObserver(this.auditLog.observe)
+    }
   }
 
   private async startShards(): Promise<void> {
@@ -354,6 +364,8 @@ export class Engine {
    * with all of them.
    */
   async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {
+    // audit whenFull 'backpressure': a full audit buffer holds the next batch back until it drains.
+    if (this.auditLog?.full === true && this.config.audit!.whenFull === 'backpressure') await this.auditLog.writable()
     this.refuseBadCall(this.closing !== undefined, messages, handler)
     const n = messages.length
     const outcomes: Outcome[] = new Array(n)
@@ -478,7 +490,6 @@ export class Engine {
       }
     }
     const { removed } = await this.admin(shard, { op: 'forget', key: scoped })
-    this.recordAdmin({ action: 'forget', namespace: options.namespace, key, removed })
     return removed === 1
   }
 
@@ -499,16 +510,8 @@ export class Engine {
     // A memory store lives in its shard, a custom one may: each purges its own. Every other store is shared: one call.
     const perShard = this.config.store.kind === 'memory' || this.config.store.kind === 'custom'
     const replies = await Promise.all(this.adminPorts.map((_, shard) => this.admin(shard, { op: 'purge', namespace, store: perShard || shard === 0 })))
-    const removed = replies.reduce((sum, reply) => sum + reply.removed, 0)
-    this.recordAdmin({ action: 'purge', namespace, removed })
-    return removed
+    return replies.reduce((sum, reply) => sum + reply.removed, 0)
   }
-
-  /**
-   * The one place an operator's forget or purge is reported once it is done.
-   * The audit log (issue 14, part 6) writes its record here.
-   */
-  private recordAdmin(_action: { action: 'forget' | 'purge'; namespace: string | undefined; key?: string; removed: number }): void {}
 
   /** Reads an admin call's options and routes its key: the key as the store names it, and its shard. */
   private adminKey(what: string, key: string, options: { namespace?: string; force?: boolean }, known: readonly string[]): { scoped: string; shard: number; force: boolean } {
@@ -573,6 +576,7 @@ export class Engine {
       shards,
       workerRestarts: this.threads.reduce((sum, thread) => sum + thread.restarts, 0),
       observerFailures: this.hub.failures,
+      ...(this.auditLog === undefined ? {} : { audit: { ...this.auditLog.stats } }),
       bloom: {
         bitsPerShard: geometry.bits,
         k: geometry.k,
@@ -622,6 +626,8 @@ export class Engine {
     ])
     // Stores and threads get what is left of the bound (at least a second to say goodbye to a server).
     await beforeDeadline(stopped, Math.max(deadline, Date.now() + 1000))
+    // Last: the decisions of the drained work are in the buffer.
+    await this.auditLog?.close()
     this.metrics?.close()
   }
 

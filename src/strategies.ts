@@ -29,7 +29,7 @@ export async function startStrategies(config: EngineConfig, clock: Clock): Promi
   }
   const engine = new StrategyEngine(config, clock, strategies, engines)
   try {
-    await engine.startMetrics()
+    await engine.startSinks()
   } catch (error) {
     await engine.close({ timeoutMs: 0 }).catch(() => {})
     throw error

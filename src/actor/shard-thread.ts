@@ -23,8 +23,8 @@ export class ShardThread {
 
   constructor(config: EngineConfig, shardsHere: number) {
     // The reconcile hook stays here: a function does not cross (the worker's is the handler module's).
-    // So does the metrics registry: the worker only times its store calls.
-    const { reconcile: _, metrics, ...crossing } = config
+    // So do the metrics registry (the worker only times its store calls) and the audit log.
+    const { reconcile: _, audit: __, metrics, ...crossing } = config
     const workerData: ThreadData = { config: metrics === undefined ? crossing : { ...crossing, metrics: { maxNamespaces: metrics.maxNamespaces } } }
     this.piscina = new Piscina({
       filename: hostFile,

@@ -7,6 +7,7 @@ import { IdemError } from '../errors.js'
 import { defaults as consumerDefaults } from '../transport/bullmq/options.js'
 import { OptionReader } from '../validation.js'
 import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
+import { auditUsage } from './audit.js'
 import { keysUsage } from './keys.js'
 import { migrateUsage, parseStoreFlag } from './migrate.js'
 import { storeUsage } from './store-admin.js'
@@ -86,6 +87,17 @@ const commands: Record<string, Command> = {
          --hash-tags (Redis) or --table-prefix and --tables (SQL) as the engines
          have them. Exit 1 when a key was not UNKNOWN (resolve) or the store failed.`,
     run: async (args) => (await import('./keys.js')).runKeys(args),
+  },
+  audit: {
+    synopsis: auditUsage,
+    about: `  audit  checks and reads an audit log (createEngine({ audit })): verify walks the
+         chain of the files given in order (<file>, <file>.000001…) and exits 0 when
+         whole, 1 naming the first altered, deleted or moved line, 3 when the last
+         line is cut short (an interrupted write, not tampering), 2 on bad usage or
+         a key that does not fit. read prints every record as a JSON line (stdout)
+         and ends as verify does (its message on stderr). The key: --key-file K or
+         IDEM_AUDIT_KEY (hex); --cipher sm4 for logs sealed with SM4.`,
+    run: async (args) => (await import('./audit.js')).runAudit(args),
   },
   store: {
     synopsis: storeUsage,

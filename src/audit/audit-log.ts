@@ -1,0 +1,244 @@
+import { Worker } from 'node:worker_threads'
+import type { DecisionEvent } from '../observe/decision-event.js'
+import type { AuditChunk, Runs, SealedChunk, SealerSetup } from './audit-chunk.js'
+import type { AuditConfig } from './audit-config.js'
+import type { AuditSink } from './audit-sink.js'
+
+/** Counts of an audit log, in engine.stats().audit. */
+export interface AuditStats {
+  /** Decisions taken into the buffer. */
+  records: number
+  /** Records whose lines the sink has stored. */
+  written: number
+  /** Records dropped because the buffer was full (whenFull: 'drop'). */
+  dropped: number
+  /** Times a decision found the buffer full (either choice). */
+  full: number
+  /** Records taken and not yet stored. */
+  pending: number
+  /** Lines the sink failed to store (their records are lost; the chain shows the gap). */
+  sinkFailures: number
+}
+
+/** Records per chunk handed to the sealing thread: large, so its per-chunk costs (postMessage, one seal, one write) spread thin. */
+const CHUNK_RECORDS = 8192
+/** A chunk not full is handed over after this long, so a quiet engine's decisions reach the file. */
+const FLUSH_MS = 250
+/** Compares unequal to every field value: the first record of a chunk starts a run in every column. */
+const UNSET = Symbol('unset')
+
+/**
+ * The audit log's engine side. The observer copies each decision's fields
+ * into preallocated columns (no object, no crypto, no string built per
+ * record); a full chunk goes to the sealing thread in one message, which
+ * digests, seals and (with a file) appends, counting what it stored in a
+ * shared counter. Nothing here waits on the disk or on a reply.
+ */
+export class AuditLog {
+  private readonly counts = { records: 0, dropped: 0, full: 0, sinkFailures: 0 }
+  private chunk: ChunkBuilder
+  private readonly worker: Worker
+  private readonly sink: AuditSink | undefined
+  /** [0] records the sealing thread stored (or failed to), [1] of those, failed. */
+  private readonly stored: BigInt64Array
+  private storedHere = 0
+  private timer: NodeJS.Timeout | undefined
+  private writing: Promise<void> = Promise.resolve()
+  private waiters: (() => void)[] = []
+  private closed: Promise<void> | undefined
+  private readonly actedOnly: boolean
+  private readonly limit: number
+  private readonly drop: boolean
+
+  constructor(config: AuditConfig) {
+    this.sink = config.sink
+    this.actedOnly = config.decisions === 'acted'
+    this.limit = config.bufferRecords
+    this.drop = config.whenFull === 'drop'
+    const written = new SharedArrayBuffer(16)
+    this.stored = new BigInt64Array(written)
+    const setup: SealerSetup = {
+      keys: config.keys.toTransfer(),
+      rawKeys: config.rawKeys,
+      tail: this.sink?.tail(),
+      ...(config.file === undefined ? {} : { file: { path: config.file, maxFileBytes: config.maxFileBytes } }),
+      written,
+    }
+    this.worker = new Worker(new URL('./audit-thread.js', import.meta.url), { workerData: setup })
+    this.worker.unref()
+    this.worker.on('message', (message: SealedChunk | 'closed') => {
+      if (message !== 'closed') this.store(message)
+    })
+    this.chunk = new ChunkBuilder()
+  }
+
+  get stats(): AuditStats {
+    const done = this.done()
+    return { records: this.counts.records, written: done - this.failed(), dropped: this.counts.dropped, full: this.counts.full, pending: this.counts.records - done, sinkFailures: this.failed() }
+  }
+
+  private done(): number {
+    return this.sink === undefined ? Number(Atomics.load(this.stored, 0)) : this.storedHere
+  }
+
+  private failed(): number {
+    return this.sink === undefined ? Number(Atomics.load(this.stored, 1)) : this.counts.sinkFailures
+  }
+
+  /** Whether bufferRecords or more records are taken and not stored (with whenFull 'backpressure', the engine waits for writable() before its next batch). */
+  get full(): boolean {
+    return this.counts.records - this.done() >= this.limit
+  }
+
+  /** Resolves when the buffer is below bufferRecords again (polled: the sealing thread counts without a message). */
+  writable(): Promise<void> {
+    if (!this.full) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.waiters.push(resolve)
+      if (this.waiters.length === 1) this.pollWritable()
+    })
+  }
+
+  private pollWritable(): void {
+    if (this.full && this.closed === undefined) {
+      setTimeout(() => this.pollWritable(), 1)
+      return
+    }
+    for (const resolve of this.waiters.splice(0)) resolve()
+  }
+
+  /** The DecisionObserver. */
+  readonly observe = (events: readonly DecisionEvent[]): void => {
+    const counts = this.counts
+    // Once per batch: the room left before the buffer is full.
+    let room = this.limit - (counts.records - this.done())
+    let chunk = this.chunk
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i]
+      if (this.actedOnly && !event.enforced) continue
+      if (room <= 0) {
+        counts.full++
+        if (this.drop) {
+          counts.dropped++
+          continue
+        }
+      }
+      room--
+      counts.records++
+      if (chunk.add(event)) {
+        this.handOver()
+        chunk = this.chunk
+      }
+    }
+    if (chunk.count > 0 && this.timer === undefined) {
+      this.timer = setTimeout(this.handOver, FLUSH_MS)
+      this.timer.unref()
+    }
+  }
+
+  private readonly handOver = (): void => {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
+    const builder = this.chunk
+    if (builder.count === 0) return
+    this.chunk = new ChunkBuilder()
+    const chunk = builder.build()
+    this.worker.postMessage(chunk, [chunk.at.buffer as ArrayBuffer, chunk.enforced.buffer as ArrayBuffer, chunk.keyLength.buffer as ArrayBuffer])
+  }
+
+  /** A caller's sink: its lines come back, and go to it one append at a time. */
+  private store(sealed: SealedChunk): void {
+    const sink = this.sink!
+    this.writing = this.writing.then(async () => {
+      try {
+        await sink.append(sealed.line)
+      } catch {
+        this.counts.sinkFailures += sealed.records
+      }
+      this.storedHere += sealed.records
+    })
+  }
+
+  /** Seals and stores what is buffered, then stops the sealing thread and closes the sink. */
+  close(): Promise<void> {
+    this.closed ??= (async () => {
+      this.handOver()
+      // The thread answers 'closed' after every chunk before it; a caller's sink has had every line by then but the last appends may still run.
+      const closed = new Promise<void>((resolve) => this.worker.on('message', (message) => message === 'closed' && resolve()))
+      this.worker.ref()
+      this.worker.postMessage('close')
+      await closed
+      await this.writing
+      await this.worker.terminate()
+      await this.sink?.close()
+      for (const resolve of this.waiters.splice(0)) resolve()
+    })()
+    return this.closed
+  }
+}
+
+/** One chunk's columns as the observer fills them. */
+class ChunkBuilder {
+  count = 0
+  readonly at = new Float64Array(CHUNK_RECORDS)
+  readonly enforced = new Uint8Array(CHUNK_RECORDS)
+  readonly keyLength = new Int32Array(CHUNK_RECORDS)
+  readonly keys: string[] = new Array(CHUNK_RECORDS)
+  readonly namespace: Runs = { values: [], starts: [] }
+  readonly verdict: Runs = { values: [], starts: [] }
+  readonly layer: Runs = { values: [], starts: [] }
+  readonly owner: Runs = { values: [], starts: [] }
+  readonly errorCode: Runs = { values: [], starts: [] }
+  private lastNamespace: string | undefined | symbol = UNSET
+  private lastVerdict: string | symbol = UNSET
+  private lastLayer: string | symbol = UNSET
+  private lastOwner: string | undefined | symbol = UNSET
+  private lastErrorCode: string | undefined | symbol = UNSET
+
+  /** Adds one decision; true when the chunk is full. */
+  add(event: DecisionEvent): boolean {
+    const n = this.count
+    this.at[n] = event.at
+    this.enforced[n] = event.enforced ? 1 : 0
+    const key = event.key
+    this.keys[n] = key
+    this.keyLength[n] = key.length
+    // Runs: a batch shares its namespace, owner token and mostly its verdict and layer, so most records compare equal and add nothing.
+    if (event.namespace !== this.lastNamespace) {
+      this.lastNamespace = event.namespace
+      this.namespace.values.push(event.namespace)
+      this.namespace.starts.push(n)
+    }
+    if (event.verdict !== this.lastVerdict) {
+      this.lastVerdict = event.verdict
+      this.verdict.values.push(event.verdict)
+      this.verdict.starts.push(n)
+    }
+    if (event.layer !== this.lastLayer) {
+      this.lastLayer = event.layer
+      this.layer.values.push(event.layer)
+      this.layer.starts.push(n)
+    }
+    if (event.owner !== this.lastOwner) {
+      this.lastOwner = event.owner
+      this.owner.values.push(event.owner)
+      this.owner.starts.push(n)
+    }
+    if (event.errorCode !== this.lastErrorCode) {
+      this.lastErrorCode = event.errorCode
+      this.errorCode.values.push(event.errorCode)
+      this.errorCode.starts.push(n)
+    }
+    this.count = n + 1
+    return n + 1 === CHUNK_RECORDS
+  }
+
+  build(): AuditChunk {
+    const n = this.count
+    if (n < CHUNK_RECORDS) this.keys.length = n
+    // One flat string: postMessage copies it as one block.
+    return { count: n, at: this.at, enforced: this.enforced, keyLength: this.keyLength, keys: this.keys.join(''), namespace: this.namespace, verdict: this.verdict, layer: this.layer, owner: this.owner, errorCode: this.errorCode }
+  }
+}
