@@ -7,6 +7,8 @@ import type { Message, ReconcileHook } from './message.js'
 import type { DedupStore } from './store/store.js'
 import { isSqlKind, resolveSqlStore, type SqlStoreConfig, type SqlStoreOptions } from './store/sql/sql-options.js'
 import { ConfigError } from './errors.js'
+import { accessSync, constants as fsConstants } from 'node:fs'
+import { dirname, resolve as resolvePath } from 'node:path'
 import { readAuditConfig, type AuditConfig, type AuditOptions } from './audit/audit-config.js'
 import { OptionReader, quotedChoices } from './validation.js'
 import { readVersionRules, type VersionOptions, type VersionRules } from './versions/version-rules.js'
@@ -80,6 +82,13 @@ export interface EngineOptions {
   rollout?: Rollout
   /** The audit log of decisions (README "Audit log"); off when absent. */
   audit?: AuditOptions
+  /**
+   * The shadow report (README "Rolling out"): what enforce would have done
+   * with the decisions it did not act on. Kept whenever the rollout is not
+   * 'enforce'; `file` also writes it as JSON every `everyMs` and at close,
+   * for `idem shadow report FILE`.
+   */
+  shadowReport?: ShadowReportOptions
   /**
    * What a message whose key another owner holds gets. `'defer'`: `in-flight`
    * at once (the transport delivers it again later). `{ wait: { maxMs,
@@ -207,6 +216,21 @@ export interface OwnershipOptions {
 
 export type Rollout = 'enforce' | 'shadow' | { enforce: number }
 
+export interface ShadowReportOptions {
+  /** Samples kept per reason, the most recent. @default 20 */
+  samples?: number
+  /** A JSON file the report is written to (atomically), every everyMs and at close. */
+  file?: string
+  /** @default 10_000 */
+  everyMs?: number
+}
+
+export interface ShadowReportConfig {
+  samples: number
+  file?: string
+  everyMs: number
+}
+
 export interface MetricsOptions {
   /** A prom-client Registry. @default prom-client's default registry */
   registry?: unknown
@@ -222,7 +246,7 @@ export interface MetricsConfig {
 }
 
 /** Options after defaults and validation: what the engine actually runs with. */
-export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'strategies' | 'typeOf' | 'unknownType' | 'metrics' | 'audit'>> & {
+export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store' | 'handler' | 'reconcile' | 'ownership' | 'versions' | 'inFlight' | 'strategies' | 'typeOf' | 'unknownType' | 'metrics' | 'audit' | 'shadowReport'>> & {
   ownership: Required<OwnershipOptions>
   /** waitMs 0: 'defer'. */
   inFlight: WaitPolicy
@@ -237,6 +261,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   versions?: VersionRules
   /** A strategy per message type; absent for one engine. */
   strategies?: StrategiesConfig
+  /** Absent: the report is kept (with DEFAULT_SHADOW_SAMPLES) only while the rollout is not 'enforce', and not written. */
+  shadowReport?: ShadowReportConfig
   /** Absent: metrics off. */
   metrics?: MetricsConfig
   /** The audit log; stays on the main thread (worker threads get the config without it). */
@@ -283,7 +309,7 @@ export function resolveConfig(options: unknown = {}): EngineConfig {
 
 function readConfig(options: unknown, problems: string[]): EngineConfig {
   const o = new OptionReader(options, problems)
-  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'strategies', 'typeOf', 'unknownType', 'metrics', 'audit'], 'createEngine')
+  o.onlyKnown([...Object.keys(defaults), 'handler', 'reconcile', 'versions', 'strategies', 'typeOf', 'unknownType', 'metrics', 'audit', 'shadowReport'], 'createEngine')
   const shards = o.integer('shards', defaults.shards, 1, MAX_SHARDS)
   const threads = o.integer('threads', defaults.threads, 0, MAX_THREADS)
   if (threads > shards) o.mustBe('threads', `at most shards (${shards}), as a thread with no shard would sit idle`)
@@ -310,6 +336,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
 
   const rollout = readRollout(o)
   const audit = readAuditConfig(o)
+  const shadowReport = readShadowReport(o)
   const given = o.value('handler')
   const handler = given instanceof URL ? given.href : o.has('handler') ? o.string('handler', undefined, 'a module path or a file URL') : undefined
   const keepResults = o.boolean('keepResults', defaults.keepResults)
@@ -351,6 +378,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
     ...(strategies === undefined ? {} : { strategies }),
     ...(metrics === undefined ? {} : { metrics }),
     ...(audit === undefined ? {} : { audit }),
+    ...(shadowReport === undefined ? {} : { shadowReport }),
   }
 }
 
@@ -382,8 +410,8 @@ function readStrategies(o: OptionReader, options: Record<string, unknown>, mode:
   if (!section.valid) return undefined
   if (names.length === 0) o.mustBe('strategies', 'an object with at least one message type')
   if (mode !== 'strict') o.mustBe('mode', "'strict' with strategies (an owned engine partitions its transport, which the engines of several types cannot share)")
-  // Metrics and the audit log are the whole engine's (it observes every type's decisions): no type's engine has its own.
-  const { strategies: _s, typeOf: _t, unknownType: _u, metrics: _m, audit: _a, ...base } = options
+  // Metrics, the audit log and the shadow report are the whole engine's (it observes every type's decisions): no type's engine has its own.
+  const { strategies: _s, typeOf: _t, unknownType: _u, metrics: _m, audit: _a, shadowReport: _r, ...base } = options
   const types = new Map<string, EngineConfig>()
   const good = o.problems.length === 0
   for (const name of names) {
@@ -423,6 +451,28 @@ function readMetrics(o: OptionReader): MetricsConfig | undefined {
     return undefined
   }
   return { registry, maxNamespaces }
+}
+
+/** `shadowReport`: { samples?, file?, everyMs? }; a file in a folder that cannot be written to is refused here, not at the first write. */
+export const DEFAULT_SHADOW_SAMPLES = 20
+
+function readShadowReport(o: OptionReader): ShadowReportConfig | undefined {
+  if (!o.has('shadowReport')) return undefined
+  const section = o.section('shadowReport', 'an object like { samples: 20, file: "shadow-report.json" }')
+  if (!section.valid) return undefined
+  section.onlyKnown(['samples', 'file', 'everyMs'], 'shadowReport')
+  const samples = section.integer('samples', DEFAULT_SHADOW_SAMPLES, 1, 10_000)
+  const everyMs = section.integer('everyMs', 10_000, 100, MAX_LEASE_MS)
+  if (!section.has('file')) return { samples, everyMs }
+  const file = section.string('file', undefined, 'a path to a JSON file in a folder idem can write to')
+  if (typeof file === 'string' && file.length > 0) {
+    try {
+      accessSync(dirname(resolvePath(file)), fsConstants.W_OK)
+    } catch (error) {
+      section.mustBe('file', `a path in a folder idem can write to (${(error as NodeJS.ErrnoException).code ?? 'not writable'})`, file)
+    }
+  }
+  return { samples, everyMs, file }
 }
 
 /** `rollout`: 'enforce', 'shadow', or { enforce: share } with the share in [0, 1] (0 and 1 read as 'shadow' and 'enforce'). */

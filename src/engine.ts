@@ -7,8 +7,8 @@ import { ShardThread, type RemoteActorPort } from './actor/shard-thread.js'
 import type { AdminReply, AdminRequest } from './actor/protocol.js'
 import { bloomGeometry } from './bloom/bloom-filter.js'
 import { systemClock, type Clock } from './clock.js'
-import { enforceShareOf, MAX_LEASE_MS, readRollout, resolveConfig, type EngineConfig, type EngineOptions, type Rollout } from './config.js'
-import { ConfigError, ErrorCode, IdemError } from './errors.js'
+import { DEFAULT_SHADOW_SAMPLES, enforceShareOf, MAX_LEASE_MS, readRollout, resolveConfig, type EngineConfig, type EngineOptions, type Rollout } from './config.js'
+import { ConfigError, ErrorCode, errorText, IdemError } from './errors.js'
 import { invalidKey, KeyStatus, keyStatusOf, mustBe, OptionReader, type BadKeyStatus } from './validation.js'
 import { loadHandlerModule, type HandlerModule } from './handler-module.js'
 import type { Handler, Message, Outcome } from './message.js'
@@ -33,6 +33,7 @@ import { DecisionHub, type ObserverOptions } from './observe/decision-hub.js'
 import { EngineMetrics } from './observe/metrics.js'
 import { countersFor } from './observe/store-timing.js'
 import { AuditLog, type AuditStats } from './audit/audit-log.js'
+import { ShadowEvidence, type ShadowReport } from './observe/shadow-report.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
 
@@ -158,6 +159,8 @@ export class Engine {
   /** Metrics on: the engine's series in their registry. */
   private metrics: EngineMetrics | undefined
   private auditLog: AuditLog | undefined
+  private shadowEvidence: ShadowEvidence | undefined
+  private shadowReportTimer: NodeJS.Timeout | undefined
 
   constructor(
     config: EngineConfig,
@@ -183,13 +186,44 @@ export class Engine {
     }
   }
 
-  /** @internal Starts the sinks of decisions (metrics, the audit log), on this engine's observers: an engine of strategies has no shards of its own to start. */
+  /** @internal Starts the sinks of decisions (metrics, the audit log, the shadow report), on this engine's observers: an engine of strategies has no shards of its own to start. */
   async startSinks(): Promise<void> {
     const { config } = this
     if (config.metrics !== undefined) this.metrics = await EngineMetrics.start(this, config.metrics)
     if (config.audit !== undefined) {
       this.auditLog = new AuditLog(config.audit)
       this.addObserver(this.auditLog.observe)
+    }
+    if (config.shadowReport !== undefined || config.rollout !== 'enforce') this.keepShadowEvidence()
+  }
+
+  /**
+   * What enforce would have done with the decisions it did not act on (shadow,
+   * and the shadowed share of a gray rollout), since the rollout first left
+   * 'enforce': counts by reason and namespace, and recent samples with key
+   * digests. README "Rolling out".
+   */
+  shadowReport(): ShadowReport {
+    return (this.shadowEvidence ?? new ShadowEvidence(DEFAULT_SHADOW_SAMPLES)).report()
+  }
+
+  /** Starts keeping the shadow evidence (once): from the start with a shadowReport option or a rollout other than 'enforce', else from the first setRollout away from it. */
+  protected keepShadowEvidence(): void {
+    if (this.shadowEvidence !== undefined) return
+    const evidence = new ShadowEvidence(this.config.shadowReport?.samples ?? DEFAULT_SHADOW_SAMPLES)
+    this.shadowEvidence = evidence
+    this.addObserver(evidence.observe, { acted: true })
+    const file = this.config.shadowReport?.file
+    if (file !== undefined) {
+      this.shadowReportTimer = setInterval(() => this.writeShadowReport(file), this.config.shadowReport!.everyMs).unref()
+    }
+  }
+
+  private writeShadowReport(file: string): void {
+    try {
+      this.shadowEvidence?.writeTo(file)
+    } catch (error) {
+      process.emitWarning(`the shadow report could not be written to ${file}: ${errorText(error)}`, { code: 'IDEM_SHADOW_REPORT' })
     }
   }
 
@@ -283,6 +317,7 @@ export class Engine {
     if (problems.length === 0 && this.versionLane !== undefined && value !== 'enforce') problems.push("rollout: must be 'enforce' with versions")
     if (problems.length > 0) throw new ConfigError(problems)
     this.currentRollout = value
+    if (value !== 'enforce') this.keepShadowEvidence()
     const share = enforceShareOf(value)
     for (const lane of this.lanes) lane.enforceShare = share
   }
@@ -628,6 +663,9 @@ export class Engine {
     await beforeDeadline(stopped, Math.max(deadline, Date.now() + 1000))
     // Last: the decisions of the drained work are in the buffer.
     await this.auditLog?.close()
+    clearInterval(this.shadowReportTimer)
+    const reportFile = this.config.shadowReport?.file
+    if (reportFile !== undefined && this.shadowEvidence !== undefined) this.writeShadowReport(reportFile)
     this.metrics?.close()
   }
 

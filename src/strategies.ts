@@ -73,6 +73,11 @@ class StrategyEngine extends Engine {
     }
   }
 
+  override async startSinks(): Promise<void> {
+    await super.startSinks()
+    if (this.engines.some((engine) => engine.rollout !== 'enforce')) this.keepShadowEvidence()
+  }
+
   // Each type keeps its records in its own store: an operator names the type (engine.strategy(type).inspect(...)).
   override async inspect(): Promise<KeyInspection> {
     throw this.adminOfType('inspect')
@@ -100,6 +105,7 @@ class StrategyEngine extends Engine {
     const engine = this.strategy(type)
     if (engine === undefined) throw new ConfigError([mustBe('type', `a type of strategies (${[...this.indexOf.keys()].join(', ')})`, type)])
     engine.setRollout(rollout)
+    if (engine.rollout !== 'enforce') this.keepShadowEvidence()
   }
 
   override async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {

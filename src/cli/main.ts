@@ -10,6 +10,7 @@ import { defaultDemoThreads, formatDemoSummary, runDemo } from './demo.js'
 import { auditUsage } from './audit.js'
 import { keysUsage } from './keys.js'
 import { migrateUsage, parseStoreFlag } from './migrate.js'
+import { shadowUsage } from './shadow.js'
 import { storeUsage } from './store-admin.js'
 
 interface Command {
@@ -98,6 +99,15 @@ const commands: Record<string, Command> = {
          and ends as verify does (its message on stderr). The key: --key-file K or
          IDEM_AUDIT_KEY (hex); --cipher sm4 for logs sealed with SM4.`,
     run: async (args) => (await import('./audit.js')).runAudit(args),
+  },
+  shadow: {
+    synopsis: shadowUsage,
+    about: `  shadow report prints the shadow report an engine writes with
+         createEngine({ rollout: 'shadow' | { enforce: share }, shadowReport: { file } }):
+         what enforce would have done with the decisions it did not act on, by reason
+         and namespace, with the latest samples (keys as digests); --json prints the
+         file as it is. Exit 1 when the file is missing or not a report.`,
+    run: async (args) => (await import('./shadow.js')).runShadow(args),
   },
   store: {
     synopsis: storeUsage,

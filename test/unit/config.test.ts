@@ -14,7 +14,7 @@ describe('config', () => {
   // One case per message: each options object has one bad field, and the test asserts the whole line.
   const cases: [string, unknown, string][] = [
     ['not an object', 42, 'options: must be an object, got 42'],
-    ['unknown field', { shard: 4 }, 'shard: must be left out (not an option of createEngine; known: shards, threads, ttlMs, leaseMs, bloom, lru, store, rollout, inFlight, maxBatch, maxInFlightPerShard, keepResults, handlerTimeoutMs, reconcileAttempts, reconcileBackoffMs, mode, partitions, group, ownership, handler, reconcile, versions, strategies, typeOf, unknownType, metrics, audit), got 4'],
+    ['unknown field', { shard: 4 }, 'shard: must be left out (not an option of createEngine; known: shards, threads, ttlMs, leaseMs, bloom, lru, store, rollout, inFlight, maxBatch, maxInFlightPerShard, keepResults, handlerTimeoutMs, reconcileAttempts, reconcileBackoffMs, mode, partitions, group, ownership, handler, reconcile, versions, strategies, typeOf, unknownType, metrics, audit, shadowReport), got 4'],
     ['shards zero', { shards: 0 }, 'shards: must be an integer from 1 to 65536, got 0'],
     ['shards fractional', { shards: 1.5 }, 'shards: must be an integer from 1 to 65536, got 1.5'],
     ['threads negative', { threads: -1 }, 'threads: must be an integer from 0 to 256, got -1'],
