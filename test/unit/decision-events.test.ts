@@ -8,11 +8,11 @@
  */
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import { Redis } from 'ioredis'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { createEngine, type Engine } from '../../dist/src/engine.js'
 import type { DecisionEvent } from '../../dist/src/observe/decision-event.js'
 import type { Message } from '../../dist/src/message.js'
+import { deletePrefix } from '../support/redis-prefix.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const prefix = `idem-events-${randomBytes(4).toString('hex')}:`
@@ -22,16 +22,7 @@ const engines: Engine[] = []
 afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()))
 })
-afterAll(async () => {
-  const redis = new Redis(REDIS_URL)
-  let cursor = '0'
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    if (found.length > 0) await redis.del(...found)
-    cursor = next
-  } while (cursor !== '0')
-  redis.disconnect()
-})
+afterAll(() => deletePrefix(REDIS_URL, prefix))
 
 async function engine(options: Record<string, unknown>): Promise<Engine> {
   const e = await createEngine({ shards: 4, ...options })

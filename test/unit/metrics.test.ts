@@ -6,7 +6,6 @@
  * registry's own JSON instead.
  */
 import { randomBytes } from 'node:crypto'
-import { Redis } from 'ioredis'
 import parsePrometheus, { type ParsedFamily } from 'parse-prometheus-text-format'
 import promClient from 'prom-client'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
@@ -17,6 +16,7 @@ import { EngineMetrics, loadPromClient } from '../../dist/src/observe/metrics.js
 import { serveMetrics } from '../../dist/src/observe/metrics-server.js'
 import { consumeMemoryQueue, MemoryQueue } from '../../dist/src/transport/memory-queue.js'
 import { problemsOf } from '../support/config-problems.js'
+import { deletePrefix } from '../support/redis-prefix.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const prefix = `idem-metrics-${randomBytes(4).toString('hex')}:`
@@ -25,16 +25,7 @@ const engines: Engine[] = []
 afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()))
 })
-afterAll(async () => {
-  const redis = new Redis(REDIS_URL)
-  let cursor = '0'
-  do {
-    const [next, found] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    if (found.length > 0) await redis.del(...found)
-    cursor = next
-  } while (cursor !== '0')
-  redis.disconnect()
-})
+afterAll(() => deletePrefix(REDIS_URL, prefix))
 
 async function engine(options: Record<string, unknown>): Promise<Engine> {
   const e = await createEngine({ shards: 4, ...options })
