@@ -35,6 +35,8 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 const codeOf = (o: Outcome) => o.error?.code
 
 const idemKeys = (...args: string[]) => idem('keys', ...args)
+/** `idem keys … --json` prints one JSON object per key. */
+const jsonLines = (stdout: string): Record<string, unknown>[] => stdout.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>)
 
 describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads) => {
   it('a handler that never settles times out: its key goes UNKNOWN, the other keys of its shard settle meanwhile, redeliveries never run, close() returns', async () => {
@@ -64,10 +66,12 @@ describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads)
     const again = [...(await e.processBatch([{ key: 'stuck' }, { key: 'stuck' }], handler)), await other.process({ key: 'stuck' }, handler)]
     expect(again.map((o) => [o.verdict, codeOf(o)])).toEqual(again.map(() => ['in-flight', ErrorCode.OUTCOME_UNKNOWN]))
     expect(runs.get('stuck')).toBe(1)
-    const shown = idemKeys('show', '--store', REDIS_URL, '--prefix', prefix, 'stuck', 'other-0')
+    const shown = idemKeys('show', '--json', '--store', REDIS_URL, '--prefix', prefix, 'stuck', 'other-0')
     expect(shown.code).toBe(0)
-    expect(shown.stdout).toMatch(/^stuck\tunknown\t/m)
-    expect(shown.stdout).toMatch(/^other-0\tdone\t/m)
+    expect(jsonLines(shown.stdout).map((row) => [row.key, row.state])).toEqual([
+      ['stuck', 'unknown'],
+      ['other-0', 'done'],
+    ])
 
     const { totals } = e.stats()
     expect([totals.handlerTimeouts, totals.outcomesUnknown, totals.verdicts.inFlight]).toEqual([1, 1, 2])
@@ -165,12 +169,12 @@ describe.each([0, 1])('handler timeouts and UNKNOWN keys, threads %i', (threads)
     expect(seen.at(-1)).toMatch(/gave no answer in 2 attempts; an operator resolves it with `idem keys resolve`/)
     expect(second.stats().totals.reconcileUnanswered).toBe(2)
 
-    const resolved = idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--done', '--result', '{"paid":true}', 'k')
+    const resolved = idemKeys('resolve', '--json', '--store', REDIS_URL, '--prefix', prefix, '--done', '--result', '{"paid":true}', 'k')
     expect(resolved.stderr).toBe('')
-    expect([resolved.code, resolved.stdout.trim()]).toEqual([0, 'k\tresolved done: its deliveries are duplicates from now on'])
+    expect([resolved.code, jsonLines(resolved.stdout)]).toEqual([0, [{ key: 'k', resolved: true, state: 'done' }]])
     expect(await second.process({ key: 'k' }, handler)).toEqual({ key: 'k', verdict: 'duplicate', result: { paid: true } })
-    const twice = idemKeys('resolve', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k')
-    expect([twice.code, twice.stdout.trim()]).toEqual([1, 'k\tnot UNKNOWN (done): left as it was'])
+    const twice = idemKeys('resolve', '--json', '--store', REDIS_URL, '--prefix', prefix, '--not-done', 'k')
+    expect([twice.code, jsonLines(twice.stdout)]).toEqual([1, [{ key: 'k', resolved: false, state: 'done' }]])
     console.log(`[operator, threads ${threads}] ${seen.length} deliveries in-flight OUTCOME_UNKNOWN, hook asked ${calls} times (a throw, a timeout), then \`idem keys resolve --done\`: duplicate with the operator's result`)
   })
 })
@@ -276,9 +280,9 @@ describe.each(['postgres', 'mysql', 'sqlite'] as SqlKind[])('on the %s store', (
       expect(codeOf(first)).toBe(ErrorCode.OUTCOME_UNKNOWN)
       expect((await e.process({ key: 'k' }, async () => 'ran')).verdict).toBe('in-flight')
       const where = ['--store', kind === 'sqlite' ? `sqlite:${kit.file}` : kind === 'postgres' ? PG_URL : MYSQL_URL, '--table-prefix', store.tablePrefix]
-      expect(idemKeys('show', ...where, 'k').stdout).toMatch(/^k\tunknown\t/)
-      const resolved = idemKeys('resolve', ...where, '--not-done', 'k')
-      expect([resolved.code, resolved.stdout.trim()]).toEqual([0, 'k\tresolved not done: its next delivery runs the handler'])
+      expect(jsonLines(idemKeys('show', '--json', ...where, 'k').stdout)).toEqual([expect.objectContaining({ key: 'k', state: 'unknown' })])
+      const resolved = idemKeys('resolve', '--json', ...where, '--not-done', 'k')
+      expect([resolved.code, jsonLines(resolved.stdout)]).toEqual([0, [{ key: 'k', resolved: true, state: 'absent' }]])
       expect(await e.process({ key: 'k' }, async () => (runs++, 'ran'))).toEqual({ key: 'k', verdict: 'new', result: 'ran' })
       expect(runs).toBe(2)
       await e.close()
@@ -365,7 +369,7 @@ describe('idem keys: bad input', () => {
     [['show', '--store', REDIS_URL, ''], /KEY/],
     [['show', '--store', REDIS_URL, '--namespace', '', 'k'], /--namespace/],
     [['resolve', '--store', REDIS_URL, '--done', '--ttl-ms', '0', 'k'], /--ttl-ms must be a positive integer/],
-    [['rename', 'k'], /the first word must be show, resolve or forget/],
+    [['rename', 'k'], /the first word must be inspect, show, forget, purge, resolve/],
   ])('%j is refused with exit 2', (args, message) => {
     const run = idemKeys(...(args as string[]))
     expect(run.stderr).toMatch(message)
