@@ -25,7 +25,6 @@ const CHUNK_RECORDS = 8192
 /** A chunk not full is handed over after this long, so a quiet engine's decisions reach the file. */
 const FLUSH_MS = 250
 /** Compares unequal to every field value: the first record of a chunk starts a run in every column. */
-const UNSET = Symbol('unset')
 
 /**
  * The audit log's engine side. The observer copies each decision's fields
@@ -191,11 +190,6 @@ class ChunkBuilder {
   readonly layer: Runs = { values: [], starts: [] }
   readonly owner: Runs = { values: [], starts: [] }
   readonly errorCode: Runs = { values: [], starts: [] }
-  private lastNamespace: string | undefined | symbol = UNSET
-  private lastVerdict: string | symbol = UNSET
-  private lastLayer: string | symbol = UNSET
-  private lastOwner: string | undefined | symbol = UNSET
-  private lastErrorCode: string | undefined | symbol = UNSET
 
   /** Adds one decision; true when the chunk is full. */
   add(event: DecisionEvent): boolean {
@@ -206,31 +200,11 @@ class ChunkBuilder {
     this.keys[n] = key
     this.keyLength[n] = key.length
     // Runs: a batch shares its namespace, owner token and mostly its verdict and layer, so most records compare equal and add nothing.
-    if (event.namespace !== this.lastNamespace) {
-      this.lastNamespace = event.namespace
-      this.namespace.values.push(event.namespace)
-      this.namespace.starts.push(n)
-    }
-    if (event.verdict !== this.lastVerdict) {
-      this.lastVerdict = event.verdict
-      this.verdict.values.push(event.verdict)
-      this.verdict.starts.push(n)
-    }
-    if (event.layer !== this.lastLayer) {
-      this.lastLayer = event.layer
-      this.layer.values.push(event.layer)
-      this.layer.starts.push(n)
-    }
-    if (event.owner !== this.lastOwner) {
-      this.lastOwner = event.owner
-      this.owner.values.push(event.owner)
-      this.owner.starts.push(n)
-    }
-    if (event.errorCode !== this.lastErrorCode) {
-      this.lastErrorCode = event.errorCode
-      this.errorCode.values.push(event.errorCode)
-      this.errorCode.starts.push(n)
-    }
+    extendRuns(this.namespace, event.namespace, n)
+    extendRuns(this.verdict, event.verdict, n)
+    extendRuns(this.layer, event.layer, n)
+    extendRuns(this.owner, event.owner, n)
+    extendRuns(this.errorCode, event.errorCode, n)
     this.count = n + 1
     return n + 1 === CHUNK_RECORDS
   }
@@ -241,4 +215,12 @@ class ChunkBuilder {
     // One flat string: postMessage copies it as one block.
     return { count: n, at: this.at, enforced: this.enforced, keyLength: this.keyLength, keys: this.keys.join(''), namespace: this.namespace, verdict: this.verdict, layer: this.layer, owner: this.owner, errorCode: this.errorCode }
   }
+}
+
+/** Record n's value of a column in runs: a new run only when it differs from the run before (the first record always starts one). */
+function extendRuns(runs: Runs, value: string | undefined, n: number): void {
+  const last = runs.values.length - 1
+  if (last >= 0 && runs.values[last] === value) return
+  runs.values.push(value)
+  runs.starts.push(n)
 }
