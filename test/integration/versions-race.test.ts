@@ -20,6 +20,7 @@ import pg from 'pg'
 import { PG_URL } from '../support/sql.js'
 import { encodeVersion } from '../../dist/src/versions/version-order.js'
 import { FAULT_TEST_TIMEOUT_MS, untilDone } from '../support/progress.js'
+import { deletePrefix } from '../support/redis-prefix.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const KEYS = 10_000
@@ -35,12 +36,7 @@ afterAll(async () => {
   await postgres.connect()
   await postgres.query(`DROP TABLE IF EXISTS "${pgTablePrefix}versions"`)
   await postgres.end()
-  let cursor = '0'
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
-    if (keys.length > 0) await redis.del(...keys)
-    cursor = next
-  } while (cursor !== '0')
+  await deletePrefix(REDIS_URL, prefix)
   redis.disconnect()
 })
 
