@@ -59,8 +59,8 @@ const stores: [string, { lease: number; ttl: number; make: () => Subject }][] = 
   [
     'redis',
     {
-      lease: 300,
-      ttl: 1_200,
+      lease: 600,
+      ttl: 2_400,
       make: () => {
         const store = new RedisStore(resolveRedisStore({ kind: 'redis', url: 'redis://127.0.0.1:6379', prefix: `test:${randomUUID()}:` }, 0, []))
         opened.push(store)
@@ -68,8 +68,8 @@ const stores: [string, { lease: number; ttl: number; make: () => Subject }][] = 
       },
     },
   ],
-  ['postgres', { lease: 300, ttl: 1_200, make: () => sqlSubject({ kind: 'postgres', url: 'postgres://postgres@127.0.0.1:5432/test' }) }],
-  ['mysql (MariaDB)', { lease: 300, ttl: 1_200, make: () => sqlSubject({ kind: 'mysql', url: 'mysql://root@127.0.0.1:3306/test' }) }],
+  ['postgres', { lease: 600, ttl: 2_400, make: () => sqlSubject({ kind: 'postgres', url: 'postgres://postgres@127.0.0.1:5432/test' }) }],
+  ['mysql (MariaDB)', { lease: 600, ttl: 2_400, make: () => sqlSubject({ kind: 'mysql', url: 'mysql://root@127.0.0.1:3306/test' }) }],
   ['sqlite', { lease: 1_000, ttl: 10_000, make: () => sqlSubject({ kind: 'sqlite', path: sqliteFile }, new ManualClock(Date.now())) }],
 ]
 
