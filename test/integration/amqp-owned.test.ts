@@ -122,6 +122,47 @@ describe('createAmqpConsumer in owned mode', () => {
     await channel.close()
   })
 
+  it('a new owner subscribes to a partition queue only once its previous consumer is gone (rabbitmq-server#5460), and the other queues meanwhile', async () => {
+    const { queue, prefix } = await names()
+    const channel = await admin.createChannel()
+    const p0 = partitionQueueOf(queue, 0)
+    // Declared here (the member declares them too, but not before the publish below): a message to a queue that does not exist is dropped.
+    for (let p = 0; p < PARTITIONS; p++) await channel.assertQueue(partitionQueueOf(queue, p), { durable: true, arguments: { 'x-single-active-consumer': true } })
+    // The previous owner, still subscribed: a member whose lease lapsed and who has not yet heard of it.
+    const { consumerTag } = await channel.consume(p0, () => {})
+    const ran: string[] = []
+    // A long ownership lease: the wait it bounds (two leases) outlasts any stall of a loaded machine.
+    const engine = await createEngine({ mode: 'owned', shards: 4, partitions: PARTITIONS, store: { kind: 'redis', url: redisUrl, prefix }, ownership: { leaseMs: 10_000, memberId: 'new-owner' } })
+    engines.push(engine)
+    const a = consumer(queue, engine, (m) => void ran.push(m.properties.messageId as string))
+    const keyIn = (p: number) => Array.from({ length: 200 }, (_, i) => `k${i}`).find((k) => partitionOf(k, PARTITIONS) === p)!
+    const publisher = createAmqpPublisher({ url: amqpUrl })
+    await publisher.publish('', partitionQueueOf(queue, 2), 'x', { key: keyIn(2) })
+    await waitFor('the message on partition 2 acked', () => a.stats().acked === 1)
+    expect((await channel.checkQueue(p0)).consumerCount).toBe(1)
+
+    await channel.cancel(consumerTag)
+    await a.waitUntilReady()
+    await publisher.publish('', p0, 'x', { key: keyIn(0) })
+    await publisher.close()
+    await waitFor('the message on partition 0 acked by the new owner', () => a.stats().acked === 2)
+    expect(ran).toEqual([keyIn(2), keyIn(0)])
+    await channel.close()
+  })
+
+  it('a previous consumer that never leaves holds a partition queue for two ownership leases at most: then the new owner subscribes as standby', async () => {
+    const { queue, prefix } = await names()
+    const channel = await admin.createChannel()
+    const p0 = partitionQueueOf(queue, 0)
+    await channel.assertQueue(p0, { durable: true, arguments: { 'x-single-active-consumer': true } })
+    const { consumerTag } = await channel.consume(p0, () => {})
+    const a = consumer(queue, await member(prefix, 'new-owner'), () => {})
+    await a.waitUntilReady()
+    expect((await channel.checkQueue(p0)).consumerCount).toBe(2)
+    await channel.cancel(consumerTag)
+    await channel.close()
+  })
+
   it('a message on another partition’s queue is dead-lettered PARTITIONS_MISMATCH', async () => {
     const { queue, prefix } = await names()
     const letters: AmqpDeadLetter[] = []

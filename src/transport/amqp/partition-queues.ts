@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Channel, ConfirmChannel, ConsumeMessage } from 'amqplib'
 import type { Engine } from '../../engine.js'
 import type { PartitionChange } from '../../owned/membership.js'
@@ -35,6 +36,9 @@ export function partitionOfQueue(queue: string, name: string): number | undefine
   return Number.isInteger(partition) ? partition : undefined
 }
 
+/** How often a new owner looks whether the previous owner's consumer of a partition queue is gone. */
+const CONSUMER_GONE_POLL_MS = 50
+
 type Receive = (channel: ConfirmChannel, queue: string, message: ConsumeMessage | null) => void
 type Report = (error: unknown) => void
 
@@ -66,7 +70,8 @@ export class OwnedQueues {
   async consumeOn(channel: ConfirmChannel): Promise<void> {
     this.channel = channel
     this.tags.clear()
-    for (const p of this.engine.ownedPartitions()) await this.consume(p)
+    // At once, not one by one: one queue whose previous consumer is still there must not hold up the others.
+    await Promise.all(this.engine.ownedPartitions().map((p) => this.consume(p)))
   }
 
   /** Stops consuming every partition queue (before close: no new deliveries). */
@@ -95,6 +100,7 @@ export class OwnedQueues {
     this.subscribing.add(partition)
     let consumerTag: string
     try {
+      await this.untilNoOtherConsumer(channel, name, partition)
       ;({ consumerTag } = await channel.consume(name, (message) => this.receive(channel, name, message), { noAck: false }))
     } finally {
       this.subscribing.delete(partition)
@@ -105,5 +111,23 @@ export class OwnedQueues {
       return
     }
     this.tags.set(partition, consumerTag)
+  }
+
+  /**
+   * Waits, up to two ownership leases, until the previous owner's consumer is
+   * gone. The previous owner cancels as soon as it learns of the move (at
+   * once in a hand-over, at its next heartbeat after a lapse); subscribing
+   * before that would make this member the queue's standby consumer, and
+   * RabbitMQ (3.10 here, 3.11 too by its report) can crash a classic
+   * single-active-consumer queue when its active consumer dies with a standby
+   * subscribed (rabbitmq-server#5460). Past the bound (an owner that is stuck but still
+   * connected), subscribing anyway is safe: the broker keeps delivering to one.
+   */
+  private async untilNoOtherConsumer(channel: ConfirmChannel, name: string, partition: number): Promise<void> {
+    const until = performance.now() + 2 * this.engine.config.ownership.leaseMs
+    while ((await channel.checkQueue(name)).consumerCount > 0 && performance.now() < until) {
+      if (this.channel !== channel || !this.engine.ownedPartitions().includes(partition)) return
+      await sleep(CONSUMER_GONE_POLL_MS)
+    }
   }
 }
