@@ -32,7 +32,7 @@ import { VersionLane } from './versions/version-lane.js'
 import { DecisionHub, type ObserverOptions } from './observe/decision-hub.js'
 import { EngineMetrics } from './observe/metrics.js'
 import { countersFor } from './observe/store-timing.js'
-import { AuditLog, type AuditStats } from './audit/audit-log.js'
+import { AuditLog, type AdminAction, type AuditStats } from './audit/audit-log.js'
 import { ShadowEvidence, type ShadowReport } from './observe/shadow-report.js'
 import type { DecisionObserver } from './observe/decision-event.js'
 import type { VersionStore } from './versions/version-store.js'
@@ -159,6 +159,8 @@ export class Engine {
   /** Metrics on: the engine's series in their registry. */
   private metrics: EngineMetrics | undefined
   private auditLog: AuditLog | undefined
+  /** Who hears of admin actions (the audit log: this engine's, or an engine of strategies' for its types). */
+  private readonly adminRecorders: ((action: AdminAction) => void)[] = []
   private shadowEvidence: ShadowEvidence | undefined
   private shadowReportTimer: NodeJS.Timeout | undefined
 
@@ -193,6 +195,7 @@ export class Engine {
     if (config.audit !== undefined) {
       this.auditLog = new AuditLog(config.audit)
       this.addObserver(this.auditLog.observe)
+      this.addAdminRecorder(this.auditLog.recordAdmin)
     }
     if (config.shadowReport !== undefined || config.rollout !== 'enforce') this.keepShadowEvidence()
   }
@@ -525,6 +528,7 @@ export class Engine {
       }
     }
     const { removed } = await this.admin(shard, { op: 'forget', key: scoped })
+    this.recordAdmin({ at: Date.now(), action: force ? 'forget-forced' : 'forget', namespace: options.namespace, key, removed })
     return removed === 1
   }
 
@@ -545,7 +549,18 @@ export class Engine {
     // A memory store lives in its shard, a custom one may: each purges its own. Every other store is shared: one call.
     const perShard = this.config.store.kind === 'memory' || this.config.store.kind === 'custom'
     const replies = await Promise.all(this.adminPorts.map((_, shard) => this.admin(shard, { op: 'purge', namespace, store: perShard || shard === 0 })))
-    return replies.reduce((sum, reply) => sum + reply.removed, 0)
+    const removed = replies.reduce((sum, reply) => sum + reply.removed, 0)
+    this.recordAdmin({ at: Date.now(), action: 'purge', namespace, removed })
+    return removed
+  }
+
+  /** @internal `recorder` hears of every forget and purge done through this engine (the audit log writes them). */
+  addAdminRecorder(recorder: (action: AdminAction) => void): void {
+    this.adminRecorders.push(recorder)
+  }
+
+  private recordAdmin(action: AdminAction): void {
+    for (const recorder of this.adminRecorders) recorder(action)
   }
 
   /** Reads an admin call's options and routes its key: the key as the store names it, and its shard. */

@@ -1,4 +1,5 @@
 import type { CommitRide } from './actor/shard-cycle.js'
+import type { AdminAction } from './audit/audit-log.js'
 import type { OnOutcome } from './actor/shard-lane.js'
 import type { Redis } from 'ioredis'
 import type { Clock } from './clock.js'
@@ -71,6 +72,11 @@ class StrategyEngine extends Engine {
     return () => {
       for (const remove of removers) remove()
     }
+  }
+
+  /** Admin calls go to one type's engine (engine.strategy(type)): each type's engine tells the recorder. */
+  override addAdminRecorder(recorder: (action: AdminAction) => void): void {
+    for (const engine of this.engines) engine.addAdminRecorder(recorder)
   }
 
   override async startSinks(): Promise<void> {

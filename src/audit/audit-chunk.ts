@@ -14,6 +14,7 @@ export interface AuditChunk {
   count: number
   at: Float64Array
   enforced: Uint8Array
+  /** -1: a record of no key (an admin purge). */
   keyLength: Int32Array
   keys: string
   namespace: Runs
@@ -21,6 +22,8 @@ export interface AuditChunk {
   layer: Runs
   owner: Runs
   errorCode: Runs
+  /** Admin records: how many records the action removed. */
+  removed: Runs
 }
 
 /** One record as `idem audit read` prints it and a line's payload holds it (a JSON array of these). */
@@ -30,11 +33,15 @@ export interface AuditRecord {
   /** The keyed digest of the key (base64url); the key itself only under rawKeys. */
   keyDigest?: string
   key?: string
+  /** A decision's verdict, or an admin action: 'forget', 'forget-forced', 'purge'. */
   verdict: string
   rollout: 'enforced' | 'shadow'
+  /** The layer that answered, or 'admin'. */
   layer: string
   owner?: string
   errorCode?: string
+  /** Admin records: how many records the action removed. */
+  removed?: number
 }
 
 /** A record as a line's payload holds it: the time as ms since the epoch (read and verify print it as ISO). */

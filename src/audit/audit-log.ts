@@ -20,12 +20,22 @@ export interface AuditStats {
   sinkFailures: number
 }
 
+/** What an operator did through engine.forget or engine.purge, for the audit log. */
+export interface AdminAction {
+  /** ms since the epoch. */
+  at: number
+  action: 'forget' | 'forget-forced' | 'purge'
+  namespace: string | undefined
+  /** The key forgotten; none for a purge. */
+  key?: string
+  /** How many records went. */
+  removed: number
+}
+
 /** Records per chunk handed to the sealing thread: large, so its per-chunk costs (postMessage, one seal, one write) spread thin. */
 const CHUNK_RECORDS = 8192
 /** A chunk not full is handed over after this long, so a quiet engine's decisions reach the file. */
 const FLUSH_MS = 250
-/** Compares unequal to every field value: the first record of a chunk starts a run in every column. */
-
 /**
  * The audit log's engine side. The observer copies each decision's fields
  * into preallocated columns (no object, no crypto, no string built per
@@ -135,6 +145,17 @@ export class AuditLog {
     }
   }
 
+  /**
+   * An admin action, as one record (layer 'admin'), handed to the sealing
+   * thread at once: an operator's action reaches the file within a turn,
+   * not after the next 8,192 decisions. Taken whatever the buffer holds.
+   */
+  readonly recordAdmin = (action: AdminAction): void => {
+    this.counts.records++
+    this.chunk.addAdmin(action)
+    this.handOver()
+  }
+
   private readonly handOver = (): void => {
     if (this.timer !== undefined) {
       clearTimeout(this.timer)
@@ -190,6 +211,7 @@ class ChunkBuilder {
   readonly layer: Runs = { values: [], starts: [] }
   readonly owner: Runs = { values: [], starts: [] }
   readonly errorCode: Runs = { values: [], starts: [] }
+  readonly removed: Runs = { values: [], starts: [] }
 
   /** Adds one decision; true when the chunk is full. */
   add(event: DecisionEvent): boolean {
@@ -205,15 +227,36 @@ class ChunkBuilder {
     extendRuns(this.layer, event.layer, n)
     extendRuns(this.owner, event.owner, n)
     extendRuns(this.errorCode, event.errorCode, n)
+    extendRuns(this.removed, undefined, n)
     this.count = n + 1
     return n + 1 === CHUNK_RECORDS
+  }
+
+  /** Adds one admin action (the caller hands the chunk over next). */
+  addAdmin(action: AdminAction): void {
+    const n = this.count
+    this.at[n] = action.at
+    this.enforced[n] = 1
+    const key = action.key
+    if (key === undefined) this.keyLength[n] = -1
+    else {
+      this.keys[n] = key
+      this.keyLength[n] = key.length
+    }
+    extendRuns(this.namespace, action.namespace, n)
+    extendRuns(this.verdict, action.action, n)
+    extendRuns(this.layer, 'admin', n)
+    extendRuns(this.owner, undefined, n)
+    extendRuns(this.errorCode, undefined, n)
+    extendRuns(this.removed, String(action.removed), n)
+    this.count = n + 1
   }
 
   build(): AuditChunk {
     const n = this.count
     if (n < CHUNK_RECORDS) this.keys.length = n
-    // One flat string: postMessage copies it as one block.
-    return { count: n, at: this.at, enforced: this.enforced, keyLength: this.keyLength, keys: this.keys.join(''), namespace: this.namespace, verdict: this.verdict, layer: this.layer, owner: this.owner, errorCode: this.errorCode }
+    // One flat string: postMessage copies it as one block (join skips the holes of keyless records).
+    return { count: n, at: this.at, enforced: this.enforced, keyLength: this.keyLength, keys: this.keys.join(''), namespace: this.namespace, verdict: this.verdict, layer: this.layer, owner: this.owner, errorCode: this.errorCode, removed: this.removed }
   }
 }
 

@@ -44,15 +44,19 @@ export class AuditSealer {
     const layer = runReader(chunk.layer, (v) => `,"layer":${JSON.stringify(v)}`)
     const owner = runReader(chunk.owner, (v) => `,"owner":${JSON.stringify(v)}`)
     const errorCode = runReader(chunk.errorCode, (v) => `,"errorCode":${JSON.stringify(v)}`)
+    const removed = runReader(chunk.removed, (v) => `,"removed":${v}`)
     const rawKeys = this.setup.rawKeys
     let payload = '['
     let from = 0
     for (let i = 0; i < chunk.count; i++) {
-      const key = chunk.keys.slice(from, from + chunk.keyLength[i])
-      from += chunk.keyLength[i]
-      // The digest is base64url: no escaping. A raw key can hold anything.
-      const keyField = rawKeys ? `,"key":${JSON.stringify(key)}` : `,"keyDigest":"${this.digestOf(key)}"`
-      payload += `${i === 0 ? '' : ','}{"time":${chunk.at[i]}${namespace(i)}${keyField}${verdict(i)},"rollout":"${chunk.enforced[i] === 1 ? 'enforced' : 'shadow'}"${layer(i)}${owner(i)}${errorCode(i)}}`
+      let keyField = ''
+      if (chunk.keyLength[i] >= 0) {
+        const key = chunk.keys.slice(from, from + chunk.keyLength[i])
+        from += chunk.keyLength[i]
+        // The digest is base64url: no escaping. A raw key can hold anything.
+        keyField = rawKeys ? `,"key":${JSON.stringify(key)}` : `,"keyDigest":"${this.digestOf(key)}"`
+      }
+      payload += `${i === 0 ? '' : ','}{"time":${chunk.at[i]}${namespace(i)}${keyField}${verdict(i)},"rollout":"${chunk.enforced[i] === 1 ? 'enforced' : 'shadow'}"${layer(i)}${owner(i)}${errorCode(i)}${removed(i)}}`
     }
     payload += ']'
     this.seq++

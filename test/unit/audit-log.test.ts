@@ -3,8 +3,8 @@
  * found by verify (an altered byte, a deleted line, two lines swapped) and a
  * truncated tail told apart, the chain across rotated files, drop versus
  * back-pressure, bad config naming the field and never the key, the CLI's
- * exit codes, and the engine writing one record per decision ('all') or per
- * enforced decision ('acted').
+ * exit codes, the engine writing one record per decision ('all') or per
+ * enforced decision ('acted'), and one per forget and purge.
  */
 import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -256,5 +256,51 @@ describe('engine wiring', () => {
       }
       expect(engine.stats().audit).toMatchObject({ records: records.length, written: records.length, dropped: 0, pending: 0 })
     }
+  })
+
+  it('forget and purge are records too (layer admin, what went), with the digest the key has in the decisions', async () => {
+    const key = hexKey('sm4')
+    const file = newFile()
+    const engine = await createEngine({ audit: { file, key, cipher: 'sm4', decisions: 'acted' } })
+    const messages = Array.from({ length: 10 }, (_, i) => ({ key: `k${i}`, namespace: 'orders' }))
+    await engine.processBatch(messages, async () => 1)
+    await engine.processBatch(messages.slice(0, 2), async () => 1)
+    expect(await engine.forget('k1', { namespace: 'orders' })).toBe(true)
+    expect(await engine.forget('never-seen', { namespace: 'orders' })).toBe(false)
+    expect(await engine.forget('k2', { namespace: 'orders', force: true })).toBe(true)
+    expect(await engine.purge({ namespace: 'orders' })).toBe(8)
+    // A refused forget changes nothing and is not recorded.
+    await expect(engine.forget('', { namespace: 'orders' })).rejects.toMatchObject({ code: 'INVALID_KEY' })
+    await engine.close()
+
+    const records: AuditRecord[] = []
+    expect(verifyFiles([file], AuditKeys.fromHex(key, 'sm4'), (r) => records.push(r)).status).toBe('ok')
+    // Every decision was enforced ('acted' keeps them all): ten new, two duplicates, then the four admin actions.
+    const admin = records.filter((r) => r.layer === 'admin')
+    expect(records.slice(0, 12).map((r) => r.verdict)).toEqual([...Array(10).fill('new'), 'duplicate', 'duplicate'])
+    expect(admin.map(({ verdict, namespace, removed, rollout }) => ({ verdict, namespace, removed, rollout }))).toEqual([
+      { verdict: 'forget', namespace: 'orders', removed: 1, rollout: 'enforced' },
+      { verdict: 'forget', namespace: 'orders', removed: 0, rollout: 'enforced' },
+      { verdict: 'forget-forced', namespace: 'orders', removed: 1, rollout: 'enforced' },
+      { verdict: 'purge', namespace: 'orders', removed: 8, rollout: 'enforced' },
+    ])
+    const duplicateOfK1 = records.filter((r) => r.verdict === 'duplicate')[1]
+    expect(admin[0].keyDigest).toBe(duplicateOfK1.keyDigest)
+    expect(admin[1].keyDigest).not.toBe(admin[0].keyDigest)
+    expect(admin[3]).not.toHaveProperty('keyDigest')
+    expect(engine.stats().audit).toMatchObject({ records: 16, written: 16 })
+  })
+
+  it("with strategies, a type's forget goes to the one audit log", async () => {
+    const key = hexKey('aes-256-gcm')
+    const file = newFile()
+    const engine = await createEngine({ strategies: { payments: {}, analytics: {} }, audit: { file, key } })
+    await engine.processBatch([{ key: 'p1', type: 'payments' }], async () => 1)
+    expect(await engine.strategy('payments')!.forget('p1')).toBe(true)
+    expect(await engine.strategy('analytics')!.purge({ namespace: 'analytics' })).toBe(0)
+    await engine.close()
+    const records: AuditRecord[] = []
+    expect(verifyFiles([file], AuditKeys.fromHex(key, 'aes-256-gcm'), (r) => records.push(r)).status).toBe('ok')
+    expect(records.map((r) => `${r.layer} ${r.verdict} ${r.removed ?? ''}`)).toEqual(['store new ', 'admin forget 1', 'admin purge 0'])
   })
 })
