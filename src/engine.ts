@@ -162,6 +162,8 @@ export class Engine {
   /** Who hears of admin actions (the audit log: this engine's, or an engine of strategies' for its types). */
   private readonly adminRecorders: ((action: AdminAction) => void)[] = []
   private shadowEvidence: ShadowEvidence | undefined
+  /** Unsubscribes the shadow evidence's observer: set while some rollout is not 'enforce'. */
+  private stopShadowEvidence: (() => void) | undefined
   private shadowReportTimer: NodeJS.Timeout | undefined
 
   constructor(
@@ -197,7 +199,9 @@ export class Engine {
       this.addObserver(this.auditLog.observe)
       this.addAdminRecorder(this.auditLog.recordAdmin)
     }
-    if (config.shadowReport !== undefined || config.rollout !== 'enforce') this.keepShadowEvidence()
+    // With a report file, the evidence (empty under enforce) exists from the start, so the file is written.
+    if (config.shadowReport !== undefined) this.shadowEvidenceKept()
+    this.followShadowing(config.rollout !== 'enforce')
   }
 
   /**
@@ -210,16 +214,30 @@ export class Engine {
     return (this.shadowEvidence ?? new ShadowEvidence(DEFAULT_SHADOW_SAMPLES)).report()
   }
 
-  /** Starts keeping the shadow evidence (once): from the start with a shadowReport option or a rollout other than 'enforce', else from the first setRollout away from it. */
-  protected keepShadowEvidence(): void {
-    if (this.shadowEvidence !== undefined) return
+  /**
+   * The evidence watches decisions while some rollout shadows (from the start,
+   * or from a setRollout away from 'enforce') and stops watching when every
+   * rollout is 'enforce' again, keeping what it gathered: under enforce it
+   * would only cost an event per rejection.
+   */
+  protected followShadowing(shadowing: boolean): void {
+    if (shadowing) this.stopShadowEvidence ??= this.addObserver(this.shadowEvidenceKept().observe, { acted: true })
+    else {
+      this.stopShadowEvidence?.()
+      this.stopShadowEvidence = undefined
+    }
+  }
+
+  /** The shadow evidence, made (and its report file's timer started) on first use. */
+  private shadowEvidenceKept(): ShadowEvidence {
+    if (this.shadowEvidence !== undefined) return this.shadowEvidence
     const evidence = new ShadowEvidence(this.config.shadowReport?.samples ?? DEFAULT_SHADOW_SAMPLES)
     this.shadowEvidence = evidence
-    this.addObserver(evidence.observe, { acted: true })
     const file = this.config.shadowReport?.file
     if (file !== undefined) {
       this.shadowReportTimer = setInterval(() => this.writeShadowReport(file), this.config.shadowReport!.everyMs).unref()
     }
+    return evidence
   }
 
   private writeShadowReport(file: string): void {
@@ -320,7 +338,7 @@ export class Engine {
     if (problems.length === 0 && this.versionLane !== undefined && value !== 'enforce') problems.push("rollout: must be 'enforce' with versions")
     if (problems.length > 0) throw new ConfigError(problems)
     this.currentRollout = value
-    if (value !== 'enforce') this.keepShadowEvidence()
+    this.followShadowing(value !== 'enforce')
     const share = enforceShareOf(value)
     for (const lane of this.lanes) lane.enforceShare = share
   }

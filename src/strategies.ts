@@ -81,7 +81,7 @@ class StrategyEngine extends Engine {
 
   override async startSinks(): Promise<void> {
     await super.startSinks()
-    if (this.engines.some((engine) => engine.rollout !== 'enforce')) this.keepShadowEvidence()
+    this.followShadowing(this.engines.some((engine) => engine.rollout !== 'enforce'))
   }
 
   // Each type keeps its records in its own store: an operator names the type (engine.strategy(type).inspect(...)).
@@ -111,7 +111,7 @@ class StrategyEngine extends Engine {
     const engine = this.strategy(type)
     if (engine === undefined) throw new ConfigError([mustBe('type', `a type of strategies (${[...this.indexOf.keys()].join(', ')})`, type)])
     engine.setRollout(rollout)
-    if (engine.rollout !== 'enforce') this.keepShadowEvidence()
+    this.followShadowing(this.engines.some((e) => e.rollout !== 'enforce'))
   }
 
   override async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {

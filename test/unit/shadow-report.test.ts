@@ -74,7 +74,7 @@ describe('shadow report', () => {
     expect(report.wouldDrop).toBeLessThan(80)
   })
 
-  it('enforce keeps nothing until setRollout leaves it', async () => {
+  it('enforce keeps nothing until setRollout leaves it, and stops watching when it comes back', async () => {
     const e = await engine({})
     const messages = traffic()
     await e.processBatch(messages, () => 'ok')
@@ -84,6 +84,16 @@ describe('shadow report', () => {
     await e.processBatch(messages.slice(0, 10), () => 'ok')
     await settle()
     expect(e.shadowReport().byReason.duplicate).toBe(10)
+    // Back to enforce: the report keeps what it has, and no decision event is built any more (no observer left).
+    e.setRollout('enforce')
+    expect((e as unknown as { hub: { active: boolean } }).hub.active).toBe(false)
+    await e.processBatch(messages.slice(0, 10), () => 'ok')
+    await settle()
+    expect(e.shadowReport().byReason.duplicate).toBe(10)
+    e.setRollout({ enforce: 0 })
+    await e.processBatch(messages.slice(0, 10), () => 'ok')
+    await settle()
+    expect(e.shadowReport().byReason.duplicate).toBe(20)
   })
 
   it('writes the report to its file at close, and idem shadow report prints it', async () => {
