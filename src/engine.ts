@@ -158,7 +158,7 @@ export class Engine {
   private readonly hub = new DecisionHub()
   /** Metrics on: the engine's series in their registry. */
   private metrics: EngineMetrics | undefined
-  private auditLog: AuditLog | undefined
+  protected auditLog: AuditLog | undefined
   /** Who hears of admin actions (the audit log: this engine's, or an engine of strategies' for its types). */
   private readonly adminRecorders: ((action: AdminAction) => void)[] = []
   private shadowEvidence: ShadowEvidence | undefined
@@ -420,8 +420,7 @@ export class Engine {
    * with all of them.
    */
   async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {
-    // audit whenFull 'backpressure': a full audit buffer holds the next batch back until it drains.
-    if (this.auditLog?.full === true && this.config.audit!.whenFull === 'backpressure') await this.auditLog.writable()
+    if (this.auditHolds()) await this.auditLog!.writable()
     this.refuseBadCall(this.closing !== undefined, messages, handler)
     const n = messages.length
     const outcomes: Outcome[] = new Array(n)
@@ -570,6 +569,11 @@ export class Engine {
     const removed = replies.reduce((sum, reply) => sum + reply.removed, 0)
     this.recordAdmin({ at: Date.now(), action: 'purge', namespace, removed })
     return removed
+  }
+
+  /** audit whenFull 'backpressure': whether a full audit buffer holds the next batch back (until auditLog.writable()). */
+  protected auditHolds(): boolean {
+    return this.auditLog?.full === true && this.config.audit!.whenFull === 'backpressure'
   }
 
   /** @internal `recorder` hears of every forget and purge done through this engine (the audit log writes them). */

@@ -115,6 +115,8 @@ class StrategyEngine extends Engine {
   }
 
   override async submit<P, R>(messages: readonly Message<P>[], handler: Handler<P, R> | undefined, each: OnOutcome | undefined, ride?: CommitRide): Promise<Outcome<R>[]> {
+    // The audit log is this engine's (one for every type): its back-pressure holds batches here.
+    if (this.auditHolds()) await this.auditLog!.writable()
     this.refuseBadCall(this.closed, messages, handler)
     const n = messages.length
     const outcomes: Outcome[] = new Array(n)
@@ -241,6 +243,7 @@ class StrategyEngine extends Engine {
         bytes: all.reduce((sum, stats) => sum + stats.bloom.bytes, 0),
         measuredFalsePositiveRate: judged === 0 ? 0 : totals.bloomFalsePositives / judged,
       },
+      ...(this.auditLog === undefined ? {} : { audit: { ...this.auditLog.stats } }),
     }
   }
 
