@@ -265,6 +265,8 @@ export type EngineConfig = Required<Omit<EngineOptions, 'bloom' | 'lru' | 'store
   shadowReport?: ShadowReportConfig
   /** Absent: metrics off. */
   metrics?: MetricsConfig
+  /** Store calls are timed into the counters (store-timing.ts): metrics are on here, or, for a type's engine, on the engine of strategies it serves. */
+  timeStoreCalls?: boolean
   /** The audit log; stays on the main thread (worker threads get the config without it). */
   audit?: AuditConfig
 }
@@ -350,7 +352,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
   const metrics = readMetrics(o)
   if (o.has('versions')) checkVersionLimits(o, { threads, store, rollout, mode, reconcile, handlerTimeoutMs, inFlight })
   // Last: each strategy is the options above with its own over them, read only once those are known good.
-  const strategies = readStrategies(o, options as Record<string, unknown>, mode)
+  const strategies = readStrategies(o, options as Record<string, unknown>, mode, metrics !== undefined)
 
   return {
     shards,
@@ -376,7 +378,7 @@ function readConfig(options: unknown, problems: string[]): EngineConfig {
     ownership,
     ...(versions === undefined ? {} : { versions }),
     ...(strategies === undefined ? {} : { strategies }),
-    ...(metrics === undefined ? {} : { metrics }),
+    ...(metrics === undefined ? {} : { metrics, timeStoreCalls: true }),
     ...(audit === undefined ? {} : { audit }),
     ...(shadowReport === undefined ? {} : { shadowReport }),
   }
@@ -395,7 +397,7 @@ function typeField(message: Message): unknown {
  * problems are named under `strategies.<type>.`. Read only when the engine's
  * own options are good, so that their problems are not named once per type.
  */
-function readStrategies(o: OptionReader, options: Record<string, unknown>, mode: string): StrategiesConfig | undefined {
+function readStrategies(o: OptionReader, options: Record<string, unknown>, mode: string, timeStoreCalls: boolean): StrategiesConfig | undefined {
   const typeOf = o.function<StrategiesConfig['typeOf']>('typeOf', 'a function (message) => type', false)
   const given = o.value('strategies')
   const section = o.section('strategies', 'an object like { payments: { store, ttlMs } }')
@@ -425,9 +427,9 @@ function readStrategies(o: OptionReader, options: Record<string, unknown>, mode:
     const config = readConfig({ ...base, ...own }, problems)
     // Every problem line starts with its field's name: under the type's, it names the strategy's field.
     for (const problem of problems) o.problems.push(strategy.nameOf(problem))
-    types.set(name, config)
+    types.set(name, { ...config, timeStoreCalls })
   }
-  if (unknownType === 'default' && !hasDefault && good) types.set('default', readConfig(base, o.problems))
+  if (unknownType === 'default' && !hasDefault && good) types.set('default', { ...readConfig(base, o.problems), timeStoreCalls })
   return { types, typeOf: typeOf ?? typeField, unknownType }
 }
 

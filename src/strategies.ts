@@ -1,4 +1,4 @@
-import type { CommitRide } from './actor/shard-cycle.js'
+import { addCounters, type CommitRide } from './actor/shard-cycle.js'
 import type { AdminAction } from './audit/audit-log.js'
 import type { OnOutcome } from './actor/shard-lane.js'
 import type { Redis } from 'ioredis'
@@ -228,6 +228,13 @@ class StrategyEngine extends Engine {
   }
 
   /** Every type's counts added up (and the messages of no type, as invalid); each type's own: engine.strategy(type).stats(). */
+  /** Every type's store call timings (their engines time them when metrics are on here). */
+  override storeCallTimings(): Float64Array {
+    const sum = super.storeCallTimings()
+    for (const engine of this.engines) addCounters(sum, engine.storeCallTimings())
+    return sum
+  }
+
   override stats(): EngineStats {
     const all = this.engines.map((engine) => engine.stats())
     const totals = all.map((stats) => stats.totals).reduce(addLayers)

@@ -75,8 +75,8 @@ export interface CycleOptions {
    * takes them, instead of one step each.
    */
   mode?: 'strict' | 'owned'
-  /** Metrics on: counters arrays carry store call timings (store-timing.ts). */
-  metrics?: unknown
+  /** Counters arrays carry store call timings (store-timing.ts). */
+  timeStoreCalls?: boolean
 }
 
 /** One message on its way through a shard's cycle, and its outcome once final. */

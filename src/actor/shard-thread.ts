@@ -23,9 +23,9 @@ export class ShardThread {
 
   constructor(config: EngineConfig, shardsHere: number) {
     // The reconcile hook stays here: a function does not cross (the worker's is the handler module's).
-    // So do the metrics registry (the worker only times its store calls) and the audit log.
-    const { reconcile: _, audit: __, metrics, ...crossing } = config
-    const workerData: ThreadData = { config: metrics === undefined ? crossing : { ...crossing, metrics: { maxNamespaces: metrics.maxNamespaces } } }
+    // So do the metrics registry (the worker only times its store calls, by timeStoreCalls) and the audit log.
+    const { reconcile: _, audit: __, metrics: ___, ...crossing } = config
+    const workerData: ThreadData = { config: crossing }
     this.piscina = new Piscina({
       filename: hostFile,
       minThreads: 1,

@@ -18,9 +18,9 @@ export const STORE_CALL_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 export const SLOTS_PER_OPERATION = STORE_CALL_BUCKETS.length + 2
 const TIMING_SLOTS = STORE_OPERATIONS.length * SLOTS_PER_OPERATION
 
-/** A counters array for an engine's config: with metrics on, the timing slots follow the counters. */
-export function countersFor(config: { metrics?: unknown }): Float64Array {
-  return new Float64Array(config.metrics === undefined ? COUNTER_COUNT : COUNTER_COUNT + TIMING_SLOTS)
+/** A counters array for an engine's config: with store calls timed (metrics on), the timing slots follow the counters. */
+export function countersFor(config: { timeStoreCalls?: boolean }): Float64Array {
+  return new Float64Array(config.timeStoreCalls === true ? COUNTER_COUNT + TIMING_SLOTS : COUNTER_COUNT)
 }
 
 /** Records a store call that started at `startedAt` (performance.now()) into a counters array with timing slots. */

@@ -108,6 +108,20 @@ describe('metrics over HTTP', () => {
     }
   })
 
+  it('with strategies, the store calls of every type are timed (a type with worker threads too)', async () => {
+    const registry = new promClient.Registry()
+    const store = { kind: 'redis', url: REDIS_URL, prefix: `${prefix}strategies:` }
+    const e = await engine({ store, metrics: { registry }, strategies: { payments: { ttlMs: 60_000 }, notifications: {} }, threads: 1 })
+    const messages = Array.from({ length: 120 }, (_, i) => ({ key: `t-${i % 80}`, type: i % 2 === 0 ? 'payments' : 'notifications' }))
+    await e.processBatch(messages, (m) => m.key)
+    const stats = e.stats()
+    expect(stats.totals.storeOperations).toBeGreaterThan(0)
+    const histogram = await (registry.getSingleMetric('idem_store_call_seconds') as unknown as { get(): Promise<{ values: { metricName: string; value: number; labels: Record<string, string> }[] }> }).get()
+    const counts = histogram.values.filter((s) => s.metricName === 'idem_store_call_seconds_count')
+    expect(counts.map((s) => s.labels.operation)).toEqual(expect.arrayContaining(['claim', 'commit']))
+    expect(counts.reduce((sum, s) => sum + s.value, 0)).toBe(stats.totals.storeOperations)
+  })
+
   it('anything but GET /metrics is 404', async () => {
     const server = await serveMetrics(new promClient.Registry(), 0)
     try {
