@@ -8,27 +8,19 @@
  */
 import { randomBytes } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { createEngine, type Engine } from '../../dist/src/engine.js'
+import { afterAll, describe, expect, it } from 'vitest'
+import type { Engine } from '../../dist/src/engine.js'
 import type { DecisionEvent } from '../../dist/src/observe/decision-event.js'
 import type { Message } from '../../dist/src/message.js'
 import { deletePrefix } from '../support/redis-prefix.js'
+import { enginesClosedAfterEach } from '../support/test-engines.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const prefix = `idem-events-${randomBytes(4).toString('hex')}:`
 const fixture = (name: string) => fileURLToPath(new URL(`../support/fixtures/${name}`, import.meta.url))
 
-const engines: Engine[] = []
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((e) => e.close()))
-})
+const engine = enginesClosedAfterEach({ shards: 4 })
 afterAll(() => deletePrefix(REDIS_URL, prefix))
-
-async function engine(options: Record<string, unknown>): Promise<Engine> {
-  const e = await createEngine({ shards: 4, ...options })
-  engines.push(e)
-  return e
-}
 
 /** Every event the engine emits, and the batches they came in. */
 function record(e: Engine): { events: DecisionEvent[]; batches: number; stop: () => void } {

@@ -8,8 +8,8 @@
 import { randomBytes } from 'node:crypto'
 import parsePrometheus, { type ParsedFamily } from 'parse-prometheus-text-format'
 import promClient from 'prom-client'
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { createEngine, type Engine } from '../../dist/src/engine.js'
+import { afterAll, describe, expect, it } from 'vitest'
+import { createEngine } from '../../dist/src/engine.js'
 import { ConfigError } from '../../dist/src/errors.js'
 import type { Message } from '../../dist/src/message.js'
 import { EngineMetrics, loadPromClient } from '../../dist/src/observe/metrics.js'
@@ -17,21 +17,13 @@ import { serveMetrics } from '../../dist/src/observe/metrics-server.js'
 import { consumeMemoryQueue, MemoryQueue } from '../../dist/src/transport/memory-queue.js'
 import { problemsOf } from '../support/config-problems.js'
 import { deletePrefix } from '../support/redis-prefix.js'
+import { enginesClosedAfterEach } from '../support/test-engines.js'
 
 const REDIS_URL = 'redis://127.0.0.1:6379'
 const prefix = `idem-metrics-${randomBytes(4).toString('hex')}:`
 
-const engines: Engine[] = []
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((e) => e.close()))
-})
+const engine = enginesClosedAfterEach({ shards: 4 })
 afterAll(() => deletePrefix(REDIS_URL, prefix))
-
-async function engine(options: Record<string, unknown>): Promise<Engine> {
-  const e = await createEngine({ shards: 4, ...options })
-  engines.push(e)
-  return e
-}
 
 async function scrape(url: string): Promise<Map<string, ParsedFamily>> {
   const response = await fetch(url)
