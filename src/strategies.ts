@@ -162,9 +162,8 @@ class StrategyEngine extends Engine {
     } catch (error) {
       return this.unknown(message, i, outcomes, each, `typeOf threw: ${errorText(error)}`)
     }
-    const index = typeof type === 'string' ? this.indexOf.get(type) : undefined
-    if (index !== undefined) return index
-    if (this.fallback >= 0) return this.fallback
+    const index = this.indexOfType(type)
+    if (index >= 0) return index
     return this.unknown(message, i, outcomes, each, `type: must be a type of strategies (${[...this.indexOf.keys()].join(', ')}), ${this.indexOf.has('default') ? "as unknownType is 'invalid'" : 'as there is no default strategy'}, got ${show(type)}`)
   }
 
@@ -182,9 +181,9 @@ class StrategyEngine extends Engine {
 
   /** The transaction helper of the message's type: its store must be SQL. */
   override async transaction<P, R, Tx = any>(message: Message<P>, work: TransactionWork<P, R, Tx>): Promise<Outcome<R>> {
-    const engine = this.engineOf(message)
+    const index = this.indexOfMessage(message)
     // A message with no engine gets its invalid outcome from process; no handler runs.
-    return engine === undefined ? this.process(message, () => undefined as R) : engine.transaction(message, work)
+    return index < 0 ? this.process(message, () => undefined as R) : this.engines[index].transaction(message, work)
   }
 
   /** For a batch: each message runs in a transaction of its type's SQL store (HANDLER_FAILED with INVALID_CONFIG for a type whose store is not SQL). */
@@ -198,8 +197,8 @@ class StrategyEngine extends Engine {
     })
     if (handlers.every((handler) => handler instanceof Error)) throw handlers[0]
     return (message, context) => {
-      const index = this.engines.indexOf(this.engineOf(message)!)
-      const handler = handlers[index]
+      // Only messages that have an engine reach a handler.
+      const handler = handlers[this.indexOfMessage(message)]
       if (handler instanceof Error) throw handler
       return handler(message, context)
     }
@@ -216,18 +215,22 @@ class StrategyEngine extends Engine {
     return engine.positionOf(source, partition)
   }
 
-  private engineOf(message: Message): Engine | undefined {
+  /** The index of the message's engine, or -1 when it has none (a typeOf that throws has none). */
+  private indexOfMessage(message: Message): number {
     let type: unknown
     try {
       type = this.typeOf(message)
     } catch {
-      return undefined
+      return -1
     }
-    const index = typeof type === 'string' ? this.indexOf.get(type) : undefined
-    return index !== undefined ? this.engines[index] : this.fallback >= 0 ? this.engines[this.fallback] : undefined
+    return this.indexOfType(type)
   }
 
-  /** Every type's counts added up (and the messages of no type, as invalid); each type's own: engine.strategy(type).stats(). */
+  /** The index of a type's engine: its strategy's, else the default's for an unknown type, else -1. */
+  private indexOfType(type: unknown): number {
+    return (typeof type === 'string' ? this.indexOf.get(type) : undefined) ?? this.fallback
+  }
+
   /** Every type's store call timings (their engines time them when metrics are on here). */
   override storeCallTimings(): Float64Array {
     const sum = super.storeCallTimings()
@@ -235,6 +238,7 @@ class StrategyEngine extends Engine {
     return sum
   }
 
+  /** Every type's counts added up (and the messages of no type, as invalid); each type's own: engine.strategy(type).stats(). */
   override stats(): EngineStats {
     const all = this.engines.map((engine) => engine.stats())
     const totals = all.map((stats) => stats.totals).reduce(addLayers)
