@@ -6,35 +6,25 @@
  * shared store, so those cases run on Redis (a random prefix of their own).
  */
 import { randomUUID } from 'node:crypto'
-import { Redis } from 'ioredis'
-import { afterAll, afterEach, describe, expect, it } from 'vitest'
-import { createEngine, type Engine } from '../../dist/src/engine.js'
+import { afterAll, describe, expect, it } from 'vitest'
+import type { Engine } from '../../dist/src/engine.js'
 import { ManualClock } from '../../dist/src/clock.js'
 import { ConfigError, ErrorCode } from '../../dist/src/errors.js'
-import { deleteKeysUnder } from '../../dist/src/store/redis/delete-keys.js'
 import type { EngineOptions } from '../../dist/src/config.js'
 import type { Message } from '../../dist/src/message.js'
+import { deletePrefix } from '../support/redis-prefix.js'
+import { enginesClosedAfterEach } from '../support/test-engines.js'
 
 const url = 'redis://127.0.0.1:6379'
 const prefixes: string[] = []
-const engines: Engine[] = []
-async function engine(options: EngineOptions, clock?: ManualClock): Promise<Engine> {
-  const created = await createEngine({ shards: 4, ...options }, clock === undefined ? {} : { clock })
-  engines.push(created)
-  return created
-}
+const engine = enginesClosedAfterEach({ shards: 4 })
 function onRedis(options: EngineOptions = {}): Promise<Engine> {
   const prefix = `test:admin:${randomUUID()}:`
   prefixes.push(prefix)
   return engine({ ...options, store: { kind: 'redis', url, prefix } })
 }
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((e) => e.close()))
-})
 afterAll(async () => {
-  const redis = new Redis(url)
-  for (const prefix of prefixes) await deleteKeysUnder(redis, prefix)
-  redis.disconnect()
+  for (const prefix of prefixes) await deletePrefix(url, prefix)
 })
 
 function counter() {
@@ -58,7 +48,7 @@ function holding() {
 describe('engine.inspect', () => {
   it('reads absent, in progress (lease left), done (TTL left, fingerprint, result size) and unknown, on the memory store', async () => {
     const clock = new ManualClock(1_000_000)
-    const e = await engine({ leaseMs: 5_000, ttlMs: 60_000, handlerTimeoutMs: 1_000 }, clock)
+    const e = await engine({ leaseMs: 5_000, ttlMs: 60_000, handlerTimeoutMs: 1_000 }, { clock })
     expect(await e.inspect('never')).toEqual({ state: 'absent', expiresInMs: 0 })
 
     await e.process({ key: 'paid', fingerprint: 'fp-1' }, () => ({ id: 7 }))

@@ -101,7 +101,7 @@ describe('owned mode', () => {
 
 describe('version-aware keys', () => {
   it('a first version says store with its owner token, a repeat answered from the applied versions lru, a bad version input', async () => {
-    const e = await engine({ shards: 1, versions: { versionOf: (m: Message<number>) => m.payload } })
+    const e = await engine({ shards: 1, versions: { versionOf: (m: Message) => m.payload as number } })
     const seen = record(e)
     await e.processBatch([{ key: 'v', namespace: 'eu', payload: 1 }], () => 'applied')
     await e.processBatch([{ key: 'v', namespace: 'eu', payload: 1 }, { key: 'w', payload: {} as never }], () => 'applied')

@@ -102,7 +102,7 @@ describe('metrics over HTTP', () => {
 
   it('with strategies, the store calls of every type are timed (a type with worker threads too)', async () => {
     const registry = new promClient.Registry()
-    const store = { kind: 'redis', url: REDIS_URL, prefix: `${prefix}strategies:` }
+    const store = { kind: 'redis' as const, url: REDIS_URL, prefix: `${prefix}strategies:` }
     const e = await engine({ store, metrics: { registry }, strategies: { payments: { ttlMs: 60_000 }, notifications: {} }, threads: 1 })
     const messages = Array.from({ length: 120 }, (_, i) => ({ key: `t-${i % 80}`, type: i % 2 === 0 ? 'payments' : 'notifications' }))
     await e.processBatch(messages, (m) => m.key)
