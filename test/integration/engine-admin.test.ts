@@ -14,6 +14,7 @@ import type { EngineOptions } from '../../dist/src/config.js'
 import type { Message } from '../../dist/src/message.js'
 import { deletePrefix } from '../support/redis-prefix.js'
 import { enginesClosedAfterEach } from '../support/test-engines.js'
+import { countingHandler } from '../support/counting-handler.js'
 
 const url = 'redis://127.0.0.1:6379'
 const prefixes: string[] = []
@@ -27,14 +28,6 @@ afterAll(async () => {
   for (const prefix of prefixes) await deletePrefix(url, prefix)
 })
 
-function counter() {
-  const runs = new Map<string, number>()
-  const handler = (m: Message): string => {
-    runs.set(m.key, (runs.get(m.key) ?? 0) + 1)
-    return `done:${m.key}`
-  }
-  return { runs, handler }
-}
 
 /** A handler that holds its key in progress until `release` is called. */
 function holding() {
@@ -104,7 +97,7 @@ describe('engine.inspect', () => {
 describe('engine.forget', () => {
   it.each([0, 2])('a forgotten done key runs again through the engine, though its shard had it in the LRU (threads: %i)', async (threads) => {
     const e = await onRedis({ threads })
-    const { runs, handler } = counter()
+    const { effects: runs, handler } = countingHandler()
     expect((await e.process({ key: 'k', namespace: 'ns' }, handler)).verdict).toBe('new')
     expect((await e.process({ key: 'k', namespace: 'ns' }, handler)).verdict).toBe('duplicate')
     const hitsBefore = e.stats().totals.lruHits
@@ -150,7 +143,7 @@ describe('engine.purge', () => {
     ['redis, threads: 2', () => onRedis({ threads: 2 })],
   ])('removes one namespace (store and every LRU), answers how many, leaves the others (%s)', async (_, make) => {
     const e = await make()
-    const { runs, handler } = counter()
+    const { effects: runs, handler } = countingHandler()
     const keys = Array.from({ length: 40 }, (_, i) => `k${i}`)
     for (const namespace of ['gone', 'kept']) await e.processBatch(keys.map((key) => ({ key, namespace })), handler)
     await e.processBatch(keys.map((key) => ({ key })), handler)

@@ -6,6 +6,7 @@ import { ManualClock } from '../../dist/src/clock.js'
 import { ErrorCode, IdemError } from '../../dist/src/errors.js'
 import type { Message } from '../../dist/src/message.js'
 import { consumeMemoryQueue, MemoryQueue } from '../../dist/src/transport/memory-queue.js'
+import { countingHandler } from '../support/counting-handler.js'
 
 const engines: Engine[] = []
 async function engine(options: Parameters<typeof createEngine>[0] = {}, clock?: ManualClock): Promise<Engine> {
@@ -17,19 +18,11 @@ afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()))
 })
 
-function counter() {
-  const effects = new Map<string, number>()
-  const handler = (m: Message): string => {
-    effects.set(m.key, (effects.get(m.key) ?? 0) + 1)
-    return `done:${m.key}`
-  }
-  return { effects, handler }
-}
 
 describe('engine verdicts (threads: 0)', () => {
   it('new, then duplicate with the stored result, without running the handler again', async () => {
     const e = await engine()
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     expect(await e.process({ key: 'a' }, handler)).toEqual({ key: 'a', verdict: 'new', result: 'done:a' })
     expect(await e.process({ key: 'a' }, handler)).toEqual({ key: 'a', verdict: 'duplicate', result: 'done:a' })
     expect(effects.get('a')).toBe(1)
@@ -37,7 +30,7 @@ describe('engine verdicts (threads: 0)', () => {
 
   it('conflict when a settled key comes back with another fingerprint; duplicate when either has none', async () => {
     const e = await engine()
-    const { handler } = counter()
+    const { handler } = countingHandler()
     await e.process({ key: 'a', fingerprint: 'v1' }, handler)
     const conflict = await e.process({ key: 'a', fingerprint: 'v2' }, handler)
     expect(conflict.verdict).toBe('conflict')
@@ -50,7 +43,7 @@ describe('engine verdicts (threads: 0)', () => {
 
   it('conflict is also found by the store when the LRU is off', async () => {
     const e = await engine({ lru: { maxKeys: 0 } })
-    const { handler } = counter()
+    const { handler } = countingHandler()
     await e.process({ key: 'a', fingerprint: 'v1' }, handler)
     expect((await e.process({ key: 'a', fingerprint: 'v2' }, handler)).verdict).toBe('conflict')
     const stats = e.stats().totals
@@ -85,7 +78,7 @@ describe('engine verdicts (threads: 0)', () => {
 
   it('copies of one key in a batch run the handler once, in order', async () => {
     const e = await engine()
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     const outs = await e.processBatch([{ key: 'a' }, { key: 'b' }, { key: 'a' }, { key: 'a' }], handler)
     expect(outs.map((o) => o.verdict)).toEqual(['new', 'new', 'duplicate', 'duplicate'])
     expect(outs[2].result).toBe('done:a')
@@ -150,7 +143,7 @@ describe('engine verdicts (threads: 0)', () => {
 
   it('the same key under two namespaces is two keys; a key without namespace is a third', async () => {
     const e = await engine()
-    const { handler } = counter()
+    const { handler } = countingHandler()
     const outs = await e.processBatch(
       [
         { key: 'x', namespace: 'tenant-a' },
@@ -182,7 +175,7 @@ describe('engine verdicts (threads: 0)', () => {
   it('a DONE key is new again after its TTL (LRU, store and bloom all forget it)', async () => {
     const clock = new ManualClock(0)
     const e = await engine({ ttlMs: 1_000 }, clock)
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     await e.process({ key: 'a' }, handler)
     clock.advance(999)
     expect((await e.process({ key: 'a' }, handler)).verdict).toBe('duplicate')
@@ -194,7 +187,7 @@ describe('engine verdicts (threads: 0)', () => {
 
   it('shadow rollout runs the handler of a duplicate and settles it as the handler says; what enforce would have done rides along', async () => {
     const e = await engine({ rollout: 'shadow' })
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     await e.process({ key: 'a' }, handler)
     const dup = await e.process({ key: 'a' }, handler)
     expect(dup).toMatchObject({ key: 'a', verdict: 'new', shadow: { verdict: 'duplicate' } })
@@ -233,7 +226,7 @@ describe('engine verdicts (threads: 0)', () => {
 
   it('stats count each layer', async () => {
     const e = await engine({ shards: 2 })
-    const { handler } = counter()
+    const { handler } = countingHandler()
     const keys = Array.from({ length: 500 }, (_, i) => ({ key: `order-${i}` }))
     await e.processBatch(keys, handler)
     await e.processBatch(keys, handler)
@@ -273,7 +266,7 @@ describe('lanes never stall', () => {
   // A batch pushed in the tick where a lane's loop finds its mailbox empty must still be processed.
   it.each([0, 1])('threads %i: a queue drained 1024 at a time, 4 batches in flight, settles every message once', async (threads) => {
     const e = await engine({ shards: 8, threads })
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     const queue = new MemoryQueue()
     // Copies of a key sit side by side, so batches requeue repeats and lanes go idle and restart often.
     for (let i = 0; i < 5000; i++) queue.add({ key: `k${Math.floor(i * 0.7)}` })
@@ -287,7 +280,7 @@ describe('lanes never stall', () => {
 describe('bad input fails one message, never the batch', () => {
   it('gives each bad key an invalid verdict with a code, and processes the rest', async () => {
     const e = await engine()
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     const bad: unknown[] = [
       { key: 42 },
       { key: '' },
@@ -332,7 +325,7 @@ describe('bad input fails one message, never the batch', () => {
 
   it('a plain key holding U+0000 is invalid even beside namespaced keys: it never passes for a namespaced one', async () => {
     const e = await engine()
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     const outs = await e.processBatch([{ key: 'order-1', namespace: 'acme' }, { key: 'acme\u0000order-1' }, { key: 'plain' }], handler)
     expect(outs.map((o) => o.verdict)).toEqual(['new', 'invalid', 'new'])
     expect(outs[1].error?.code).toBe(ErrorCode.INVALID_KEY)

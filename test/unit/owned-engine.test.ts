@@ -3,12 +3,12 @@ import { createEngine, type Engine } from '../../dist/src/engine.js'
 import type { EngineOptions } from '../../dist/src/config.js'
 import { ManualClock, systemClock } from '../../dist/src/clock.js'
 import { ErrorCode, IdemError } from '../../dist/src/errors.js'
-import type { Message } from '../../dist/src/message.js'
 import { partitionOf } from '../../dist/src/index.js'
 import { assignPartitions } from '../../dist/src/owned/assignment.js'
 import { MemoryPartitionStore } from '../../dist/src/owned/memory-partitions.js'
 import type { PartitionChange } from '../../dist/src/owned/membership.js'
 import { problemsOf } from '../support/config-problems.js'
+import { countingHandler } from '../support/counting-handler.js'
 
 const engines: Engine[] = []
 async function owned(options: EngineOptions = {}, store?: MemoryPartitionStore, clock?: ManualClock): Promise<Engine> {
@@ -23,14 +23,6 @@ afterEach(async () => {
   await Promise.all(engines.splice(0).map((e) => e.close()))
 })
 
-function counter() {
-  const effects = new Map<string, number>()
-  const handler = (m: Message): string => {
-    effects.set(m.key, (effects.get(m.key) ?? 0) + 1)
-    return `done:${m.key}`
-  }
-  return { effects, handler }
-}
 
 /** 30% resends of earlier keys, drawn uniformly (spread through the stream, not behind their first copy). */
 function spreadStream(count: number): { keys: string[]; unique: number } {
@@ -95,7 +87,7 @@ describe('owned mode on the memory store (one member)', () => {
 
   it('never-seen keys run with no store call before them; duplicates spread through the stream run once', async () => {
     const e = await owned({ lru: { maxKeys: 0 } })
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     const { keys, unique } = spreadStream(5000)
     const outcomes = []
     for (let start = 0; start < keys.length; start += 500) outcomes.push(...(await e.processBatch(keys.slice(start, start + 500).map((key) => ({ key })), handler)))
@@ -114,7 +106,7 @@ describe('owned mode on the memory store (one member)', () => {
   it('a duplicate keeps its stored result; another fingerprint is a conflict, from the LRU and from a read', async () => {
     for (const lru of [100, 0]) {
       const e = await owned({ lru: { maxKeys: lru } })
-      const { handler } = counter()
+      const { handler } = countingHandler()
       expect(await e.process({ key: 'a', fingerprint: 'v1' }, handler)).toEqual({ key: 'a', verdict: 'new', result: 'done:a' })
       expect(await e.process({ key: 'a', fingerprint: 'v1' }, handler)).toEqual({ key: 'a', verdict: 'duplicate', result: 'done:a' })
       const conflict = await e.process({ key: 'a', fingerprint: 'v2' }, handler)
@@ -192,7 +184,7 @@ describe('owned mode: members sharing one memory partition store', () => {
   it('a closing member hands over at once; the next owner restores its partitions and finds every key a duplicate (warm start)', async () => {
     const store = new MemoryPartitionStore(systemClock)
     const a = await owned({ lru: { maxKeys: 0 }, ownership: { memberId: 'member-a' } }, store)
-    const { effects, handler } = counter()
+    const { effects, handler } = countingHandler()
     const keys = Array.from({ length: 3000 }, (_, n) => keyOf(n))
     await a.processBatch(keys.map((key) => ({ key })), handler)
     await a.close()
