@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { OptionReader, quotedChoices } from '../validation.js'
+import { OptionReader } from '../validation.js'
 import { AuditFileSink } from './audit-file-sink.js'
 import { AUDIT_CIPHERS, AUDIT_KEY_ENV, AuditKeys, keyProblem, type AuditCipher } from './audit-keys.js'
 import type { AuditSink } from './audit-sink.js'

@@ -1,6 +1,5 @@
 import { accessSync, closeSync, constants, existsSync, openSync, readSync, statSync, writeSync } from 'node:fs'
 import { tailOf, type ChainTail } from './audit-line.js'
-import type { AuditSink } from './audit-sink.js'
 
 /** `<file>`, then `<file>.000001`, `<file>.000002`…: the n-th file of a log. */
 export function rotatedName(file: string, index: number): string {
@@ -56,7 +55,7 @@ function lastLineOf(path: string): string | undefined {
  * (the first line of a file carries the last MAC of the one before), so
  * verify reads them in order as one log.
  */
-export class AuditFileSink implements AuditSink {
+export class AuditFileSink {
   private index: number
   private size: number
   private fd: number | undefined
@@ -107,16 +106,8 @@ export class AuditFileSink implements AuditSink {
     this.size += line.length
   }
 
-  async append(line: Uint8Array): Promise<void> {
-    this.appendSync(line)
-  }
-
   closeSync(): void {
     if (this.fd !== undefined) closeSync(this.fd)
     this.fd = undefined
-  }
-
-  async close(): Promise<void> {
-    this.closeSync()
   }
 }

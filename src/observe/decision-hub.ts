@@ -57,9 +57,8 @@ export class DecisionHub {
     this.wantsNew = observers.some((e) => !e.actedOnly)
   }
 
-  /** One decision; `key` as given (not namespace-scoped). */
+  /** One decision that wants() (callers ask first, before they work out its fields); `key` as given (not namespace-scoped). */
   emit(key: string, namespace: string | undefined, verdict: Verdict, layer: LayerCode, enforced: boolean, owner: string | undefined, errorCode: string | undefined): void {
-    if (!this.wants(verdict)) return
     if (!this.scheduled) {
       this.scheduled = true
       this.now = Date.now()

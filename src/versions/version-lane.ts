@@ -220,7 +220,7 @@ export class VersionLane {
 
   /** Versions are always enforced (the rollout must be 'enforce' with them). */
   private observe(outcome: Outcome, storeKey: string, layer: LayerCode, owner: string | undefined): void {
-    if (this.abandoned) return
+    if (this.abandoned || !this.options.hub.wants(outcome.verdict)) return
     this.options.hub.emit(outcome.key, namespaceOfScoped(storeKey), outcome.verdict, layer, true, owner, outcome.error?.code)
   }
 
