@@ -172,7 +172,8 @@ describe('createAmqpConsumer', () => {
     // Without a slow delivery the acks mostly cover several deliveries at once.
     const before = frames.length
     await sendRaw(queue, keys.map((key) => ({ body: '{}', messageId: `${key}-b` })))
-    await waitFor('the second round acked', () => c.stats().acked === 600)
+    // The consumer counts a delivery acked when it settles it; the frame that acks it goes out with the next flush of the ack window.
+    await waitFor('the second round acked, and its ack frames sent', () => c.stats().acked === 600 && acked().size === 600)
     const second = frames.slice(before)
     expect(second.some((f) => f.multiple)).toBe(true)
     expect(second.length).toBeLessThan(300)
